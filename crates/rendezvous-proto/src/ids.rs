@@ -1,0 +1,154 @@
+//! Validated names shared by hosts, guests and the server.
+//!
+//! Task IDs and host names are checked at the edge (CLI, builder, server
+//! handlers) and carried as newtypes afterwards, so that code past the edge
+//! never sees an unchecked string.
+
+use std::fmt;
+
+/// Longest task ID or host name, in characters.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// The host name used when a host or guest gives none.
+pub const DEFAULT_HOST_NAME: &str = "default";
+
+/// Shortest secret the server accepts, in characters: 22 base64url
+/// characters carry 132 bits, above the 128-bit floor.
+pub const MIN_SECRET_LEN: usize = 22;
+
+/// Smallest and largest terminal dimension, in character cells.
+pub const MIN_CELLS: u32 = 1;
+/// See [`MIN_CELLS`].
+pub const MAX_CELLS: u32 = 1000;
+
+/// A name that failed validation. The text says what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidName {
+    /// Which kind of name: "task ID" or "host name".
+    pub kind: &'static str,
+}
+
+impl fmt::Display for InvalidName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}: use 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ : -",
+            self.kind
+        )
+    }
+}
+
+impl std::error::Error for InvalidName {}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `s`: 1–128 characters of `[A-Za-z0-9._:-]`.
+            ///
+            /// # Errors
+            /// [`InvalidName`] when `s` is empty, too long, or has another
+            /// character.
+            pub fn new(s: impl Into<String>) -> Result<Self, InvalidName> {
+                let s = s.into();
+                if valid_name(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(InvalidName { kind: $kind })
+                }
+            }
+
+            /// The name as a string slice.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = InvalidName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::new(s)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// A CI task's ID: 1–128 characters of `[A-Za-z0-9._:-]`.
+    TaskId,
+    "task ID"
+);
+name_type!(
+    /// A host's name within its task: 1–128 characters of `[A-Za-z0-9._:-]`.
+    HostName,
+    "host name"
+);
+
+impl HostName {
+    /// Reads a host name from the wire, where empty means
+    /// [`DEFAULT_HOST_NAME`].
+    ///
+    /// # Errors
+    /// [`InvalidName`] as for [`HostName::new`].
+    pub fn or_default(s: &str) -> Result<Self, InvalidName> {
+        if s.is_empty() {
+            Ok(Self(DEFAULT_HOST_NAME.to_owned()))
+        } else {
+            Self::new(s)
+        }
+    }
+}
+
+/// Clamps a terminal dimension to `MIN_CELLS..=MAX_CELLS`; 0 becomes
+/// `default`.
+pub fn clamp_cells(value: u32, default: u32) -> u32 {
+    if value == 0 {
+        default
+    } else {
+        value.clamp(MIN_CELLS, MAX_CELLS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_ids_follow_the_charset() {
+        assert!(TaskId::new("build-42.linux:x86_64").is_ok());
+        assert!(TaskId::new("").is_err());
+        assert!(TaskId::new("a/b").is_err());
+        assert!(TaskId::new("x".repeat(129)).is_err());
+        assert!(TaskId::new("x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn empty_host_name_is_default() {
+        assert_eq!(HostName::or_default("").unwrap().as_str(), "default");
+        assert!(HostName::or_default("a b").is_err());
+    }
+
+    #[test]
+    fn cells_are_clamped() {
+        assert_eq!(clamp_cells(0, 80), 80);
+        assert_eq!(clamp_cells(5000, 80), 1000);
+        assert_eq!(clamp_cells(7, 80), 7);
+    }
+}

@@ -1,0 +1,16 @@
+//! Rendezvous wire types: the messages and gRPC stubs generated from
+//! `proto/rendezvous/v1/rendezvous.proto`, plus the small helpers every party
+//! shares (ID validation, limits on sizes). No relay or transport logic lives
+//! here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+/// Generated code for package `rendezvous.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("rendezvous.v1");
+}
+
+pub mod ids;
+
+pub use v1::*;
