@@ -1,1 +1,81 @@
-fn main() {}
+//! `rendezvous`: live shells inside running CI jobs.
+//!
+//! One binary, six roles: `serve` (the rendezvous server), `host` (publish a
+//! PTY from a CI job), `attach` and `sessions` (a native guest), `demo`
+//! (server + host on loopback, for a first try), and `bench` (the relay's
+//! speed and memory).
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+
+/// Live shells inside running CI jobs, from the browser or the terminal.
+#[derive(Debug, Parser)]
+#[command(name = "rendezvous", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the rendezvous server: gRPC, gRPC-Web and the web guest on one port.
+    Serve(cli::serve::ServeArgs),
+    /// Publish shells of this machine under a task ID.
+    Host(cli::host::HostArgs),
+    /// Open a shell, or join a session, from this terminal.
+    Attach(cli::attach::AttachArgs),
+    /// List a task's hosts and their sessions.
+    Sessions(cli::sessions::SessionsArgs),
+    /// Start a server and a host on loopback and print the URL to open.
+    Demo(cli::demo::DemoArgs),
+    /// Measure the relay: throughput, fan-out, keystroke round trip, memory.
+    Bench(cli::bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // `attach` owns the terminal: its logs would corrupt the screen, so it
+    // logs only warnings, to stderr, and only when RUST_LOG asks for more.
+    let default_filter = match cli.command {
+        Command::Attach(_) | Command::Sessions(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One readable sentence with its causes; no backtrace.
+            eprintln!("rendezvous: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let code = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await.map(|()| 0),
+            Command::Host(args) => cli::host::run(args).await.map(|()| 0),
+            Command::Attach(args) => cli::attach::run(args).await,
+            Command::Sessions(args) => cli::sessions::run(args).await.map(|()| 0),
+            Command::Demo(args) => cli::demo::run(args).await.map(|()| 0),
+            Command::Bench(args) => cli::bench::run(args).await.map(|()| 0),
+        }
+    });
+    // Leave the runtime before exiting, so its tasks are dropped first (a
+    // blocked stdin reader thread does not hold the exit).
+    runtime.shutdown_background();
+    code
+}

@@ -1,1 +1,48 @@
-//! placeholder
+//! The Rendezvous host: what a CI agent embeds to publish shells of its
+//! machine under a task ID.
+//!
+//! A [`Host`] dials out to the server (CI machines sit behind NAT), keeps
+//! one gRPC control stream open, and starts one PTY per session the server
+//! asks for, each with its own Data stream. Lost connections are retried
+//! with backoff; on shutdown every session's process group is ended.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), rendezvous_host::HostError> {
+//! let host = rendezvous_host::Host::builder("http://127.0.0.1:8080")
+//!     .task_id("build-42")
+//!     .label("job", "42")
+//!     .build()?;
+//! println!("Open {}", host.guest_url());
+//! host.run(async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+//!
+//! Modules, one job each: `builder` (settings and their checks), `host`
+//! (the reconnect loop), `control` (one control connection), `session` (one
+//! PTY and its Data stream), `pty` (a process on a PTY), `processes`
+//! (ending all processes of a session),
+//! `secret`, `backoff`, `status`, `error`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod backoff;
+mod builder;
+mod control;
+mod error;
+mod host;
+mod processes;
+mod pty;
+mod secret;
+mod session;
+mod status;
+
+pub use builder::{HostBuilder, MAX_LABEL_BYTES, MAX_LABELS};
+pub use control::MAX_SESSIONS;
+pub use error::HostError;
+pub use host::{Host, REREGISTER_WINDOW};
+pub use pty::{DEFAULT_COLS, DEFAULT_ROWS, TERM};
+pub use secret::GENERATED_SECRET_BYTES;
+pub use status::HostStatus;

@@ -75,10 +75,7 @@ mod tests {
 
     #[test]
     fn rejects_other_schemes() {
-        assert!(matches!(
-            endpoint("ftp://x"),
-            Err(EndpointError::Scheme(_))
-        ));
+        assert!(matches!(endpoint("ftp://x"), Err(EndpointError::Scheme(_))));
         assert!(endpoint("http://127.0.0.1:1").is_ok());
         assert!(endpoint("https://example.com/").is_ok());
     }

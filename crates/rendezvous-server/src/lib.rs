@@ -1,1 +1,39 @@
-//! placeholder
+//! The Rendezvous server: pairs hosts (CI jobs publishing PTYs) with guests
+//! (browsers over gRPC-Web, native clients over gRPC) and relays their byte
+//! streams. It never runs shells itself.
+//!
+//! - [`session`]: the relay core (offsets, retained output, fan-out,
+//!   backpressure, input order), free of any transport;
+//! - [`terminal_replies`]: which guest input is a terminal's automatic
+//!   reply, forwarded from the primary writer only;
+//! - [`registry`]: task → hosts → sessions, and authentication;
+//! - [`host_service`], [`guest_service`]: thin gRPC adapters;
+//! - [`http`]: the task page, web assets and health checks;
+//! - [`server`]: one listener for all of it.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let server = rendezvous_server::Server::bind(
+//!     "127.0.0.1:8080".parse().unwrap(),
+//!     rendezvous_server::ServerConfig::default(),
+//! ).await?;
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod guest_service;
+pub mod guest_stream;
+pub mod host_service;
+pub mod http;
+pub mod registry;
+pub mod server;
+pub mod session;
+mod status;
+pub mod terminal_replies;
+
+pub use config::{Limits, ServerConfig};
+pub use server::Server;

@@ -1,0 +1,460 @@
+//! The connection to a server and the two ways to attach: the bidi
+//! `Terminal` call (native clients) and the server-streaming `Attach` call
+//! with unary `SendInput`/`Resize` (the browser's path).
+
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rendezvous_proto::endpoint::endpoint;
+use rendezvous_proto::ids::{HostName, TaskId};
+use rendezvous_proto::v1::guest_service_client::GuestServiceClient;
+use rendezvous_proto::v1::{
+    AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest, SendInputRequest,
+    TerminalRequest, WindowSize, terminal_request,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+use crate::error::{Call, ErrorContext, GuestError};
+use crate::events::{Event, EventReader};
+use crate::secret::Secret;
+
+/// Requests (input chunks and resizes) a [`TerminalWriter`] may queue
+/// before `send_input` waits for the connection to take them, in messages.
+/// With [`MAX_INPUT_CHUNK_BYTES`] this bounds queued input to 1 MiB.
+pub const TERMINAL_REQUEST_CAPACITY: usize = 16;
+
+/// Largest input one request carries, in bytes: the server's default limit
+/// per `SendInput`. Longer input is split into several requests.
+pub const MAX_INPUT_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Largest event the client accepts from the server, in bytes. Above
+/// tonic's 4 MiB default so that an output chunk of the full 4 MiB the
+/// host may send still fits with its envelope.
+pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// A connection to a Rendezvous server's guest service. Cheap to clone:
+/// clones share one HTTP/2 connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The generated gRPC client over the shared channel.
+    inner: GuestServiceClient<Channel>,
+    /// The server URL as given, for error messages.
+    server: Arc<str>,
+}
+
+/// What to attach to, and how.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    /// The task to attach to.
+    pub task_id: TaskId,
+    /// The task's read-write or read-only secret.
+    pub secret: Secret,
+    /// The host within the task; `None` means the default host.
+    pub host_name: Option<HostName>,
+    /// The session to join; `None` asks the host for a new shell.
+    pub session_id: Option<String>,
+    /// The guest's terminal width in character cells; 0 means 80.
+    pub cols: u32,
+    /// The guest's terminal height in character cells; 0 means 24.
+    pub rows: u32,
+    /// Stream output from this offset; `None` replays all retained output.
+    pub resume_offset: Option<u64>,
+}
+
+impl AttachOptions {
+    /// Options for a new shell on the default host, at the server's default
+    /// size, replaying retained output. Set the public fields to change any.
+    pub fn new(task_id: TaskId, secret: Secret) -> Self {
+        Self {
+            task_id,
+            secret,
+            host_name: None,
+            session_id: None,
+            cols: 0,
+            rows: 0,
+            resume_offset: None,
+        }
+    }
+
+    /// The wire request.
+    fn request(&self) -> AttachRequest {
+        AttachRequest {
+            task_id: self.task_id.to_string(),
+            secret: self.secret.expose().to_owned(),
+            host_name: self
+                .host_name
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            session_id: self.session_id.clone().unwrap_or_default(),
+            cols: self.cols,
+            rows: self.rows,
+            resume_offset: self.resume_offset,
+        }
+    }
+}
+
+impl Client {
+    /// Connects to the server at `server` (`http://` or `https://`).
+    ///
+    /// # Errors
+    /// [`GuestError::InvalidUrl`] for a bad URL, [`GuestError::Unreachable`]
+    /// when no connection can be made.
+    pub async fn connect(server: &str) -> Result<Self, GuestError> {
+        let context = ErrorContext {
+            server: server.into(),
+            secret: None,
+        };
+        let channel = endpoint(server)?
+            .connect()
+            .await
+            .map_err(|error| context.unreachable(&error))?;
+        Ok(Self::new(channel, context.server))
+    }
+
+    /// A client for `server` that connects on its first call (and again
+    /// after a broken connection).
+    ///
+    /// # Errors
+    /// [`GuestError::InvalidUrl`] for a bad URL.
+    pub fn connect_lazy(server: &str) -> Result<Self, GuestError> {
+        let channel = endpoint(server)?.connect_lazy();
+        Ok(Self::new(channel, server.into()))
+    }
+
+    fn new(channel: Channel, server: Arc<str>) -> Self {
+        let inner = GuestServiceClient::new(channel).max_decoding_message_size(MAX_EVENT_BYTES);
+        Self { inner, server }
+    }
+
+    /// Error context for a call that carries `secret`.
+    fn context(&self, secret: Option<&Secret>) -> ErrorContext {
+        ErrorContext {
+            server: self.server.clone(),
+            secret: secret.cloned(),
+        }
+    }
+
+    /// The task's hosts, each with its sessions.
+    ///
+    /// # Errors
+    /// [`GuestError::Denied`] for an unknown task or a wrong secret, or a
+    /// connection error.
+    pub async fn list_sessions(
+        &self,
+        task_id: &TaskId,
+        secret: &Secret,
+    ) -> Result<Vec<HostInfo>, GuestError> {
+        let request = ListSessionsRequest {
+            task_id: task_id.to_string(),
+            secret: secret.expose().to_owned(),
+        };
+        let response = self
+            .inner
+            .clone()
+            .list_sessions(request)
+            .await
+            .map_err(|status| self.context(Some(secret)).map(&status, Call::Attach))?;
+        Ok(response.into_inner().hosts)
+    }
+
+    /// Attaches over the bidi `Terminal` call and waits for `Attached`.
+    /// Input and resizes then travel on the same stream, in order.
+    ///
+    /// # Errors
+    /// The server's refusal (`Denied`, `NotFound`, `ReadOnly`, ...), a
+    /// connection error, or [`GuestError::Protocol`] when the first event is
+    /// not `Attached`.
+    pub async fn terminal(&self, options: AttachOptions) -> Result<Terminal, GuestError> {
+        let context = self.context(Some(&options.secret));
+        let (requests, queue) = mpsc::channel(TERMINAL_REQUEST_CAPACITY);
+        let writer = TerminalWriter { requests };
+        writer
+            .send(terminal_request::Message::Attach(options.request()))
+            .await?;
+        let response = self
+            .inner
+            .clone()
+            .terminal(ReceiverStream::new(queue))
+            .await
+            .map_err(|status| context.map(&status, Call::Attach))?;
+        let events =
+            EventReader::start(response.into_inner(), context, options.resume_offset).await?;
+        Ok(Terminal { writer, events })
+    }
+
+    /// Attaches over the server-streaming `Attach` call (as browsers do)
+    /// and waits for `Attached`. Input and resizes go as unary calls.
+    ///
+    /// # Errors
+    /// As for [`Client::terminal`].
+    pub async fn attach(&self, options: AttachOptions) -> Result<AttachStream, GuestError> {
+        let context = self.context(Some(&options.secret));
+        let response = self
+            .inner
+            .clone()
+            .attach(options.request())
+            .await
+            .map_err(|status| context.map(&status, Call::Attach))?;
+        let events =
+            EventReader::start(response.into_inner(), context, options.resume_offset).await?;
+        let attached = events.attached();
+        let writer = UnaryWriter {
+            client: self.clone(),
+            guest_id: attached.guest_id.clone(),
+            guest_token: attached.guest_token.clone(),
+            next_seq: 0,
+        };
+        Ok(AttachStream { writer, events })
+    }
+
+    /// One raw `SendInput` call, with the sequence number given (tests use
+    /// it to repeat or skip numbers). [`UnaryWriter`] numbers them for you.
+    ///
+    /// # Errors
+    /// [`GuestError::UnknownGuest`], [`GuestError::ReadOnly`],
+    /// [`GuestError::LimitReached`], [`GuestError::SessionEnded`], or a
+    /// connection error.
+    pub async fn send_input(
+        &self,
+        guest_id: &str,
+        guest_token: &str,
+        seq: u64,
+        data: impl Into<Bytes>,
+    ) -> Result<(), GuestError> {
+        let request = SendInputRequest {
+            guest_id: guest_id.to_owned(),
+            guest_token: guest_token.to_owned(),
+            seq,
+            data: data.into(),
+        };
+        self.inner
+            .clone()
+            .send_input(request)
+            .await
+            .map_err(|status| self.context(None).map(&status, Call::Input))?;
+        Ok(())
+    }
+
+    /// One raw `Resize` call.
+    ///
+    /// # Errors
+    /// As for [`Client::send_input`].
+    pub async fn resize(
+        &self,
+        guest_id: &str,
+        guest_token: &str,
+        cols: u32,
+        rows: u32,
+    ) -> Result<(), GuestError> {
+        let request = ResizeRequest {
+            guest_id: guest_id.to_owned(),
+            guest_token: guest_token.to_owned(),
+            cols,
+            rows,
+        };
+        self.inner
+            .clone()
+            .resize(request)
+            .await
+            .map_err(|status| self.context(None).map(&status, Call::Input))?;
+        Ok(())
+    }
+}
+
+/// A guest attached over the bidi `Terminal` call. Use it whole, or
+/// [`split`](Terminal::split) it to read and write from separate tasks.
+#[derive(Debug)]
+pub struct Terminal {
+    writer: TerminalWriter,
+    events: EventReader,
+}
+
+impl Terminal {
+    /// The `Attached` event: session ID, guest ID, role, host.
+    pub fn attached(&self) -> &Attached {
+        self.events.attached()
+    }
+
+    /// Sends input bytes to the session; see [`TerminalWriter::send_input`].
+    ///
+    /// # Errors
+    /// [`GuestError::Closed`] when the call has ended.
+    pub async fn send_input(&self, data: impl Into<Bytes>) -> Result<(), GuestError> {
+        self.writer.send_input(data).await
+    }
+
+    /// Reports a new terminal size; see [`TerminalWriter::resize`].
+    ///
+    /// # Errors
+    /// [`GuestError::Closed`] when the call has ended.
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
+        self.writer.resize(cols, rows).await
+    }
+
+    /// The next event; see [`EventReader::next_event`].
+    ///
+    /// # Errors
+    /// As for [`EventReader::next_event`].
+    pub async fn next_event(&mut self) -> Result<Option<Event>, GuestError> {
+        self.events.next_event().await
+    }
+
+    /// The writing half and the reading half.
+    pub fn split(self) -> (TerminalWriter, EventReader) {
+        (self.writer, self.events)
+    }
+}
+
+/// The writing half of a [`Terminal`]: input and resizes, in order, on the
+/// call's request stream. Clones share the stream. When every clone is
+/// dropped the request stream ends (a half-close); output keeps coming
+/// until the [`EventReader`] is dropped or the session ends.
+#[derive(Debug, Clone)]
+pub struct TerminalWriter {
+    /// The bounded queue the call's request stream reads from
+    /// ([`TERMINAL_REQUEST_CAPACITY`] messages).
+    requests: mpsc::Sender<TerminalRequest>,
+}
+
+impl TerminalWriter {
+    /// Sends input bytes, as they are, split into requests of at most
+    /// [`MAX_INPUT_CHUNK_BYTES`]. Waits while the request queue is full.
+    /// Input of a read-only guest is refused by the server, which ends the
+    /// call.
+    ///
+    /// # Errors
+    /// [`GuestError::Closed`] when the call has ended.
+    pub async fn send_input(&self, data: impl Into<Bytes>) -> Result<(), GuestError> {
+        let mut data = data.into();
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(MAX_INPUT_CHUNK_BYTES));
+            self.send(terminal_request::Message::Input(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports a new terminal size in character cells.
+    ///
+    /// # Errors
+    /// [`GuestError::Closed`] when the call has ended.
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
+        self.send(terminal_request::Message::Resize(WindowSize { cols, rows }))
+            .await
+    }
+
+    async fn send(&self, message: terminal_request::Message) -> Result<(), GuestError> {
+        self.requests
+            .send(TerminalRequest {
+                message: Some(message),
+            })
+            .await
+            .map_err(|_| GuestError::Closed)
+    }
+}
+
+/// A guest attached over the server-streaming `Attach` call, with unary
+/// calls for input and resizes (the browser's path).
+#[derive(Debug)]
+pub struct AttachStream {
+    writer: UnaryWriter,
+    events: EventReader,
+}
+
+impl AttachStream {
+    /// The `Attached` event: session ID, guest ID and token, role, host.
+    pub fn attached(&self) -> &Attached {
+        self.events.attached()
+    }
+
+    /// Sends input bytes; see [`UnaryWriter::send_input`].
+    ///
+    /// # Errors
+    /// As for [`UnaryWriter::send_input`].
+    pub async fn send_input(&mut self, data: impl Into<Bytes>) -> Result<(), GuestError> {
+        self.writer.send_input(data).await
+    }
+
+    /// Reports a new terminal size; see [`UnaryWriter::resize`].
+    ///
+    /// # Errors
+    /// As for [`UnaryWriter::resize`].
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
+        self.writer.resize(cols, rows).await
+    }
+
+    /// The next event; see [`EventReader::next_event`].
+    ///
+    /// # Errors
+    /// As for [`EventReader::next_event`].
+    pub async fn next_event(&mut self) -> Result<Option<Event>, GuestError> {
+        self.events.next_event().await
+    }
+
+    /// The writing half and the reading half.
+    pub fn split(self) -> (UnaryWriter, EventReader) {
+        (self.writer, self.events)
+    }
+}
+
+/// Sends one guest's input and resizes as unary calls, numbering input
+/// requests 0, 1, 2, ... so the server applies them in order, exactly once.
+pub struct UnaryWriter {
+    /// The connection the calls go over.
+    client: Client,
+    /// From `Attached`.
+    guest_id: String,
+    /// From `Attached`; a capability, never printed.
+    guest_token: String,
+    /// Sequence number of the next `SendInput`; advanced after each success.
+    next_seq: u64,
+}
+
+impl UnaryWriter {
+    /// Sends input bytes in requests of at most [`MAX_INPUT_CHUNK_BYTES`],
+    /// one sequence number each. On an error, the chunks before the failed
+    /// one have been applied, and [`next_seq`](Self::next_seq) is the failed
+    /// one's number, so a retry with [`Client::send_input`] stays exactly
+    /// once.
+    ///
+    /// # Errors
+    /// As for [`Client::send_input`].
+    pub async fn send_input(&mut self, data: impl Into<Bytes>) -> Result<(), GuestError> {
+        let mut data = data.into();
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(MAX_INPUT_CHUNK_BYTES));
+            self.client
+                .send_input(&self.guest_id, &self.guest_token, self.next_seq, chunk)
+                .await?;
+            self.next_seq += 1;
+        }
+        Ok(())
+    }
+
+    /// Reports a new terminal size in character cells.
+    ///
+    /// # Errors
+    /// As for [`Client::resize`].
+    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
+        self.client
+            .resize(&self.guest_id, &self.guest_token, cols, rows)
+            .await
+    }
+
+    /// The sequence number the next input request will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+}
+
+impl fmt::Debug for UnaryWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnaryWriter")
+            .field("guest_id", &self.guest_id)
+            .field("next_seq", &self.next_seq)
+            .finish_non_exhaustive()
+    }
+}

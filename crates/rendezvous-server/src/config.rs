@@ -1,0 +1,57 @@
+//! Server settings: relay bounds and limits, each with its unit and default.
+
+use std::time::Duration;
+
+use crate::session::RelayConfig;
+
+/// How long the server waits for a host to open the Data stream of a new
+/// shell before it ends the session, in ms (10 s).
+pub const SESSION_START_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// Interval of keepalive Pings on each host's Control stream, in ms (15 s).
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(15_000);
+
+/// A host that answers no Ping for this long is dropped, in ms (45 s).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(45_000);
+
+/// Bound of the queue of control messages to one host, in messages. Opening
+/// a shell waits while it is full.
+pub const HOST_CONTROL_QUEUE_MESSAGES: usize = 64;
+
+/// Limits the server enforces. Going over one gives `RESOURCE_EXHAUSTED`
+/// with a message that names it; what already runs is not affected.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Hosts connected under one task (default 32).
+    pub hosts_per_task: usize,
+    /// Sessions open on one host (default 64).
+    pub sessions_per_host: usize,
+    /// Guests attached to one session (default 64).
+    pub guests_per_session: usize,
+    /// Bytes in one input call (default 64 KiB).
+    pub input_bytes: usize,
+    /// TCP connections the server serves at once (default 4096). Requests
+    /// on further connections get `RESOURCE_EXHAUSTED` (gRPC) or 503 (HTTP).
+    pub connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            hosts_per_task: 32,
+            sessions_per_host: 64,
+            guests_per_session: 64,
+            input_bytes: 64 * 1024,
+            connections: 4096,
+        }
+    }
+}
+
+/// Everything a server needs besides its listener.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// Bounds of each session's relay.
+    pub relay: RelayConfig,
+    /// Resource limits.
+    pub limits: Limits,
+}

@@ -1,0 +1,241 @@
+//! `GuestService`: a thin adapter from gRPC (and gRPC-Web) to the registry
+//! and sessions.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use rendezvous_proto::guest_service_server::GuestService;
+use rendezvous_proto::ids::HostName;
+use rendezvous_proto::{
+    AttachRequest, Attached, HostInfo, ListSessionsRequest, ListSessionsResponse, ResizeRequest,
+    ResizeResponse, Role, SendInputRequest, SendInputResponse, SessionInfo, TerminalRequest,
+    terminal_request,
+};
+use tokio::sync::oneshot;
+use tokio_util::task::AbortOnDropHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::guest_stream::{EventStream, GuestStream};
+use crate::registry::{Registry, RegistryError};
+use crate::session::Session;
+
+/// How long an input call may wait for room in the host's input queue before
+/// it fails with `UNAVAILABLE`, in ms (10 s).
+pub const INPUT_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// How long a `Terminal` stream may take to send its first request, in ms.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// The guest service over a shared registry.
+#[derive(Debug, Clone)]
+pub struct GuestApi {
+    registry: Arc<Registry>,
+}
+
+impl GuestApi {
+    /// A service over `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+
+    /// Authenticates, finds or opens the session, and attaches the guest.
+    async fn attach_guest(&self, req: AttachRequest) -> Result<GuestStream, Status> {
+        let (role, hosts) = self.registry.authenticate(&req.task_id, &req.secret)?;
+        let name = HostName::or_default(&req.host_name)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let host = hosts
+            .into_iter()
+            .find(|h| *h.name() == name)
+            .ok_or_else(|| RegistryError::NoSuchHost(name.to_string()))?;
+        let session = if req.session_id.is_empty() {
+            if role != Role::ReadWrite {
+                return Err(RegistryError::ReadOnly.into());
+            }
+            self.registry
+                .open_session(&host, req.cols, req.rows)
+                .await?
+        } else {
+            host.session(&req.session_id)
+                .ok_or_else(|| RegistryError::NoSuchSession(req.session_id.clone()))?
+        };
+        let (guest, token, cursor) =
+            self.registry
+                .add_guest(&session, role, req.cols, req.rows, req.resume_offset)?;
+        tracing::info!(
+            task = %host.task_id(), host = %host.name(), session = session.id(),
+            guest = guest.id(), ?role, "guest attached"
+        );
+        let attached = Attached {
+            session_id: session.id().to_owned(),
+            guest_id: guest.id().to_owned(),
+            guest_token: token,
+            role: role.into(),
+            host_name: host.name().to_string(),
+        };
+        Ok(GuestStream::new(guest, attached, cursor))
+    }
+
+    fn check_input_len(&self, len: usize) -> Result<(), Status> {
+        let limit = self.registry.config().limits.input_bytes;
+        if len > limit {
+            return Err(RegistryError::Limit {
+                name: "bytes per input call",
+                value: limit,
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+async fn send_input(
+    session: &Session,
+    guest_id: &str,
+    seq: u64,
+    data: bytes::Bytes,
+) -> Result<(), Status> {
+    match tokio::time::timeout(INPUT_TIMEOUT, session.send_input(guest_id, seq, data)).await {
+        Ok(result) => result.map_err(Status::from),
+        Err(_) => Err(Status::unavailable(
+            "the host is not reading input: it may be overloaded or gone; try again",
+        )),
+    }
+}
+
+fn unix_ms(t: std::time::SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[tonic::async_trait]
+impl GuestService for GuestApi {
+    type AttachStream = EventStream;
+    type TerminalStream = EventStream;
+
+    async fn attach(
+        &self,
+        request: Request<AttachRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        let stream = self.attach_guest(request.into_inner()).await?;
+        Ok(Response::new(stream.into_stream()))
+    }
+
+    async fn send_input(
+        &self,
+        request: Request<SendInputRequest>,
+    ) -> Result<Response<SendInputResponse>, Status> {
+        let req = request.into_inner();
+        self.check_input_len(req.data.len())?;
+        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
+        send_input(&guest.session, &req.guest_id, req.seq, req.data).await?;
+        Ok(Response::new(SendInputResponse {}))
+    }
+
+    async fn resize(
+        &self,
+        request: Request<ResizeRequest>,
+    ) -> Result<Response<ResizeResponse>, Status> {
+        let req = request.into_inner();
+        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
+        guest
+            .session
+            .resize_guest(&req.guest_id, req.cols, req.rows)?;
+        Ok(Response::new(ResizeResponse {}))
+    }
+
+    async fn terminal(
+        &self,
+        request: Request<Streaming<TerminalRequest>>,
+    ) -> Result<Response<EventStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no attach request within 10 s"))??;
+        let Some(TerminalRequest {
+            message: Some(terminal_request::Message::Attach(attach)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "the first Terminal request must be attach",
+            ));
+        };
+        let stream = self.attach_guest(attach).await?;
+        let guest_id = stream.guest_id().to_owned();
+        let session = stream.session().clone();
+        let input_limit = self.registry.config().limits.input_bytes;
+        let (abort_tx, abort_rx) = oneshot::channel();
+        let reader = tokio::spawn(async move {
+            let mut seq = 0u64;
+            let result: Result<(), Status> = async {
+                while let Some(req) = inbound.message().await? {
+                    match req.message {
+                        Some(terminal_request::Message::Input(data)) => {
+                            if data.len() > input_limit {
+                                return Err(RegistryError::Limit {
+                                    name: "bytes per input call",
+                                    value: input_limit,
+                                }
+                                .into());
+                            }
+                            send_input(&session, &guest_id, seq, data).await?;
+                            seq += 1;
+                        }
+                        Some(terminal_request::Message::Resize(size)) => {
+                            session.resize_guest(&guest_id, size.cols, size.rows)?;
+                        }
+                        Some(terminal_request::Message::Attach(_)) | None => {
+                            return Err(Status::invalid_argument(
+                                "attach may only be the first Terminal request",
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            // Input that races the session's end is dropped quietly: the
+            // guest still gets the rest of the output and the exit status.
+            if let Err(status) = result
+                && !session.has_ended()
+            {
+                let _ = abort_tx.send(status);
+            }
+        });
+        let stream = stream.with_reader(AbortOnDropHandle::new(reader), abort_rx);
+        Ok(Response::new(stream.into_stream()))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let req = request.into_inner();
+        let (_, hosts) = self.registry.authenticate(&req.task_id, &req.secret)?;
+        let hosts = hosts
+            .iter()
+            .map(|host| {
+                let (labels, connected_at) = Registry::host_labels(host);
+                HostInfo {
+                    host_name: host.name().to_string(),
+                    labels: labels.clone(),
+                    connected_at_unix_ms: unix_ms(connected_at),
+                    sessions: Registry::host_sessions(host)
+                        .iter()
+                        .map(|s| {
+                            let size = s.size();
+                            SessionInfo {
+                                session_id: s.id().to_owned(),
+                                cols: size.cols,
+                                rows: size.rows,
+                                started_at_unix_ms: unix_ms(s.started_at()),
+                                guest_count: u32::try_from(s.guest_count()).unwrap_or(u32::MAX),
+                                output_offset: s.end_offset(),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ListSessionsResponse { hosts }))
+    }
+}

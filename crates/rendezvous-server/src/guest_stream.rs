@@ -1,0 +1,138 @@
+//! A guest's view of a session as a stream of events: Attached first, then
+//! the effective size whenever it changes, output at the guest's cursor,
+//! Lagged when the cursor fell out of the retained output, and Exit last.
+//! Both `Attach` and `Terminal` send this stream.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use rendezvous_proto::{Attached, GuestEvent, Lagged, Output, WindowSize, guest_event::Event};
+use tokio::sync::{oneshot, watch};
+use tokio_util::task::AbortOnDropHandle;
+use tonic::Status;
+
+use crate::registry::GuestHandle;
+use crate::session::Read;
+
+/// The response stream type of `Attach` and `Terminal`.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<GuestEvent, Status>> + Send>>;
+
+/// One guest's cursor into its session. Dropping it detaches the guest.
+#[derive(Debug)]
+pub struct GuestStream {
+    guest: GuestHandle,
+    attached: Option<Attached>,
+    /// Offset of the next byte to send.
+    cursor: u64,
+    last_size: Option<WindowSize>,
+    changed: watch::Receiver<u64>,
+    done: bool,
+    /// Ends the stream with this status (e.g. the Terminal reader's error).
+    abort: Option<oneshot::Receiver<Status>>,
+    /// A task serving this guest's requests, ended with the stream.
+    _reader: Option<AbortOnDropHandle<()>>,
+}
+
+impl GuestStream {
+    /// A stream that starts with `attached`, then reads from `cursor`.
+    pub fn new(guest: GuestHandle, attached: Attached, cursor: u64) -> Self {
+        let changed = guest.session().subscribe();
+        Self {
+            guest,
+            attached: Some(attached),
+            cursor,
+            last_size: None,
+            changed,
+            done: false,
+            abort: None,
+            _reader: None,
+        }
+    }
+
+    /// Ties a request-reading task to this stream: the task is aborted when
+    /// the stream is dropped, and a status sent on `abort` ends the stream.
+    pub fn with_reader(
+        mut self,
+        reader: AbortOnDropHandle<()>,
+        abort: oneshot::Receiver<Status>,
+    ) -> Self {
+        self._reader = Some(reader);
+        self.abort = Some(abort);
+        self
+    }
+
+    /// The guest's ID.
+    pub fn guest_id(&self) -> &str {
+        self.guest.id()
+    }
+
+    /// The guest's session.
+    pub fn session(&self) -> &std::sync::Arc<crate::session::Session> {
+        self.guest.session()
+    }
+
+    /// The next event, or `None` after Exit.
+    pub async fn next(&mut self) -> Option<GuestEvent> {
+        let event = |e| Some(GuestEvent { event: Some(e) });
+        if let Some(attached) = self.attached.take() {
+            return event(Event::Attached(attached));
+        }
+        if self.done {
+            return None;
+        }
+        let session = self.guest.session().clone();
+        loop {
+            self.changed.borrow_and_update();
+            let size = session.size();
+            if self.last_size != Some(size) {
+                self.last_size = Some(size);
+                return event(Event::Size(size));
+            }
+            match session.read(self.guest.id(), self.cursor) {
+                Read::Output { offset, data } => {
+                    self.cursor = offset + data.len() as u64;
+                    return event(Event::Output(Output { offset, data }));
+                }
+                Read::Lagged { missed } => {
+                    self.cursor += missed;
+                    return event(Event::Lagged(Lagged {
+                        missed_bytes: missed,
+                    }));
+                }
+                Read::Exit(status) => {
+                    self.done = true;
+                    return event(Event::Exit(status));
+                }
+                Read::Nothing => {}
+            }
+            if self.changed.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// The stream as a tonic response body.
+    pub fn into_stream(self) -> EventStream {
+        Box::pin(futures::stream::unfold(self, |mut me| async move {
+            let item = match me.abort.take() {
+                Some(mut abort) => tokio::select! {
+                    biased;
+                    status = &mut abort => match status {
+                        Ok(status) => {
+                            me.done = true;
+                            Some(Err(status))
+                        }
+                        // The reader ended quietly: keep streaming output.
+                        Err(_) => me.next().await.map(Ok),
+                    },
+                    event = me.next() => {
+                        me.abort = Some(abort);
+                        event.map(Ok)
+                    }
+                },
+                None => me.next().await.map(Ok),
+            };
+            item.map(|item| (item, me))
+        }))
+    }
+}

@@ -1,0 +1,230 @@
+//! `HostService`: a thin adapter from the hosts' gRPC streams to the
+//! registry and sessions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use rendezvous_proto::host_service_server::HostService;
+use rendezvous_proto::{
+    HostControlRequest, HostControlResponse, HostDataRequest, HostDataResponse, Ping, Registered,
+    host_control_request, host_control_response, host_data_request, host_data_response,
+};
+use tokio_stream::wrappers::{IntervalStream, ReceiverStream, WatchStream};
+use tokio_util::task::AbortOnDropHandle;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
+use crate::guest_service::FIRST_REQUEST_TIMEOUT;
+use crate::registry::{Host, Registry, gone};
+use crate::session::Session;
+
+/// The response stream type of `Control`.
+pub type ControlStream = Pin<Box<dyn Stream<Item = Result<HostControlResponse, Status>> + Send>>;
+/// The response stream type of `Data`.
+pub type DataStream = Pin<Box<dyn Stream<Item = Result<HostDataResponse, Status>> + Send>>;
+
+/// The host service over a shared registry.
+#[derive(Debug, Clone)]
+pub struct HostApi {
+    registry: Arc<Registry>,
+}
+
+impl HostApi {
+    /// A service over `registry`.
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+}
+
+/// Unregisters its host when dropped: the Control stream's reader owns it,
+/// so a host leaves the registry however its stream ends.
+struct HostGuard {
+    registry: Arc<Registry>,
+    host: Arc<Host>,
+}
+
+impl Drop for HostGuard {
+    fn drop(&mut self) {
+        tracing::info!(task = %self.host.task_id(), host = %self.host.name(), "host left");
+        self.registry.unregister_host(&self.host);
+    }
+}
+
+/// Ends its session as "host gone" when dropped, unless it already ended:
+/// the Data stream's reader owns it.
+struct SessionGuard {
+    host: Arc<Host>,
+    session: Arc<Session>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.session.has_ended() {
+            self.host.end_session(
+                &self.session,
+                gone("the host closed the session without an exit status"),
+            );
+        }
+    }
+}
+
+async fn first_message<T>(inbound: &mut Streaming<T>) -> Result<Option<T>, Status> {
+    tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| Status::deadline_exceeded("no first message within 10 s"))?
+}
+
+#[tonic::async_trait]
+impl HostService for HostApi {
+    type ControlStream = ControlStream;
+    type DataStream = DataStream;
+
+    async fn control(
+        &self,
+        request: Request<Streaming<HostControlRequest>>,
+    ) -> Result<Response<ControlStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(HostControlRequest {
+            message: Some(host_control_request::Message::Hello(hello)),
+        }) = first_message(&mut inbound).await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first Control message must be Hello",
+            ));
+        };
+        let registration = self.registry.register_host(&hello)?;
+        let host = registration.host;
+        tracing::info!(task = %host.task_id(), host = %host.name(), "host registered");
+        let registered = HostControlResponse {
+            message: Some(host_control_response::Message::Registered(Registered {
+                host_id: host.id().to_owned(),
+                host_token: registration.host_token,
+                guest_url_path: format!("/t/{}", host.task_id()),
+            })),
+        };
+        let guard = HostGuard {
+            registry: self.registry.clone(),
+            host: host.clone(),
+        };
+        let reader = tokio::spawn(async move {
+            let guard = guard;
+            loop {
+                // Any message resets the keepalive clock; Pings go out every
+                // KEEPALIVE_INTERVAL, so silence means the host is gone.
+                let next = tokio::select! {
+                    next = tokio::time::timeout(KEEPALIVE_TIMEOUT, inbound.message()) => next,
+                    () = guard.host.closed().cancelled() => break,
+                };
+                match next {
+                    Ok(Ok(Some(msg))) => match msg.message {
+                        Some(host_control_request::Message::SessionFailed(failed)) => {
+                            if let Some(session) = guard.host.session(&failed.session_id) {
+                                let message = format!(
+                                    "the host could not start the shell: {}",
+                                    failed.message
+                                );
+                                guard.host.end_session(&session, gone(&message));
+                            }
+                        }
+                        Some(host_control_request::Message::Pong(_)) => {}
+                        Some(host_control_request::Message::Hello(_)) | None => {
+                            tracing::warn!(host = %guard.host.name(), "unexpected control message; dropping host");
+                            break;
+                        }
+                    },
+                    Ok(Ok(None)) => break,
+                    Ok(Err(status)) => {
+                        tracing::info!(host = %guard.host.name(), %status, "host control stream failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(host = %guard.host.name(), "host missed its keepalives");
+                        break;
+                    }
+                }
+            }
+        });
+        let reader = AbortOnDropHandle::new(reader);
+        let mut nonce = 0u64;
+        let pings = IntervalStream::new(tokio::time::interval_at(
+            tokio::time::Instant::now() + KEEPALIVE_INTERVAL,
+            KEEPALIVE_INTERVAL,
+        ))
+        .map(move |_| {
+            nonce += 1;
+            HostControlResponse {
+                message: Some(host_control_response::Message::Ping(Ping { nonce })),
+            }
+        });
+        let outbound = futures::stream::select(ReceiverStream::new(registration.control), pings)
+            .take_until(host.closed().clone().cancelled_owned());
+        let stream = futures::stream::once(async move { registered })
+            .chain(outbound)
+            // The reader lives as long as the response stream.
+            .map(move |msg| {
+                let _owned = &reader;
+                Ok(msg)
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn data(
+        &self,
+        request: Request<Streaming<HostDataRequest>>,
+    ) -> Result<Response<DataStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(HostDataRequest {
+            message: Some(host_data_request::Message::Open(open)),
+        }) = first_message(&mut inbound).await?
+        else {
+            return Err(Status::invalid_argument(
+                "the first Data message must be DataOpen",
+            ));
+        };
+        let (host, session) =
+            self.registry
+                .data_session(&open.host_id, &open.host_token, &open.session_id)?;
+        let Some((input, size)) = session.attach_host() else {
+            return Err(Status::failed_precondition(
+                "this session already has a Data stream, or has ended",
+            ));
+        };
+        let ended = session.ended().clone();
+        let guard = SessionGuard { host, session };
+        let reader = tokio::spawn(async move {
+            let guard = guard;
+            loop {
+                guard.session.wait_for_room().await;
+                let next = tokio::select! {
+                    next = inbound.message() => next,
+                    () = guard.session.ended().cancelled() => break,
+                };
+                match next {
+                    Ok(Some(msg)) => match msg.message {
+                        Some(host_data_request::Message::Output(data)) => {
+                            guard.session.push_output(&data);
+                        }
+                        Some(host_data_request::Message::Exit(status)) => {
+                            guard.host.end_session(&guard.session, status);
+                            break;
+                        }
+                        Some(host_data_request::Message::Open(_)) | None => break,
+                    },
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        });
+        let reader = AbortOnDropHandle::new(reader);
+        let resizes = WatchStream::from_changes(size).map(|size| HostDataResponse {
+            message: Some(host_data_response::Message::Resize(size)),
+        });
+        let stream = futures::stream::select(ReceiverStream::new(input), resizes)
+            .take_until(ended.cancelled_owned())
+            .map(move |msg| {
+                let _owned = &reader;
+                Ok(msg)
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

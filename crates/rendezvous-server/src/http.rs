@@ -1,0 +1,99 @@
+//! Plain HTTP routes on the same port as gRPC: the task page, the web
+//! guest's assets (embedded in the binary), and health checks.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use rendezvous_proto::ids::TaskId;
+use rust_embed::RustEmbed;
+
+/// The built web guest (web-guest/dist), embedded at compile time.
+#[derive(RustEmbed)]
+#[folder = "../../web-guest/dist/"]
+struct WebGuest;
+
+/// Content-Security-Policy of the task page: everything from this server;
+/// xterm.js sets inline styles.
+const TASK_PAGE_CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'";
+
+/// The HTTP routes: `/`, `/t/{task_id}`, `/assets/{*file}`, `/healthz`,
+/// `/readyz`.
+pub fn router() -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/t/{task_id}", get(task_page))
+        .route("/assets/{*file}", get(asset))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ok\n" }))
+}
+
+async fn index() -> &'static str {
+    "Rendezvous server. Open the link a host printed: /t/TASK_ID#secret=SECRET\n"
+}
+
+/// The task page. It is the same page for every task, so it reveals nothing
+/// about which tasks exist; the secret stays in the URL fragment, which
+/// browsers never send.
+async fn task_page(Path(task_id): Path<String>) -> Response {
+    if TaskId::new(task_id).is_err() {
+        return (StatusCode::NOT_FOUND, "invalid task ID\n").into_response();
+    }
+    let Some(file) = WebGuest::get("index.html") else {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "web guest missing from build\n",
+        )
+            .into_response();
+    };
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(TASK_PAGE_CSP),
+            ),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    match WebGuest::get(&format!("assets/{file}")) {
+        Some(content) => {
+            let mime = content.metadata.mimetype().to_owned();
+            (
+                [
+                    (
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_str(&mime)
+                            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+                    ),
+                    (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+                    (
+                        header::X_CONTENT_TYPE_OPTIONS,
+                        HeaderValue::from_static("nosniff"),
+                    ),
+                ],
+                content.data,
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}

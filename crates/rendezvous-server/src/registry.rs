@@ -1,0 +1,529 @@
+//! The registry: task → hosts → sessions, plus the index of attached guests
+//! for the unary input and resize calls. Held in memory. Every lock here is
+//! a short synchronous section: none is held across an `.await`.
+//!
+//! Authentication lives here too, in [`Registry::authenticate`]: an unknown
+//! task and a wrong secret give the same [`RegistryError::Denied`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::SystemTime;
+
+use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId};
+use rendezvous_proto::{
+    CloseSession, ExitStatus, HostControlResponse, OpenSession, Role, host_control_response,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Digest, new_token};
+use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, SESSION_START_TIMEOUT, ServerConfig};
+use crate::session::Session;
+
+/// Most labels a host may publish, and the most bytes in a key or value.
+pub const MAX_LABELS: usize = 32;
+/// See [`MAX_LABELS`].
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Why the registry refused a request. [`crate::status`] maps each variant
+/// to one gRPC code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// Unknown task or wrong secret (one error for both).
+    #[error("unknown task or wrong secret: check the task ID and secret you were given")]
+    Denied,
+    /// A malformed request; the text says what to fix.
+    #[error("{0}")]
+    Invalid(String),
+    /// The host name is taken within the task.
+    #[error("a host named {0:?} is already connected for this task: pick another --name")]
+    HostNameTaken(String),
+    /// No host of that name in the task.
+    #[error("no host named {0:?} in this task: list hosts with `rendezvous sessions`")]
+    NoSuchHost(String),
+    /// No such running session on the host.
+    #[error(
+        "no session {0:?} on this host: it has ended, or list sessions with `rendezvous sessions`"
+    )]
+    NoSuchSession(String),
+    /// A limit was reached; names the limit and its value.
+    #[error("limit reached: {name} is {value}; ask the server's operator to raise it")]
+    Limit {
+        /// The limit's name, as in the server's flags.
+        name: &'static str,
+        /// Its value.
+        value: usize,
+    },
+    /// A read-only guest asked for something only writers may do.
+    #[error("read-only guests can only join existing sessions")]
+    ReadOnly,
+    /// Unknown guest, or a token that does not match.
+    #[error("unknown guest or bad guest token: attach again")]
+    BadGuest,
+    /// Bad host ID or token on a Data stream.
+    #[error("unknown host or bad host token: reconnect the host")]
+    BadHost,
+    /// The host has gone.
+    #[error("the host has disconnected")]
+    HostGone,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One connected host.
+#[derive(Debug)]
+pub struct Host {
+    id: String,
+    task_id: TaskId,
+    name: HostName,
+    token: Digest,
+    labels: HashMap<String, String>,
+    connected_at: SystemTime,
+    /// Control messages to the host (bounded).
+    control: mpsc::Sender<HostControlResponse>,
+    /// Running sessions by ID. Sessions leave when they end.
+    sessions: Mutex<BTreeMap<String, Arc<Session>>>,
+    /// Cancelled when the host is unregistered; ends its streams.
+    closed: CancellationToken,
+}
+
+impl Host {
+    /// The host's server-chosen ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host's name within its task.
+    pub fn name(&self) -> &HostName {
+        &self.name
+    }
+
+    /// The host's task.
+    pub fn task_id(&self) -> &TaskId {
+        &self.task_id
+    }
+
+    /// Cancelled when the host leaves the registry.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// The session with this ID, if it is running.
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// Ends a session with `status` and forgets it. The host is told to
+    /// close it (best effort: a full control queue means the host is gone
+    /// or stuck, and its Data stream ends anyway).
+    pub fn end_session(&self, session: &Session, status: ExitStatus) {
+        session.finish(status);
+        if lock(&self.sessions).remove(session.id()).is_some() {
+            let _ = self.control.try_send(HostControlResponse {
+                message: Some(host_control_response::Message::CloseSession(CloseSession {
+                    session_id: session.id().to_owned(),
+                })),
+            });
+        }
+    }
+}
+
+/// What a host gets back from [`Registry::register_host`].
+#[derive(Debug)]
+pub struct Registration {
+    /// The registered host.
+    pub host: Arc<Host>,
+    /// The host's Data-stream token, sent once in Registered.
+    pub host_token: String,
+    /// Control messages for the host's stream.
+    pub control: mpsc::Receiver<HostControlResponse>,
+}
+
+#[derive(Debug)]
+struct Task {
+    secret: Digest,
+    read_only_secret: Option<Digest>,
+    hosts: BTreeMap<HostName, Arc<Host>>,
+}
+
+/// An attached guest, for its unary calls.
+#[derive(Debug, Clone)]
+pub struct GuestEntry {
+    /// The session it is attached to.
+    pub session: Arc<Session>,
+    /// Its role.
+    pub role: Role,
+    token: Digest,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    tasks: HashMap<TaskId, Task>,
+    hosts_by_id: HashMap<String, Arc<Host>>,
+}
+
+/// The server's state. See the module docs.
+#[derive(Debug)]
+pub struct Registry {
+    config: ServerConfig,
+    inner: Mutex<Inner>,
+    guests: Mutex<HashMap<String, GuestEntry>>,
+    /// Digest compared against when the task is unknown, so that an unknown
+    /// task costs the same time as a wrong secret.
+    decoy: Digest,
+}
+
+/// Removes a guest from its session and the guest index when dropped: the
+/// guest's stream owns it, so a closed stream always detaches its guest.
+#[derive(Debug)]
+pub struct GuestHandle {
+    registry: Weak<Registry>,
+    session: Arc<Session>,
+    guest_id: String,
+}
+
+impl GuestHandle {
+    /// The guest's ID.
+    pub fn id(&self) -> &str {
+        &self.guest_id
+    }
+
+    /// The session the guest is attached to.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+}
+
+impl Drop for GuestHandle {
+    fn drop(&mut self) {
+        self.session.remove_guest(&self.guest_id);
+        if let Some(registry) = self.registry.upgrade() {
+            lock(&registry.guests).remove(&self.guest_id);
+        }
+    }
+}
+
+fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(RegistryError::Invalid(format!(
+            "the {what} must be at least {MIN_SECRET_LEN} characters (128 random bits); \
+             omit --secret to have one generated"
+        )));
+    }
+    Ok(())
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new(config: ServerConfig) -> Self {
+        Self {
+            config,
+            inner: Mutex::default(),
+            guests: Mutex::default(),
+            decoy: Digest::of(&new_token()),
+        }
+    }
+
+    /// The server's configuration.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Registers a host from its Hello. The first host of a task sets the
+    /// task's secrets; later hosts must present the same secret.
+    ///
+    /// # Errors
+    /// `Invalid` (names, short secrets, labels), `Denied` (other secret),
+    /// `HostNameTaken`, `Limit` (hosts per task).
+    pub fn register_host(
+        &self,
+        hello: &rendezvous_proto::Hello,
+    ) -> Result<Registration, RegistryError> {
+        let task_id = TaskId::new(hello.task_id.as_str())
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let name = HostName::or_default(&hello.host_name)
+            .map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        check_secret(&hello.secret, "secret")?;
+        if !hello.read_only_secret.is_empty() {
+            check_secret(&hello.read_only_secret, "read-only secret")?;
+            if hello.read_only_secret == hello.secret {
+                return Err(RegistryError::Invalid(
+                    "the read-only secret must differ from the secret".into(),
+                ));
+            }
+        }
+        if hello.labels.len() > MAX_LABELS
+            || hello
+                .labels
+                .iter()
+                .any(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
+        {
+            return Err(RegistryError::Invalid(format!(
+                "at most {MAX_LABELS} labels of at most {MAX_LABEL_BYTES} bytes each"
+            )));
+        }
+        let host_token = new_token();
+        let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
+        let host = Arc::new(Host {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            task_id: task_id.clone(),
+            name: name.clone(),
+            token: Digest::of(&host_token),
+            labels: hello.labels.clone(),
+            connected_at: SystemTime::now(),
+            control: control_tx,
+            sessions: Mutex::default(),
+            closed: CancellationToken::new(),
+        });
+        let mut inner = lock(&self.inner);
+        let task = inner.tasks.entry(task_id).or_insert_with(|| Task {
+            secret: Digest::of(&hello.secret),
+            read_only_secret: (!hello.read_only_secret.is_empty())
+                .then(|| Digest::of(&hello.read_only_secret)),
+            hosts: BTreeMap::new(),
+        });
+        let same_read_only = match &task.read_only_secret {
+            None => hello.read_only_secret.is_empty(),
+            Some(d) => d.matches(&hello.read_only_secret),
+        };
+        if !task.secret.matches(&hello.secret) || !same_read_only {
+            return Err(RegistryError::Denied);
+        }
+        if task.hosts.contains_key(&name) {
+            return Err(RegistryError::HostNameTaken(name.to_string()));
+        }
+        if task.hosts.len() >= self.config.limits.hosts_per_task {
+            return Err(RegistryError::Limit {
+                name: "hosts per task",
+                value: self.config.limits.hosts_per_task,
+            });
+        }
+        task.hosts.insert(name, host.clone());
+        inner.hosts_by_id.insert(host.id.clone(), host.clone());
+        Ok(Registration {
+            host,
+            host_token,
+            control: control_rx,
+        })
+    }
+
+    /// Removes a host and ends its sessions with "host disconnected". Safe
+    /// to call more than once.
+    pub fn unregister_host(&self, host: &Arc<Host>) {
+        {
+            let mut inner = lock(&self.inner);
+            inner.hosts_by_id.remove(&host.id);
+            if let Some(task) = inner.tasks.get_mut(&host.task_id) {
+                if task
+                    .hosts
+                    .get(&host.name)
+                    .is_some_and(|h| Arc::ptr_eq(h, host))
+                {
+                    task.hosts.remove(&host.name);
+                }
+                if task.hosts.is_empty() {
+                    inner.tasks.remove(&host.task_id);
+                }
+            }
+        }
+        host.closed.cancel();
+        for session in host.sessions() {
+            host.end_session(&session, gone("the host disconnected"));
+        }
+    }
+
+    /// Ends every session ("the server is shutting down") and disconnects
+    /// every host. Used by graceful shutdown.
+    pub fn shutdown(&self) {
+        let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
+        for host in hosts {
+            for session in host.sessions() {
+                host.end_session(&session, gone("the server is shutting down"));
+            }
+            self.unregister_host(&host);
+        }
+    }
+
+    /// Checks a guest's task ID and secret and returns its role and the
+    /// task's hosts.
+    ///
+    /// # Errors
+    /// `Denied` for an unknown task or a wrong secret alike.
+    pub fn authenticate(
+        &self,
+        task_id: &str,
+        secret: &str,
+    ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
+        let inner = lock(&self.inner);
+        let task = TaskId::new(task_id)
+            .ok()
+            .and_then(|id| inner.tasks.get(&id));
+        let Some(task) = task else {
+            // Spend the same work as a wrong secret would.
+            let _ = self.decoy.matches(secret);
+            return Err(RegistryError::Denied);
+        };
+        let role = if task.secret.matches(secret) {
+            Role::ReadWrite
+        } else if task
+            .read_only_secret
+            .as_ref()
+            .is_some_and(|d| d.matches(secret))
+        {
+            Role::ReadOnly
+        } else {
+            return Err(RegistryError::Denied);
+        };
+        Ok((role, task.hosts.values().cloned().collect()))
+    }
+
+    /// Asks `host` for a new shell of `cols` x `rows` cells. The session is
+    /// registered at once; if the host has not opened its Data stream within
+    /// [`SESSION_START_TIMEOUT`], the session ends.
+    ///
+    /// # Errors
+    /// `Limit` (sessions per host), `HostGone`.
+    pub async fn open_session(
+        &self,
+        host: &Arc<Host>,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Arc<Session>, RegistryError> {
+        let session = Arc::new(Session::new(
+            uuid::Uuid::new_v4().simple().to_string(),
+            cols,
+            rows,
+            self.config.relay,
+        ));
+        {
+            let mut sessions = lock(&host.sessions);
+            if sessions.len() >= self.config.limits.sessions_per_host {
+                return Err(RegistryError::Limit {
+                    name: "sessions per host",
+                    value: self.config.limits.sessions_per_host,
+                });
+            }
+            sessions.insert(session.id().to_owned(), session.clone());
+        }
+        let size = session.size();
+        let open = HostControlResponse {
+            message: Some(host_control_response::Message::OpenSession(OpenSession {
+                session_id: session.id().to_owned(),
+                cols: size.cols,
+                rows: size.rows,
+            })),
+        };
+        if host.control.send(open).await.is_err() {
+            host.end_session(&session, gone("the host disconnected"));
+            return Err(RegistryError::HostGone);
+        }
+        // The watchdog ends by itself at the deadline; it holds no strong
+        // reference, so it keeps nothing alive.
+        let (weak_host, weak_session) = (Arc::downgrade(host), Arc::downgrade(&session));
+        tokio::spawn(async move {
+            tokio::time::sleep(SESSION_START_TIMEOUT).await;
+            if let (Some(host), Some(session)) = (weak_host.upgrade(), weak_session.upgrade())
+                && !session.host_attached()
+            {
+                host.end_session(&session, gone("the host did not start the shell in time"));
+            }
+        });
+        Ok(session)
+    }
+
+    /// Attaches a guest to `session` and indexes it for unary calls. The
+    /// returned handle detaches it when dropped; its token is returned once.
+    ///
+    /// # Errors
+    /// `Limit` (guests per session).
+    pub fn add_guest(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        role: Role,
+        cols: u32,
+        rows: u32,
+        resume_offset: Option<u64>,
+    ) -> Result<(GuestHandle, String, u64), RegistryError> {
+        if session.guest_count() >= self.config.limits.guests_per_session {
+            return Err(RegistryError::Limit {
+                name: "guests per session",
+                value: self.config.limits.guests_per_session,
+            });
+        }
+        let guest_id = uuid::Uuid::new_v4().simple().to_string();
+        let token = new_token();
+        lock(&self.guests).insert(
+            guest_id.clone(),
+            GuestEntry {
+                session: session.clone(),
+                role,
+                token: Digest::of(&token),
+            },
+        );
+        let cursor = session.add_guest(guest_id.clone(), role, cols, rows, resume_offset);
+        let handle = GuestHandle {
+            registry: Arc::downgrade(self),
+            session: session.clone(),
+            guest_id,
+        };
+        Ok((handle, token, cursor))
+    }
+
+    /// Looks up an attached guest by ID and token.
+    ///
+    /// # Errors
+    /// `BadGuest` when the guest is unknown or the token does not match.
+    pub fn guest(&self, guest_id: &str, token: &str) -> Result<GuestEntry, RegistryError> {
+        let guests = lock(&self.guests);
+        match guests.get(guest_id) {
+            Some(entry) if entry.token.matches(token) => Ok(entry.clone()),
+            _ => Err(RegistryError::BadGuest),
+        }
+    }
+
+    /// Finds the session a host's Data stream serves.
+    ///
+    /// # Errors
+    /// `BadHost` (unknown host or token), `NoSuchSession`.
+    pub fn data_session(
+        &self,
+        host_id: &str,
+        token: &str,
+        session_id: &str,
+    ) -> Result<(Arc<Host>, Arc<Session>), RegistryError> {
+        let host = lock(&self.inner)
+            .hosts_by_id
+            .get(host_id)
+            .cloned()
+            .filter(|h| h.token.matches(token))
+            .ok_or(RegistryError::BadHost)?;
+        let session = host
+            .session(session_id)
+            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_owned()))?;
+        Ok((host, session))
+    }
+
+    /// The host's labels and connection time, for listings.
+    pub fn host_labels(host: &Host) -> (&HashMap<String, String>, SystemTime) {
+        (&host.labels, host.connected_at)
+    }
+
+    /// The host's running sessions, oldest ID first.
+    pub fn host_sessions(host: &Host) -> Vec<Arc<Session>> {
+        host.sessions()
+    }
+}
+
+/// An exit status for a session that ended without its process's status.
+pub fn gone(message: &str) -> ExitStatus {
+    ExitStatus {
+        status: None,
+        message: message.to_owned(),
+    }
+}

@@ -1,0 +1,212 @@
+//! The listener: one port for gRPC (HTTP/2 cleartext), gRPC-Web (HTTP/1.1
+//! and HTTP/2) and plain HTTP, with a cap on connections and a graceful
+//! shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::response::IntoResponse;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use rendezvous_proto::guest_service_server::GuestServiceServer;
+use rendezvous_proto::host_service_server::HostServiceServer;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::config::ServerConfig;
+use crate::guest_service::GuestApi;
+use crate::host_service::HostApi;
+use crate::registry::Registry;
+
+/// Interval of HTTP/2 PINGs the server sends on each connection, in ms
+/// (20 s): finds dead peers, keeps NAT entries open.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(20_000);
+
+/// How long a PING may go unanswered before the connection is closed, in ms.
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+/// How long shutdown waits for connections to close, in ms (5 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
+
+/// Connections over [`crate::Limits::connections`] that are still served,
+/// only to be told `RESOURCE_EXHAUSTED`; more are closed at once.
+pub const MAX_REFUSED_CONNECTIONS: usize = 64;
+
+/// How long a refused connection stays open to read its requests, in ms.
+pub const REFUSED_CONNECTION_TIME: Duration = Duration::from_millis(5_000);
+
+/// Answers every request with `RESOURCE_EXHAUSTED` (gRPC, gRPC-Web) or 503
+/// (plain HTTP), naming the connection limit.
+fn refusal_app(limit: usize) -> axum::Router {
+    let message = format!(
+        "limit reached: connections is {limit}; try again later, or ask the server's operator to raise it"
+    );
+    let refuse = move |request: axum::extract::Request| {
+        let message = message.clone();
+        async move {
+            let grpc = request
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/grpc"));
+            if grpc {
+                tonic::Status::resource_exhausted(message)
+                    .into_http::<axum::body::Body>()
+                    .into_response()
+            } else {
+                (
+                    http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{message}\n"),
+                )
+                    .into_response()
+            }
+        }
+    };
+    axum::Router::new()
+        .fallback(refuse)
+        .layer(tonic_web::GrpcWebLayer::new())
+}
+
+/// Ends every session and disconnects every host when dropped, however
+/// [`Server::run`] ends.
+struct ShutdownOnDrop(Arc<Registry>);
+
+impl Drop for ShutdownOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
+}
+
+/// A bound server, ready to run.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// The bind's I/O error (e.g. the address is in use).
+    pub async fn bind(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self {
+            listener,
+            registry: Arc::new(Registry::new(config)),
+        })
+    }
+
+    /// The address the server listens on.
+    ///
+    /// # Errors
+    /// The socket's I/O error.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The server's registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The whole application: gRPC and gRPC-Web services plus HTTP routes.
+    pub fn app(registry: Arc<Registry>) -> axum::Router {
+        let grpc =
+            tonic::service::Routes::new(HostServiceServer::new(HostApi::new(registry.clone())))
+                .add_service(GuestServiceServer::new(GuestApi::new(registry)))
+                .into_axum_router()
+                .layer(tonic_web::GrpcWebLayer::new());
+        crate::http::router().merge(grpc)
+    }
+
+    /// Serves until `shutdown` resolves, then ends every session ("server
+    /// shutting down"), and waits up to [`SHUTDOWN_GRACE`] for connections
+    /// to close. At most `limits.connections` connections are served at
+    /// once; up to [`MAX_REFUSED_CONNECTIONS`] more are answered
+    /// `RESOURCE_EXHAUSTED` for [`REFUSED_CONNECTION_TIME`], and any beyond
+    /// those are closed. Dropping the returned future instead stops at once:
+    /// every connection is dropped and every session ended.
+    ///
+    /// # Errors
+    /// Only a failure to accept that is not about one connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let app = Self::app(self.registry.clone());
+        let connections = Arc::new(Semaphore::new(self.registry.config().limits.connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+            .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+        let refuse = refusal_app(self.registry.config().limits.connections);
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSED_CONNECTIONS));
+        // Every connection task belongs to this set: dropping `run` (or
+        // leaving it) aborts them, and the guard ends every session.
+        let mut tasks = JoinSet::new();
+        let _guard = ShutdownOnDrop(self.registry.clone());
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Per-connection errors (a reset before accept, or
+                        // out of file descriptors): log, breathe, go on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let io = TokioIo::new(stream);
+            if let Ok(permit) = connections.clone().try_acquire_owned() {
+                let service = TowerToHyperService::new(app.clone());
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                );
+                tasks.spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                // Over the limit: answer what this connection asks with
+                // RESOURCE_EXHAUSTED for a short while, then close it.
+                tracing::warn!(%peer, "connection limit reached");
+                let service = TowerToHyperService::new(refuse.clone());
+                let conn = graceful.watch(
+                    builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned(),
+                );
+                tasks.spawn(async move {
+                    let _ = tokio::time::timeout(REFUSED_CONNECTION_TIME, conn).await;
+                    drop(permit);
+                });
+            }
+            // Beyond both bounds the connection is closed at once.
+        }
+        tracing::info!("shutting down");
+        self.registry.shutdown();
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the shutdown grace period");
+        }
+        tasks.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,880 @@
+//! One session's relay state: its output stream (offsets and retained
+//! output), its guests and their read positions, its PTY size, and its input
+//! path to the host. It knows nothing of gRPC or HTTP; the services are thin
+//! adapters over it, so every rule here is unit-testable without a socket.
+//!
+//! # How output reaches guests
+//! The host's output is appended once to the retained output, a queue of
+//! `Bytes` chunks, each tagged with the offset of its first byte. A guest is
+//! a cursor: the offset of the next byte it will be sent. When its transport
+//! can take more, it asks the session for the bytes from its cursor on, up to
+//! [`RelayConfig::max_output_message_bytes`]. So:
+//! - each chunk is stored once and shared (a guest that keeps up is sent
+//!   slices of the stored chunk, without a copy);
+//! - output that piled up while the previous message was in flight goes out
+//!   as one message (coalescing, with no timer);
+//! - a guest whose cursor fell behind the oldest retained byte skips ahead
+//!   and is told how many bytes it missed ([`Read::Lagged`]);
+//! - a late joiner or a resuming guest starts from any retained offset.
+//!
+//! # Backpressure
+//! Before the host's next output message is read, [`Session::wait_for_room`]
+//! waits until some guest is less than [`RelayConfig::backpressure_bytes`]
+//! behind the end of the stream. With one guest that stops reading, the
+//! session stops reading from the host, and HTTP/2 flow control carries the
+//! pause to the host's PTY reader. With several guests, the fastest one sets
+//! the pace: a slow guest lags, it never slows the host or the others. With
+//! no guest at all the host is never paused; old output is dropped from the
+//! retained output, as tmux drops old scrollback.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use bytes::{Bytes, BytesMut};
+use rendezvous_proto::ids::clamp_cells;
+use rendezvous_proto::{ExitStatus, HostDataResponse, Role, WindowSize, host_data_response};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::terminal_replies;
+
+/// Default bound of a session's retained output, in bytes (1 MiB).
+pub const RETAINED_OUTPUT_BYTES: usize = 1024 * 1024;
+
+/// Default largest output message sent to a guest, in bytes (64 KiB).
+pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Default distance, in bytes, by which the fastest guest may trail the end
+/// of the output stream before the host is paused (256 KiB).
+pub const BACKPRESSURE_BYTES: u64 = 256 * 1024;
+
+/// Output chunks smaller than this many bytes are merged into the previous
+/// retained chunk while that stays under the same size, so that a stream of
+/// tiny writes (keystroke echoes) costs one chunk per 4 KiB, not one per
+/// write.
+pub const MERGE_CHUNK_BYTES: usize = 4 * 1024;
+
+/// Bound of the queue of input messages waiting for the host's Data stream,
+/// in messages. A guest's input call waits while it is full.
+pub const HOST_INPUT_QUEUE_MESSAGES: usize = 64;
+
+/// Most input requests of one guest that may wait for a missing earlier
+/// sequence number; a request further ahead is refused.
+pub const MAX_PENDING_INPUTS: u64 = 64;
+
+/// Size a session starts with when the guest gives none, in cells.
+pub const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
+
+/// Bounds of one session's relay, each with its unit.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayConfig {
+    /// Bytes of output kept for late joiners and resuming guests.
+    pub retained_output_bytes: usize,
+    /// Largest output message sent to a guest, in bytes.
+    pub max_output_message_bytes: usize,
+    /// How far, in bytes, the fastest guest may trail before the host pauses.
+    /// At most half of `retained_output_bytes` takes effect (see
+    /// [`RelayConfig::backpressure_window`]).
+    pub backpressure_bytes: u64,
+}
+
+impl RelayConfig {
+    /// The backpressure window in effect, in bytes: `backpressure_bytes`,
+    /// but at most half the retained output. A guest that lags lands at the
+    /// oldest retained byte, a whole retained output behind; the window
+    /// must be smaller, or that jump would count as keeping up and let the
+    /// host run on.
+    pub fn backpressure_window(&self) -> u64 {
+        self.backpressure_bytes
+            .min(self.retained_output_bytes as u64 / 2)
+            .max(1)
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            retained_output_bytes: RETAINED_OUTPUT_BYTES,
+            max_output_message_bytes: MAX_OUTPUT_MESSAGE_BYTES,
+            backpressure_bytes: BACKPRESSURE_BYTES,
+        }
+    }
+}
+
+/// Why a guest's request was refused by the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session's process has ended, or its host has gone.
+    #[error("the session has ended")]
+    Ended,
+    /// The guest is not attached to this session (any more).
+    #[error("unknown guest: attach again")]
+    UnknownGuest,
+    /// A read-only guest tried to write.
+    #[error("read-only guests cannot send input or resize the terminal")]
+    ReadOnly,
+    /// The sequence number is too far ahead of the next expected one.
+    #[error("input sequence number {seq} is too far ahead of {expected}")]
+    SeqTooFarAhead {
+        /// The refused sequence number.
+        seq: u64,
+        /// The next sequence number the session expects.
+        expected: u64,
+    },
+}
+
+/// What a guest gets when it asks for output at its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// Bytes starting at `offset` (the guest's cursor).
+    Output {
+        /// Offset of `data`'s first byte.
+        offset: u64,
+        /// At most `max_output_message_bytes` bytes.
+        data: Bytes,
+    },
+    /// The cursor was older than the retained output: `missed` bytes are
+    /// gone, and the cursor moves to the oldest retained byte.
+    Lagged {
+        /// Bytes skipped.
+        missed: u64,
+    },
+    /// Everything up to the end of the stream has been read, and the session
+    /// has ended with this status.
+    Exit(ExitStatus),
+    /// Nothing new yet.
+    Nothing,
+}
+
+/// One attached guest, as the session sees it.
+#[derive(Debug)]
+struct Guest {
+    role: Role,
+    size: WindowSize,
+    /// Offset of the next byte this guest will be sent. Changed by the
+    /// guest's own reads; read by backpressure.
+    cursor: u64,
+    /// Next input sequence number to apply.
+    next_seq: u64,
+    /// Input requests that arrived ahead of `next_seq`, by sequence number.
+    pending: BTreeMap<u64, Bytes>,
+    /// Attach order within the session: the earliest read-write guest
+    /// becomes the primary writer when the current one leaves.
+    joined: u64,
+}
+
+/// Everything behind the session's lock. Held only for short, synchronous
+/// sections: never across an `.await`.
+#[derive(Debug)]
+struct State {
+    /// Retained output: (offset of first byte, chunk), oldest first.
+    retained: VecDeque<(u64, Bytes)>,
+    /// Sum of the retained chunks' lengths, in bytes.
+    retained_bytes: usize,
+    /// Offset one past the last byte of output: the stream's length.
+    end: u64,
+    exit: Option<ExitStatus>,
+    /// The PTY size: smallest cols and smallest rows among read-write
+    /// guests, as in tmux.
+    size: WindowSize,
+    guests: HashMap<String, Guest>,
+    /// Whether a host Data stream has taken the input queue.
+    host_attached: bool,
+    /// The primary writer: the only guest whose automatic terminal replies
+    /// reach the PTY. The guest that opened the session, then the earliest
+    /// read-write guest still attached.
+    primary: Option<String>,
+    /// Attach counter, for `Guest::joined`.
+    joins: u64,
+}
+
+impl State {
+    fn start(&self) -> u64 {
+        self.end - self.retained_bytes as u64
+    }
+
+    /// The PTY size the read-write guests call for, if any is attached.
+    fn wanted_size(&self) -> Option<WindowSize> {
+        self.guests
+            .values()
+            .filter(|g| g.role == Role::ReadWrite)
+            .map(|g| g.size)
+            .reduce(|a, b| WindowSize {
+                cols: a.cols.min(b.cols),
+                rows: a.rows.min(b.rows),
+            })
+    }
+}
+
+/// One PTY on a host, shared by its guests. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    started_at: SystemTime,
+    config: RelayConfig,
+    state: Mutex<State>,
+    /// Bumped on every change a guest may wait for: output, size, exit.
+    changed: watch::Sender<u64>,
+    /// Woken when a guest's cursor moves, for a paused host.
+    room: Notify,
+    /// Input for the host's Data stream.
+    input: mpsc::Sender<HostDataResponse>,
+    /// The receiving end, until the host's Data stream takes it.
+    input_rx: Mutex<Option<mpsc::Receiver<HostDataResponse>>>,
+    /// The PTY size, for the host's Data stream.
+    size: watch::Sender<WindowSize>,
+    /// Cancelled when the session ends; ends the host's Data stream.
+    ended: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state half-written in
+    // a way later readers could not handle, so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    /// A new session of `cols` x `rows` cells (each clamped to 1..=1000; 0
+    /// means 80x24), with no output yet.
+    pub fn new(id: String, cols: u32, rows: u32, config: RelayConfig) -> Self {
+        let size = WindowSize {
+            cols: clamp_cells(cols, DEFAULT_SIZE.cols),
+            rows: clamp_cells(rows, DEFAULT_SIZE.rows),
+        };
+        let (input, input_rx) = mpsc::channel(HOST_INPUT_QUEUE_MESSAGES);
+        Self {
+            id,
+            started_at: SystemTime::now(),
+            config,
+            state: Mutex::new(State {
+                retained: VecDeque::new(),
+                retained_bytes: 0,
+                end: 0,
+                exit: None,
+                size,
+                guests: HashMap::new(),
+                host_attached: false,
+                primary: None,
+                joins: 0,
+            }),
+            changed: watch::Sender::new(0),
+            room: Notify::new(),
+            input,
+            input_rx: Mutex::new(Some(input_rx)),
+            size: watch::Sender::new(size),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled when the session ends.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+
+    /// The session ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the session was created.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The current PTY size in cells.
+    pub fn size(&self) -> WindowSize {
+        lock(&self.state).size
+    }
+
+    /// Number of attached guests.
+    pub fn guest_count(&self) -> usize {
+        lock(&self.state).guests.len()
+    }
+
+    /// Whether the session has ended.
+    pub fn has_ended(&self) -> bool {
+        lock(&self.state).exit.is_some()
+    }
+
+    /// Whether a host Data stream has attached.
+    pub fn host_attached(&self) -> bool {
+        lock(&self.state).host_attached
+    }
+
+    /// Offset one past the last output byte.
+    pub fn end_offset(&self) -> u64 {
+        lock(&self.state).end
+    }
+
+    /// Hands the input queue and the PTY size to the host's Data stream.
+    /// Returns `None` when a Data stream already took them or the session
+    /// has ended.
+    pub fn attach_host(
+        &self,
+    ) -> Option<(
+        mpsc::Receiver<HostDataResponse>,
+        watch::Receiver<WindowSize>,
+    )> {
+        let mut st = lock(&self.state);
+        if st.exit.is_some() {
+            return None;
+        }
+        let rx = lock(&self.input_rx).take()?;
+        st.host_attached = true;
+        Some((rx, self.size.subscribe()))
+    }
+
+    /// Appends host output. The bytes are copied once into the retained
+    /// output, which then drops its oldest bytes to stay within
+    /// `retained_output_bytes`. Output after the end is ignored.
+    pub fn push_output(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        {
+            let mut st = lock(&self.state);
+            if st.exit.is_some() {
+                return;
+            }
+            let offset = st.end;
+            let merged = match st.retained.back_mut() {
+                Some((_, last)) if last.len() + data.len() <= MERGE_CHUNK_BYTES => {
+                    let mut joined = BytesMut::with_capacity(last.len() + data.len());
+                    joined.extend_from_slice(last);
+                    joined.extend_from_slice(data);
+                    *last = joined.freeze();
+                    true
+                }
+                _ => false,
+            };
+            if !merged {
+                st.retained
+                    .push_back((offset, Bytes::copy_from_slice(data)));
+            }
+            st.end += data.len() as u64;
+            st.retained_bytes += data.len();
+            let limit = self.config.retained_output_bytes;
+            while st.retained_bytes > limit {
+                let excess = st.retained_bytes - limit;
+                let Some((off, front)) = st.retained.front_mut() else {
+                    break;
+                };
+                if front.len() <= excess {
+                    st.retained_bytes -= front.len();
+                    st.retained.pop_front();
+                } else {
+                    // Keep the tail of the oldest chunk: a slice, no copy.
+                    *front = front.slice(excess..);
+                    *off += excess as u64;
+                    st.retained_bytes -= excess;
+                }
+            }
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until the host may send more output: the session has no guest,
+    /// or some guest trails the end by at most `backpressure_bytes`, or the
+    /// session has ended. See the module docs.
+    pub async fn wait_for_room(&self) {
+        loop {
+            {
+                let st = lock(&self.state);
+                let fastest = st.guests.values().map(|g| g.cursor).max();
+                match fastest {
+                    None => return,
+                    Some(_) if st.exit.is_some() => return,
+                    Some(c) if st.end - c <= self.config.backpressure_window() => return,
+                    Some(_) => {}
+                }
+            }
+            // Only the host's ingest waits here, so a wake-up that came
+            // between the check and this line is kept as a permit.
+            self.room.notified().await;
+        }
+    }
+
+    /// Ends the session with `status`, once; later calls are ignored. Guests
+    /// get the rest of the output, then the status. Pending input is
+    /// dropped.
+    pub fn finish(&self, status: ExitStatus) {
+        {
+            let mut st = lock(&self.state);
+            if st.exit.is_some() {
+                return;
+            }
+            st.exit = Some(status);
+        }
+        // Drop input nobody will read, and wake everyone who waits.
+        lock(&self.input_rx).take();
+        self.ended.cancel();
+        self.changed.send_modify(|v| *v += 1);
+        self.room.notify_one();
+    }
+
+    /// Attaches a guest of `role` with terminal size `cols` x `rows`. It
+    /// reads from `resume_offset`, or from the oldest retained byte when
+    /// `None`. Read-write guests may shrink the PTY (smallest wins, as in
+    /// tmux); read-only guests never change it.
+    pub fn add_guest(
+        &self,
+        guest_id: String,
+        role: Role,
+        cols: u32,
+        rows: u32,
+        resume_offset: Option<u64>,
+    ) -> u64 {
+        let size = WindowSize {
+            cols: clamp_cells(cols, DEFAULT_SIZE.cols),
+            rows: clamp_cells(rows, DEFAULT_SIZE.rows),
+        };
+        let cursor;
+        {
+            let mut st = lock(&self.state);
+            // An offset past the end is taken as the end: nothing is lost.
+            cursor = resume_offset.unwrap_or_else(|| st.start()).min(st.end);
+            st.joins += 1;
+            let joined = st.joins;
+            if st.primary.is_none() && role == Role::ReadWrite {
+                st.primary = Some(guest_id.clone());
+            }
+            st.guests.insert(
+                guest_id,
+                Guest {
+                    role,
+                    size,
+                    cursor,
+                    next_seq: 0,
+                    pending: BTreeMap::new(),
+                    joined,
+                },
+            );
+            self.update_size(&mut st);
+        }
+        cursor
+    }
+
+    /// Detaches a guest; the PTY may grow back. Unknown IDs are ignored.
+    pub fn remove_guest(&self, guest_id: &str) {
+        let mut st = lock(&self.state);
+        if st.guests.remove(guest_id).is_some() {
+            if st.primary.as_deref() == Some(guest_id) {
+                st.primary = st
+                    .guests
+                    .iter()
+                    .filter(|(_, g)| g.role == Role::ReadWrite)
+                    .min_by_key(|(_, g)| g.joined)
+                    .map(|(id, _)| id.clone());
+            }
+            self.update_size(&mut st);
+            drop(st);
+            // The guest that left may have been the one holding the host.
+            self.room.notify_one();
+        }
+    }
+
+    /// Records a guest's terminal size (clamped to 1..=1000 cells).
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownGuest`], [`SessionError::ReadOnly`],
+    /// [`SessionError::Ended`].
+    pub fn resize_guest(&self, guest_id: &str, cols: u32, rows: u32) -> Result<(), SessionError> {
+        let mut st = lock(&self.state);
+        if st.exit.is_some() {
+            return Err(SessionError::Ended);
+        }
+        let guest = st
+            .guests
+            .get_mut(guest_id)
+            .ok_or(SessionError::UnknownGuest)?;
+        if guest.role != Role::ReadWrite {
+            return Err(SessionError::ReadOnly);
+        }
+        guest.size = WindowSize {
+            cols: clamp_cells(cols, DEFAULT_SIZE.cols),
+            rows: clamp_cells(rows, DEFAULT_SIZE.rows),
+        };
+        self.update_size(&mut st);
+        Ok(())
+    }
+
+    fn update_size(&self, st: &mut State) {
+        if let Some(wanted) = st.wanted_size()
+            && wanted != st.size
+        {
+            st.size = wanted;
+            self.size.send_replace(wanted);
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Sends input from a guest to the PTY, applied in `seq` order exactly
+    /// once: a `seq` already applied is acknowledged and dropped; one ahead
+    /// of the next expected waits (at most [`MAX_PENDING_INPUTS`] ahead)
+    /// until the gap is filled. Automatic terminal replies are kept only
+    /// from the primary writer (see [`crate::terminal_replies`]). Waits while the host's input queue is full;
+    /// holds no lock while it waits.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`], [`SessionError::UnknownGuest`],
+    /// [`SessionError::ReadOnly`], [`SessionError::SeqTooFarAhead`].
+    pub async fn send_input(
+        &self,
+        guest_id: &str,
+        seq: u64,
+        data: Bytes,
+    ) -> Result<(), SessionError> {
+        self.check_writer(guest_id)?;
+        let permit = self
+            .input
+            .reserve()
+            .await
+            .map_err(|_| SessionError::Ended)?;
+        let mut st = lock(&self.state);
+        if st.exit.is_some() {
+            return Err(SessionError::Ended);
+        }
+        let guest = st
+            .guests
+            .get_mut(guest_id)
+            .ok_or(SessionError::UnknownGuest)?;
+        if seq < guest.next_seq {
+            return Ok(());
+        }
+        if seq > guest.next_seq {
+            if seq - guest.next_seq > MAX_PENDING_INPUTS {
+                return Err(SessionError::SeqTooFarAhead {
+                    seq,
+                    expected: guest.next_seq,
+                });
+            }
+            guest.pending.insert(seq, data);
+            return Ok(());
+        }
+        // In order: apply it and whatever was waiting for it, as one message
+        // (the PTY sees the same bytes either way).
+        guest.next_seq += 1;
+        let mut out = data;
+        if guest
+            .pending
+            .first_key_value()
+            .is_some_and(|(s, _)| *s == guest.next_seq)
+        {
+            let mut joined = BytesMut::from(&out[..]);
+            while let Some(next) = guest.pending.remove(&guest.next_seq) {
+                joined.extend_from_slice(&next);
+                guest.next_seq += 1;
+            }
+            out = joined.freeze();
+        }
+        if st.primary.as_deref() != Some(guest_id)
+            && let Cow::Owned(kept) = terminal_replies::strip(&out)
+        {
+            out = Bytes::from(kept);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        permit.send(HostDataResponse {
+            message: Some(host_data_response::Message::Input(out)),
+        });
+        Ok(())
+    }
+
+    fn check_writer(&self, guest_id: &str) -> Result<(), SessionError> {
+        let st = lock(&self.state);
+        if st.exit.is_some() {
+            return Err(SessionError::Ended);
+        }
+        match st.guests.get(guest_id) {
+            None => Err(SessionError::UnknownGuest),
+            Some(g) if g.role != Role::ReadWrite => Err(SessionError::ReadOnly),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Reads output for a guest at `cursor`, and records the guest's new
+    /// cursor for backpressure.
+    pub fn read(&self, guest_id: &str, cursor: u64) -> Read {
+        let read = {
+            let st = lock(&self.state);
+            Self::read_locked(&st, cursor, self.config.max_output_message_bytes)
+        };
+        let moved_to = match &read {
+            Read::Output { offset, data } => Some(offset + data.len() as u64),
+            Read::Lagged { missed } => Some(cursor + missed),
+            Read::Exit(_) | Read::Nothing => None,
+        };
+        if let Some(to) = moved_to {
+            if let Some(g) = lock(&self.state).guests.get_mut(guest_id) {
+                g.cursor = to;
+            }
+            self.room.notify_one();
+        }
+        read
+    }
+
+    fn read_locked(st: &State, cursor: u64, max: usize) -> Read {
+        let start = st.start();
+        if cursor < start {
+            return Read::Lagged {
+                missed: start - cursor,
+            };
+        }
+        if cursor >= st.end {
+            return match &st.exit {
+                Some(status) => Read::Exit(status.clone()),
+                None => Read::Nothing,
+            };
+        }
+        // The first chunk that holds `cursor`.
+        let first = st
+            .retained
+            .partition_point(|(off, chunk)| off + chunk.len() as u64 <= cursor);
+        let mut parts = st.retained.range(first..).map(|(off, chunk)| {
+            let skip = (cursor.max(*off) - off) as usize;
+            chunk.slice(skip..)
+        });
+        let Some(head) = parts.next() else {
+            return Read::Nothing;
+        };
+        if head.len() >= max {
+            return Read::Output {
+                offset: cursor,
+                data: head.slice(..max),
+            };
+        }
+        let Some(second) = parts.next() else {
+            // The common case for a guest that keeps up: no copy.
+            return Read::Output {
+                offset: cursor,
+                data: head,
+            };
+        };
+        let mut joined = BytesMut::with_capacity(max.min((st.end - cursor) as usize));
+        for part in [head, second].into_iter().chain(parts) {
+            let room = max - joined.len();
+            joined.extend_from_slice(&part[..part.len().min(room)]);
+            if joined.len() == max {
+                break;
+            }
+        }
+        Read::Output {
+            offset: cursor,
+            data: joined.freeze(),
+        }
+    }
+
+    /// A receiver that changes whenever output, size or exit change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    fn small() -> RelayConfig {
+        RelayConfig {
+            retained_output_bytes: 16,
+            max_output_message_bytes: 8,
+            backpressure_bytes: 100,
+        }
+    }
+
+    fn code(c: i32) -> ExitStatus {
+        ExitStatus {
+            status: Some(rendezvous_proto::exit_status::Status::Code(c)),
+            message: String::new(),
+        }
+    }
+
+    fn output(read: Read) -> (u64, Vec<u8>) {
+        match read {
+            Read::Output { offset, data } => (offset, data.to_vec()),
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn output_is_read_at_offsets_and_coalesced() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
+        s.push_output(b"abc");
+        s.push_output(&[b'x'; MERGE_CHUNK_BYTES]);
+        s.push_output(b"def");
+        let (off, data) = output(s.read("g", 0));
+        assert_eq!(off, 0);
+        assert_eq!(data.len(), 3 + MERGE_CHUNK_BYTES + 3);
+        assert_eq!(&data[..3], b"abc");
+        assert_eq!(&data[data.len() - 3..], b"def");
+        assert_eq!(s.read("g", data.len() as u64), Read::Nothing);
+    }
+
+    #[test]
+    fn messages_are_capped() {
+        let s = Session::new("s".into(), 80, 24, small());
+        s.push_output(b"0123456789");
+        assert_eq!(output(s.read("g", 0)), (0, b"01234567".to_vec()));
+        assert_eq!(output(s.read("g", 8)), (8, b"89".to_vec()));
+    }
+
+    #[test]
+    fn retained_output_is_bounded_and_lag_is_reported() {
+        let s = Session::new("s".into(), 80, 24, small());
+        for _ in 0..5 {
+            s.push_output(b"0123456789");
+        }
+        // 50 bytes written, 16 retained: offsets 34..50.
+        assert_eq!(s.read("g", 0), Read::Lagged { missed: 34 });
+        assert_eq!(output(s.read("g", 34)), (34, b"45678901".to_vec()));
+    }
+
+    #[test]
+    fn exit_comes_after_the_last_byte() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        s.push_output(b"bye");
+        s.finish(code(3));
+        s.push_output(b"ignored");
+        assert_eq!(output(s.read("g", 0)), (0, b"bye".to_vec()));
+        assert_eq!(s.read("g", 3), Read::Exit(code(3)));
+    }
+
+    #[test]
+    fn smallest_read_write_guest_sets_the_size() {
+        let s = Session::new("s".into(), 100, 50, RelayConfig::default());
+        s.add_guest("a".into(), Role::ReadWrite, 100, 50, None);
+        s.add_guest("b".into(), Role::ReadWrite, 120, 30, None);
+        s.add_guest("r".into(), Role::ReadOnly, 10, 10, None);
+        assert_eq!(
+            s.size(),
+            WindowSize {
+                cols: 100,
+                rows: 30
+            }
+        );
+        assert_eq!(s.resize_guest("r", 5, 5), Err(SessionError::ReadOnly));
+        s.resize_guest("a", 5000, 0).unwrap();
+        assert_eq!(
+            s.size(),
+            WindowSize {
+                cols: 120,
+                rows: 24
+            }
+        );
+        s.remove_guest("b");
+        assert_eq!(
+            s.size(),
+            WindowSize {
+                cols: 1000,
+                rows: 24
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn input_is_applied_in_order_exactly_once() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        let (mut rx, _) = s.attach_host().unwrap();
+        s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
+        s.send_input("g", 1, Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        s.send_input("g", 0, Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        s.send_input("g", 0, Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        s.send_input("g", 2, Bytes::from_static(b"c"))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            match msg.message {
+                Some(host_data_response::Message::Input(b)) => got.extend_from_slice(&b),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(got, b"abc");
+        let far = s
+            .send_input("g", 3 + MAX_PENDING_INPUTS + 1, Bytes::new())
+            .await;
+        assert!(matches!(far, Err(SessionError::SeqTooFarAhead { .. })));
+    }
+
+    #[tokio::test]
+    async fn only_the_primary_writer_answers_terminal_queries() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        let (mut rx, _) = s.attach_host().unwrap();
+        for g in ["a", "b", "c"] {
+            s.add_guest(g.into(), Role::ReadWrite, 80, 24, None);
+        }
+        let reply = Bytes::from_static(b"\x1b[?1;2c");
+        for g in ["a", "b", "c"] {
+            s.send_input(g, 0, reply.clone()).await.unwrap();
+        }
+        let inputs = |rx: &mut mpsc::Receiver<HostDataResponse>| {
+            let mut got = Vec::new();
+            while let Ok(msg) = rx.try_recv() {
+                if let Some(host_data_response::Message::Input(b)) = msg.message {
+                    got.push(b);
+                }
+            }
+            got
+        };
+        assert_eq!(inputs(&mut rx), vec![reply.clone()]);
+        // The primary leaves: the next read-write guest answers instead.
+        s.remove_guest("a");
+        s.send_input("b", 1, reply.clone()).await.unwrap();
+        s.send_input("c", 1, Bytes::from_static(b"ls\x1b[?1;2c\r"))
+            .await
+            .unwrap();
+        assert_eq!(inputs(&mut rx), vec![reply, Bytes::from_static(b"ls\r")]);
+    }
+
+    #[tokio::test]
+    async fn read_only_guests_cannot_write() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        let (mut rx, _) = s.attach_host().unwrap();
+        s.add_guest("r".into(), Role::ReadOnly, 80, 24, None);
+        let res = s.send_input("r", 0, Bytes::from_static(b"x")).await;
+        assert_eq!(res, Err(SessionError::ReadOnly));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn host_pauses_only_when_every_guest_is_behind() {
+        // Window: min(100, 16 / 2) = 8 bytes.
+        let s = Session::new("s".into(), 80, 24, small());
+        // No guest: never paused.
+        s.push_output(b"0123456789");
+        s.wait_for_room().await;
+        s.add_guest("slow".into(), Role::ReadWrite, 80, 24, Some(10));
+        s.add_guest("fast".into(), Role::ReadWrite, 80, 24, Some(10));
+        s.push_output(b"abcdefghij");
+        assert!(
+            s.wait_for_room().now_or_never().is_none(),
+            "both guests are 10 bytes behind"
+        );
+        // The fast guest reads: the host may go on although `slow` did not.
+        assert_eq!(output(s.read("fast", 10)), (10, b"abcdefgh".to_vec()));
+        s.wait_for_room().await;
+    }
+
+    #[test]
+    fn a_lag_jump_does_not_count_as_keeping_up() {
+        let s = Session::new("s".into(), 80, 24, small());
+        s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
+        for _ in 0..4 {
+            s.push_output(b"0123456789");
+        }
+        // 40 written, 16 retained: the guest lags to offset 24, 16 behind.
+        assert_eq!(s.read("g", 0), Read::Lagged { missed: 24 });
+        assert!(s.wait_for_room().now_or_never().is_none());
+    }
+}

@@ -1,0 +1,55 @@
+//! The one mapping from the server's errors to gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::registry::RegistryError;
+use crate::session::SessionError;
+
+impl From<RegistryError> for Status {
+    fn from(e: RegistryError) -> Self {
+        let code = match &e {
+            RegistryError::Denied | RegistryError::ReadOnly => Code::PermissionDenied,
+            RegistryError::Invalid(_) => Code::InvalidArgument,
+            RegistryError::HostNameTaken(_) => Code::AlreadyExists,
+            RegistryError::NoSuchHost(_) | RegistryError::NoSuchSession(_) => Code::NotFound,
+            RegistryError::Limit { .. } => Code::ResourceExhausted,
+            RegistryError::BadGuest | RegistryError::BadHost => Code::Unauthenticated,
+            RegistryError::HostGone => Code::Unavailable,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+impl From<SessionError> for Status {
+    fn from(e: SessionError) -> Self {
+        let code = match &e {
+            SessionError::Ended => Code::FailedPrecondition,
+            SessionError::UnknownGuest => Code::Unauthenticated,
+            SessionError::ReadOnly => Code::PermissionDenied,
+            SessionError::SeqTooFarAhead { .. } => Code::ResourceExhausted,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denied_is_permission_denied_with_one_message() {
+        let s = Status::from(RegistryError::Denied);
+        assert_eq!(s.code(), Code::PermissionDenied);
+        assert!(s.message().contains("unknown task or wrong secret"));
+    }
+
+    #[test]
+    fn limits_name_themselves() {
+        let s = Status::from(RegistryError::Limit {
+            name: "guests per session",
+            value: 64,
+        });
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert!(s.message().contains("guests per session is 64"));
+    }
+}

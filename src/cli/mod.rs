@@ -1,0 +1,8 @@
+//! One module per subcommand: its clap arguments and its `run`.
+
+pub mod attach;
+pub mod bench;
+pub mod demo;
+pub mod host;
+pub mod serve;
+pub mod sessions;

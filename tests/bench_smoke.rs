@@ -1,0 +1,78 @@
+//! Smoke test of `rendezvous bench --quick`: it runs to the end by itself
+//! and its JSON report has every documented key. It checks that the keys
+//! are there, not how fast anything is.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// The documented keys, as paths; `fanout[]` is an array of objects.
+const KEYS: &[&str] = &[
+    "single.relay_mib_s",
+    "single.baseline_mib_s",
+    "fanout[].guests",
+    "fanout[].per_guest_mib_s",
+    "fanout[].aggregate_mib_s",
+    "rtt_us.relay_p50",
+    "rtt_us.relay_p99",
+    "rtt_us.baseline_p50",
+    "rtt_us.baseline_p99",
+    "memory.rss_kib_per_idle_host",
+    "memory.rss_kib_per_idle_guest",
+];
+
+/// The values at `path` in `json`: one per element for `name[]` parts.
+fn lookup<'a>(json: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut values = vec![json];
+    for part in path.split('.') {
+        values = values
+            .into_iter()
+            .flat_map(|v| match part.strip_suffix("[]") {
+                Some(array) => match v.get(array) {
+                    Some(Value::Array(items)) => items.iter().collect(),
+                    _ => Vec::new(),
+                },
+                None => v.get(part).into_iter().collect(),
+            })
+            .collect();
+    }
+    values
+}
+
+#[test]
+fn bench_quick_writes_every_json_key() {
+    let json_path = std::env::temp_dir().join(format!(
+        "rendezvous-bench-smoke-{}.json",
+        std::process::id()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["bench", "--quick", "--json"])
+        .arg(&json_path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rendezvous bench");
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&json_path).expect("read the JSON report");
+    let _ = std::fs::remove_file(&json_path);
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+
+    let fanout = json["fanout"].as_array().expect("fanout is an array");
+    let guests: Vec<u64> = fanout.iter().filter_map(|f| f["guests"].as_u64()).collect();
+    assert_eq!(guests, [1, 10, 100], "fan-out runs in {text}");
+    for key in KEYS {
+        let values = lookup(&json, key);
+        assert!(!values.is_empty(), "missing {key} in {text}");
+        assert!(
+            values.iter().all(|v| v.is_number()),
+            "{key} is not a number in {text}"
+        );
+    }
+    // The table went to stdout.
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("targets"), "no table in:\n{table}");
+}
