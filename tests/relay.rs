@@ -338,6 +338,7 @@ async fn a_flood_to_a_paused_guest_is_held_at_the_host() {
         "{held} bytes went out while the guest was paused"
     );
     let (server_rss, host_rss) = (server.rss_kib(), host.rss_kib());
+    eprintln!("flood held at {held} bytes; server RSS {server_rss} KiB, host RSS {host_rss} KiB");
     assert!(
         server_rss < FLOOD_RSS_BOUND_KIB,
         "server RSS {server_rss} KiB"

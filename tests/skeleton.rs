@@ -5,6 +5,7 @@
 mod common;
 
 use common::{EventReader, TermGuest, TestHost, TestServer};
+use futures::StreamExt;
 use rendezvous_proto::{
     ListSessionsRequest, SendInputRequest, exit_status::Status as Exit, guest_event::Event,
 };
@@ -200,4 +201,32 @@ async fn each_new_shell_gets_its_own_pty() {
     assert_eq!(hosts[0].host_name, "default");
     assert_eq!(hosts[0].sessions.len(), 2);
     assert!(hosts[0].sessions.iter().all(|s| s.guest_count == 1));
+}
+
+#[tokio::test]
+async fn a_short_host_secret_is_invalid_argument() {
+    use rendezvous_proto::host_service_client::HostServiceClient;
+    use rendezvous_proto::{Hello, HostControlRequest, host_control_request};
+
+    let server = TestServer::start().await;
+    let mut client = HostServiceClient::new(server.channel().await);
+    let short = "x".repeat(21);
+    let hello = HostControlRequest {
+        message: Some(host_control_request::Message::Hello(Hello {
+            task_id: "short-secret".into(),
+            secret: short.clone(),
+            ..Default::default()
+        })),
+    };
+    let err = client
+        .control(futures::stream::iter([hello]).chain(futures::stream::pending()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(
+        err.message().contains("at least 22 characters"),
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains(&short));
 }

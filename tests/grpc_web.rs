@@ -1,0 +1,72 @@
+//! gRPC-Web, the browsers' protocol, from a real client (tonic-web's client
+//! layer over hyper) on the server's one port: over HTTP/1.1, as browsers
+//! speak it to a cleartext server, and over HTTP/2, as they do behind TLS.
+
+mod common;
+
+use common::{EventReader, TestHost, TestServer};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rendezvous_proto::guest_event::Event;
+use rendezvous_proto::guest_service_client::GuestServiceClient;
+use rendezvous_proto::{ListSessionsRequest, SendInputRequest};
+
+async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
+    let http = Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+    let web = tower::ServiceBuilder::new()
+        .layer(tonic_web::GrpcWebClientLayer::new())
+        .service(http);
+    let mut client = GuestServiceClient::with_origin(web, server.url.parse().unwrap());
+
+    let stream = client
+        .attach(host.attach_request(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = EventReader::new(stream);
+    let Some(Event::Attached(attached)) = events.next().await else {
+        panic!("expected Attached first");
+    };
+    client
+        .send_input(SendInputRequest {
+            guest_id: attached.guest_id.clone(),
+            guest_token: attached.guest_token.clone(),
+            seq: 0,
+            data: b"echo web-$((7*6))\n".to_vec().into(),
+        })
+        .await
+        .unwrap();
+    events.until("web-42").await;
+
+    let hosts = client
+        .list_sessions(ListSessionsRequest {
+            task_id: host.task_id.clone(),
+            secret: host.secret.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert!(
+        hosts[0]
+            .sessions
+            .iter()
+            .any(|s| s.session_id == attached.session_id)
+    );
+}
+
+#[tokio::test]
+async fn grpc_web_over_http1_streams_a_shell() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "web1").await;
+    shell_round_trip(&server, &host, false).await;
+}
+
+#[tokio::test]
+async fn grpc_web_over_http2_streams_a_shell() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "web2").await;
+    shell_round_trip(&server, &host, true).await;
+}
