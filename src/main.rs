@@ -1,9 +1,9 @@
 //! `rendezvous`: live shells inside running CI jobs.
 //!
-//! One binary, six roles: `serve` (the rendezvous server), `host` (publish a
+//! One binary, seven roles: `serve` (the rendezvous server), `host` (publish a
 //! PTY from a CI job), `attach` and `sessions` (a native guest), `demo`
-//! (server + host on loopback, for a first try), and `bench` (the relay's
-//! speed and memory).
+//! (server + host on loopback, for a first try), `bench` (the relay's
+//! speed and memory), and `token` (guest tokens for embedding).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -32,6 +32,8 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Measure the relay: throughput, fan-out, keystroke round trip, memory.
     Bench(cli::bench::BenchArgs),
+    /// Mint a guest token for a task (for CI systems that embed terminals).
+    Token(cli::token::TokenArgs),
 }
 
 fn main() {
@@ -39,7 +41,7 @@ fn main() {
     // `attach` owns the terminal: its logs would corrupt the screen, so it
     // logs only warnings, to stderr, and only when RUST_LOG asks for more.
     let default_filter = match cli.command {
-        Command::Attach(_) | Command::Sessions(_) => "warn",
+        Command::Attach(_) | Command::Sessions(_) | Command::Token(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -72,6 +74,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Sessions(args) => cli::sessions::run(args).await.map(|()| 0),
             Command::Demo(args) => cli::demo::run(args).await.map(|()| 0),
             Command::Bench(args) => cli::bench::run(args).await.map(|()| 0),
+            Command::Token(args) => cli::token::run(args).await.map(|()| 0),
         }
     });
     // Leave the runtime before exiting, so its tasks are dropped first (a

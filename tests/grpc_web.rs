@@ -44,6 +44,7 @@ async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
         .list_sessions(ListSessionsRequest {
             task_id: host.task_id.clone(),
             secret: host.secret.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

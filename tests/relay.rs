@@ -303,6 +303,7 @@ async fn a_flood_to_a_paused_guest_is_held_at_the_host() {
             .list_sessions(ListSessionsRequest {
                 task_id: "flood".into(),
                 secret: secret.into(),
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -639,6 +640,7 @@ async fn each_limit_gives_resource_exhausted_naming_it() {
             .list_sessions(ListSessionsRequest {
                 task_id: host.task_id.clone(),
                 secret: host.secret.clone(),
+                ..Default::default()
             })
             .await
         {

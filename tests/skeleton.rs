@@ -111,6 +111,7 @@ async fn wrong_secret_and_unknown_task_are_denied_alike() {
         .list_sessions(ListSessionsRequest {
             task_id: "no-such-task".into(),
             secret: host.secret.clone(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -139,6 +140,7 @@ async fn guests_get_the_exit_status_and_the_stream_ends() {
         .list_sessions(ListSessionsRequest {
             task_id: host.task_id.clone(),
             secret: host.secret.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -193,6 +195,7 @@ async fn each_new_shell_gets_its_own_pty() {
         .list_sessions(ListSessionsRequest {
             task_id: host.task_id.clone(),
             secret: host.secret.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

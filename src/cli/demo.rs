@@ -12,6 +12,10 @@ pub struct DemoArgs {
     /// port is used instead.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// A web origin besides the demo server's own that may embed the
+    /// terminal (see `rendezvous serve --allowed-origin`). Repeatable.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = crate::cli::serve::parse_origin)]
+    pub allowed_origins: Vec<http::HeaderValue>,
     /// Command the host runs for each new shell (default: your $SHELL).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -19,12 +23,16 @@ pub struct DemoArgs {
 
 /// Runs `rendezvous demo` until Ctrl-C.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let server = match Server::bind(args.listen, ServerConfig::default()).await {
+    let config = ServerConfig {
+        allowed_origins: args.allowed_origins.clone(),
+        ..ServerConfig::default()
+    };
+    let server = match Server::bind(args.listen, config.clone()).await {
         Ok(server) => server,
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
             let any_port = SocketAddr::new(args.listen.ip(), 0);
             eprintln!("rendezvous: {} is in use; using a free port", args.listen);
-            Server::bind(any_port, ServerConfig::default())
+            Server::bind(any_port, config)
                 .await
                 .with_context(|| format!("cannot listen on {any_port}"))?
         }

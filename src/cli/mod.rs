@@ -6,3 +6,4 @@ pub mod demo;
 pub mod host;
 pub mod serve;
 pub mod sessions;
+pub mod token;

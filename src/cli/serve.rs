@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 
 use anyhow::Context;
 use rendezvous_server::session::RelayConfig;
+use rendezvous_server::token::TokenKey;
 use rendezvous_server::{Limits, Server, ServerConfig};
 
 /// Arguments of `rendezvous serve`.
@@ -28,6 +29,16 @@ pub struct ServeArgs {
     /// Bytes one input call may carry.
     #[arg(long, default_value_t = Limits::default().input_bytes)]
     pub max_input_bytes: usize,
+    /// A web origin (scheme://host[:port]) besides this server's own that may
+    /// use gRPC-Web and load the web guest, e.g. a CI front end that embeds
+    /// the terminal. Repeatable. Requests from other origins are refused.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub allowed_origins: Vec<http::HeaderValue>,
+    /// A file holding the key (at least 32 bytes; surrounding whitespace is
+    /// ignored) that signs guest tokens: with it, guests may present a
+    /// token from `rendezvous token` instead of the task's secret.
+    #[arg(long, value_name = "PATH", env = "RENDEZVOUS_TOKEN_KEY_FILE")]
+    pub token_key_file: Option<std::path::PathBuf>,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -36,8 +47,16 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// The server configuration these flags describe.
-    pub fn config(&self) -> ServerConfig {
-        ServerConfig {
+    ///
+    /// # Errors
+    /// When the token key file cannot be read or is too short.
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        let token_key = self
+            .token_key_file
+            .as_deref()
+            .map(read_token_key)
+            .transpose()?;
+        Ok(ServerConfig {
             relay: RelayConfig {
                 retained_output_bytes: self.retained_output_bytes,
                 ..RelayConfig::default()
@@ -49,13 +68,48 @@ impl ServeArgs {
                 input_bytes: self.max_input_bytes,
                 connections: self.max_connections,
             },
-        }
+            allowed_origins: self.allowed_origins.clone(),
+            token_key,
+        })
     }
+}
+
+/// Reads a token key file; the key is the file's bytes without surrounding
+/// whitespace.
+///
+/// # Errors
+/// When the file cannot be read, or the key is shorter than 32 bytes.
+pub fn read_token_key(path: &std::path::Path) -> anyhow::Result<TokenKey> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("cannot read the token key file {}", path.display()))?;
+    let key = bytes.trim_ascii();
+    TokenKey::new(key).with_context(|| {
+        format!(
+            "the token key in {} is too short: write at least 32 random bytes, \
+             e.g. `openssl rand -base64 48 > {}`",
+            path.display(),
+            path.display()
+        )
+    })
+}
+
+/// Checks an origin as browsers send it: `http` or `https`, a host, an
+/// optional port, nothing after.
+pub fn parse_origin(s: &str) -> Result<http::HeaderValue, String> {
+    let bad =
+        || format!("{s:?} is not an origin: use scheme://host[:port], e.g. https://ci.example.com");
+    let uri: http::Uri = s.parse().map_err(|_| bad())?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let bare = uri.path_and_query().is_none_or(|p| p.as_str() == "/") && !s.ends_with('/');
+    if !scheme_ok || uri.authority().is_none() || !bare {
+        return Err(bad());
+    }
+    http::HeaderValue::from_str(s).map_err(|_| bad())
 }
 
 /// Runs `rendezvous serve` until Ctrl-C or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::bind(args.listen, args.config())
+    let server = Server::bind(args.listen, args.config()?)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
@@ -78,5 +132,20 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_origin;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        assert!(parse_origin("https://ci.example.com").is_ok());
+        assert!(parse_origin("http://127.0.0.1:9000").is_ok());
+        assert!(parse_origin("https://ci.example.com/").is_err());
+        assert!(parse_origin("https://ci.example.com/path").is_err());
+        assert!(parse_origin("ci.example.com").is_err());
+        assert!(parse_origin("ftp://ci.example.com").is_err());
     }
 }

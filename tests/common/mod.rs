@@ -132,6 +132,7 @@ impl TestHost {
             cols: 100,
             rows: 30,
             resume_offset: None,
+            ..Default::default()
         }
     }
 }

@@ -1,27 +1,34 @@
-// Ordered, exactly-once delivery of keystrokes over unary SendInput calls.
+// Ordered delivery of keystrokes over unary SendInput calls, across reconnects.
 //
 // Browsers cannot stream requests, so each batch of input is one unary call
-// carrying a per-guest sequence number. The server applies requests in seq
-// order and ignores a repeated seq, so a failed request is retried with the
-// same seq and the same bytes. One request is in flight at a time; keys typed
-// meanwhile are coalesced into the next request.
+// carrying a per-guest sequence number. The server applies a guest's
+// requests in seq order and ignores a repeated seq, so a failed request is
+// retried with the same seq and the same bytes. One request is in flight at
+// a time; keys typed meanwhile are coalesced into the next request.
+//
+// The queue outlives one guest: when the Attach stream breaks, the queue is
+// unbound and keeps what is typed meanwhile (bounded); after the reconnect
+// it is bound to the new guest, whose seq starts again at 0, and sends the
+// unacknowledged batch first, then the rest.
 
+import { Code, ConnectError } from "@connectrpc/connect";
+import { sleep } from "./backoff";
 import { isCanceled, isTransient } from "./errors";
 
-/** Most bytes sent in one SendInput request (the server's default limit). */
+/** Most bytes sent in one SendInput request (the server's default limit, 64 KiB). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
-/** Most bytes waiting to be sent; input beyond this is dropped (a paste far larger than any shell needs). */
+/** Most bytes waiting to be sent, also while disconnected (1 MiB); input beyond this is refused. */
 export const MAX_PENDING_BYTES = 1024 * 1024;
 
 /** First wait before retrying a failed request, in milliseconds; doubles per failure. */
 const FIRST_RETRY_DELAY_MS = 250;
 
-/** Longest wait between retries, in milliseconds. */
+/** Longest wait between retries of one request, in milliseconds. */
 const MAX_RETRY_DELAY_MS = 5_000;
 
-/** Sends one request; rejects on failure. */
-export type SendFn = (seq: bigint, data: Uint8Array) => Promise<void>;
+/** Sends one request for the bound guest; rejects on failure. `signal` aborts when the guest is unbound. */
+export type SendFn = (seq: bigint, data: Uint8Array, signal: AbortSignal) => Promise<void>;
 
 /** What the queue tells its owner. */
 export interface InputQueueEvents {
@@ -31,16 +38,24 @@ export interface InputQueueEvents {
   onRecovered(): void;
 }
 
-/** A queue of input bytes for one guest, sent in order. */
+/** One guest the queue sends for. */
+interface BoundGuest {
+  send: SendFn;
+  /** Seq of the next request to this guest; starts at 0. */
+  nextSeq: bigint;
+  /** Aborted when the queue is unbound from this guest. */
+  abort: AbortController;
+}
+
+/** A queue of input bytes for one attachment, sent in order. */
 export class InputQueue {
   /** Bytes not yet handed to a request, oldest first. */
   private pending: Uint8Array[] = [];
-  /** Total length of `pending`, bounded by MAX_PENDING_BYTES. */
+  /** Total length of `pending`, bounded (with `unacked`) by MAX_PENDING_BYTES. */
   private pendingBytes = 0;
-  /** Seq of the next new request; starts at 0 and grows by one per request. */
-  private nextSeq = 0n;
-  /** Set by start() once the guest is known; null before. */
-  private send: SendFn | null = null;
+  /** The batch sent (or being sent) and not yet acknowledged; it goes first. */
+  private unacked: Uint8Array | null = null;
+  private guest: BoundGuest | null = null;
   /** True while the pump loop runs (at most one request in flight). */
   private pumping = false;
   /** Set by close(); nothing is sent afterwards. */
@@ -48,72 +63,88 @@ export class InputQueue {
 
   constructor(private readonly events: InputQueueEvents) {}
 
-  /** Starts sending, with input pushed so far going first. */
-  start(send: SendFn): void {
-    this.send = send;
+  /** Sends for a (new) guest from now on, with seq starting at 0. */
+  bind(send: SendFn): void {
+    this.guest?.abort.abort();
+    this.guest = { send, nextSeq: 0n, abort: new AbortController() };
     void this.pump();
   }
 
-  /** Queues bytes; returns false when they were dropped (queue full or closed). */
+  /** Stops sending (the guest is gone); queued input is kept for the next bind(). */
+  unbind(): void {
+    this.guest?.abort.abort();
+    this.guest = null;
+  }
+
+  /** Queues bytes; returns false when they were refused (queue full or closed). */
   push(data: Uint8Array): boolean {
     if (this.closed) return false;
     if (data.length === 0) return true;
-    if (this.pendingBytes + data.length > MAX_PENDING_BYTES) return false;
+    if (this.queuedBytes + data.length > MAX_PENDING_BYTES) return false;
     this.pending.push(data);
     this.pendingBytes += data.length;
     void this.pump();
     return true;
   }
 
-  /** Stops sending and drops whatever is queued. */
+  /** Stops sending for good and drops whatever is queued. */
   close(): void {
     this.closed = true;
+    this.unbind();
     this.pending = [];
     this.pendingBytes = 0;
+    this.unacked = null;
   }
 
-  /** Bytes queued and not yet sent. */
+  /** Bytes queued and not yet acknowledged. */
   get queuedBytes(): number {
-    return this.pendingBytes;
+    return this.pendingBytes + (this.unacked?.length ?? 0);
   }
 
   private async pump(): Promise<void> {
-    if (this.pumping || this.send === null) return;
+    if (this.pumping) return;
     this.pumping = true;
+    let delay = FIRST_RETRY_DELAY_MS;
+    let failing = false;
     try {
-      while (!this.closed && this.pendingBytes > 0) {
-        const data = this.take(MAX_REQUEST_BYTES);
-        const seq = this.nextSeq;
-        this.nextSeq += 1n;
-        if (!(await this.sendWithRetry(this.send, seq, data))) return;
+      while (!this.closed) {
+        const guest = this.guest;
+        if (guest === null) return;
+        if (this.unacked === null) {
+          if (this.pendingBytes === 0) return;
+          this.unacked = this.take(MAX_REQUEST_BYTES);
+        }
+        try {
+          await guest.send(guest.nextSeq, this.unacked, guest.abort.signal);
+          // Applied (by this guest, even if it was unbound meanwhile).
+          guest.nextSeq += 1n;
+          this.unacked = null;
+          delay = FIRST_RETRY_DELAY_MS;
+          if (failing) this.events.onRecovered();
+          failing = false;
+        } catch (err) {
+          if (this.closed) return;
+          // Unbound or rebound meanwhile: the batch goes to the next guest.
+          if (guest !== this.guest || isCanceled(err)) continue;
+          const code = ConnectError.from(err).code;
+          if (code === Code.Unauthenticated || code === Code.FailedPrecondition) {
+            // The server forgot this guest or the session ended: the Attach
+            // stream ends too, and a reconnect binds a new guest.
+            return;
+          }
+          const retrying = isTransient(err);
+          this.events.onError(err, retrying);
+          failing = true;
+          if (!retrying) {
+            this.unacked = null; // Refused for good (e.g. too large); the rest may still go.
+            continue;
+          }
+          await sleep(delay, guest.abort.signal);
+          delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
+        }
       }
     } finally {
       this.pumping = false;
-    }
-  }
-
-  /** Sends one request until it succeeds; false when the queue gave up. */
-  private async sendWithRetry(send: SendFn, seq: bigint, data: Uint8Array): Promise<boolean> {
-    let delay = FIRST_RETRY_DELAY_MS;
-    let failed = false;
-    for (;;) {
-      try {
-        await send(seq, data);
-        if (failed) this.events.onRecovered();
-        return true;
-      } catch (err) {
-        if (this.closed || isCanceled(err)) return false;
-        const retrying = isTransient(err);
-        this.events.onError(err, retrying);
-        if (!retrying) {
-          this.close();
-          return false;
-        }
-        failed = true;
-        await sleep(delay);
-        delay = Math.min(delay * 2, MAX_RETRY_DELAY_MS);
-        if (this.closed) return false;
-      }
     }
   }
 
@@ -133,8 +164,4 @@ export class InputQueue {
     this.pendingBytes -= size;
     return out;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

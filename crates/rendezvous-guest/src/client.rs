@@ -93,6 +93,7 @@ impl AttachOptions {
             cols: self.cols,
             rows: self.rows,
             resume_offset: self.resume_offset,
+            ..Default::default()
         }
     }
 }
@@ -151,6 +152,7 @@ impl Client {
         let request = ListSessionsRequest {
             task_id: task_id.to_string(),
             secret: secret.expose().to_owned(),
+            ..Default::default()
         };
         let response = self
             .inner

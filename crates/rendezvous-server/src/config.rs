@@ -54,4 +54,10 @@ pub struct ServerConfig {
     pub relay: RelayConfig,
     /// Resource limits.
     pub limits: Limits,
+    /// Web origins (`scheme://host[:port]`) besides the server's own that
+    /// may use gRPC-Web and load the web guest, e.g. a CI front end that
+    /// embeds the terminal. Others are refused.
+    pub allowed_origins: Vec<http::HeaderValue>,
+    /// Key for guest tokens (see [`crate::token`]); `None` refuses tokens.
+    pub token_key: Option<crate::token::TokenKey>,
 }

@@ -40,7 +40,9 @@ impl GuestApi {
 
     /// Authenticates, finds or opens the session, and attaches the guest.
     async fn attach_guest(&self, req: AttachRequest) -> Result<GuestStream, Status> {
-        let (role, hosts) = self.registry.authenticate(&req.task_id, &req.secret)?;
+        let (role, hosts) =
+            self.registry
+                .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
         let name = HostName::or_default(&req.host_name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let host = hosts
@@ -210,7 +212,9 @@ impl GuestService for GuestApi {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let req = request.into_inner();
-        let (_, hosts) = self.registry.authenticate(&req.task_id, &req.secret)?;
+        let (_, hosts) = self
+            .registry
+            .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
         let hosts = hosts
             .iter()
             .map(|host| {

@@ -6,9 +6,12 @@
 //!   backpressure, input order), free of any transport;
 //! - [`terminal_replies`]: which guest input is a terminal's automatic
 //!   reply, forwarded from the primary writer only;
+//! - [`token`]: guest tokens (JWT) a CI system mints instead of sharing
+//!   the secret;
 //! - [`registry`]: task → hosts → sessions, and authentication;
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters;
 //! - [`http`]: the task page, web assets and health checks;
+//! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it.
 //!
 //! ```no_run
@@ -29,11 +32,13 @@ pub mod guest_service;
 pub mod guest_stream;
 pub mod host_service;
 pub mod http;
+pub mod origin;
 pub mod registry;
 pub mod server;
 pub mod session;
 mod status;
 pub mod terminal_replies;
+pub mod token;
 
 pub use config::{Limits, ServerConfig};
 pub use server::Server;

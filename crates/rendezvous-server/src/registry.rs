@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Digest, new_token};
 use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, SESSION_START_TIMEOUT, ServerConfig};
 use crate::session::Session;
+use crate::token::TokenError;
 
 /// Most labels a host may publish, and the most bytes in a key or value.
 pub const MAX_LABELS: usize = 32;
@@ -60,6 +61,9 @@ pub enum RegistryError {
     /// Unknown guest, or a token that does not match.
     #[error("unknown guest or bad guest token: attach again")]
     BadGuest,
+    /// An invalid or expired guest token.
+    #[error("{0}")]
+    Token(TokenError),
     /// Bad host ID or token on a Data stream.
     #[error("unknown host or bad host token: reconnect the host")]
     BadHost,
@@ -348,6 +352,37 @@ impl Registry {
             }
             self.unregister_host(&host);
         }
+    }
+
+    /// Checks a guest's credential for `task_id`: the task's secret, or,
+    /// when `secret` is empty, a guest token (see [`crate::token`]). Returns
+    /// the guest's role and the task's hosts.
+    ///
+    /// # Errors
+    /// `Denied` for an unknown task, a wrong secret, or a token for another
+    /// task alike; `Token` for an invalid or expired token.
+    pub fn authenticate_guest(
+        &self,
+        task_id: &str,
+        secret: &str,
+        token: &str,
+    ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
+        if !secret.is_empty() || token.is_empty() {
+            return self.authenticate(task_id, secret);
+        }
+        let key = self
+            .config
+            .token_key
+            .as_ref()
+            .ok_or(RegistryError::Token(TokenError::Invalid))?;
+        let (token_task, token_role) = key.verify(token).map_err(RegistryError::Token)?;
+        let inner = lock(&self.inner);
+        let task = TaskId::new(task_id)
+            .ok()
+            .filter(|id| id.as_str() == token_task)
+            .and_then(|id| inner.tasks.get(&id))
+            .ok_or(RegistryError::Denied)?;
+        Ok((token_role, task.hosts.values().cloned().collect()))
     }
 
     /// Checks a guest's task ID and secret and returns its role and the

@@ -118,10 +118,17 @@ impl Server {
     pub fn app(registry: Arc<Registry>) -> axum::Router {
         let grpc =
             tonic::service::Routes::new(HostServiceServer::new(HostApi::new(registry.clone())))
-                .add_service(GuestServiceServer::new(GuestApi::new(registry)))
+                .add_service(GuestServiceServer::new(GuestApi::new(registry.clone())))
                 .into_axum_router()
                 .layer(tonic_web::GrpcWebLayer::new());
-        crate::http::router().merge(grpc)
+        let allowed = registry.config().allowed_origins.clone();
+        crate::http::router()
+            .merge(grpc)
+            .layer(crate::origin::cors(&allowed))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::new(allowed),
+                crate::origin::check,
+            ))
     }
 
     /// Serves until `shutdown` resolves, then ends every session ("server

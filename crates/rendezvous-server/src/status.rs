@@ -8,7 +8,9 @@ use crate::session::SessionError;
 impl From<RegistryError> for Status {
     fn from(e: RegistryError) -> Self {
         let code = match &e {
-            RegistryError::Denied | RegistryError::ReadOnly => Code::PermissionDenied,
+            RegistryError::Denied | RegistryError::ReadOnly | RegistryError::Token(_) => {
+                Code::PermissionDenied
+            }
             RegistryError::Invalid(_) => Code::InvalidArgument,
             RegistryError::HostNameTaken(_) => Code::AlreadyExists,
             RegistryError::NoSuchHost(_) | RegistryError::NoSuchSession(_) => Code::NotFound,

@@ -108,36 +108,57 @@ pub async fn throughput(payload: &Payload, chunks: u64) -> anyhow::Result<(u64, 
     Ok((received, elapsed))
 }
 
-/// Guest → relay → host, echoed → relay → guest: one byte, one in flight,
-/// `warmup` untimed round trips then `count` timed ones.
-pub async fn round_trips(warmup: usize, count: usize) -> anyhow::Result<Vec<Duration>> {
-    let Relay {
-        mut host,
-        mut guest,
-        _relay,
-    } = Relay::start().await?;
-    let _echo = Owned::spawn(async move {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = host.read(&mut buf).await {
-            if n == 0 || host.write_all(&buf[..n]).await.is_err() {
-                break;
+/// The baseline's keystroke path: guest → relay → host, which echoes →
+/// relay → guest; one byte, one in flight.
+pub struct Echo {
+    guest: TcpStream,
+    next: usize,
+    _echo: Owned,
+    _relay: Owned,
+}
+
+impl Echo {
+    /// Starts a relay with an echoing host and a connected guest.
+    pub async fn start() -> anyhow::Result<Self> {
+        let Relay {
+            mut host,
+            guest,
+            _relay,
+        } = Relay::start().await?;
+        let echo = Owned::spawn(async move {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = host.read(&mut buf).await {
+                if n == 0 || host.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            guest,
+            next: 0,
+            _echo: echo,
+            _relay,
+        })
+    }
+
+    /// `count` round trips, each timed into `rtts`.
+    pub async fn round_trips(
+        &mut self,
+        count: usize,
+        rtts: &mut Vec<Duration>,
+    ) -> anyhow::Result<()> {
+        let mut got = [0u8];
+        for _ in 0..count {
+            let key = b'a' + (self.next % 26) as u8;
+            self.next += 1;
+            let start = Instant::now();
+            self.guest.write_all(&[key]).await?;
+            self.guest.read_exact(&mut got).await?;
+            rtts.push(start.elapsed());
+            if got[0] != key {
+                bail!("the baseline echo sent {:?}, expected {:?}", got[0], key);
             }
         }
-    });
-    let mut rtts = Vec::with_capacity(count);
-    let mut got = [0u8];
-    for i in 0..warmup + count {
-        let key = b'a' + (i % 26) as u8;
-        let start = Instant::now();
-        guest.write_all(&[key]).await?;
-        guest.read_exact(&mut got).await?;
-        let rtt = start.elapsed();
-        if got[0] != key {
-            bail!("the baseline echo sent {:?}, expected {:?}", got[0], key);
-        }
-        if i >= warmup {
-            rtts.push(rtt);
-        }
+        Ok(())
     }
-    Ok(rtts)
 }

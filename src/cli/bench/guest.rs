@@ -48,6 +48,7 @@ impl Target {
             cols: 80,
             rows: 24,
             resume_offset: None,
+            ..Default::default()
         }
     }
 }

@@ -38,6 +38,7 @@ use rendezvous_server::{Limits, Server, ServerConfig};
 
 use self::report::Report;
 use self::synthetic_host::SyntheticHost;
+use self::throughput::Throughput;
 use self::util::{CHUNK_BYTES, Payload, random_name, random_secret};
 
 /// Arguments of `rendezvous bench`. Sizes are in MiB of output, counts in
@@ -76,9 +77,16 @@ pub struct BenchArgs {
     pub fanout: Vec<u64>,
 
     /// Timed keystroke round trips (c), for the relay and for the baseline
-    /// each, after 200 untimed ones [default: 20000; quick: 5000].
+    /// each, after 200 untimed ones; taken in 10 blocks, relay and baseline
+    /// in turn [default: 20000; quick: 5000].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub round_trips: Option<u64>,
+
+    /// Runs of each throughput figure, (a) and each fan-out of (b); the
+    /// median run is reported. In (a) the baseline and the relay take turns
+    /// [default: 3; quick: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub repeat: Option<u64>,
 
     /// Idle hosts, and idle guests, for the memory figures (d), each on its
     /// own connection [default: 1000; quick: 100].
@@ -86,8 +94,13 @@ pub struct BenchArgs {
     pub idle: Option<u64>,
 }
 
-/// Untimed round trips before the timed ones.
+/// Untimed round trips before the timed ones, for the relay and for the
+/// baseline each.
 const RTT_WARMUP: usize = 200;
+
+/// The timed round trips are taken in this many blocks, relay and baseline
+/// in turn.
+const RTT_BLOCKS: usize = 10;
 
 /// The settings of one run, with defaults filled in.
 #[derive(Debug, Clone)]
@@ -97,6 +110,7 @@ struct Plan {
     fanout: Vec<usize>,
     round_trips: usize,
     idle: usize,
+    repeat: usize,
 }
 
 impl Plan {
@@ -111,6 +125,7 @@ impl Plan {
             fanout: args.fanout.iter().map(|&n| n as usize).collect(),
             round_trips: pick(args.round_trips, 20_000, 5_000) as usize,
             idle: pick(args.idle, 1000, 100) as usize,
+            repeat: pick(args.repeat, 3, 1) as usize,
         }
     }
 }
@@ -217,6 +232,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     let mut report = result?;
     report.elapsed = started.elapsed();
+    report.repeat = plan.repeat;
     print!("{}", report.table());
     if let Some(path) = &args.json {
         std::fs::write(path, report.json())
@@ -238,30 +254,60 @@ async fn measure(plan: &Plan, url: &str) -> anyhow::Result<Report> {
     };
     let mib = |chunks: u64| chunks * CHUNK_BYTES as u64 / (1024 * 1024);
 
+    // (a) Baseline and relay take turns, so that both see the same machine.
     progress(format_args!(
-        "(a) throughput, one guest, {} MiB",
-        mib(plan.single_chunks)
+        "(a) throughput, one guest, {} MiB, {} run(s) each",
+        mib(plan.single_chunks),
+        plan.repeat
     ));
-    let (base_bytes, base_elapsed) = baseline::throughput(&payload, plan.single_chunks).await?;
-    let single = throughput::run(&mut fixture, &payload, 1, plan.single_chunks).await?;
+    let mut baseline_runs = Vec::new();
+    let mut relay_runs = Vec::new();
+    for _ in 0..plan.repeat {
+        baseline_runs.push(baseline::throughput(&payload, plan.single_chunks).await?);
+        relay_runs.push(throughput::run(&mut fixture, &payload, 1, plan.single_chunks).await?);
+    }
+    let baseline_single = median_by(baseline_runs, |(bytes, elapsed)| {
+        util::mib_per_s(*bytes, *elapsed)
+    });
+    let single = median_by(relay_runs, Throughput::aggregate_mib_s);
 
+    // (b)
     let mut fanout = Vec::new();
     for &n in &plan.fanout {
         progress(format_args!(
-            "(b) fan-out to {n} guests, {} MiB each",
-            mib(plan.fanout_chunks)
+            "(b) fan-out to {n} guests, {} MiB each, {} run(s)",
+            mib(plan.fanout_chunks),
+            plan.repeat
         ));
-        fanout.push(throughput::run(&mut fixture, &payload, n, plan.fanout_chunks).await?);
+        let mut runs = Vec::new();
+        for _ in 0..plan.repeat {
+            runs.push(throughput::run(&mut fixture, &payload, n, plan.fanout_chunks).await?);
+        }
+        fanout.push(median_by(runs, Throughput::aggregate_mib_s));
     }
 
+    // (c) Blocks of relay and baseline round trips, in turn.
     progress(format_args!(
-        "(c) keystroke round trip, {} round trips",
+        "(c) keystroke round trip, {} round trips each",
         plan.round_trips
     ));
-    let base_rtt = baseline::round_trips(RTT_WARMUP, plan.round_trips).await?;
-    let relay_rtt = rtt::run(&mut fixture, RTT_WARMUP, plan.round_trips).await?;
+    let mut base_echo = baseline::Echo::start().await?;
+    let mut relay_echo = rtt::Echo::start(&mut fixture).await?;
+    let mut warm = Vec::new();
+    base_echo.round_trips(RTT_WARMUP, &mut warm).await?;
+    relay_echo.round_trips(RTT_WARMUP, &mut warm).await?;
+    let mut base_rtt = Vec::with_capacity(plan.round_trips);
+    let mut relay_rtt = Vec::with_capacity(plan.round_trips);
+    for block in 0..RTT_BLOCKS {
+        let n = plan.round_trips / RTT_BLOCKS + usize::from(block < plan.round_trips % RTT_BLOCKS);
+        base_echo.round_trips(n, &mut base_rtt).await?;
+        relay_echo.round_trips(n, &mut relay_rtt).await?;
+    }
+    relay_echo.finish().await;
+    drop(base_echo);
     drop(fixture);
 
+    // (d)
     progress(format_args!(
         "(d) memory, {} idle hosts and {} idle guests",
         plan.idle, plan.idle
@@ -270,12 +316,19 @@ async fn measure(plan: &Plan, url: &str) -> anyhow::Result<Report> {
 
     Ok(Report::new(
         single,
-        (base_bytes, base_elapsed),
+        baseline_single,
         fanout,
         relay_rtt,
         base_rtt,
         memory,
     ))
+}
+
+/// The median of `runs` by `key` (the upper one of an even count).
+fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mid = runs.len() / 2;
+    runs.swap_remove(mid)
 }
 
 fn progress(what: std::fmt::Arguments<'_>) {

@@ -22,6 +22,8 @@ pub struct Report {
     memory: Memory,
     /// Wall time of the whole run.
     pub elapsed: Duration,
+    /// Runs behind each throughput figure (the median is shown).
+    pub repeat: usize,
 }
 
 impl Report {
@@ -48,6 +50,7 @@ impl Report {
             baseline_p99: percentile_us(&baseline_rtt, 99.0),
             memory,
             elapsed: Duration::ZERO,
+            repeat: 1,
         }
     }
 
@@ -93,8 +96,10 @@ impl Report {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "(a) throughput host -> guest, 1 session, 1 guest ({:.0} MiB, 32 KiB chunks)",
-            self.single.sent as f64 / super::util::MIB
+            "(a) throughput host -> guest, 1 session, 1 guest ({:.0} MiB, 32 KiB chunks, \
+             median of {} run(s))",
+            self.single.sent as f64 / super::util::MIB,
+            self.repeat
         );
         let _ = writeln!(t, "    relay                     {single:>10.1} MiB/s");
         let _ = writeln!(
@@ -105,7 +110,15 @@ impl Report {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "(b) fan-out, 1 session     guests  per guest MiB/s  aggregate MiB/s  lagged MiB"
+            "(b) fan-out, 1 session, {:.0} MiB to each guest, median of {} run(s)",
+            self.fanout
+                .first()
+                .map_or(0.0, |f| f.sent as f64 / super::util::MIB),
+            self.repeat
+        );
+        let _ = writeln!(
+            t,
+            "                           guests  per guest MiB/s  aggregate MiB/s  lagged MiB"
         );
         for f in &self.fanout {
             let _ = writeln!(
@@ -120,7 +133,7 @@ impl Report {
         let _ = writeln!(t);
         let _ = writeln!(
             t,
-            "(c) keystroke round trip, 1 byte, one in flight, {} round trips \
+            "(c) keystroke round trip, 1 byte, one in flight, {} round trips each \
              (relay: Terminal bidi RPC)",
             self.rtt_count
         );

@@ -3,7 +3,9 @@
 //! the guest's output. The guest uses the bidi `Terminal` RPC (the native
 //! guests' path): input goes up the same stream the output comes down.
 //! One byte per round trip, one in flight at a time; the clock runs from
-//! handing the byte to the stream to receiving its echo.
+//! handing the byte to the stream to receiving its echo. The bench runs
+//! the relay's round trips and the baseline's ([`super::baseline::Echo`])
+//! in alternating blocks, so that both see the same machine.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,7 @@ use rendezvous_proto::guest_event::Event;
 
 use super::Fixture;
 use super::guest::{self, TerminalGuest};
+use super::synthetic_host::HostSession;
 
 /// The keys typed, one per round trip, in turn.
 static KEYS: &[u8; 26] = b"abcdefghijklmnopqrstuvwxyz";
@@ -20,33 +23,53 @@ static KEYS: &[u8; 26] = b"abcdefghijklmnopqrstuvwxyz";
 /// How long one round trip may take before the bench fails (10 s).
 const ONE_LIMIT: Duration = Duration::from_secs(10);
 
-/// `warmup` untimed round trips, then `count` timed ones.
-pub async fn run(
-    fixture: &mut Fixture,
-    warmup: usize,
-    count: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut client = guest::connect(&fixture.url).await?;
-    let target = fixture.new_shell();
-    let mut term = TerminalGuest::open(&mut client, &target).await?;
-    let session = fixture.host.take_session(&term.attached.session_id).await?;
-    let mut rtts = Vec::with_capacity(count);
-    for i in 0..warmup + count {
-        let k = i % KEYS.len();
-        let key = Bytes::from_static(&KEYS[k..=k]);
-        let start = Instant::now();
-        term.send_input(key.clone()).await?;
-        tokio::time::timeout(ONE_LIMIT, echo(&mut term, &key))
-            .await
-            .context("no echo within 10 s")??;
-        let rtt = start.elapsed();
-        if i >= warmup {
-            rtts.push(rtt);
+/// The relay's keystroke path: a guest on a new shell of the synthetic
+/// host, which echoes its input.
+pub struct Echo {
+    term: TerminalGuest,
+    session: Option<HostSession>,
+    next: usize,
+}
+
+impl Echo {
+    /// Opens a new shell on the fixture's host over `Terminal`.
+    pub async fn start(fixture: &mut Fixture) -> anyhow::Result<Self> {
+        let mut client = guest::connect(&fixture.url).await?;
+        let term = TerminalGuest::open(&mut client, &fixture.new_shell()).await?;
+        let session = fixture.host.take_session(&term.attached.session_id).await?;
+        Ok(Self {
+            term,
+            session: Some(session),
+            next: 0,
+        })
+    }
+
+    /// `count` round trips, each timed into `rtts`.
+    pub async fn round_trips(
+        &mut self,
+        count: usize,
+        rtts: &mut Vec<Duration>,
+    ) -> anyhow::Result<()> {
+        for _ in 0..count {
+            let k = self.next % KEYS.len();
+            self.next += 1;
+            let key = Bytes::from_static(&KEYS[k..=k]);
+            let start = Instant::now();
+            self.term.send_input(key.clone()).await?;
+            tokio::time::timeout(ONE_LIMIT, echo(&mut self.term, &key))
+                .await
+                .context("no echo within 10 s")??;
+            rtts.push(start.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Ends the session.
+    pub async fn finish(mut self) {
+        if let Some(session) = self.session.take() {
+            session.finish().await;
         }
     }
-    drop(term);
-    session.finish().await;
-    Ok(rtts)
 }
 
 async fn echo(term: &mut TerminalGuest, key: &Bytes) -> anyhow::Result<()> {

@@ -1,0 +1,42 @@
+//! `rendezvous token`: mint a guest token, as a CI system does to embed a
+//! terminal in its own web UI without handing out the task's secret.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rendezvous_proto::Role;
+use rendezvous_proto::ids::TaskId;
+
+/// Arguments of `rendezvous token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The server's token key file (the one given to `serve --token-key-file`).
+    #[arg(long, value_name = "PATH", env = "RENDEZVOUS_TOKEN_KEY_FILE")]
+    pub key_file: PathBuf,
+    /// The task the token grants access to.
+    #[arg(long, value_name = "ID")]
+    pub task_id: TaskId,
+    /// Grant read-only access: the guest may watch sessions, not type.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Lifetime in seconds (1 to 604800, i.e. 7 days).
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub ttl_secs: u64,
+}
+
+/// Prints a guest token for the task to stdout.
+pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
+    let key = crate::cli::serve::read_token_key(&args.key_file)?;
+    let role = if args.read_only {
+        Role::ReadOnly
+    } else {
+        Role::ReadWrite
+    };
+    let token = key.mint(
+        args.task_id.as_str(),
+        role,
+        Duration::from_secs(args.ttl_secs),
+    )?;
+    println!("{token}");
+    Ok(())
+}
