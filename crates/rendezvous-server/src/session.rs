@@ -64,6 +64,10 @@ pub const HOST_INPUT_QUEUE_MESSAGES: usize = 64;
 /// sequence number; a request further ahead is refused.
 pub const MAX_PENDING_INPUTS: u64 = 64;
 
+/// Most bytes of one guest's input that may wait for a missing earlier
+/// sequence number (256 KiB); a request that would exceed it is refused.
+pub const MAX_PENDING_INPUT_BYTES: usize = 256 * 1024;
+
 /// Size a session starts with when the guest gives none, in cells.
 pub const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
 
@@ -115,8 +119,9 @@ pub enum SessionError {
     /// A read-only guest tried to write.
     #[error("read-only guests cannot send input or resize the terminal")]
     ReadOnly,
-    /// The sequence number is too far ahead of the next expected one.
-    #[error("input sequence number {seq} is too far ahead of {expected}")]
+    /// The sequence number is too far ahead of the next expected one, or
+    /// too many bytes already wait for the gap before it to fill.
+    #[error("input sequence number {seq} is too far ahead of {expected}: send input in order")]
     SeqTooFarAhead {
         /// The refused sequence number.
         seq: u64,
@@ -160,6 +165,8 @@ struct Guest {
     next_seq: u64,
     /// Input requests that arrived ahead of `next_seq`, by sequence number.
     pending: BTreeMap<u64, Bytes>,
+    /// Sum of `pending`'s lengths, at most [`MAX_PENDING_INPUT_BYTES`].
+    pending_bytes: usize,
     /// Attach order within the session: the earliest read-write guest
     /// becomes the primary writer when the current one leaves.
     joined: u64,
@@ -448,6 +455,7 @@ impl Session {
                     cursor,
                     next_seq: 0,
                     pending: BTreeMap::new(),
+                    pending_bytes: 0,
                     joined,
                 },
             );
@@ -544,13 +552,18 @@ impl Session {
             return Ok(());
         }
         if seq > guest.next_seq {
-            if seq - guest.next_seq > MAX_PENDING_INPUTS {
+            if seq - guest.next_seq > MAX_PENDING_INPUTS
+                || guest.pending_bytes + data.len() > MAX_PENDING_INPUT_BYTES
+            {
                 return Err(SessionError::SeqTooFarAhead {
                     seq,
                     expected: guest.next_seq,
                 });
             }
-            guest.pending.insert(seq, data);
+            guest.pending_bytes += data.len();
+            if let Some(replaced) = guest.pending.insert(seq, data) {
+                guest.pending_bytes -= replaced.len();
+            }
             return Ok(());
         }
         // In order: apply it and whatever was waiting for it, as one message
@@ -564,6 +577,7 @@ impl Session {
         {
             let mut joined = BytesMut::from(&out[..]);
             while let Some(next) = guest.pending.remove(&guest.next_seq) {
+                guest.pending_bytes -= next.len();
                 joined.extend_from_slice(&next);
                 guest.next_seq += 1;
             }
@@ -805,6 +819,12 @@ mod tests {
             .send_input("g", 3 + MAX_PENDING_INPUTS + 1, Bytes::new())
             .await;
         assert!(matches!(far, Err(SessionError::SeqTooFarAhead { .. })));
+        // Held-back bytes are bounded too.
+        let big = Bytes::from(vec![b'x'; MAX_PENDING_INPUT_BYTES / 2]);
+        s.send_input("g", 5, big.clone()).await.unwrap();
+        s.send_input("g", 6, big.clone()).await.unwrap();
+        let over = s.send_input("g", 7, Bytes::from_static(b"y")).await;
+        assert!(matches!(over, Err(SessionError::SeqTooFarAhead { .. })));
     }
 
     #[tokio::test]
