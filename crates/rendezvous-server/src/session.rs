@@ -56,6 +56,11 @@ pub const BACKPRESSURE_BYTES: u64 = 256 * 1024;
 /// write.
 pub const MERGE_CHUNK_BYTES: usize = 4 * 1024;
 
+/// Output at a guest's cursor shorter than this many bytes is joined with
+/// what follows it, up to the message limit (coalescing); a longer chunk goes
+/// out alone, as a slice of the retained chunk without a copy (16 KiB).
+pub const COALESCE_BELOW_BYTES: usize = 16 * 1024;
+
 /// Bound of the queue of input messages waiting for the host's Data stream,
 /// in messages. A guest's input call waits while it is full.
 pub const HOST_INPUT_QUEUE_MESSAGES: usize = 64;
@@ -660,7 +665,13 @@ impl Session {
                 data: head.slice(..max),
             };
         }
-        let Some(second) = parts.next() else {
+        let second = if head.len() >= COALESCE_BELOW_BYTES {
+            // Large enough to go alone, without a copy.
+            None
+        } else {
+            parts.next()
+        };
+        let Some(second) = second else {
             // The common case for a guest that keeps up: no copy.
             return Read::Output {
                 offset: cursor,
@@ -707,9 +718,9 @@ mod tests {
         }
     }
 
-    fn output(read: Read) -> (u64, Vec<u8>) {
+    fn output(read: Read) -> (u64, Bytes) {
         match read {
-            Read::Output { offset, data } => (offset, data.to_vec()),
+            Read::Output { offset, data } => (offset, data),
             other => panic!("expected output, got {other:?}"),
         }
     }
@@ -730,11 +741,23 @@ mod tests {
     }
 
     #[test]
+    fn a_large_chunk_is_shared_by_all_guests_without_a_copy() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        s.push_output(&[b'a'; COALESCE_BELOW_BYTES]);
+        s.push_output(&[b'b'; COALESCE_BELOW_BYTES]);
+        let (_, first) = output(s.read("g1", 0));
+        let (_, second) = output(s.read("g2", 0));
+        // Each goes alone, and both guests hold the one stored chunk.
+        assert_eq!(first.len(), COALESCE_BELOW_BYTES);
+        assert_eq!(first.as_ptr(), second.as_ptr());
+    }
+
+    #[test]
     fn messages_are_capped() {
         let s = Session::new("s".into(), 80, 24, small());
         s.push_output(b"0123456789");
-        assert_eq!(output(s.read("g", 0)), (0, b"01234567".to_vec()));
-        assert_eq!(output(s.read("g", 8)), (8, b"89".to_vec()));
+        assert_eq!(output(s.read("g", 0)), (0, Bytes::from_static(b"01234567")));
+        assert_eq!(output(s.read("g", 8)), (8, Bytes::from_static(b"89")));
     }
 
     #[test]
@@ -745,7 +768,7 @@ mod tests {
         }
         // 50 bytes written, 16 retained: offsets 34..50.
         assert_eq!(s.read("g", 0), Read::Lagged { missed: 34 });
-        assert_eq!(output(s.read("g", 34)), (34, b"45678901".to_vec()));
+        assert_eq!(output(s.read("g", 34)), (34, Bytes::from_static(b"45678901")));
     }
 
     #[test]
@@ -754,7 +777,7 @@ mod tests {
         s.push_output(b"bye");
         s.finish(code(3));
         s.push_output(b"ignored");
-        assert_eq!(output(s.read("g", 0)), (0, b"bye".to_vec()));
+        assert_eq!(output(s.read("g", 0)), (0, Bytes::from_static(b"bye")));
         assert_eq!(s.read("g", 3), Read::Exit(code(3)));
     }
 
@@ -882,7 +905,7 @@ mod tests {
             "both guests are 10 bytes behind"
         );
         // The fast guest reads: the host may go on although `slow` did not.
-        assert_eq!(output(s.read("fast", 10)), (10, b"abcdefgh".to_vec()));
+        assert_eq!(output(s.read("fast", 10)), (10, Bytes::from_static(b"abcdefgh")));
         s.wait_for_room().await;
     }
 

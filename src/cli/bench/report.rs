@@ -183,7 +183,7 @@ impl Report {
             let x = f.aggregate_mib_s() / single;
             let _ = writeln!(
                 t,
-                "    aggregate(100 guests) >= 2 x one-guest      {x:>6.2} x       {}",
+                "    aggregate(100 guests) >= 2 x one-guest      {x:>6.3} x       {}",
                 verdict(x >= 2.0)
             );
         }
