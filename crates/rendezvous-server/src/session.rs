@@ -768,7 +768,10 @@ mod tests {
         }
         // 50 bytes written, 16 retained: offsets 34..50.
         assert_eq!(s.read("g", 0), Read::Lagged { missed: 34 });
-        assert_eq!(output(s.read("g", 34)), (34, Bytes::from_static(b"45678901")));
+        assert_eq!(
+            output(s.read("g", 34)),
+            (34, Bytes::from_static(b"45678901"))
+        );
     }
 
     #[test]
@@ -905,7 +908,10 @@ mod tests {
             "both guests are 10 bytes behind"
         );
         // The fast guest reads: the host may go on although `slow` did not.
-        assert_eq!(output(s.read("fast", 10)), (10, Bytes::from_static(b"abcdefgh")));
+        assert_eq!(
+            output(s.read("fast", 10)),
+            (10, Bytes::from_static(b"abcdefgh"))
+        );
         s.wait_for_room().await;
     }
 
