@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/demo.mjs";
+import { startDemo } from "./lib/proc.mjs";
 import { DEADLINE_MS, waitForLine, waitForStatus } from "./lib/terminal.mjs";
 
 describe("web guest against `rendezvous demo`", () => {
@@ -46,7 +46,7 @@ describe("web guest against `rendezvous demo`", () => {
     const url = new URL(demo.url);
     url.hash = `secret=${"x".repeat(32)}`;
     await page.goto(url.href);
-    const text = await waitForStatus(page, "error", DEADLINE_MS);
+    const text = await waitForStatus(page, "failed", DEADLINE_MS);
     assert.match(text ?? "", /Unknown task or wrong secret/);
     await waitForLine(page, /Unknown task or wrong secret/);
     await page.close();

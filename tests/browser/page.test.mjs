@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/demo.mjs";
+import { startDemo } from "./lib/proc.mjs";
 import { DEADLINE_MS, fragmentSession, typeLine, waitForLine, waitForSession, waitForStatus } from "./lib/terminal.mjs";
 
 /** A word no earlier output can contain. */

@@ -18,6 +18,13 @@ export const BAD_TOKEN_MESSAGE = "The server refused this link's token (it may h
 export const GONE_ON_RESUME_MESSAGE =
   "The host has gone, or the session ended while this page was disconnected. Open a new shell or join another session from the list.";
 
+/**
+ * PERMISSION_DENIED on a resume: the credentials worked a moment ago, so the
+ * task itself has gone (the server forgets a task when its last host leaves).
+ */
+export const TASK_GONE_ON_RESUME_MESSAGE =
+  "The host has gone: this task has no host any more (the CI job may have finished). Reload the page when the host is back.";
+
 /** The session's host disconnected (the server ended the session for that reason). */
 export const HOST_GONE_MESSAGE =
   "The host has gone: it disconnected, so this session ended (the CI job may have finished). Reload the page when the host is back, or pick another host.";
@@ -71,6 +78,7 @@ export function describeFailure(err: unknown, action: Action, usesToken = false)
         return { kind: "denied", code, text: "This link is read-only: it can watch sessions but not open a shell. Join a session from the list." };
       }
       if (action === "input") return { kind: "denied", code, text: "This link is read-only: you can watch, not type." };
+      if (action === "resume") return { kind: "not-found", code, text: TASK_GONE_ON_RESUME_MESSAGE };
       return { kind: "denied", code, text: usesToken ? BAD_TOKEN_MESSAGE : WRONG_SECRET_MESSAGE };
     case Code.NotFound:
       if (action === "resume") return { kind: "not-found", code, text: GONE_ON_RESUME_MESSAGE };

@@ -1,7 +1,8 @@
-// The task page's address: `/t/{task_id}#secret=S&session=ID&host=NAME`.
+// The task page's address: `/t/{task_id}#secret=S&session=ID&host=NAME`
+// (or `#token=JWT` instead of `secret=`).
 //
 // The secret lives only in the fragment, which browsers never send to a
-// server; this module is the one place that reads or writes it.
+// server; this module is the one place that reads or writes it (or a token).
 
 /** What the page's address says to open. */
 export interface Link {
@@ -9,6 +10,8 @@ export interface Link {
   taskId: string;
   /** The task secret from the fragment. Empty when missing. */
   secret: string;
+  /** A signed guest token from the fragment (`#token=`), instead of a secret. Empty when missing. */
+  token: string;
   /** Session to join; empty means "open a new shell". */
   sessionId: string;
   /** Host to use; empty means "the first host". */
@@ -24,25 +27,27 @@ export function parseLink(location: { pathname: string; hash: string }): Link {
   return {
     taskId: taskIdFromPath(location.pathname),
     secret: fragment.get("secret") ?? "",
+    token: fragment.get("token") ?? "",
     sessionId: fragment.get("session") ?? "",
     hostName: fragment.get("host") ?? "",
   };
 }
 
 /** The fragment (with its leading `#`) that encodes a link's secret, session and host. */
-export function formatFragment(link: Pick<Link, "secret" | "sessionId" | "hostName">): string {
+export function formatFragment(link: Pick<Link, "secret" | "token" | "sessionId" | "hostName">): string {
   const parts: string[] = [];
   const add = (key: string, value: string): void => {
     if (value !== "") parts.push(`${key}=${encodeURIComponent(value)}`);
   };
   add("secret", link.secret);
+  add("token", link.token);
   add("session", link.sessionId);
   add("host", link.hostName);
   return parts.length === 0 ? "" : `#${parts.join("&")}`;
 }
 
 /** Replaces the address bar's fragment without adding a history entry or firing `hashchange`. */
-export function replaceFragment(link: Pick<Link, "secret" | "sessionId" | "hostName">): void {
+export function replaceFragment(link: Pick<Link, "secret" | "token" | "sessionId" | "hostName">): void {
   const url = `${window.location.pathname}${window.location.search}${formatFragment(link)}`;
   window.history.replaceState(window.history.state, "", url);
 }

@@ -1,22 +1,41 @@
-// One guest attachment: the Attach stream, its input queue and its resizes.
+// One guest attachment to one session, kept alive across broken connections.
 //
-// An Attachment owns exactly one Attach stream and the state that belongs to
-// it (guest credentials, role, next output offset). Resuming after a dropped
-// stream will live here: a new Attach with resumeOffset = nextOffset.
+// An Attachment attaches (Attach stream), writes the session's output into
+// the terminal under flow control, sends input and resizes, and when the
+// stream breaks it reconnects with backoff and resumes at the next offset
+// it expects, so no byte is lost or shown twice. It ends when the session
+// ends, on a failure retrying cannot fix, or on close().
 
 import type { Client } from "@connectrpc/connect";
-import { GuestService, Role, type Attached, type ExitStatus } from "./gen/rendezvous/v1/rendezvous_pb";
-import { describeError, isCanceled, isTransient } from "./errors";
+import { GuestService, Role, type Attached, type ExitStatus, type HostInfo } from "./gen/rendezvous/v1/rendezvous_pb";
+import { Backoff, sleep } from "./backoff";
+import {
+  HOST_GONE_MESSAGE,
+  describeError,
+  describeFailure,
+  isCanceled,
+  isNetworkFailure,
+  isTransient,
+  unreachableMessage,
+  type Action,
+} from "./errors";
+import type { WriteFlow } from "./flow";
 import { InputQueue } from "./input";
+import type { AttachedInfo, ErrorInfo, ExitInfo, GuestRole, Status } from "./lib/api";
 
 /** A generated GuestService client. */
 export type GuestClient = Client<typeof GuestService>;
 
-/** Which session to attach to. */
-export interface AttachTarget {
+/** What authenticates a guest: a secret or a token (the other is empty). */
+export interface Credentials {
   taskId: string;
   secret: string;
-  /** Empty means the server's default host. */
+  token: string;
+}
+
+/** Which session to attach to. */
+export interface AttachTarget {
+  /** Empty: the host owning `sessionId`, else `default`, else the task's first host. */
   hostName: string;
   /** Empty means "open a new shell". */
   sessionId: string;
@@ -28,136 +47,127 @@ export interface Size {
   rows: number;
 }
 
-/** Where output goes: the xterm.js Terminal, in the page. */
-export interface OutputSink {
-  write(data: Uint8Array | string): void;
+/** What an Attachment reports. */
+export interface AttachmentEvents {
+  status(status: Status): void;
+  attached(info: AttachedInfo): void;
+  exit(info: ExitInfo): void;
+  error(info: ErrorInfo): void;
 }
 
-/** Where an attachment stands; the page renders this. */
-export type AttachmentState =
-  | { phase: "connecting" }
-  | {
-      phase: "connected";
-      sessionId: string;
-      hostName: string;
-      role: Role;
-      /** The PTY's effective size, once the server has said. */
-      ptySize: Size | null;
-      /** A problem that does not end the attachment (e.g. input retrying). */
-      warning: string | null;
-    }
-  | { phase: "ended"; sessionId: string; message: string }
-  | { phase: "failed"; message: string };
+/** Everything an Attachment needs. */
+export interface AttachmentOptions {
+  client: GuestClient;
+  /** The server's base URL, for messages. */
+  server: string;
+  credentials: Credentials;
+  target: AttachTarget;
+  /** Output goes here, under flow control. */
+  flow: WriteFlow;
+  /** The terminal's current size. */
+  size: () => Size;
+  /** Watch only: send no input and no resizes. */
+  readOnly: boolean;
+  events: AttachmentEvents;
+}
+
+/** The host name the server uses when a host gives none. */
+export const DEFAULT_HOST_NAME = "default";
 
 /** Wait after the last resize before telling the server, in milliseconds. */
-const RESIZE_DEBOUNCE_MS = 100;
+export const RESIZE_DEBOUNCE_MS = 150;
 
 /** Deadline for one SendInput or Resize call, in milliseconds; a timed-out input request is retried. */
 const UNARY_TIMEOUT_MS = 10_000;
 
-/** One guest attached to one session. */
-export class Attachment {
-  /** Cancels the Attach stream and every call made for it. */
-  private readonly abort = new AbortController();
-  /** Keystrokes waiting to be sent; starts sending once attached. */
-  private readonly input: InputQueue;
-  /** From the Attached event; null before it. */
-  private guest: { guestId: string; guestToken: string } | null = null;
-  /** Offset of the next output byte expected; where a resume would start. */
-  private nextOffset: bigint | null = null;
-  /** The guest terminal's current size, as last reported by resize(). */
-  private size: Size;
-  /** The size the server last heard from us. */
-  private sentSize: Size;
-  private resizeTimer: ReturnType<typeof setTimeout> | undefined;
-  private current: AttachmentState = { phase: "connecting" };
+/** How often to look again for a host while the task has none, in milliseconds. */
+const WAIT_FOR_HOST_POLL_MS = 3_000;
 
-  constructor(
-    private readonly client: GuestClient,
-    private readonly target: AttachTarget,
-    private readonly sink: OutputSink,
-    private readonly onState: (state: AttachmentState) => void,
-    initialSize: Size,
-  ) {
-    this.size = initialSize;
-    this.sentSize = initialSize;
+/** Why a connection attempt ended without ending the attachment. */
+type Broken = { reason: "network" | "lost" };
+
+/** One guest attached to one session, reconnecting as needed. */
+export class Attachment {
+  /** Cancels everything: the stream, calls, waits. */
+  private readonly abort = new AbortController();
+  /** Keystrokes waiting to be sent; kept across reconnects. */
+  private readonly input: InputQueue;
+  private readonly backoff = new Backoff();
+  private readonly target: AttachTarget;
+  /** The current guest, while attached. */
+  private guest: { guestId: string; guestToken: string } | null = null;
+  private role: GuestRole = "read-write";
+  /** Offset of the next output byte expected; a resume starts there. Null before any output. */
+  private nextOffset: bigint | null = null;
+  /** Set by the first Attached: later attaches join this session. */
+  private sessionId = "";
+  /** The size the server last heard from this guest. */
+  private sentSize: Size = { cols: 0, rows: 0 };
+  private resizeTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Wakes a reconnect wait early (the browser came back online). */
+  private wake = new AbortController();
+  /** True once something was written into the terminal, or a message was. */
+  private wroteSomething = false;
+  private current: Status = { state: "connecting", text: "Connecting…" };
+  private readonly onOnline = (): void => this.wake.abort();
+
+  constructor(private readonly options: AttachmentOptions) {
+    this.target = { ...options.target };
     this.input = new InputQueue({
       onError: (err, retrying) =>
         this.warn(
           retrying
             ? `Input is not getting through; retrying. ${describeError(err, "input")}`
-            : `Input stopped: ${describeError(err, "input")}`,
+            : `Some input was refused: ${describeError(err, "input")}`,
         ),
       onRecovered: () => this.warn(null),
     });
+    window.addEventListener("online", this.onOnline);
   }
 
-  /** The attachment's current state. */
-  get state(): AttachmentState {
+  /** The attachment's current status. */
+  get status(): Status {
     return this.current;
   }
 
-  /** Offset of the next output byte, or null before any output. */
-  get offset(): bigint | null {
-    return this.nextOffset;
-  }
-
-  /** Attaches and streams output into the sink until the session ends, the stream fails, or close(). */
+  /** Attaches, and re-attaches after breaks, until the session ends, a failure is final, or close(). */
   async run(): Promise<void> {
-    this.setState({ phase: "connecting" });
+    this.setStatus({ state: "connecting", text: "Connecting…" });
     try {
-      const events = this.client.attach(
-        { ...this.target, cols: this.size.cols, rows: this.size.rows },
-        { signal: this.abort.signal },
-      );
-      for await (const { event } of events) {
-        switch (event.case) {
-          case "attached":
-            this.onAttached(event.value);
-            break;
-          case "output":
-            this.sink.write(event.value.data);
-            this.nextOffset = event.value.offset + BigInt(event.value.data.length);
-            break;
-          case "lagged":
-            this.sink.write(`\r\n[rendezvous: ${event.value.missedBytes} bytes skipped]\r\n`);
-            break;
-          case "size":
-            if (this.current.phase === "connected") {
-              this.setState({ ...this.current, ptySize: { cols: event.value.cols, rows: event.value.rows } });
-            }
-            break;
-          case "exit":
-            this.onExit(event.value);
+      while (!this.closed) {
+        let broken: Broken;
+        try {
+          if (this.target.hostName === "" && !(await this.resolveHost())) continue;
+          if (this.closed) return;
+          const ended = await this.attachOnce();
+          if (ended) return;
+          broken = { reason: "lost" };
+        } catch (err) {
+          if (this.closed || isCanceled(err)) return;
+          if (!isTransient(err)) {
+            this.fail(describeFailure(err, this.action(), this.options.credentials.token !== ""));
             return;
-          default:
-            break; // An event this page does not know yet.
+          }
+          broken = { reason: isNetworkFailure(err) ? "network" : "lost" };
+          if (!isNetworkFailure(err)) console.warn("rendezvous: connection lost:", err);
         }
+        await this.waitToRetry(broken);
       }
-      if (!this.closed) {
-        this.setState({ phase: "failed", message: "The server ended the connection. Reload the page to attach again." });
-      }
-    } catch (err) {
-      if (this.closed || isCanceled(err)) return;
-      const message =
-        this.current.phase === "connected" && isTransient(err)
-          ? "Lost the connection to the server. Reload the page to attach again."
-          : describeError(err, this.target.sessionId ? "join" : "new-shell");
-      this.setState({ phase: "failed", message });
     } finally {
       this.stop();
     }
   }
 
-  /** Sends input bytes to the session (ignored when read-only or no longer attached). */
+  /** Sends input bytes to the session; queued while reconnecting. Ignored when read-only or ended. */
   sendInput(data: Uint8Array): void {
     if (!this.writable) return;
-    if (!this.input.push(data)) this.warn("Too much input at once; some of it was dropped.");
+    if (!this.input.push(data)) {
+      this.warn("Too much input is waiting to be sent (over 1 MiB); the rest of it was dropped.");
+    }
   }
 
-  /** Records the terminal's new size and tells the server shortly after the last change. */
-  resize(size: Size): void {
-    this.size = size;
+  /** The terminal changed size: tell the server shortly after the last change. */
+  resize(): void {
     clearTimeout(this.resizeTimer);
     this.resizeTimer = setTimeout(() => void this.flushResize(), RESIZE_DEBOUNCE_MS);
   }
@@ -165,6 +175,7 @@ export class Attachment {
   /** Detaches: cancels the stream and drops queued input. */
   close(): void {
     this.abort.abort();
+    this.wake.abort();
     this.stop();
   }
 
@@ -172,88 +183,256 @@ export class Attachment {
     return this.abort.signal.aborted;
   }
 
-  /** True when this guest may send input and resizes right now. */
+  /** True when this guest may send input: not read-only, and not ended. */
   private get writable(): boolean {
-    return this.current.phase === "connecting" || (this.current.phase === "connected" && this.current.role !== Role.READ_ONLY);
+    if (this.options.readOnly || this.role === "read-only") return false;
+    return !["ended", "failed"].includes(this.current.state) && !this.closed;
   }
 
-  private onAttached({ sessionId, hostName, role, guestId, guestToken }: Attached): void {
-    this.guest = { guestId, guestToken };
-    this.setState({ phase: "connected", sessionId, hostName: hostName || this.target.hostName, role, ptySize: null, warning: null });
-    if (role === Role.READ_ONLY) {
-      this.input.close();
-      return;
-    }
-    const guest = this.guest;
-    this.input.start(async (seq, data) => {
-      await this.client.sendInput(
-        { ...guest, seq, data },
+  /** What a failure interrupted, for its message. */
+  private action(): Action {
+    if (this.listing) return "list";
+    if (this.sessionId !== "") return "resume";
+    return this.target.sessionId !== "" ? "join" : "new-shell";
+  }
+
+  /** True while resolveHost() is waiting on ListSessions (errors then mean "list"). */
+  private listing = false;
+
+  /**
+   * Picks the host when none was named: the one owning the session, else
+   * `default`, else the first. False (after waiting a while) when the task
+   * has no host yet.
+   */
+  private async resolveHost(): Promise<boolean> {
+    this.listing = true;
+    let hosts: HostInfo[];
+    try {
+      ({ hosts } = await this.options.client.listSessions(
+        { ...this.options.credentials },
         { signal: this.abort.signal, timeoutMs: UNARY_TIMEOUT_MS },
-      );
+      ));
+    } finally {
+      this.listing = false;
+    }
+    const { sessionId } = this.target;
+    const host =
+      (sessionId && hosts.find((h) => h.sessions.some((s) => s.sessionId === sessionId))) ||
+      hosts.find((h) => h.hostName === DEFAULT_HOST_NAME) ||
+      hosts[0];
+    if (host !== undefined) {
+      this.target.hostName = host.hostName;
+      return true;
+    }
+    this.setStatus({ state: "waiting", text: "No host is connected for this task yet; waiting for one…" });
+    await sleep(WAIT_FOR_HOST_POLL_MS, this.abort.signal);
+    return false;
+  }
+
+  /** One Attach stream. True when the session ended; false when the stream ended without saying why. */
+  private async attachOnce(): Promise<boolean> {
+    const { client, credentials } = this.options;
+    const size = this.options.size();
+    const events = client.attach(
+      {
+        ...credentials,
+        hostName: this.target.hostName,
+        sessionId: this.sessionId || this.target.sessionId,
+        cols: size.cols,
+        rows: size.rows,
+        resumeOffset: this.nextOffset ?? undefined,
+      },
+      { signal: this.abort.signal },
+    );
+    const resumed = this.sessionId !== "";
+    try {
+      for await (const { event } of events) {
+        switch (event.case) {
+          case "attached":
+            this.onAttached(event.value, size, resumed);
+            break;
+          case "output": {
+            if (this.closed) return true;
+            const wait = this.onOutput(event.value.offset, event.value.data);
+            if (wait !== null) await wait; // Pull no faster than the terminal renders.
+            break;
+          }
+          case "lagged":
+            this.write(`\r\n[rendezvous: ${event.value.missedBytes} bytes of output were lost: they are older than the server keeps]\r\n`);
+            this.nextOffset = null; // The next output's offset says where the stream goes on.
+            break;
+          case "size":
+            if (this.current.state === "connected") {
+              this.setStatus({ ...this.current, ptySize: { cols: event.value.cols, rows: event.value.rows } });
+            }
+            break;
+          case "exit":
+            this.onExit(event.value);
+            return true;
+          default:
+            break; // An event this page does not know yet.
+        }
+      }
+      return false;
+    } finally {
+      this.guest = null;
+      this.input.unbind();
+    }
+  }
+
+  private onAttached({ sessionId, hostName, role, guestId, guestToken }: Attached, size: Size, resumed: boolean): void {
+    this.guest = { guestId, guestToken };
+    this.sessionId = sessionId;
+    this.target.hostName = hostName || this.target.hostName;
+    this.role = role === Role.READ_ONLY ? "read-only" : "read-write";
+    this.sentSize = size;
+    this.backoff.reset();
+    this.setStatus(this.connectedStatus(null));
+    this.options.events.attached({ sessionId, hostName: this.target.hostName, role: this.role, resumed });
+    if (this.role === "read-only" || this.options.readOnly) return;
+    const guest = this.guest;
+    this.input.bind(async (seq, data, signal) => {
+      await this.options.client.sendInput({ ...guest, seq, data }, { signal, timeoutMs: UNARY_TIMEOUT_MS });
     });
     // The terminal may have changed size while the attach was on its way.
-    if (!sameSize(this.size, this.sentSize)) this.resize(this.size);
+    this.resize();
+  }
+
+  /** Writes output that continues exactly at nextOffset; returns a promise to await when the terminal is behind. */
+  private onOutput(offset: bigint, data: Uint8Array): Promise<void> | null {
+    const expected = this.nextOffset;
+    if (expected !== null && offset !== expected) {
+      if (offset < expected) {
+        // Bytes already shown: write only the new part (never twice).
+        const skip = expected - offset;
+        if (skip >= BigInt(data.length)) return null;
+        data = data.subarray(Number(skip));
+        offset = expected;
+      } else {
+        // A gap the server did not announce: say so rather than hide it.
+        this.write(`\r\n[rendezvous: ${offset - expected} bytes of output were lost]\r\n`);
+      }
+    }
+    this.nextOffset = offset + BigInt(data.length);
+    if (data.length === 0) return null;
+    this.wroteSomething = true;
+    return this.options.flow.write(data);
   }
 
   private onExit(exit: ExitStatus): void {
-    const message = describeExit(exit);
-    this.sink.write(`\r\n[rendezvous: ${message.toLowerCase()}]\r\n`);
-    const sessionId = this.current.phase === "connected" ? this.current.sessionId : this.target.sessionId;
-    this.setState({ phase: "ended", sessionId, message });
+    const info: ExitInfo = {
+      sessionId: this.sessionId || this.target.sessionId,
+      detail: exit.message,
+      // The server's words when the host went away without reporting an exit.
+      hostGone: exit.status.case === undefined && /the host (disconnected|closed the session)/i.test(exit.message),
+    };
+    if (exit.status.case === "code") info.code = exit.status.value;
+    if (exit.status.case === "signal") info.signal = exit.status.value;
+    const { line, text } = describeExit(info);
+    this.write(`\r\n[rendezvous: ${line}]\r\n`);
+    this.setStatus({ state: "ended", text, exit: info });
+    this.options.events.exit(info);
+  }
+
+  /** Waits before the next attempt, counting down in the status line each second. */
+  private async waitToRetry(broken: Broken): Promise<void> {
+    const wasConnected = this.current.state === "connected";
+    const delay = this.backoff.next();
+    const attempt = this.backoff.attempts;
+    const deadline = performance.now() + delay;
+    const unreachable = unreachableMessage(this.options.server);
+    let announced = false;
+    this.wake = new AbortController();
+    while (!this.closed && !this.wake.signal.aborted) {
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      const seconds = Math.ceil(left / 1000);
+      const text =
+        broken.reason === "network" && !wasConnected
+          ? `${unreachable}; retrying in ${seconds} s. Check your network connection.`
+          : `Connection lost; reconnecting in ${seconds} s…`;
+      this.setStatus({ state: "reconnecting", text, retryInSeconds: seconds, attempt });
+      if (!announced && !this.wroteSomething) {
+        // Nothing on screen yet: say it there too, once, so the terminal is not blank.
+        this.write(`\r\n[rendezvous] ${unreachable}. Retrying…\r\n`);
+        announced = true;
+      }
+      await sleep(left - (seconds - 1) * 1000, this.wake.signal);
+    }
+    if (!this.closed) this.setStatus({ state: "connecting", text: "Reconnecting…" });
   }
 
   private async flushResize(): Promise<void> {
     const guest = this.guest;
-    if (guest === null || !this.writable || this.closed) return;
-    const size = this.size;
-    if (sameSize(size, this.sentSize)) return;
+    if (guest === null || !this.writable) return;
+    const size = this.options.size();
+    if (size.cols === this.sentSize.cols && size.rows === this.sentSize.rows) return;
     this.sentSize = size;
     try {
-      await this.client.resize(
+      await this.options.client.resize(
         { ...guest, cols: size.cols, rows: size.rows },
         { signal: this.abort.signal, timeoutMs: UNARY_TIMEOUT_MS },
       );
     } catch (err) {
       if (this.closed || isCanceled(err)) return;
-      // The next resize tries again; the output still flows meanwhile.
+      // The next resize, or the next attach, tells the server again.
       this.sentSize = { cols: 0, rows: 0 };
       console.warn("rendezvous: resize failed:", describeError(err, "input"));
     }
   }
 
-  private stop(): void {
-    clearTimeout(this.resizeTimer);
-    this.input.close();
+  /** A final failure: say it in the status line and in the terminal. */
+  private fail(error: ErrorInfo): void {
+    this.write(`\r\n[rendezvous] ${error.text}\r\n`);
+    this.setStatus({ state: "failed", text: error.text, error });
+    this.options.events.error(error);
+  }
+
+  private write(text: string): void {
+    if (this.closed) return; // Detached: the terminal belongs to another attachment now.
+    this.wroteSomething = true;
+    void this.options.flow.write(text);
+  }
+
+  private connectedStatus(warning: string | null, ptySize: Size | null = null): Status {
+    const readOnly = this.role === "read-only" || this.options.readOnly;
+    const where = `${this.sessionId.slice(0, 8)} on ${this.target.hostName || DEFAULT_HOST_NAME}`;
+    const text = warning ?? `Connected to ${where}${readOnly ? " (read-only)" : ""}`;
+    return {
+      state: "connected",
+      text,
+      sessionId: this.sessionId,
+      hostName: this.target.hostName,
+      role: readOnly ? "read-only" : "read-write",
+      ptySize,
+    };
   }
 
   private warn(warning: string | null): void {
-    if (this.current.phase === "connected" && this.current.warning !== warning) {
-      this.setState({ ...this.current, warning });
-    }
+    if (this.current.state === "connected") this.setStatus(this.connectedStatus(warning, this.current.ptySize));
   }
 
-  private setState(state: AttachmentState): void {
-    this.current = state;
-    this.onState(state);
+  private stop(): void {
+    clearTimeout(this.resizeTimer);
+    this.input.close();
+    window.removeEventListener("online", this.onOnline);
+  }
+
+  private setStatus(status: Status): void {
+    if (this.closed && status.state !== "ended" && status.state !== "failed") return;
+    this.current = status;
+    this.options.events.status(status);
   }
 }
 
-/** "Session ended with exit code N", and the host's detail if any. */
-export function describeExit(exit: ExitStatus): string {
-  let text: string;
-  switch (exit.status.case) {
-    case "code":
-      text = `Session ended with exit code ${exit.status.value}`;
-      break;
-    case "signal":
-      text = `Session ended by signal ${exit.status.value}`;
-      break;
-    default:
-      text = "Session ended";
-  }
-  return exit.message ? `${text}: ${exit.message}` : text;
-}
-
-function sameSize(a: Size, b: Size): boolean {
-  return a.cols === b.cols && a.rows === b.rows;
+/** The terminal's last line and the status line's text for an ended session. */
+export function describeExit(exit: ExitInfo): { line: string; text: string } {
+  if (exit.hostGone) return { line: "the host disconnected; the session ended", text: HOST_GONE_MESSAGE };
+  let line: string;
+  if (exit.code !== undefined) line = `session ended with exit code ${exit.code}`;
+  else if (exit.signal !== undefined) line = `session ended by signal ${exit.signal}`;
+  else line = "session ended";
+  if (exit.detail) line += `: ${exit.detail}`;
+  const text = `${line[0]!.toUpperCase()}${line.slice(1)}. Open a new shell to continue.`;
+  return { line, text };
 }

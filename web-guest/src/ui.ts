@@ -1,11 +1,9 @@
-// The page's chrome: status line, hosts-and-sessions sidebar, secret form.
+// The task page's chrome: header (task, status, read-only badge), the
+// hosts-and-sessions sidebar, and the secret form.
 //
 // Pure DOM rendering; what the buttons do is decided by the caller (app.ts).
 
-import type { HostInfo, SessionInfo } from "./gen/rendezvous/v1/rendezvous_pb";
-
-/** What the status line shows; also exposed as `data-state` for tests and styling. */
-export type StatusKind = "connecting" | "connected" | "waiting" | "ended" | "error";
+import type { HostSummary, SessionSummary } from "./lib";
 
 /** What the sidebar's buttons ask for. */
 export interface SidebarActions {
@@ -22,21 +20,28 @@ function byId<T extends HTMLElement>(id: string): T {
   return el as T;
 }
 
-/** The one-line status in the header. */
-export class StatusLine {
-  private readonly el = byId<HTMLElement>("status");
+/** The header: task ID, the one-line status, the read-only badge. */
+export class Header {
+  private readonly status = byId<HTMLElement>("status");
+  private readonly badge = byId<HTMLElement>("read-only-badge");
 
-  set(kind: StatusKind, text: string): void {
-    this.el.dataset["state"] = kind;
-    this.el.textContent = text;
-    this.el.title = text;
+  /** Shows the task ID in the header and the window title. */
+  showTask(taskId: string): void {
+    byId<HTMLElement>("task").textContent = taskId;
+    document.title = taskId ? `${taskId} · Rendezvous` : "Rendezvous";
+    this.setReadOnly(false);
   }
-}
 
-/** Shows the task ID in the header and the window title. */
-export function showTask(taskId: string): void {
-  byId<HTMLElement>("task").textContent = taskId;
-  document.title = taskId ? `${taskId} · Rendezvous` : "Rendezvous";
+  /** `state` is also exposed as `data-state` for tests and styling. */
+  setStatus(state: string, text: string): void {
+    this.status.dataset["state"] = state;
+    this.status.textContent = text;
+    this.status.title = text;
+  }
+
+  setReadOnly(readOnly: boolean): void {
+    this.badge.hidden = !readOnly;
+  }
 }
 
 /** The list of the task's hosts and their sessions. */
@@ -49,7 +54,7 @@ export class Sidebar {
   private readonly newShell = byId<HTMLButtonElement>("new-shell");
   private readonly list = byId<HTMLUListElement>("sessions");
   private readonly empty = byId<HTMLElement>("sessions-empty");
-  private hosts: HostInfo[] = [];
+  private hosts: HostSummary[] = [];
   private selected = "";
   private current = "";
   private canOpenShell = true;
@@ -71,13 +76,8 @@ export class Sidebar {
     }
   }
 
-  /** The host whose sessions are shown. */
-  get selectedHost(): string {
-    return this.selected;
-  }
-
   /** Replaces the list; keeps the selected host if it is still there. */
-  update(hosts: HostInfo[]): void {
+  update(hosts: HostSummary[]): void {
     this.hosts = hosts;
     if (!hosts.some((h) => h.hostName === this.selected)) this.selected = hosts[0]?.hostName ?? "";
     this.render();
@@ -118,26 +118,30 @@ export class Sidebar {
     }
     const host = this.hosts.find((h) => h.hostName === this.selected);
     this.newShell.disabled = host === undefined || !this.canOpenShell;
+    this.newShell.title = this.canOpenShell ? "Open a new shell on this host" : "This link is read-only: it cannot open shells";
     const sessions = host?.sessions ?? [];
     this.list.replaceChildren(...sessions.map((s) => this.row(host!.hostName, s)));
     this.empty.hidden = sessions.length > 0;
     this.empty.textContent = this.hosts.length === 0 ? "No host is connected yet." : "No sessions yet.";
   }
 
-  private row(hostName: string, session: SessionInfo): HTMLLIElement {
+  private row(hostName: string, session: SessionSummary): HTMLLIElement {
     const li = document.createElement("li");
     li.className = "session";
     const isCurrent = session.sessionId === this.current;
     li.classList.toggle("current", isCurrent);
 
+    const text = document.createElement("div");
+    text.className = "session-text";
     const id = document.createElement("code");
     id.textContent = session.sessionId.slice(0, SHORT_ID_CHARS);
     id.title = session.sessionId;
-
     const meta = document.createElement("span");
     meta.className = "meta";
     const guests = session.guestCount === 1 ? "1 guest" : `${session.guestCount} guests`;
-    meta.textContent = `${session.cols}×${session.rows} · ${guests}`;
+    meta.textContent = `${session.cols}×${session.rows} · ${guests} · ${clock(session.startedAt)}`;
+    meta.title = `Started ${session.startedAt.toLocaleString()}; ${session.outputBytes} bytes of output`;
+    text.append(id, meta);
 
     const join = document.createElement("button");
     join.type = "button";
@@ -146,15 +150,20 @@ export class Sidebar {
     join.disabled = isCurrent;
     join.addEventListener("click", () => this.actions.onJoin(hostName, session.sessionId));
 
-    li.append(id, meta, join);
+    li.append(text, join);
     return li;
   }
 }
 
-function hostLabel(host: HostInfo): string {
+function hostLabel(host: HostSummary): string {
   const name = host.hostName || "default";
   const job = host.labels["job"];
   return job ? `${name} (${job})` : name;
+}
+
+/** "14:05" for a start time (24-hour clock, which stays short). */
+function clock(date: Date): string {
+  return date.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 /** Asks for the secret when the link has none; resolves with what was typed. */

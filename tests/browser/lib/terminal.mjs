@@ -76,3 +76,45 @@ export async function waitForSession(page, previous = "", timeout = DEADLINE_MS)
   );
   return fragmentSession(page);
 }
+
+/** Waits until the status line's text matches `pattern`; returns the text. */
+export async function waitForStatusText(page, pattern, timeout = DEADLINE_MS, selector = "#status") {
+  const handle = await page.waitForFunction(
+    ({ source, flags, selector }) => {
+      const text = document.querySelector(selector)?.textContent ?? "";
+      return new RegExp(source, flags).test(text) ? text : false;
+    },
+    { source: pattern.source, flags: pattern.flags, selector },
+    { timeout, polling: 50 },
+  );
+  return handle.jsonValue();
+}
+
+/** The terminal lines (trimmed) that match `pattern`. */
+export async function linesMatching(page, pattern) {
+  return (await terminalLines(page)).map((l) => l.trim()).filter((l) => pattern.test(l));
+}
+
+/**
+ * Starts recording, in the page, every status and attached event of the
+ * page's terminal handle (window.rendezvousHandle) into window.__events.
+ */
+export async function recordEvents(page) {
+  await page.waitForFunction(() => window.rendezvousHandle !== undefined, null, { timeout: DEADLINE_MS });
+  await page.evaluate(() => {
+    window.__events = [];
+    const h = window.rendezvousHandle;
+    h.on("status", (s) => window.__events.push({ type: "status", state: s.state, text: s.text }));
+    h.on("attached", (a) => window.__events.push({ type: "attached", ...a }));
+  });
+}
+
+/** The events recorded since recordEvents(). */
+export async function recordedEvents(page) {
+  return page.evaluate(() => window.__events ?? []);
+}
+
+/** Writes `data` into the page's terminal locally and waits until it is parsed. */
+export async function writeLocally(page, data) {
+  await page.evaluate((data) => new Promise((resolve) => window.rendezvousTerm.write(data, resolve)), data);
+}

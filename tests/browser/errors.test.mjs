@@ -1,0 +1,154 @@
+// Errors in plain words, each naming the next step, never a blank terminal:
+// wrong secret or unknown task (one message), the session has ended, the
+// host has gone (while attached, and while the page was away), and the
+// server is unreachable (retried until it is back).
+
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { launchBrowser, newPage } from "./lib/browser.mjs";
+import { startDemo, startHost, startServe } from "./lib/proc.mjs";
+import { startProxy } from "./lib/proxy.mjs";
+import {
+  DEADLINE_MS,
+  recordEvents,
+  recordedEvents,
+  typeLine,
+  waitForLine,
+  waitForStatus,
+  waitForStatusText,
+} from "./lib/terminal.mjs";
+
+const newSecret = () => randomBytes(18).toString("base64url");
+
+describe("errors in plain words", () => {
+  let demo;
+  let browser;
+
+  before(async () => {
+    demo = await startDemo();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await demo?.stop();
+  });
+
+  async function open(url, t) {
+    const page = await newPage(browser.context);
+    t.after(() => page.close().catch(() => {}));
+    await page.goto(url);
+    return page;
+  }
+
+  test("a wrong secret and an unknown task get the same message, in the status and the terminal", async (t) => {
+    const wrongSecret = await open(`${demo.server}/t/demo#secret=${newSecret()}`, t);
+    const unknownTask = await open(`${demo.server}/t/no-such-task#secret=${encodeURIComponent(demo.secret)}`, t);
+    const a = await waitForStatus(wrongSecret, "failed");
+    const b = await waitForStatus(unknownTask, "failed");
+    assert.match(a, /^Unknown task or wrong secret\. Check that you opened the whole link/);
+    assert.equal(a, b, "one message for both");
+    await waitForLine(wrongSecret, /^\[rendezvous\] Unknown task or wrong secret/);
+    await waitForLine(unknownTask, /^\[rendezvous\] Unknown task or wrong secret/);
+  });
+
+  test("the session has ended: the exit code, and what to do next", async (t) => {
+    const page = await open(demo.url, t);
+    await waitForStatus(page, "connected");
+    await typeLine(page, "exit 3");
+    const text = await waitForStatus(page, "ended");
+    assert.equal(text, "Session ended with exit code 3. Open a new shell to continue.");
+    await waitForLine(page, "[rendezvous: session ended with exit code 3]");
+  });
+
+  test("the host has gone while attached", async (t) => {
+    const serve = await startServe();
+    t.after(() => serve.stop());
+    const secret = newSecret();
+    const host = await startHost({ server: serve.server, taskId: "gone-1", secret });
+    t.after(() => host.stop());
+    const page = await open(host.url, t);
+    await waitForStatus(page, "connected");
+    await host.kill("SIGKILL");
+    const text = await waitForStatus(page, "ended");
+    assert.match(text, /^The host has gone: it disconnected, so this session ended .*Reload the page when the host is back/);
+    await waitForLine(page, "[rendezvous: the host disconnected; the session ended]");
+  });
+
+  test("the host has gone while the page was away: the re-attach says so and stops", async (t) => {
+    const serve = await startServe();
+    t.after(() => serve.stop());
+    const proxy = await startProxy(serve.server);
+    t.after(() => proxy.stop());
+    const secret = newSecret();
+    const host = await startHost({ server: serve.server, taskId: "gone-2", secret });
+    t.after(() => host.stop());
+    const page = await open(`${proxy.url}/t/gone-2#secret=${secret}`, t);
+    await waitForStatus(page, "connected");
+    await recordEvents(page);
+
+    await proxy.stop();
+    await waitForStatus(page, "reconnecting");
+    await host.kill("SIGKILL");
+    await proxy.start();
+    const text = await waitForStatus(page, "failed", 60_000);
+    // The task's only host left, so the server forgot the task: the
+    // credentials that worked a moment ago are refused, which means gone.
+    assert.match(text, /^The host has gone: this task has no host any more .*Reload the page when the host is back\.$/);
+    await waitForLine(page, /^\[rendezvous\] The host has gone/);
+    const attaches = (await recordedEvents(page)).filter((e) => e.type === "attached");
+    assert.equal(attaches.length, 0, "no re-attach succeeded");
+  });
+
+  test("the host has gone while the page was away, and the task has another host: NOT_FOUND, said plainly", async (t) => {
+    const serve = await startServe();
+    t.after(() => serve.stop());
+    const proxy = await startProxy(serve.server);
+    t.after(() => proxy.stop());
+    const secret = newSecret();
+    const doomed = await startHost({ server: serve.server, taskId: "gone-3", secret, name: "doomed" });
+    t.after(() => doomed.stop());
+    const other = await startHost({ server: serve.server, taskId: "gone-3", secret, name: "other" });
+    t.after(() => other.stop());
+    const page = await open(`${proxy.url}/t/gone-3#secret=${secret}&host=doomed`, t);
+    assert.match(await waitForStatus(page, "connected"), / on doomed/);
+
+    await proxy.stop();
+    await waitForStatus(page, "reconnecting");
+    await doomed.kill("SIGKILL");
+    await proxy.start();
+    const text = await waitForStatus(page, "failed", 60_000);
+    assert.equal(text, "The host has gone, or the session ended while this page was disconnected. Open a new shell or join another session from the list.");
+  });
+
+  test("the server is unreachable: the page says where, counts down, keeps retrying, and comes back", async (t) => {
+    const proxy = await startProxy(demo.server);
+    t.after(() => proxy.stop());
+    const page = await open(`${proxy.url}/t/demo#secret=${encodeURIComponent(demo.secret)}`, t);
+    await waitForStatus(page, "connected");
+    await recordEvents(page);
+    const mark = `before-${randomBytes(4).toString("hex")}`;
+    await typeLine(page, `echo ${mark}`);
+    await waitForLine(page, mark);
+
+    await proxy.stop();
+    const pattern = new RegExp(`^Cannot reach the server at ${proxy.url.replace(/\./g, "\\.")}; retrying in \\d+ s\\. Check your network connection\\.$`);
+    await waitForStatusText(page, pattern);
+    // It keeps retrying: a later attempt is announced too.
+    await page.waitForFunction(
+      () => new Set(window.__events.filter((e) => e.state === "reconnecting").map((e) => e.text.replace(/\d+ s/, ""))).size > 0 &&
+        window.__events.filter((e) => e.state === "connecting").length >= 2,
+      null,
+      { timeout: DEADLINE_MS, polling: 50 },
+    );
+    assert.equal(await page.locator("#status").getAttribute("data-state"), "reconnecting");
+
+    await proxy.start();
+    await waitForStatus(page, "connected", 60_000);
+    const after = `after-${randomBytes(4).toString("hex")}`;
+    await typeLine(page, `echo ${after}`);
+    await waitForLine(page, after);
+    await waitForLine(page, mark); // The earlier output is still there: same session, resumed.
+  });
+});
