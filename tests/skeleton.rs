@@ -135,17 +135,7 @@ async fn guests_get_the_exit_status_and_the_stream_ends() {
         assert_eq!(status.status, Some(Exit::Code(7)));
     }
     // The ended session is gone from the listing.
-    let mut client = server.guest_client().await;
-    let hosts = client
-        .list_sessions(ListSessionsRequest {
-            task_id: host.task_id.clone(),
-            secret: host.secret.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .hosts;
+    let hosts = host.list_hosts(&server).await;
     assert_eq!(hosts.len(), 1);
     assert!(hosts[0].sessions.is_empty());
 }
@@ -190,17 +180,7 @@ async fn each_new_shell_gets_its_own_pty() {
     }
     assert_ne!(ttys[0], ttys[1]);
 
-    let mut client = server.guest_client().await;
-    let hosts = client
-        .list_sessions(ListSessionsRequest {
-            task_id: host.task_id.clone(),
-            secret: host.secret.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .hosts;
+    let hosts = host.list_hosts(&server).await;
     assert_eq!(hosts[0].host_name, "default");
     assert_eq!(hosts[0].sessions.len(), 2);
     assert!(hosts[0].sessions.iter().all(|s| s.guest_count == 1));

@@ -123,6 +123,22 @@ impl TestHost {
         }
     }
 
+    /// The task's hosts and sessions, as ListSessions reports them.
+    pub async fn list_hosts(&self, server: &TestServer) -> Vec<rendezvous_proto::HostInfo> {
+        server
+            .guest_client()
+            .await
+            .list_sessions(rendezvous_proto::ListSessionsRequest {
+                task_id: self.task_id.clone(),
+                secret: self.secret.clone(),
+                ..Default::default()
+            })
+            .await
+            .expect("list sessions")
+            .into_inner()
+            .hosts
+    }
+
     pub fn attach_request(&self, session_id: &str) -> AttachRequest {
         AttachRequest {
             task_id: self.task_id.clone(),
