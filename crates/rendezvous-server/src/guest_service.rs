@@ -217,27 +217,25 @@ impl GuestService for GuestApi {
             .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
         let hosts = hosts
             .iter()
-            .map(|host| {
-                let (labels, connected_at) = Registry::host_labels(host);
-                HostInfo {
-                    host_name: host.name().to_string(),
-                    labels: labels.clone(),
-                    connected_at_unix_ms: unix_ms(connected_at),
-                    sessions: Registry::host_sessions(host)
-                        .iter()
-                        .map(|s| {
-                            let size = s.size();
-                            SessionInfo {
-                                session_id: s.id().to_owned(),
-                                cols: size.cols,
-                                rows: size.rows,
-                                started_at_unix_ms: unix_ms(s.started_at()),
-                                guest_count: u32::try_from(s.guest_count()).unwrap_or(u32::MAX),
-                                output_offset: s.end_offset(),
-                            }
-                        })
-                        .collect(),
-                }
+            .map(|host| HostInfo {
+                host_name: host.name().to_string(),
+                labels: host.labels().clone(),
+                connected_at_unix_ms: unix_ms(host.connected_at()),
+                sessions: host
+                    .sessions()
+                    .iter()
+                    .map(|s| {
+                        let size = s.size();
+                        SessionInfo {
+                            session_id: s.id().to_owned(),
+                            cols: size.cols,
+                            rows: size.rows,
+                            started_at_unix_ms: unix_ms(s.started_at()),
+                            guest_count: u32::try_from(s.guest_count()).unwrap_or(u32::MAX),
+                            output_offset: s.end_offset(),
+                        }
+                    })
+                    .collect(),
             })
             .collect();
         Ok(Response::new(ListSessionsResponse { hosts }))

@@ -119,8 +119,19 @@ impl Host {
         lock(&self.sessions).get(id).cloned()
     }
 
-    fn sessions(&self) -> Vec<Arc<Session>> {
+    /// The host's running sessions, by ID.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
         lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// The labels the host published.
+    pub fn labels(&self) -> &HashMap<String, String> {
+        &self.labels
+    }
+
+    /// When the host registered.
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
     }
 
     /// Ends a session with `status` and forgets it. The host is told to
@@ -542,16 +553,6 @@ impl Registry {
             .session(session_id)
             .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_owned()))?;
         Ok((host, session))
-    }
-
-    /// The host's labels and connection time, for listings.
-    pub fn host_labels(host: &Host) -> (&HashMap<String, String>, SystemTime) {
-        (&host.labels, host.connected_at)
-    }
-
-    /// The host's running sessions, oldest ID first.
-    pub fn host_sessions(host: &Host) -> Vec<Arc<Session>> {
-        host.sessions()
     }
 }
 
