@@ -26,7 +26,8 @@ async fn server() -> TestServer {
 fn mint_with_cli(task_id: &str, read_only: bool) -> String {
     let dir = std::env::temp_dir().join(format!("rendezvous-token-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
+    // One file per task: tests run in parallel.
+    let key_file = dir.join(format!("key-{task_id}"));
     std::fs::write(&key_file, [KEY, b"\n"].concat()).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"));
     command.args([
