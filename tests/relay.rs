@@ -661,3 +661,78 @@ async fn each_limit_gives_resource_exhausted_naming_it() {
         .unwrap();
     first_events.until("25k").await;
 }
+
+#[tokio::test]
+async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "window").await;
+    // A guest whose transport would take 8 MiB unasked, as a browser's
+    // fetch over HTTP/1.1 does; only the acknowledged window holds it.
+    let channel = rendezvous_proto::endpoint::endpoint(&server.url)
+        .unwrap()
+        .initial_stream_window_size(8 * 1024 * 1024)
+        .initial_connection_window_size(8 * 1024 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = GuestServiceClient::new(channel);
+    const WINDOW: u64 = 64 * 1024;
+    let mut request = host.attach_request("");
+    request.window_bytes = WINDOW as u32;
+    let mut events = EventReader::new(client.attach(request).await.unwrap().into_inner());
+    let Some(Event::Attached(guest)) = events.next().await else {
+        panic!("expected Attached");
+    };
+    send(&mut client, &guest, 0, b"yes window-window-window\n")
+        .await
+        .unwrap();
+
+    let received = |events: &EventReader| events.next_offset.unwrap_or(0);
+    let mut acked = 0;
+    while received(&events) < WINDOW {
+        events.next().await;
+        assert!(received(&events) <= acked + WINDOW, "sent past the window");
+    }
+    // The session's output stops growing although the guest's transport has
+    // room for megabytes more.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = host.list_hosts(&server).await[0].sessions[0].output_offset;
+    let held = loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output never stopped growing"
+        );
+        let mut steady = true;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = host.list_hosts(&server).await[0].sessions[0].output_offset;
+            steady &= now == last;
+            last = now;
+        }
+        if steady {
+            break last;
+        }
+    };
+    assert!(
+        held < 4 * 1024 * 1024,
+        "{held} bytes of output while the guest acked none"
+    );
+    assert_eq!(received(&events), WINDOW);
+
+    // Acks open the window, step by step.
+    for _ in 0..4 {
+        acked = received(&events);
+        client
+            .ack(rendezvous_proto::AckRequest {
+                guest_id: guest.guest_id.clone(),
+                guest_token: guest.guest_token.clone(),
+                offset: acked,
+            })
+            .await
+            .unwrap();
+        while received(&events) < acked + WINDOW {
+            events.next().await;
+            assert!(received(&events) <= acked + WINDOW, "sent past the window");
+        }
+    }
+}

@@ -5,9 +5,14 @@
 // queue without bound in the page (xterm.js drops data past 50 MB) and the
 // page would stop answering. Instead every write registers a callback, and
 // the stream is pulled only while the bytes written but not yet parsed stay
-// under a watermark. When the page stops pulling, the browser stops reading
-// the HTTP response, and the server's backpressure carries the pause to the
-// host's PTY. Nothing is dropped.
+// under a watermark. Nothing is dropped.
+//
+// Below the page, though, the browser keeps reading the HTTP response it is
+// not asked for (over HTTP/1.1, tens of MiB) before TCP backpressure would
+// reach the server. So the Attachment also acknowledges what was parsed
+// (`write`'s `parsed` callback → GuestService.Ack), and the server sends no
+// more than a window past the last acknowledgement: the pause reaches the
+// host's PTY after at most that window.
 
 /** Above this many bytes written but not yet parsed, stop pulling the stream (512 KiB). */
 export const HIGH_WATERMARK_BYTES = 512 * 1024;
@@ -36,14 +41,16 @@ export class WriteFlow {
   /**
    * Writes `data`. Returns null while the backlog is under the high
    * watermark; otherwise a promise that resolves once it has drained to the
-   * low watermark: await it before pulling more.
+   * low watermark: await it before pulling more. `parsed` runs once the
+   * terminal has parsed `data` (its write callback).
    */
-  write(data: Uint8Array | string): Promise<void> | null {
+  write(data: Uint8Array | string, parsed?: () => void): Promise<void> | null {
     const size = data.length;
     this.backlog += size;
     this.target.write(data, () => {
       this.backlog -= size;
       if (this.backlog <= LOW_WATERMARK_BYTES) this.release();
+      parsed?.();
     });
     if (this.backlog <= HIGH_WATERMARK_BYTES) return null;
     return new Promise((resolve) => this.waiters.push(resolve));

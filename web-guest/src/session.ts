@@ -5,8 +5,13 @@
 // stream breaks it reconnects with backoff and resumes at the next offset
 // it expects, so no byte is lost or shown twice. It ends when the session
 // ends, on a failure retrying cannot fix, or on close().
+//
+// Each guest attaches with an acknowledged window (ACK_WINDOW_BYTES): the
+// server sends nothing past the last offset this page acknowledged (Ack)
+// plus the window, so a page that stops rendering holds the host back after
+// at most a window, however much the browser reads ahead of the page.
 
-import type { Client } from "@connectrpc/connect";
+import { Code, ConnectError, type Client } from "@connectrpc/connect";
 import { GuestService, Role, type Attached, type ExitStatus, type HostInfo } from "./gen/rendezvous/v1/rendezvous_pb";
 import { Backoff, sleep } from "./backoff";
 import {
@@ -80,11 +85,39 @@ export const RESIZE_DEBOUNCE_MS = 150;
 /** Deadline for one SendInput or Resize call, in milliseconds; a timed-out input request is retried. */
 const UNARY_TIMEOUT_MS = 10_000;
 
+/**
+ * The acknowledged window each guest asks for, in bytes (1 MiB): the server
+ * sends no output byte at or past the last acknowledged offset plus this.
+ */
+export const ACK_WINDOW_BYTES = 1024 * 1024;
+
+/**
+ * Acknowledge once this many more bytes have been parsed since the last
+ * acknowledgement, in bytes (128 KiB). Well under the window, so the server
+ * has sent more than this whenever the page waits for output, and the page
+ * acknowledges before the window closes: acks cannot deadlock.
+ */
+export const ACK_STEP_BYTES = 128 * 1024;
+
+/** After a failed Ack, try again this soon even if nothing more is parsed, in milliseconds. */
+const ACK_RETRY_MS = 1_000;
+
 /** How often to look again for a host while the task has none, in milliseconds. */
 const WAIT_FOR_HOST_POLL_MS = 3_000;
 
 /** Why a connection attempt ended without ending the attachment. */
 type Broken = { reason: "network" | "lost" };
+
+/** The acknowledgements of one guest (one Attach stream). */
+interface AckState {
+  guest: { guestId: string; guestToken: string };
+  /** The offset the server counts from: the stream's first output offset, then the last acknowledged. Null before any output. */
+  acked: bigint | null;
+  /** Acknowledge once the parsed offset reaches this. */
+  due: bigint | null;
+  /** The stream has ended: this guest gets no more acks. */
+  ended: boolean;
+}
 
 /** One guest attached to one session, reconnecting as needed. */
 export class Attachment {
@@ -109,6 +142,15 @@ export class Attachment {
   /** True once something was written into the terminal, or a message was. */
   private wroteSomething = false;
   private current: Status = { state: "connecting", text: "Connecting…" };
+  /** One past the last output byte the terminal has parsed (a session offset). Null before any. */
+  private parsedOffset: bigint | null = null;
+  /** The current guest's acknowledgements. */
+  private acks: AckState | null = null;
+  /** True while an Ack call is on its way (at most one). */
+  private ackInFlight = false;
+  private ackRetryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The server does not know Ack (an older server): send none. */
+  private ackUnsupported = false;
   private readonly onOnline = (): void => this.wake.abort();
 
   constructor(private readonly options: AttachmentOptions) {
@@ -241,6 +283,7 @@ export class Attachment {
         cols: size.cols,
         rows: size.rows,
         resumeOffset: this.nextOffset ?? undefined,
+        windowBytes: ACK_WINDOW_BYTES,
       },
       { signal: this.abort.signal },
     );
@@ -253,6 +296,12 @@ export class Attachment {
             break;
           case "output": {
             if (this.closed) return true;
+            const acks = this.acks;
+            if (acks !== null && acks.acked === null) {
+              // The server's window counts from where this stream starts.
+              acks.acked = event.value.offset;
+              acks.due = event.value.offset + BigInt(ACK_STEP_BYTES);
+            }
             const wait = this.onOutput(event.value.offset, event.value.data);
             if (wait !== null) await wait; // Pull no faster than the terminal renders.
             break;
@@ -276,12 +325,15 @@ export class Attachment {
       return false;
     } finally {
       this.guest = null;
+      if (this.acks !== null) this.acks.ended = true;
       this.input.unbind();
     }
   }
 
   private onAttached({ sessionId, hostName, role, guestId, guestToken }: Attached, size: Size, resumed: boolean): void {
     this.guest = { guestId, guestToken };
+    // A new guest has a new window; acknowledgements go to it from now on.
+    this.acks = { guest: this.guest, acked: null, due: null, ended: false };
     this.sessionId = sessionId;
     this.target.hostName = hostName || this.target.hostName;
     this.role = role === Role.READ_ONLY ? "read-only" : "read-write";
@@ -313,10 +365,69 @@ export class Attachment {
         this.write(`\r\n[rendezvous: ${offset - expected} bytes of output were lost]\r\n`);
       }
     }
-    this.nextOffset = offset + BigInt(data.length);
+    const end = offset + BigInt(data.length);
+    this.nextOffset = end;
     if (data.length === 0) return null;
     this.wroteSomething = true;
-    return this.options.flow.write(data);
+    return this.options.flow.write(data, () => this.onParsed(end));
+  }
+
+  /** The terminal has parsed output up to `end`: acknowledge it when due. */
+  private onParsed(end: bigint): void {
+    if (this.closed) return;
+    if (this.parsedOffset === null || end > this.parsedOffset) this.parsedOffset = end;
+    this.maybeAck();
+  }
+
+  /**
+   * Sends an Ack for everything parsed, when at least ACK_STEP_BYTES were
+   * parsed since the last one. One call at a time; what is parsed
+   * meanwhile goes into the next.
+   */
+  private maybeAck(): void {
+    const acks = this.acks;
+    const offset = this.parsedOffset;
+    if (this.closed || this.ackInFlight || this.ackUnsupported) return;
+    if (acks === null || acks.ended || acks.due === null || offset === null || offset < acks.due) return;
+    clearTimeout(this.ackRetryTimer);
+    this.ackInFlight = true;
+    this.options.client
+      .ack({ ...acks.guest, offset }, { signal: this.abort.signal, timeoutMs: UNARY_TIMEOUT_MS })
+      .then(
+        () => {
+          if (acks.acked === null || offset > acks.acked) acks.acked = offset;
+          acks.due = acks.acked + BigInt(ACK_STEP_BYTES);
+        },
+        (err: unknown) => {
+          if (this.closed || isCanceled(err)) return;
+          const code = ConnectError.from(err).code;
+          if (code === Code.Unimplemented) {
+            // An older server: it ignores the window too, so nothing waits on acks.
+            this.ackUnsupported = true;
+            return;
+          }
+          if (acks.ended) {
+            // The guest has gone with its stream (the server then answers
+            // UNAUTHENTICATED or FAILED_PRECONDITION); the next guest starts afresh.
+            if (code !== Code.Unauthenticated && code !== Code.FailedPrecondition) {
+              console.warn("rendezvous: acknowledging output failed:", describeError(err, "input"));
+            }
+            return;
+          }
+          console.warn("rendezvous: acknowledging output failed:", describeError(err, "input"));
+          // Again at the next ack point, or shortly if nothing more is parsed
+          // (the server may be waiting for this very ack).
+          acks.due = offset + BigInt(ACK_STEP_BYTES);
+          this.ackRetryTimer = setTimeout(() => {
+            if (acks.acked !== null) acks.due = acks.acked + BigInt(ACK_STEP_BYTES);
+            this.maybeAck();
+          }, ACK_RETRY_MS);
+        },
+      )
+      .finally(() => {
+        this.ackInFlight = false;
+        this.maybeAck();
+      });
   }
 
   private onExit(exit: ExitStatus): void {
@@ -414,6 +525,7 @@ export class Attachment {
 
   private stop(): void {
     clearTimeout(this.resizeTimer);
+    clearTimeout(this.ackRetryTimer);
     this.input.close();
     window.removeEventListener("online", this.onOnline);
   }

@@ -7,9 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use rendezvous_proto::guest_service_server::GuestService;
 use rendezvous_proto::ids::HostName;
 use rendezvous_proto::{
-    AttachRequest, Attached, HostInfo, ListSessionsRequest, ListSessionsResponse, ResizeRequest,
-    ResizeResponse, Role, SendInputRequest, SendInputResponse, SessionInfo, TerminalRequest,
-    terminal_request,
+    AckRequest, AckResponse, AttachRequest, Attached, HostInfo, ListSessionsRequest,
+    ListSessionsResponse, ResizeRequest, ResizeResponse, Role, SendInputRequest, SendInputResponse,
+    SessionInfo, TerminalRequest, terminal_request,
 };
 use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
@@ -67,6 +67,9 @@ impl GuestApi {
             task = %host.task_id(), host = %host.name(), session = session.id(),
             guest = guest.id(), ?role, "guest attached"
         );
+        if req.window_bytes > 0 {
+            session.set_window(guest.id(), req.window_bytes);
+        }
         let attached = Attached {
             session_id: session.id().to_owned(),
             guest_id: guest.id().to_owned(),
@@ -143,6 +146,13 @@ impl GuestService for GuestApi {
             .session
             .resize_guest(&req.guest_id, req.cols, req.rows)?;
         Ok(Response::new(ResizeResponse {}))
+    }
+
+    async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let req = request.into_inner();
+        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
+        guest.session.ack(&req.guest_id, req.offset)?;
+        Ok(Response::new(AckResponse {}))
     }
 
     async fn terminal(

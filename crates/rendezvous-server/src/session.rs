@@ -61,6 +61,12 @@ pub const MERGE_CHUNK_BYTES: usize = 4 * 1024;
 /// out alone, as a slice of the retained chunk without a copy (16 KiB).
 pub const COALESCE_BELOW_BYTES: usize = 16 * 1024;
 
+/// Smallest and largest acknowledged window a guest may ask for, in bytes
+/// (64 KiB and 64 MiB); see [`Session::set_window`].
+pub const MIN_WINDOW_BYTES: u64 = 64 * 1024;
+/// See [`MIN_WINDOW_BYTES`].
+pub const MAX_WINDOW_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Bound of the queue of input messages waiting for the host's Data stream,
 /// in messages. A guest's input call waits while it is full.
 pub const HOST_INPUT_QUEUE_MESSAGES: usize = 64;
@@ -172,6 +178,12 @@ struct Guest {
     pending: BTreeMap<u64, Bytes>,
     /// Sum of `pending`'s lengths, at most [`MAX_PENDING_INPUT_BYTES`].
     pending_bytes: usize,
+    /// The guest's acknowledged window in bytes, if it asked for one: it is
+    /// sent nothing at or past `acked + window`.
+    window: Option<u64>,
+    /// One past the last byte the guest acknowledged having processed (or
+    /// where its stream started). Moved by its acks and by lag jumps.
+    acked: u64,
     /// Attach order within the session: the earliest read-write guest
     /// becomes the primary writer when the current one leaves.
     joined: u64,
@@ -461,6 +473,8 @@ impl Session {
                     next_seq: 0,
                     pending: BTreeMap::new(),
                     pending_bytes: 0,
+                    window: None,
+                    acked: cursor,
                     joined,
                 },
             );
@@ -617,22 +631,73 @@ impl Session {
     /// Reads output for a guest at `cursor`, and records the guest's new
     /// cursor for backpressure.
     pub fn read(&self, guest_id: &str, cursor: u64) -> Read {
-        let read = {
-            let st = lock(&self.state);
-            Self::read_locked(&st, cursor, self.config.max_output_message_bytes)
-        };
+        let mut st = lock(&self.state);
+        let mut max = self.config.max_output_message_bytes;
+        if let Some(guest) = st.guests.get(guest_id)
+            && let Some(window) = guest.window
+            && cursor >= st.start()
+            && cursor < st.end
+        {
+            // Acknowledged flow control: nothing at or past acked + window.
+            let limit = guest.acked + window;
+            if cursor >= limit {
+                return Read::Nothing;
+            }
+            max = max.min(usize::try_from(limit - cursor).unwrap_or(usize::MAX));
+        }
+        let read = Self::read_locked(&st, cursor, max);
         let moved_to = match &read {
             Read::Output { offset, data } => Some(offset + data.len() as u64),
             Read::Lagged { missed } => Some(cursor + missed),
             Read::Exit(_) | Read::Nothing => None,
         };
         if let Some(to) = moved_to {
-            if let Some(g) = lock(&self.state).guests.get_mut(guest_id) {
-                g.cursor = to;
+            if let Some(guest) = st.guests.get_mut(guest_id) {
+                guest.cursor = to;
+                // Skipped bytes need no acknowledgement.
+                if matches!(read, Read::Lagged { .. }) {
+                    guest.acked = guest.acked.max(to);
+                }
             }
+            drop(st);
             self.room.notify_one();
         }
         read
+    }
+
+    /// Gives a guest an acknowledged window of `window_bytes` (clamped to
+    /// [`MIN_WINDOW_BYTES`]..=[`MAX_WINDOW_BYTES`]): from now on it is sent
+    /// nothing at or past its last [`Session::ack`] offset plus the window,
+    /// and a guest at its window stops moving, so it counts as behind for
+    /// backpressure. For clients whose transport reads ahead of what they
+    /// render, as a browser's fetch does. Unknown guests are ignored.
+    pub fn set_window(&self, guest_id: &str, window_bytes: u32) {
+        let window = u64::from(window_bytes).clamp(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES);
+        if let Some(guest) = lock(&self.state).guests.get_mut(guest_id) {
+            guest.window = Some(window);
+        }
+    }
+
+    /// Records that a guest has processed output up to `offset` (exclusive),
+    /// which opens its window. Offsets only move forward; one past what was
+    /// sent counts as all that was sent.
+    ///
+    /// # Errors
+    /// [`SessionError::UnknownGuest`].
+    pub fn ack(&self, guest_id: &str, offset: u64) -> Result<(), SessionError> {
+        let mut st = lock(&self.state);
+        let guest = st
+            .guests
+            .get_mut(guest_id)
+            .ok_or(SessionError::UnknownGuest)?;
+        let offset = offset.min(guest.cursor);
+        if offset > guest.acked {
+            guest.acked = offset;
+            drop(st);
+            // Wake the guest's stream, which may be waiting at its window.
+            self.changed.send_modify(|v| *v += 1);
+        }
+        Ok(())
     }
 
     fn read_locked(st: &State, cursor: u64, max: usize) -> Read {
@@ -750,6 +815,27 @@ mod tests {
         // Each goes alone, and both guests hold the one stored chunk.
         assert_eq!(first.len(), COALESCE_BELOW_BYTES);
         assert_eq!(first.as_ptr(), second.as_ptr());
+    }
+
+    #[test]
+    fn a_guest_with_a_window_gets_nothing_past_its_acks() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        s.add_guest("g".into(), Role::ReadOnly, 80, 24, None);
+        s.set_window("g", 1); // clamped up to MIN_WINDOW_BYTES
+        s.push_output(&vec![b'x'; 8 * MIN_WINDOW_BYTES as usize]);
+        let (_, first) = output(s.read("g", 0));
+        assert_eq!(first.len() as u64, MIN_WINDOW_BYTES);
+        assert_eq!(s.read("g", MIN_WINDOW_BYTES), Read::Nothing);
+        // A guest stuck at its window holds the host back like a slow one.
+        assert!(s.wait_for_room().now_or_never().is_none());
+        s.ack("g", 1000).unwrap();
+        let (at, more) = output(s.read("g", MIN_WINDOW_BYTES));
+        assert_eq!((at, more.len()), (MIN_WINDOW_BYTES, 1000));
+        // Acks past what was sent count as all that was sent.
+        s.ack("g", u64::MAX).unwrap();
+        let (_, rest) = output(s.read("g", MIN_WINDOW_BYTES + 1000));
+        assert_eq!(rest.len() as u64, MIN_WINDOW_BYTES);
+        assert_eq!(s.ack("nobody", 1), Err(SessionError::UnknownGuest));
     }
 
     #[test]

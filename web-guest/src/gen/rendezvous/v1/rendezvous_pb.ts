@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rendezvous/v1/rendezvous.proto.
  */
 export const file_rendezvous_v1_rendezvous: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLgAQoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIAEIJCgdtZXNzYWdlIkkKClJlZ2lzdGVyZWQSDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhYKDmd1ZXN0X3VybF9wYXRoGAMgASgJIj0KC09wZW5TZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNIiIKDENsb3NlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiggEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIAEIJCgdtZXNzYWdlIkMKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJIlsKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIrABCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAlCEAoOX3Jlc3VtZV9vZmZzZXQi6gEKCkd1ZXN0RXZlbnQSKwoIYXR0YWNoZWQYASABKAsyFy5yZW5kZXp2b3VzLnYxLkF0dGFjaGVkSAASJwoGb3V0cHV0GAIgASgLMhUucmVuZGV6dm91cy52MS5PdXRwdXRIABIpCgRleGl0GAMgASgLMhkucmVuZGV6dm91cy52MS5FeGl0U3RhdHVzSAASJwoGbGFnZ2VkGAQgASgLMhUucmVuZGV6dm91cy52MS5MYWdnZWRIABIpCgRzaXplGAUgASgLMhkucmVuZGV6dm91cy52MS5XaW5kb3dTaXplSABCBwoFZXZlbnQiewoIQXR0YWNoZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghndWVzdF9pZBgCIAEoCRITCgtndWVzdF90b2tlbhgDIAEoCRIhCgRyb2xlGAQgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEhEKCWhvc3RfbmFtZRgFIAEoCSImCgZPdXRwdXQSDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiHgoGTGFnZ2VkEhQKDG1pc3NlZF9ieXRlcxgBIAEoBCJUChBTZW5kSW5wdXRSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgsKA3NlcRgDIAEoBBIMCgRkYXRhGAQgASgMIhMKEVNlbmRJbnB1dFJlc3BvbnNlIlIKDVJlc2l6ZVJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSDAoEY29scxgDIAEoDRIMCgRyb3dzGAQgASgNIhAKDlJlc2l6ZVJlc3BvbnNlIooBCg9UZXJtaW5hbFJlcXVlc3QSLgoGYXR0YWNoGAEgASgLMhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0SAASDwoFaW5wdXQYAiABKAxIABIrCgZyZXNpemUYAyABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIJCgdtZXNzYWdlIkUKE0xpc3RTZXNzaW9uc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSDQoFdG9rZW4YAyABKAkiPgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoFaG9zdHMYASADKAsyFy5yZW5kZXp2b3VzLnYxLkhvc3RJbmZvIs0BCghIb3N0SW5mbxIRCglob3N0X25hbWUYASABKAkSMwoGbGFiZWxzGAIgAygLMiMucmVuZGV6dm91cy52MS5Ib3N0SW5mby5MYWJlbHNFbnRyeRIcChRjb25uZWN0ZWRfYXRfdW5peF9tcxgDIAEoAxIsCghzZXNzaW9ucxgEIAMoCzIaLnJlbmRlenZvdXMudjEuU2Vzc2lvbkluZm8aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoLU2Vzc2lvbkluZm8SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2xzGAIgASgNEgwKBHJvd3MYAyABKA0SGgoSc3RhcnRlZF9hdF91bml4X21zGAQgASgDEhMKC2d1ZXN0X2NvdW50GAUgASgNEhUKDW91dHB1dF9vZmZzZXQYBiABKAQqRQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEwoPUk9MRV9SRUFEX1dSSVRFEAESEgoOUk9MRV9SRUFEX09OTFkQAjKwAQoLSG9zdFNlcnZpY2USVAoHQ29udHJvbBIhLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXF1ZXN0GiIucmVuZGV6dm91cy52MS5Ib3N0Q29udHJvbFJlc3BvbnNlKAEwARJLCgREYXRhEh4ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlcXVlc3QaHy5yZW5kZXp2b3VzLnYxLkhvc3REYXRhUmVzcG9uc2UoATABMo4DCgxHdWVzdFNlcnZpY2USQwoGQXR0YWNoEhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50MAESTgoJU2VuZElucHV0Eh8ucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXF1ZXN0GiAucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXNwb25zZRJFCgZSZXNpemUSHC5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlcXVlc3QaHS5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlc3BvbnNlEkkKCFRlcm1pbmFsEh4ucmVuZGV6dm91cy52MS5UZXJtaW5hbFJlcXVlc3QaGS5yZW5kZXp2b3VzLnYxLkd1ZXN0RXZlbnQoATABElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLgAQoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIAEIJCgdtZXNzYWdlIkkKClJlZ2lzdGVyZWQSDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhYKDmd1ZXN0X3VybF9wYXRoGAMgASgJIj0KC09wZW5TZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNIiIKDENsb3NlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiggEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIAEIJCgdtZXNzYWdlIkMKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJIlsKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIsYBCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNQhAKDl9yZXN1bWVfb2Zmc2V0IuoBCgpHdWVzdEV2ZW50EisKCGF0dGFjaGVkGAEgASgLMhcucmVuZGV6dm91cy52MS5BdHRhY2hlZEgAEicKBm91dHB1dBgCIAEoCzIVLnJlbmRlenZvdXMudjEuT3V0cHV0SAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEicKBmxhZ2dlZBgEIAEoCzIVLnJlbmRlenZvdXMudjEuTGFnZ2VkSAASKQoEc2l6ZRgFIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAQgcKBWV2ZW50InsKCEF0dGFjaGVkEhIKCnNlc3Npb25faWQYASABKAkSEAoIZ3Vlc3RfaWQYAiABKAkSEwoLZ3Vlc3RfdG9rZW4YAyABKAkSIQoEcm9sZRgEIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRIRCglob3N0X25hbWUYBSABKAkiJgoGT3V0cHV0Eg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMIh4KBkxhZ2dlZBIUCgxtaXNzZWRfYnl0ZXMYASABKAQiVAoQU2VuZElucHV0UmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRILCgNzZXEYAyABKAQSDAoEZGF0YRgEIAEoDCITChFTZW5kSW5wdXRSZXNwb25zZSJSCg1SZXNpemVSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgwKBGNvbHMYAyABKA0SDAoEcm93cxgEIAEoDSIQCg5SZXNpemVSZXNwb25zZSJDCgpBY2tSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEg4KBm9mZnNldBgDIAEoBCINCgtBY2tSZXNwb25zZSKKAQoPVGVybWluYWxSZXF1ZXN0Ei4KBmF0dGFjaBgBIAEoCzIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdEgAEg8KBWlucHV0GAIgASgMSAASKwoGcmVzaXplGAMgASgLMhkucmVuZGV6dm91cy52MS5XaW5kb3dTaXplSABCCQoHbWVzc2FnZSJFChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEg0KBXRva2VuGAMgASgJIj4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKBWhvc3RzGAEgAygLMhcucmVuZGV6dm91cy52MS5Ib3N0SW5mbyLNAQoISG9zdEluZm8SEQoJaG9zdF9uYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLnJlbmRlenZvdXMudjEuSG9zdEluZm8uTGFiZWxzRW50cnkSHAoUY29ubmVjdGVkX2F0X3VuaXhfbXMYAyABKAMSLAoIc2Vzc2lvbnMYBCADKAsyGi5yZW5kZXp2b3VzLnYxLlNlc3Npb25JbmZvGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihQEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgEIAEoAxITCgtndWVzdF9jb3VudBgFIAEoDRIVCg1vdXRwdXRfb2Zmc2V0GAYgASgEKkUKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhMKD1JPTEVfUkVBRF9XUklURRABEhIKDlJPTEVfUkVBRF9PTkxZEAIysAEKC0hvc3RTZXJ2aWNlElQKB0NvbnRyb2wSIS5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVxdWVzdBoiLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXNwb25zZSgBMAESSwoERGF0YRIeLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXF1ZXN0Gh8ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlc3BvbnNlKAEwATLMAwoMR3Vlc3RTZXJ2aWNlEkMKBkF0dGFjaBIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudDABEk4KCVNlbmRJbnB1dBIfLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVxdWVzdBogLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVzcG9uc2USRQoGUmVzaXplEhwucmVuZGV6dm91cy52MS5SZXNpemVSZXF1ZXN0Gh0ucmVuZGV6dm91cy52MS5SZXNpemVSZXNwb25zZRJJCghUZXJtaW5hbBIeLnJlbmRlenZvdXMudjEuVGVybWluYWxSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50KAEwARI8CgNBY2sSGS5yZW5kZXp2b3VzLnYxLkFja1JlcXVlc3QaGi5yZW5kZXp2b3VzLnYxLkFja1Jlc3BvbnNlElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Host → server on the Control stream.
@@ -536,6 +536,18 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
    * @generated from field: string token = 8;
    */
   token: string;
+
+  /**
+   * Flow control acknowledged by the guest, for clients whose transport
+   * reads ahead of what they render (a browser's fetch over HTTP/1.1 does,
+   * by tens of MiB). When set, the server sends no byte at or past the
+   * guest's last Ack offset plus this many bytes, and a guest at its window
+   * counts as behind for backpressure. 0: no window (native clients, whose
+   * HTTP/2 flow control suffices). Clamped to 64 KiB..=64 MiB.
+   *
+   * @generated from field: uint32 window_bytes = 9;
+   */
+  windowBytes: number;
 };
 
 /**
@@ -778,6 +790,48 @@ export const ResizeResponseSchema: GenMessage<ResizeResponse> = /*@__PURE__*/
   messageDesc(file_rendezvous_v1_rendezvous, 22);
 
 /**
+ * @generated from message rendezvous.v1.AckRequest
+ */
+export type AckRequest = Message<"rendezvous.v1.AckRequest"> & {
+  /**
+   * @generated from field: string guest_id = 1;
+   */
+  guestId: string;
+
+  /**
+   * @generated from field: string guest_token = 2;
+   */
+  guestToken: string;
+
+  /**
+   * One past the last output byte the guest has processed.
+   *
+   * @generated from field: uint64 offset = 3;
+   */
+  offset: bigint;
+};
+
+/**
+ * Describes the message rendezvous.v1.AckRequest.
+ * Use `create(AckRequestSchema)` to create a new message.
+ */
+export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 23);
+
+/**
+ * @generated from message rendezvous.v1.AckResponse
+ */
+export type AckResponse = Message<"rendezvous.v1.AckResponse"> & {
+};
+
+/**
+ * Describes the message rendezvous.v1.AckResponse.
+ * Use `create(AckResponseSchema)` to create a new message.
+ */
+export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 24);
+
+/**
  * A request on the Terminal stream.
  *
  * @generated from message rendezvous.v1.TerminalRequest
@@ -814,7 +868,7 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
  * Use `create(TerminalRequestSchema)` to create a new message.
  */
 export const TerminalRequestSchema: GenMessage<TerminalRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 23);
+  messageDesc(file_rendezvous_v1_rendezvous, 25);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsRequest
@@ -843,7 +897,7 @@ export type ListSessionsRequest = Message<"rendezvous.v1.ListSessionsRequest"> &
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 24);
+  messageDesc(file_rendezvous_v1_rendezvous, 26);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsResponse
@@ -860,7 +914,7 @@ export type ListSessionsResponse = Message<"rendezvous.v1.ListSessionsResponse">
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 25);
+  messageDesc(file_rendezvous_v1_rendezvous, 27);
 
 /**
  * One host of a task.
@@ -896,7 +950,7 @@ export type HostInfo = Message<"rendezvous.v1.HostInfo"> & {
  * Use `create(HostInfoSchema)` to create a new message.
  */
 export const HostInfoSchema: GenMessage<HostInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 26);
+  messageDesc(file_rendezvous_v1_rendezvous, 28);
 
 /**
  * One session (PTY) of a host.
@@ -945,7 +999,7 @@ export type SessionInfo = Message<"rendezvous.v1.SessionInfo"> & {
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema: GenMessage<SessionInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 27);
+  messageDesc(file_rendezvous_v1_rendezvous, 29);
 
 /**
  * A guest's role in a session.
@@ -1074,6 +1128,19 @@ export const GuestService: GenService<{
     methodKind: "bidi_streaming";
     input: typeof TerminalRequestSchema;
     output: typeof GuestEventSchema;
+  },
+  /**
+   * Acknowledges output a guest has processed (rendered), opening its
+   * window (see AttachRequest.window_bytes). Offsets only move forward; an
+   * offset past what was sent counts as all that was sent. Same auth and
+   * errors as Resize, but read-only guests may ack.
+   *
+   * @generated from rpc rendezvous.v1.GuestService.Ack
+   */
+  ack: {
+    methodKind: "unary";
+    input: typeof AckRequestSchema;
+    output: typeof AckResponseSchema;
   },
   /**
    * The task's hosts and each host's sessions.
