@@ -247,6 +247,34 @@ async fn line_with(stdout: &mut tokio::process::ChildStdout, needle: &str) -> St
     }
 }
 
+/// Waits until a session's output offset, as `sample` reads it, stops
+/// growing (the same non-zero value for five samples 100 ms apart), and
+/// returns it; fails after the deadline.
+async fn held_output<F, Fut>(mut sample: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = sample().await;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output never stopped growing"
+        );
+        let mut steady = true;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = sample().await;
+            steady &= now == last;
+            last = now;
+        }
+        if steady && last > 0 {
+            return last;
+        }
+    }
+}
+
 /// The bound on server RSS and on host RSS under a flood to a paused guest,
 /// in KiB (as documented in the README).
 const FLOOD_RSS_BOUND_KIB: u64 = 64 * 1024;
@@ -312,25 +340,7 @@ async fn a_flood_to_a_paused_guest_is_held_at_the_host() {
             .sessions[0]
             .output_offset
     };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last = offset(client.clone()).await;
-    let held = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output never stopped growing"
-        );
-        // Steady for half a second (five samples) means held.
-        let mut steady = true;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = offset(client.clone()).await;
-            steady &= now == last;
-            last = now;
-        }
-        if steady && last > 0 {
-            break last;
-        }
-    };
+    let held = held_output(|| offset(client.clone())).await;
     // Backpressure window (256 KiB) + retained output (1 MiB) + HTTP/2
     // windows and the host's bounded queue: far below what `yes` writes in
     // a second when nothing holds it.
@@ -695,24 +705,8 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
     }
     // The session's output stops growing although the guest's transport has
     // room for megabytes more.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last = host.list_hosts(&server).await[0].sessions[0].output_offset;
-    let held = loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output never stopped growing"
-        );
-        let mut steady = true;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = host.list_hosts(&server).await[0].sessions[0].output_offset;
-            steady &= now == last;
-            last = now;
-        }
-        if steady {
-            break last;
-        }
-    };
+    let held =
+        held_output(|| async { host.list_hosts(&server).await[0].sessions[0].output_offset }).await;
     assert!(
         held < 4 * 1024 * 1024,
         "{held} bytes of output while the guest acked none"
