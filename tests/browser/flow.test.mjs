@@ -45,7 +45,7 @@ describe("flow control under a flood", () => {
     await waitForStatus(page, "connected");
 
     const started = Date.now();
-    await typeLine(page, "yes | head -c 50000000; echo FLOOD-DONE");
+    await typeLine(page, "yes | head -c 50000000; echo FLOOD-''DONE");
     // The flood is on once the screen fills with y.
     await page.waitForFunction(
       () => {

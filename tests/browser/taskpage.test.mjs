@@ -186,7 +186,7 @@ describe("task page terminal behaviour", () => {
     // A program in the session tries to set the clipboard with OSC 52.
     const sentinel = fresh("sentinel");
     await page.evaluate((text) => navigator.clipboard.writeText(text), sentinel);
-    await typeLine(page, `printf '\\033]52;c;%s\\a' "$(printf osc52-was-here | base64)"; echo osc52-sent`);
+    await typeLine(page, `printf '\\033]52;c;%s\\a' "$(printf osc52-was-here | base64)"; echo osc52-''sent`);
     await waitForLine(page, "osc52-sent");
     assert.equal(await page.evaluate(() => navigator.clipboard.readText()), sentinel, "OSC 52 is off by default");
 

@@ -24,6 +24,10 @@ export async function terminalLines(page) {
   });
 }
 
+// A marker typed at the end of a long command line can wrap onto a row of
+// its own and match here before the command has printed anything. Type it
+// with quotes inside (`echo DO''NE` prints DONE), so only the output
+// matches.
 /** Waits until some terminal line, trimmed, equals `expected` (a string) or matches it (a RegExp). */
 export async function waitForLine(page, expected, timeout = DEADLINE_MS) {
   const pattern = expected instanceof RegExp ? { source: expected.source, flags: expected.flags } : null;
