@@ -730,3 +730,92 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
         }
     }
 }
+
+/// Input stays exactly once across a reconnect: the guest that resumes
+/// keeps its ID, token and input sequence, whether its old stream is still
+/// open (the server has not noticed the cut) or already closed.
+#[tokio::test]
+async fn a_resumed_guest_applies_a_retried_input_once() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "resume-input").await;
+    let (mut client, first, mut first_events) =
+        attach(&server, host.attach_request("")).await.unwrap();
+    assert!(!first.resumed);
+    send(&mut client, &first, 0, b"echo ONE-$((40+1))\r")
+        .await
+        .unwrap();
+    first_events.until("ONE-41\r\n").await;
+
+    // The old stream is still open: resuming takes the guest over, and the
+    // old stream ends with ABORTED.
+    let resume = |offset| AttachRequest {
+        resume_offset: Some(offset),
+        resume_guest_id: first.guest_id.clone(),
+        resume_guest_token: first.guest_token.clone(),
+        ..host.attach_request(&first.session_id)
+    };
+    let offset = first_events.next_offset.unwrap();
+    let (mut client2, second, mut second_events) = attach(&server, resume(offset)).await.unwrap();
+    assert!(second.resumed);
+    assert_eq!(second.guest_id, first.guest_id);
+    assert_eq!(second.guest_token, first.guest_token);
+    let ended = loop {
+        match tokio::time::timeout(DEADLINE, first_events.next_result())
+            .await
+            .expect("the old stream ends")
+        {
+            Ok(Some(_)) => {}
+            other => break other,
+        }
+    };
+    assert_eq!(ended.map(|_| ()).unwrap_err().code(), Code::Aborted);
+
+    // The request in flight at the cut is retried with the same seq: it is
+    // not applied again. The next one is.
+    send(&mut client2, &second, 0, b"echo ONE-$((40+1))\r")
+        .await
+        .unwrap();
+    send(&mut client2, &second, 1, b"echo TWO-$((40+2))\r")
+        .await
+        .unwrap();
+    let text = second_events.until("TWO-42\r\n").await;
+    assert!(
+        !text.contains("ONE-41"),
+        "the retried input ran again: {text:?}"
+    );
+
+    // After the stream has closed, the guest resumes too.
+    let offset = second_events.next_offset.unwrap();
+    drop(second_events);
+    drop(client2);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while host.list_hosts(&server).await[0].sessions[0].guest_count > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server never saw the stream close"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut client3, third, mut third_events) = attach(&server, resume(offset)).await.unwrap();
+    assert!(third.resumed);
+    send(&mut client3, &third, 1, b"echo TWO-$((40+2))\r")
+        .await
+        .unwrap();
+    send(&mut client3, &third, 2, b"echo THREE-$((40+3))\r")
+        .await
+        .unwrap();
+    let text = third_events.until("THREE-43\r\n").await;
+    assert!(
+        !text.contains("TWO-42"),
+        "the retried input ran again: {text:?}"
+    );
+
+    // A wrong token gets a new guest, whose input starts at seq 0.
+    let stranger = AttachRequest {
+        resume_guest_token: "not-the-token-at-all-xx".into(),
+        ..resume(offset)
+    };
+    let (_c, fourth, _e) = attach(&server, stranger).await.unwrap();
+    assert!(!fourth.resumed);
+    assert_ne!(fourth.guest_id, first.guest_id);
+}

@@ -83,6 +83,30 @@ describe("reconnect and resume through a proxy", () => {
     await waitForStatus(page, "connected");
   });
 
+  test("input applied just before a cut, whose answer was lost, is not applied again after the resume", async (t) => {
+    const page = await openThroughProxy(t);
+    const ran = join(scratch, "in-flight");
+    const sessionBefore = await page.evaluate(() => window.rendezvousHandle.status.sessionId);
+    // The server gets the keystrokes and the shell runs them, but the page
+    // never hears back: its SendInput is still waiting when the link breaks.
+    proxy.mute();
+    t.after(() => proxy.cut()); // Unmutes, should the test fail before its cut.
+    // One batch: as if pasted, so that it is one SendInput request.
+    await page.evaluate((line) => window.rendezvousTerm.input(line), `touch ${ran}; echo in-flight-''once\r`);
+    await until(() => existsSync(ran), "the shell to run the command");
+    proxy.cut();
+
+    // The page resumes the same guest and sends the unanswered batch again,
+    // with the same sequence number: the server knows it and drops it.
+    await waitForLine(page, "in-flight-once", STREAM_DEADLINE_MS);
+    await typeLine(page, "echo after-''resume");
+    await waitForLine(page, "after-resume", STREAM_DEADLINE_MS);
+    assert.equal((await linesMatching(page, /^in-flight-once$/)).length, 1, "the batch in flight ran once");
+    const events = await recordedEvents(page);
+    assert.ok(events.some((e) => e.type === "attached" && e.resumed && e.sameGuest), "the same guest resumed");
+    assert.equal(await page.evaluate(() => window.rendezvousHandle.status.sessionId), sessionBefore);
+  });
+
   test("output older than the retained output gives one marker; input typed meanwhile goes through once", async (t) => {
     const page = await openThroughProxy(t);
     const done = join(scratch, "lag-done");

@@ -8,8 +8,11 @@
 //
 // The queue outlives one guest: when the Attach stream breaks, the queue is
 // unbound and keeps what is typed meanwhile (bounded); after the reconnect
-// it is bound to the new guest, whose seq starts again at 0, and sends the
-// unacknowledged batch first, then the rest.
+// it is bound again and sends the unacknowledged batch first, then the rest.
+// A resumed guest (the server kept it: same guest ID) goes on with its seq,
+// so the batch that was in flight at the break is applied exactly once. A
+// new guest starts again at seq 0; then that one batch may be applied twice
+// (only after the server forgot the guest: 10 minutes away).
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { sleep } from "./backoff";
@@ -38,11 +41,16 @@ export interface InputQueueEvents {
   onRecovered(): void;
 }
 
-/** One guest the queue sends for. */
+/** A guest's input sequence, shared by its attachments when it resumes. */
+interface Sequence {
+  /** Seq of the next request; starts at 0. */
+  next: bigint;
+}
+
+/** One attachment of a guest the queue sends for. */
 interface BoundGuest {
   send: SendFn;
-  /** Seq of the next request to this guest; starts at 0. */
-  nextSeq: bigint;
+  seq: Sequence;
   /** Aborted when the queue is unbound from this guest. */
   abort: AbortController;
 }
@@ -56,6 +64,8 @@ export class InputQueue {
   /** The batch sent (or being sent) and not yet acknowledged; it goes first. */
   private unacked: Uint8Array | null = null;
   private guest: BoundGuest | null = null;
+  /** The sequence of the last guest bound, for a resume. */
+  private lastSeq: Sequence | null = null;
   /** True while the pump loop runs (at most one request in flight). */
   private pumping = false;
   /** Set by close(); nothing is sent afterwards. */
@@ -63,10 +73,15 @@ export class InputQueue {
 
   constructor(private readonly events: InputQueueEvents) {}
 
-  /** Sends for a (new) guest from now on, with seq starting at 0. */
-  bind(send: SendFn): void {
+  /**
+   * Sends for a guest from now on: the last one bound, resumed, whose seq
+   * goes on when `resumed`; otherwise a new guest, with seq starting at 0.
+   */
+  bind(send: SendFn, resumed = false): void {
     this.guest?.abort.abort();
-    this.guest = { send, nextSeq: 0n, abort: new AbortController() };
+    const seq = resumed && this.lastSeq !== null ? this.lastSeq : { next: 0n };
+    this.lastSeq = seq;
+    this.guest = { send, seq, abort: new AbortController() };
     void this.pump();
   }
 
@@ -115,9 +130,9 @@ export class InputQueue {
           this.unacked = this.take(MAX_REQUEST_BYTES);
         }
         try {
-          await guest.send(guest.nextSeq, this.unacked, guest.abort.signal);
+          await guest.send(guest.seq.next, this.unacked, guest.abort.signal);
           // Applied (by this guest, even if it was unbound meanwhile).
-          guest.nextSeq += 1n;
+          guest.seq.next += 1n;
           this.unacked = null;
           delay = FIRST_RETRY_DELAY_MS;
           if (failing) this.events.onRecovered();

@@ -129,6 +129,8 @@ export class Attachment {
   private readonly target: AttachTarget;
   /** The current guest, while attached. */
   private guest: { guestId: string; guestToken: string } | null = null;
+  /** The last guest attached, resumed on the next attach to its session. */
+  private lastGuest: { guestId: string; guestToken: string } | null = null;
   private role: GuestRole = "read-write";
   /** Offset of the next output byte expected; a resume starts there. Null before any output. */
   private nextOffset: bigint | null = null;
@@ -284,6 +286,9 @@ export class Attachment {
         rows: size.rows,
         resumeOffset: this.nextOffset ?? undefined,
         windowBytes: ACK_WINDOW_BYTES,
+        // The same guest carries on, so input in flight is applied once.
+        resumeGuestId: this.sessionId !== "" ? (this.lastGuest?.guestId ?? "") : "",
+        resumeGuestToken: this.sessionId !== "" ? (this.lastGuest?.guestToken ?? "") : "",
       },
       { signal: this.abort.signal },
     );
@@ -330,8 +335,13 @@ export class Attachment {
     }
   }
 
-  private onAttached({ sessionId, hostName, role, guestId, guestToken }: Attached, size: Size, resumed: boolean): void {
+  private onAttached(
+    { sessionId, hostName, role, guestId, guestToken, resumed: sameGuest }: Attached,
+    size: Size,
+    resumed: boolean,
+  ): void {
     this.guest = { guestId, guestToken };
+    this.lastGuest = this.guest;
     // A new guest has a new window; acknowledgements go to it from now on.
     this.acks = { guest: this.guest, acked: null, due: null, ended: false };
     this.sessionId = sessionId;
@@ -340,12 +350,12 @@ export class Attachment {
     this.sentSize = size;
     this.backoff.reset();
     this.setStatus(this.connectedStatus(null));
-    this.options.events.attached({ sessionId, hostName: this.target.hostName, role: this.role, resumed });
+    this.options.events.attached({ sessionId, hostName: this.target.hostName, role: this.role, resumed, sameGuest });
     if (this.role === "read-only" || this.options.readOnly) return;
     const guest = this.guest;
     this.input.bind(async (seq, data, signal) => {
       await this.options.client.sendInput({ ...guest, seq, data }, { signal, timeoutMs: UNARY_TIMEOUT_MS });
-    });
+    }, sameGuest);
     // The terminal may have changed size while the attach was on its way.
     this.resize();
   }

@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::registry::{Registry, RegistryError};
-use crate::session::Session;
+use crate::session::{NewGuest, Session};
 
 /// How long an input call may wait for room in the host's input queue before
 /// it fails with `UNAVAILABLE`, in ms (10 s).
@@ -60,12 +60,24 @@ impl GuestApi {
             host.session(&req.session_id)
                 .ok_or_else(|| RegistryError::NoSuchSession(req.session_id.clone()))?
         };
-        let (guest, token, cursor) =
-            self.registry
-                .add_guest(&session, role, req.cols, req.rows, req.resume_offset)?;
+        let resume_guest = (!req.resume_guest_id.is_empty() && !req.session_id.is_empty())
+            .then_some((
+                req.resume_guest_id.as_str(),
+                req.resume_guest_token.as_str(),
+            ));
+        let new = NewGuest {
+            role,
+            cols: req.cols,
+            rows: req.rows,
+            resume_offset: req.resume_offset,
+            resume_guest,
+            max_guests: usize::MAX,
+        };
+        let (guest, token, attachment) = self.registry.add_guest(&session, new)?;
+        let cursor = attachment.cursor;
         tracing::info!(
             task = %host.task_id(), host = %host.name(), session = session.id(),
-            guest = guest.id(), ?role, "guest attached"
+            guest = guest.id(), ?role, resumed = attachment.resumed, "guest attached"
         );
         if req.window_bytes > 0 {
             session.set_window(guest.id(), req.window_bytes);
@@ -76,6 +88,7 @@ impl GuestApi {
             guest_token: token,
             role: role.into(),
             host_name: host.name().to_string(),
+            resumed: attachment.resumed,
         };
         Ok(GuestStream::new(guest, attached, cursor))
     }

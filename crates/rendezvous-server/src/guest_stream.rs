@@ -27,6 +27,8 @@ pub struct GuestStream {
     last_size: Option<WindowSize>,
     changed: watch::Receiver<u64>,
     done: bool,
+    /// The guest resumed on another stream: this one ends with ABORTED.
+    replaced: bool,
     /// Ends the stream with this status (e.g. the Terminal reader's error).
     abort: Option<oneshot::Receiver<Status>>,
     /// A task serving this guest's requests, ended with the stream.
@@ -44,6 +46,7 @@ impl GuestStream {
             last_size: None,
             changed,
             done: false,
+            replaced: false,
             abort: None,
             _reader: None,
         }
@@ -88,7 +91,7 @@ impl GuestStream {
                 self.last_size = Some(size);
                 return event(Event::Size(size));
             }
-            match session.read(self.guest.id(), self.cursor) {
+            match session.read_attached(self.guest.id(), self.guest.attachment(), self.cursor) {
                 Read::Output { offset, data } => {
                     self.cursor = offset + data.len() as u64;
                     return event(Event::Output(Output { offset, data }));
@@ -102,6 +105,11 @@ impl GuestStream {
                 Read::Exit(status) => {
                     self.done = true;
                     return event(Event::Exit(status));
+                }
+                Read::Replaced => {
+                    self.done = true;
+                    self.replaced = true;
+                    return None;
                 }
                 Read::Nothing => {}
             }
@@ -132,6 +140,14 @@ impl GuestStream {
                 },
                 None => me.next().await.map(Ok),
             };
+            let item = item.or_else(|| {
+                // Said once: the stream ends after it.
+                std::mem::take(&mut me.replaced).then(|| {
+                    Err(Status::aborted(
+                        "this guest resumed on another stream; this one has ended",
+                    ))
+                })
+            });
             item.map(|item| (item, me))
         }))
     }

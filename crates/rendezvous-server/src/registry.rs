@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
 use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, SESSION_START_TIMEOUT, ServerConfig};
-use crate::session::Session;
+use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
 
 /// Most labels a host may publish, and the most bytes in a key or value.
@@ -175,6 +175,8 @@ pub struct GuestEntry {
     /// Its role.
     pub role: Role,
     token: Digest,
+    /// The stream serving it (see [`crate::session::Attachment`]).
+    attachment: u64,
 }
 
 #[derive(Debug, Default)]
@@ -201,6 +203,7 @@ pub struct GuestHandle {
     registry: Weak<Registry>,
     session: Arc<Session>,
     guest_id: String,
+    attachment: u64,
 }
 
 impl GuestHandle {
@@ -213,13 +216,25 @@ impl GuestHandle {
     pub fn session(&self) -> &Arc<Session> {
         &self.session
     }
+
+    /// The attachment number of the stream that owns this handle.
+    pub fn attachment(&self) -> u64 {
+        self.attachment
+    }
 }
 
 impl Drop for GuestHandle {
     fn drop(&mut self) {
-        self.session.remove_guest(&self.guest_id);
+        self.session.detach(&self.guest_id, self.attachment);
         if let Some(registry) = self.registry.upgrade() {
-            lock(&registry.guests).remove(&self.guest_id);
+            let mut guests = lock(&registry.guests);
+            // A guest that resumed on another stream stays indexed.
+            if guests
+                .get(&self.guest_id)
+                .is_some_and(|e| e.attachment == self.attachment)
+            {
+                guests.remove(&self.guest_id);
+            }
         }
     }
 }
@@ -483,42 +498,64 @@ impl Registry {
         Ok(session)
     }
 
-    /// Attaches a guest to `session` and indexes it for unary calls. The
-    /// returned handle detaches it when dropped; its token is returned once.
+    /// Attaches a guest to `session` and indexes it for unary calls, or
+    /// resumes the guest `resume` names (ID and token; see
+    /// [`Session::attach_guest`]). The returned handle detaches it when
+    /// dropped. Also returns the guest token (new, or the resumed guest's own)
+    /// and the session's answer.
     ///
     /// # Errors
     /// `Limit` (guests per session).
     pub fn add_guest(
         self: &Arc<Self>,
         session: &Arc<Session>,
-        role: Role,
-        cols: u32,
-        rows: u32,
-        resume_offset: Option<u64>,
-    ) -> Result<(GuestHandle, String, u64), RegistryError> {
-        if session.guest_count() >= self.config.limits.guests_per_session {
-            return Err(RegistryError::Limit {
-                name: "guests per session",
-                value: self.config.limits.guests_per_session,
-            });
+        new: NewGuest<'_>,
+    ) -> Result<(GuestHandle, String, crate::session::Attachment), RegistryError> {
+        let new = NewGuest {
+            max_guests: self.config.limits.guests_per_session,
+            ..new
+        };
+        let fresh_token = new_token();
+        let digest = Digest::of(&fresh_token);
+        let fresh_id = uuid::Uuid::new_v4().simple().to_string();
+        let attached = session
+            .attach_guest(fresh_id, digest.clone(), new)
+            .map_err(|e| match e {
+                SessionError::TooManyGuests(value) => RegistryError::Limit {
+                    name: "guests per session",
+                    value,
+                },
+                _ => RegistryError::NoSuchSession(session.id().to_owned()),
+            })?;
+        let token = match new.resume_guest {
+            Some((_, presented)) if attached.resumed => presented.to_owned(),
+            _ => fresh_token,
+        };
+        {
+            let mut guests = lock(&self.guests);
+            // Two resumes of one guest may race here: the later attachment wins.
+            let newer = guests
+                .get(&attached.guest_id)
+                .is_none_or(|e| e.attachment < attached.attachment);
+            if newer {
+                guests.insert(
+                    attached.guest_id.clone(),
+                    GuestEntry {
+                        session: session.clone(),
+                        role: new.role,
+                        token: Digest::of(&token),
+                        attachment: attached.attachment,
+                    },
+                );
+            }
         }
-        let guest_id = uuid::Uuid::new_v4().simple().to_string();
-        let token = new_token();
-        lock(&self.guests).insert(
-            guest_id.clone(),
-            GuestEntry {
-                session: session.clone(),
-                role,
-                token: Digest::of(&token),
-            },
-        );
-        let cursor = session.add_guest(guest_id.clone(), role, cols, rows, resume_offset);
         let handle = GuestHandle {
             registry: Arc::downgrade(self),
             session: session.clone(),
-            guest_id,
+            guest_id: attached.guest_id.clone(),
+            attachment: attached.attachment,
         };
-        Ok((handle, token, cursor))
+        Ok((handle, token, attached))
     }
 
     /// Looks up an attached guest by ID and token.

@@ -30,7 +30,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use rendezvous_proto::ids::clamp_cells;
@@ -38,6 +38,7 @@ use rendezvous_proto::{ExitStatus, HostDataResponse, Role, WindowSize, host_data
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Digest;
 use crate::terminal_replies;
 
 /// Default bound of a session's retained output, in bytes (1 MiB).
@@ -78,6 +79,18 @@ pub const MAX_PENDING_INPUTS: u64 = 64;
 /// Most bytes of one guest's input that may wait for a missing earlier
 /// sequence number (256 KiB); a request that would exceed it is refused.
 pub const MAX_PENDING_INPUT_BYTES: usize = 256 * 1024;
+
+/// How long a guest whose stream ended may still be resumed, in ms (10
+/// minutes): a guest that attaches again within it, with its guest ID and
+/// token, keeps its input sequence, so the request that was in flight when
+/// the stream broke is applied once. Longer than the web guest's reconnect
+/// backoff (capped at 30 s) many times over; after it, the guest attaches
+/// as a new one.
+pub const RESUME_GRACE: Duration = Duration::from_millis(600_000);
+
+/// Most guests whose stream ended a session remembers for resuming; past
+/// it, the one that left first is forgotten (64, about 100 bytes each).
+pub const MAX_DEPARTED_GUESTS: usize = 64;
 
 /// Size a session starts with when the guest gives none, in cells.
 pub const DEFAULT_SIZE: WindowSize = WindowSize { cols: 80, rows: 24 };
@@ -139,6 +152,45 @@ pub enum SessionError {
         /// The next sequence number the session expects.
         expected: u64,
     },
+    /// The session has as many guests as it may have.
+    #[error("limit reached: guests per session is {0}; ask the server's operator to raise it")]
+    TooManyGuests(usize),
+}
+
+/// A guest to attach with [`Session::attach_guest`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewGuest<'a> {
+    /// The guest's role, from its credentials.
+    pub role: Role,
+    /// The guest's terminal size in cells (each clamped to 1..=1000; 0
+    /// means 80x24).
+    pub cols: u32,
+    /// See `cols`.
+    pub rows: u32,
+    /// Where its output starts: this offset, or the oldest retained byte
+    /// when `None`.
+    pub resume_offset: Option<u64>,
+    /// An earlier guest of this session to resume: its guest ID and guest
+    /// token. It must have the same role, and be attached or have left less
+    /// than [`RESUME_GRACE`] ago; otherwise a new guest is attached.
+    pub resume_guest: Option<(&'a str, &'a str)>,
+    /// Most guests the session may have (the guests-per-session limit).
+    pub max_guests: usize,
+}
+
+/// What [`Session::attach_guest`] attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The guest's ID: the resumed guest's, or the new one given.
+    pub guest_id: String,
+    /// The stream's attachment number, for [`Session::read_attached`] and
+    /// [`Session::detach`].
+    pub attachment: u64,
+    /// Offset of the first byte the guest will be sent.
+    pub cursor: u64,
+    /// Whether an earlier guest was resumed: its ID, token and input
+    /// sequence carry on, and its token is the one it presented.
+    pub resumed: bool,
 }
 
 /// What a guest gets when it asks for output at its cursor.
@@ -162,6 +214,8 @@ pub enum Read {
     Exit(ExitStatus),
     /// Nothing new yet.
     Nothing,
+    /// The guest resumed on another stream, or left: this stream is done.
+    Replaced,
 }
 
 /// One attached guest, as the session sees it.
@@ -185,8 +239,27 @@ struct Guest {
     /// where its stream started). Moved by its acks and by lag jumps.
     acked: u64,
     /// Attach order within the session: the earliest read-write guest
-    /// becomes the primary writer when the current one leaves.
+    /// becomes the primary writer when the current one leaves. Kept when
+    /// the guest resumes.
     joined: u64,
+    /// Digest of the guest token, when the guest may be resumed.
+    token: Option<Digest>,
+    /// Which stream serves the guest: a new number each time it attaches
+    /// or resumes, so a replaced stream stops reading and does not detach
+    /// its successor.
+    attachment: u64,
+}
+
+/// A guest whose stream ended, remembered for [`RESUME_GRACE`] so that it
+/// can resume with its input sequence.
+#[derive(Debug)]
+struct Departed {
+    id: String,
+    token: Digest,
+    role: Role,
+    next_seq: u64,
+    joined: u64,
+    left_at: Instant,
 }
 
 /// Everything behind the session's lock. Held only for short, synchronous
@@ -212,6 +285,11 @@ struct State {
     primary: Option<String>,
     /// Attach counter, for `Guest::joined`.
     joins: u64,
+    /// Attachment counter, for `Guest::attachment`.
+    attachments: u64,
+    /// Guests whose stream ended, oldest first, at most
+    /// [`MAX_DEPARTED_GUESTS`].
+    departed: VecDeque<Departed>,
 }
 
 impl State {
@@ -282,6 +360,8 @@ impl Session {
                 host_attached: false,
                 primary: None,
                 joins: 0,
+                attachments: 0,
+                departed: VecDeque::new(),
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
@@ -438,10 +518,8 @@ impl Session {
         self.room.notify_one();
     }
 
-    /// Attaches a guest of `role` with terminal size `cols` x `rows`. It
-    /// reads from `resume_offset`, or from the oldest retained byte when
-    /// `None`. Read-write guests may shrink the PTY (smallest wins, as in
-    /// tmux); read-only guests never change it.
+    /// Attaches a new guest of `role` that cannot be resumed, with no
+    /// limit on guests; see [`Session::attach_guest`]. Returns its cursor.
     pub fn add_guest(
         &self,
         guest_id: String,
@@ -450,56 +528,190 @@ impl Session {
         rows: u32,
         resume_offset: Option<u64>,
     ) -> u64 {
-        let size = WindowSize {
-            cols: clamp_cells(cols, DEFAULT_SIZE.cols),
-            rows: clamp_cells(rows, DEFAULT_SIZE.rows),
+        let new = NewGuest {
+            role,
+            cols,
+            rows,
+            resume_offset,
+            resume_guest: None,
+            max_guests: usize::MAX,
         };
-        let cursor;
-        {
-            let mut st = lock(&self.state);
-            // An offset past the end is taken as the end: nothing is lost.
-            cursor = resume_offset.unwrap_or_else(|| st.start()).min(st.end);
-            st.joins += 1;
-            let joined = st.joins;
-            if st.primary.is_none() && role == Role::ReadWrite {
-                st.primary = Some(guest_id.clone());
-            }
-            st.guests.insert(
-                guest_id,
-                Guest {
-                    role,
-                    size,
-                    cursor,
-                    next_seq: 0,
-                    pending: BTreeMap::new(),
-                    pending_bytes: 0,
-                    window: None,
-                    acked: cursor,
-                    joined,
-                },
-            );
-            self.update_size(&mut st);
-        }
-        cursor
+        self.attach_locked(&mut lock(&self.state), guest_id, None, new)
+            .map_or(0, |a| a.cursor)
     }
 
-    /// Detaches a guest; the PTY may grow back. Unknown IDs are ignored.
-    pub fn remove_guest(&self, guest_id: &str) {
-        let mut st = lock(&self.state);
-        if st.guests.remove(guest_id).is_some() {
-            if st.primary.as_deref() == Some(guest_id) {
-                st.primary = st
-                    .guests
-                    .iter()
-                    .filter(|(_, g)| g.role == Role::ReadWrite)
-                    .min_by_key(|(_, g)| g.joined)
-                    .map(|(id, _)| id.clone());
+    /// Attaches a guest with terminal size `new.cols` x `new.rows`. It reads
+    /// from `new.resume_offset`, or from the oldest retained byte when
+    /// `None`. Read-write guests may shrink the PTY (smallest wins, as in
+    /// tmux); read-only guests never change it.
+    ///
+    /// With `new.resume_guest`, an earlier guest of the session carries on:
+    /// same ID and token, same input sequence, same place as primary writer.
+    /// If it is still attached (its old stream may be broken without the
+    /// server knowing yet), that stream ends with [`Read::Replaced`]. If it
+    /// cannot be resumed (unknown, other role, token mismatch, or gone for
+    /// longer than [`RESUME_GRACE`]), a new guest `guest_id` with `token` is
+    /// attached instead, and [`Attachment::resumed`] is false.
+    ///
+    /// # Errors
+    /// [`SessionError::TooManyGuests`] when a new guest would exceed
+    /// `new.max_guests` (a resumed one replaces itself).
+    pub fn attach_guest(
+        &self,
+        guest_id: String,
+        token: Digest,
+        new: NewGuest<'_>,
+    ) -> Result<Attachment, SessionError> {
+        let attachment = {
+            let mut st = lock(&self.state);
+            self.attach_locked(&mut st, guest_id, Some(token), new)?
+        };
+        // A replaced stream reads once more and ends.
+        self.changed.send_modify(|v| *v += 1);
+        Ok(attachment)
+    }
+
+    fn attach_locked(
+        &self,
+        st: &mut State,
+        guest_id: String,
+        token: Option<Digest>,
+        new: NewGuest<'_>,
+    ) -> Result<Attachment, SessionError> {
+        let size = WindowSize {
+            cols: clamp_cells(new.cols, DEFAULT_SIZE.cols),
+            rows: clamp_cells(new.rows, DEFAULT_SIZE.rows),
+        };
+        let now = Instant::now();
+        st.departed
+            .retain(|d| now.duration_since(d.left_at) < RESUME_GRACE);
+        // What carries over from a resumed guest: ID, token, input, order.
+        let mut carried = None;
+        if let Some((id, presented)) = new.resume_guest {
+            let live = st.guests.get(id).filter(|g| {
+                g.role == new.role && g.token.as_ref().is_some_and(|t| t.matches(presented))
+            });
+            if let Some(g) = live {
+                carried = Some((
+                    id.to_owned(),
+                    g.token.clone(),
+                    g.next_seq,
+                    g.pending.clone(),
+                    g.pending_bytes,
+                    g.joined,
+                ));
+            } else if let Some(at) = st
+                .departed
+                .iter()
+                .position(|d| d.id == id && d.role == new.role && d.token.matches(presented))
+                && let Some(d) = st.departed.remove(at)
+            {
+                carried = Some((
+                    d.id,
+                    Some(d.token),
+                    d.next_seq,
+                    BTreeMap::new(),
+                    0,
+                    d.joined,
+                ));
             }
-            self.update_size(&mut st);
-            drop(st);
-            // The guest that left may have been the one holding the host.
-            self.room.notify_one();
         }
+        let replacing = carried
+            .as_ref()
+            .is_some_and(|c| st.guests.contains_key(&c.0));
+        if !replacing && st.guests.len() >= new.max_guests {
+            return Err(SessionError::TooManyGuests(new.max_guests));
+        }
+        let resumed = carried.is_some();
+        let (guest_id, token, next_seq, pending, pending_bytes, joined) =
+            carried.unwrap_or_else(|| {
+                st.joins += 1;
+                (guest_id, token, 0, BTreeMap::new(), 0, st.joins)
+            });
+        // An offset past the end is taken as the end: nothing is lost.
+        let cursor = new.resume_offset.unwrap_or_else(|| st.start()).min(st.end);
+        st.attachments += 1;
+        let attachment = st.attachments;
+        if st.primary.is_none() && new.role == Role::ReadWrite {
+            st.primary = Some(guest_id.clone());
+        }
+        st.guests.insert(
+            guest_id.clone(),
+            Guest {
+                role: new.role,
+                size,
+                cursor,
+                next_seq,
+                pending,
+                pending_bytes,
+                window: None,
+                acked: cursor,
+                joined,
+                token,
+                attachment,
+            },
+        );
+        self.update_size(st);
+        Ok(Attachment {
+            guest_id,
+            attachment,
+            cursor,
+            resumed,
+        })
+    }
+
+    /// Detaches a guest whatever stream serves it; the PTY may grow back.
+    /// Unknown IDs are ignored.
+    pub fn remove_guest(&self, guest_id: &str) {
+        self.remove(guest_id, None);
+    }
+
+    /// Detaches a guest if `attachment` still serves it (a resumed guest's
+    /// old stream does not detach it). A guest with a token is remembered
+    /// for [`RESUME_GRACE`] so that it can resume. The PTY may grow back.
+    pub fn detach(&self, guest_id: &str, attachment: u64) {
+        self.remove(guest_id, Some(attachment));
+    }
+
+    fn remove(&self, guest_id: &str, attachment: Option<u64>) {
+        let mut st = lock(&self.state);
+        let current = st
+            .guests
+            .get(guest_id)
+            .is_some_and(|g| attachment.is_none_or(|a| a == g.attachment));
+        if !current {
+            return;
+        }
+        let Some(gone) = st.guests.remove(guest_id) else {
+            return;
+        };
+        if let Some(token) = gone.token
+            && st.exit.is_none()
+        {
+            if st.departed.len() >= MAX_DEPARTED_GUESTS {
+                st.departed.pop_front();
+            }
+            st.departed.push_back(Departed {
+                id: guest_id.to_owned(),
+                token,
+                role: gone.role,
+                next_seq: gone.next_seq,
+                joined: gone.joined,
+                left_at: Instant::now(),
+            });
+        }
+        if st.primary.as_deref() == Some(guest_id) {
+            st.primary = st
+                .guests
+                .iter()
+                .filter(|(_, g)| g.role == Role::ReadWrite)
+                .min_by_key(|(_, g)| g.joined)
+                .map(|(id, _)| id.clone());
+        }
+        self.update_size(&mut st);
+        drop(st);
+        // The guest that left may have been the one holding the host.
+        self.room.notify_one();
     }
 
     /// Records a guest's terminal size (clamped to 1..=1000 cells).
@@ -631,7 +843,26 @@ impl Session {
     /// Reads output for a guest at `cursor`, and records the guest's new
     /// cursor for backpressure.
     pub fn read(&self, guest_id: &str, cursor: u64) -> Read {
+        self.read_inner(guest_id, None, cursor)
+    }
+
+    /// As [`Session::read`], for the stream with this `attachment` number:
+    /// [`Read::Replaced`] once the guest has resumed on another stream or
+    /// left.
+    pub fn read_attached(&self, guest_id: &str, attachment: u64, cursor: u64) -> Read {
+        self.read_inner(guest_id, Some(attachment), cursor)
+    }
+
+    fn read_inner(&self, guest_id: &str, attachment: Option<u64>, cursor: u64) -> Read {
         let mut st = lock(&self.state);
+        if let Some(attachment) = attachment
+            && st
+                .guests
+                .get(guest_id)
+                .is_none_or(|g| g.attachment != attachment)
+        {
+            return Read::Replaced;
+        }
         let mut max = self.config.max_output_message_bytes;
         if let Some(guest) = st.guests.get(guest_id)
             && let Some(window) = guest.window
@@ -649,7 +880,7 @@ impl Session {
         let moved_to = match &read {
             Read::Output { offset, data } => Some(offset + data.len() as u64),
             Read::Lagged { missed } => Some(cursor + missed),
-            Read::Exit(_) | Read::Nothing => None,
+            Read::Exit(_) | Read::Nothing | Read::Replaced => None,
         };
         if let Some(to) = moved_to {
             if let Some(guest) = st.guests.get_mut(guest_id) {
@@ -760,6 +991,21 @@ impl Session {
     /// A receiver that changes whenever output, size or exit change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+impl Session {
+    fn lock_primary(&self) -> Option<String> {
+        lock(&self.state).primary.clone()
+    }
+
+    fn lock_departed(&self) -> Vec<String> {
+        lock(&self.state)
+            .departed
+            .iter()
+            .map(|d| d.id.clone())
+            .collect()
     }
 }
 
@@ -937,6 +1183,131 @@ mod tests {
         s.send_input("g", 6, big.clone()).await.unwrap();
         let over = s.send_input("g", 7, Bytes::from_static(b"y")).await;
         assert!(matches!(over, Err(SessionError::SeqTooFarAhead { .. })));
+    }
+
+    fn rw<'a>(resume_guest: Option<(&'a str, &'a str)>) -> NewGuest<'a> {
+        NewGuest {
+            role: Role::ReadWrite,
+            cols: 80,
+            rows: 24,
+            resume_offset: Some(0),
+            resume_guest,
+            max_guests: 2,
+        }
+    }
+
+    fn inputs(rx: &mut mpsc::Receiver<HostDataResponse>) -> Vec<u8> {
+        let mut got = Vec::new();
+        while let Ok(msg) = rx.try_recv() {
+            if let Some(host_data_response::Message::Input(b)) = msg.message {
+                got.extend_from_slice(&b);
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn a_resumed_guest_keeps_its_input_sequence_and_replaces_its_old_stream() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        let (mut rx, _) = s.attach_host().unwrap();
+        let first = s
+            .attach_guest("g".into(), Digest::of("tok"), rw(None))
+            .unwrap();
+        assert!(!first.resumed);
+        s.send_input("g", 0, Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+
+        // The old stream is still open (the server has not noticed the cut).
+        let second = s
+            .attach_guest("other".into(), Digest::of("x"), rw(Some(("g", "tok"))))
+            .unwrap();
+        assert_eq!(second.guest_id, "g");
+        assert!(second.resumed);
+        assert_ne!(second.attachment, first.attachment);
+        assert_eq!(s.read_attached("g", first.attachment, 0), Read::Replaced);
+        assert!(matches!(
+            s.read_attached("g", second.attachment, 0),
+            Read::Nothing
+        ));
+        // The retried request is applied once; the next one goes through.
+        s.send_input("g", 0, Bytes::from_static(b"a"))
+            .await
+            .unwrap();
+        s.send_input("g", 1, Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        assert_eq!(inputs(&mut rx), b"ab");
+        // The old stream's end does not detach its successor.
+        s.detach("g", first.attachment);
+        assert_eq!(s.guest_count(), 1);
+
+        // After the stream closes, within the grace period, it resumes again.
+        s.detach("g", second.attachment);
+        assert_eq!(s.guest_count(), 0);
+        let third = s
+            .attach_guest("new".into(), Digest::of("y"), rw(Some(("g", "tok"))))
+            .unwrap();
+        assert!(third.resumed);
+        assert_eq!(third.guest_id, "g");
+        s.send_input("g", 1, Bytes::from_static(b"b"))
+            .await
+            .unwrap();
+        s.send_input("g", 2, Bytes::from_static(b"c"))
+            .await
+            .unwrap();
+        assert_eq!(inputs(&mut rx), b"c");
+        assert_eq!(s.lock_primary().as_deref(), Some("g"));
+    }
+
+    #[test]
+    fn a_guest_resumes_only_with_its_token_and_role() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        let first = s
+            .attach_guest("g".into(), Digest::of("tok"), rw(None))
+            .unwrap();
+        s.detach("g", first.attachment);
+        let wrong = s
+            .attach_guest("w".into(), Digest::of("x"), rw(Some(("g", "nope"))))
+            .unwrap();
+        assert!(!wrong.resumed);
+        assert_eq!(wrong.guest_id, "w");
+        let read_only = NewGuest {
+            role: Role::ReadOnly,
+            ..rw(Some(("g", "tok")))
+        };
+        let other_role = s
+            .attach_guest("r".into(), Digest::of("x"), read_only)
+            .unwrap();
+        assert!(!other_role.resumed);
+        // The limit counts guests: at it, a new guest is refused, and a
+        // guest that resumes in place of its live self is not.
+        assert_eq!(
+            s.attach_guest("z".into(), Digest::of("z"), rw(None)),
+            Err(SessionError::TooManyGuests(2))
+        );
+        let again = s
+            .attach_guest("z".into(), Digest::of("z"), rw(Some(("w", "x"))))
+            .unwrap();
+        assert!(again.resumed);
+        // A guest that cannot be resumed is not remembered.
+        s.add_guest("plain".into(), Role::ReadOnly, 80, 24, None);
+        s.remove_guest("plain");
+        assert!(s.lock_departed().iter().all(|id| id != "plain"));
+    }
+
+    #[test]
+    fn departed_guests_are_bounded() {
+        let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+        for i in 0..MAX_DEPARTED_GUESTS + 5 {
+            let a = s
+                .attach_guest(format!("g{i}"), Digest::of("t"), rw(None))
+                .unwrap();
+            s.detach(&a.guest_id, a.attachment);
+        }
+        let departed = s.lock_departed();
+        assert_eq!(departed.len(), MAX_DEPARTED_GUESTS);
+        assert_eq!(departed[0], "g5");
     }
 
     #[tokio::test]

@@ -28,7 +28,9 @@ impl From<SessionError> for Status {
             SessionError::Ended => Code::FailedPrecondition,
             SessionError::UnknownGuest => Code::Unauthenticated,
             SessionError::ReadOnly => Code::PermissionDenied,
-            SessionError::SeqTooFarAhead { .. } => Code::ResourceExhausted,
+            SessionError::SeqTooFarAhead { .. } | SessionError::TooManyGuests(_) => {
+                Code::ResourceExhausted
+            }
         };
         Status::new(code, e.to_string())
     }

@@ -1,8 +1,10 @@
 // A TCP proxy on 127.0.0.1 between the page and the server: a network
-// element the tests can cut (every open connection at once) or stop (no
-// one can connect) and start again on the same port.
+// element the tests can cut (every open connection at once), stop (no one
+// can connect) and start again on the same port, or mute (requests still
+// reach the server, its answers are lost, as on a link that fails one way).
 
 import net from "node:net";
+import { Transform } from "node:stream";
 
 /** Starts a proxy to `target` (http://127.0.0.1:PORT). Returns its controls. */
 export async function startProxy(target) {
@@ -11,6 +13,7 @@ export async function startProxy(target) {
   let connections = 0;
   let server = null;
   let port = 0;
+  let muted = false;
 
   const onConnection = (client) => {
     connections += 1;
@@ -21,7 +24,13 @@ export async function startProxy(target) {
       s.on("error", () => {});
     }
     client.pipe(upstream);
-    upstream.pipe(client);
+    // The server's bytes are dropped while muted.
+    const gate = new Transform({
+      transform(chunk, _encoding, callback) {
+        callback(null, muted ? undefined : chunk);
+      },
+    });
+    upstream.pipe(gate).pipe(client);
     client.on("close", () => upstream.destroy());
     upstream.on("close", () => client.destroy());
   };
@@ -36,8 +45,9 @@ export async function startProxy(target) {
       });
     });
 
-  /** Breaks every open connection, both ways, with a reset; new connections are still accepted. */
+  /** Breaks every open connection, both ways, with a reset; new connections are still accepted (and not muted). */
   const cut = () => {
+    muted = false;
     for (const s of sockets) s.resetAndDestroy();
     sockets.clear();
   };
@@ -63,6 +73,10 @@ export async function startProxy(target) {
     },
     cut,
     stop,
+    /** From now on the server's answers are dropped until cut() or stop(). */
+    mute() {
+      muted = true;
+    },
     /** Listens again on the same port. */
     start: listen,
   };

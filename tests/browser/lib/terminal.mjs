@@ -32,7 +32,7 @@ export async function terminalLines(page) {
 export async function waitForLine(page, expected, timeout = DEADLINE_MS) {
   const pattern = expected instanceof RegExp ? { source: expected.source, flags: expected.flags } : null;
   const text = expected instanceof RegExp ? null : expected;
-  await page.waitForFunction(
+  const waiting = page.waitForFunction(
     ({ pattern, text }) => {
       const term = window.rendezvousTerm;
       if (!term) return false;
@@ -47,6 +47,16 @@ export async function waitForLine(page, expected, timeout = DEADLINE_MS) {
     { pattern, text },
     { timeout, polling: 100 },
   );
+  try {
+    await waiting;
+  } catch (err) {
+    // Say what the terminal showed instead, so that a failure in CI can be
+    // told apart: output that never came, or input that never ran.
+    const lines = (await terminalLines(page).catch(() => [])).filter((l) => l.trim() !== "");
+    const status = await page.locator("#status").textContent().catch(() => "");
+    err.message += `\nwaiting for ${expected}; status: ${status}\nlast terminal lines:\n${lines.slice(-12).join("\n")}`;
+    throw err;
+  }
 }
 
 /** Focuses the page's terminal by clicking it, types `text` and presses Enter. */

@@ -84,6 +84,12 @@ export interface AttachedInfo {
   role: GuestRole;
   /** True when this attach resumed an earlier stream of the same session. */
   resumed: boolean;
+  /**
+   * True when the server also kept the guest itself (its ID and input
+   * sequence), so input that was in flight at the break is applied exactly
+   * once. False on a resume after the server forgot the guest (10 minutes).
+   */
+  sameGuest: boolean;
 }
 
 /** How a session ended. */
