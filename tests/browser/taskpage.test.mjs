@@ -167,7 +167,7 @@ describe("task page terminal behaviour", () => {
     await page.waitForFunction(() => window.rendezvousTerm.options.theme.background === "#16181d", null, { timeout: DEADLINE_MS });
   });
 
-  test("copy on select, Ctrl+V pastes, and OSC 52 cannot write the clipboard", async (t) => {
+  test("copy on select, Ctrl+V and right-click paste, and OSC 52 cannot write the clipboard", async (t) => {
     const { page } = await openDemo(t);
     const word = fresh("copy-me");
     await typeLine(page, `echo ${word}`);
@@ -182,6 +182,15 @@ describe("task page terminal behaviour", () => {
     await page.keyboard.press("Control+V");
     await page.keyboard.press("Enter");
     await waitForLine(page, pasted);
+
+    // Right-click pastes too, as in PuTTY.
+    const rightClicked = fresh("right-clicked");
+    await page.evaluate((text) => navigator.clipboard.writeText(text), `echo ${rightClicked}`);
+    await page.locator("#terminal").click({ button: "right" });
+    // The clipboard is read asynchronously: Enter once the line shows it.
+    await waitForLine(page, new RegExp(`echo ${rightClicked}$`));
+    await page.keyboard.press("Enter");
+    await waitForLine(page, rightClicked);
 
     // A program in the session tries to set the clipboard with OSC 52.
     const sentinel = fresh("sentinel");

@@ -67,6 +67,7 @@ export interface TerminalSetup {
   fontSize: number;
   fontFamily: string;
   copyOnSelect: boolean;
+  rightClickPaste: boolean;
   osc52Clipboard: boolean;
 }
 
@@ -129,6 +130,24 @@ export function createTerminal(container: HTMLElement, setup: TerminalSetup): Mo
     return true;
   });
 
+  // Right-click pastes (PuTTY, Windows Terminal) when the page may read the
+  // clipboard; otherwise the browser's menu, whose Paste xterm.js supports,
+  // opens as usual. Shift+right-click always opens the browser's menu.
+  const onContextMenu = (ev: MouseEvent): void => {
+    if (ev.shiftKey || !window.isSecureContext || !navigator.clipboard?.readText) return;
+    ev.preventDefault();
+    navigator.clipboard.readText().then(
+      (text) => {
+        if (text !== "") term.paste(text);
+      },
+      () => {
+        // Reading was refused (permission denied): nothing is pasted, and
+        // Ctrl+V or the menu (Shift+right-click) still work.
+      },
+    );
+  };
+  if (setup.rightClickPaste) container.addEventListener("contextmenu", onContextMenu);
+
   // Coalesce bursts of resize notifications into one fit per frame.
   let pending = 0;
   const fit = (): void => {
@@ -146,6 +165,7 @@ export function createTerminal(container: HTMLElement, setup: TerminalSetup): Mo
     cancelAnimationFrame(pending);
     observer.disconnect();
     dark.removeEventListener("change", onScheme);
+    container.removeEventListener("contextmenu", onContextMenu);
     for (const d of disposables) d?.dispose();
     term.dispose();
   };

@@ -38,6 +38,13 @@ export interface MountOptions {
   /** Copy selected text to the clipboard as soon as it is selected (default true). */
   copyOnSelect?: boolean;
   /**
+   * Right-click pastes the clipboard, as in PuTTY and Windows Terminal
+   * (default true), where the browser lets the page read it (a secure
+   * context and the viewer's permission); otherwise, and with Shift held,
+   * the browser's own menu opens.
+   */
+  rightClickPaste?: boolean;
+  /**
    * Let programs in the session write the clipboard with OSC 52 escape
    * sequences. Off by default: anyone who can write to the session could
    * otherwise put text on the viewer's clipboard.

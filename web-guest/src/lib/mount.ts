@@ -68,6 +68,7 @@ class MountedHandle implements TerminalHandle {
       fontSize: options.fontSize ?? DEFAULT_FONT_SIZE,
       fontFamily: options.fontFamily ?? DEFAULT_FONT_FAMILY,
       copyOnSelect: options.copyOnSelect ?? true,
+      rightClickPaste: options.rightClickPaste ?? true,
       osc52Clipboard: options.osc52Clipboard ?? false,
     });
     const term = this.mounted.term;
