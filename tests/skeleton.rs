@@ -213,3 +213,89 @@ async fn a_short_host_secret_is_invalid_argument() {
     );
     assert!(!err.message().contains(&short));
 }
+
+/// Lists the task's hosts with `secret`.
+async fn list(
+    server: &TestServer,
+    task_id: &str,
+    secret: &str,
+) -> Result<Vec<rendezvous_proto::HostInfo>, tonic::Status> {
+    let mut client = server.guest_client().await;
+    let reply = client
+        .list_sessions(ListSessionsRequest {
+            task_id: task_id.into(),
+            secret: secret.into(),
+            ..Default::default()
+        })
+        .await?;
+    Ok(reply.into_inner().hosts)
+}
+
+/// A task outlives its last host for a while: its guests hear "no host"
+/// (and can wait for one) rather than "unknown task", and the host that
+/// comes back, with the same secret or new ones, takes it again.
+#[tokio::test]
+async fn a_task_whose_host_left_waits_for_one() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "host-restarts").await;
+    let secret = host.secret.clone();
+    assert_eq!(
+        list(&server, "host-restarts", &secret).await.unwrap().len(),
+        1
+    );
+    drop(host);
+
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    loop {
+        let hosts = list(&server, "host-restarts", &secret)
+            .await
+            .expect("the task is still known to its guests");
+        if hosts.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the host never left"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Still nothing for a wrong secret: the same denial as an unknown task.
+    let wrong = list(&server, "host-restarts", &"x".repeat(secret.len()))
+        .await
+        .unwrap_err();
+    let unknown = list(&server, "never-had-a-host", &secret)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Code::PermissionDenied);
+    assert_eq!(wrong.message(), unknown.message());
+    // Attaching meanwhile says there is no host.
+    let mut request = rendezvous_proto::AttachRequest {
+        task_id: "host-restarts".into(),
+        secret: secret.clone(),
+        ..Default::default()
+    };
+    let none = TermGuest::open(&server, request.clone())
+        .await
+        .err()
+        .expect("no host");
+    assert_eq!(none.code(), Code::NotFound);
+    assert!(none.message().contains("no host is connected"), "{none:?}");
+
+    // The job restarts its host with a newly generated secret: it takes the
+    // task over, and the old secret no longer works.
+    let restarted = TestHost::start(&server, "host-restarts").await;
+    assert_ne!(restarted.secret, secret);
+    assert_eq!(
+        list(&server, "host-restarts", &restarted.secret)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let old = list(&server, "host-restarts", &secret).await.unwrap_err();
+    assert_eq!(old.code(), Code::PermissionDenied);
+    request.secret = restarted.secret.clone();
+    let mut guest = TermGuest::open(&server, request).await.expect("attached");
+    guest.type_text("echo back-$((1+1))\r").await;
+    guest.events.until("back-2").await;
+}

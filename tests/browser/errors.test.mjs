@@ -93,12 +93,29 @@ describe("errors in plain words", () => {
     await host.kill("SIGKILL");
     await proxy.start();
     const text = await waitForStatus(page, "failed", 60_000);
-    // The task's only host left, so the server forgot the task: the
-    // credentials that worked a moment ago are refused, which means gone.
-    assert.match(text, /^The host has gone: this task has no host any more .*Reload the page when the host is back\.$/);
+    // The task's only host left: the server says the task has no host.
+    assert.match(text, /^The host has gone: this task has no host any more .*Reload the page to wait for it to come back\.$/);
     await waitForLine(page, /^\[rendezvous\] The host has gone/);
     const attaches = (await recordedEvents(page)).filter((e) => e.type === "attached");
     assert.equal(attaches.length, 0, "no re-attach succeeded");
+  });
+
+  test("a task whose host has gone: a new page waits for a host, and attaches when one connects", async (t) => {
+    const serve = await startServe();
+    t.after(() => serve.stop());
+    const secret = newSecret();
+    const first = await startHost({ server: serve.server, taskId: "wait-1", secret });
+    first.kill("SIGKILL");
+    await first.exited;
+
+    const page = await open(`${serve.server}/t/wait-1#secret=${secret}`, t);
+    const waiting = await waitForStatus(page, "waiting");
+    assert.equal(waiting, "No host is connected for this task yet; waiting for one…");
+    const again = await startHost({ server: serve.server, taskId: "wait-1", secret });
+    t.after(() => again.stop());
+    await waitForStatus(page, "connected");
+    await typeLine(page, "echo host-is-''back");
+    await waitForLine(page, "host-is-back");
   });
 
   test("the host has gone while the page was away, and the task has another host: NOT_FOUND, said plainly", async (t) => {

@@ -19,11 +19,17 @@ export const GONE_ON_RESUME_MESSAGE =
   "The host has gone, or the session ended while this page was disconnected. Open a new shell or join another session from the list.";
 
 /**
- * PERMISSION_DENIED on a resume: the credentials worked a moment ago, so the
- * task itself has gone (the server forgets a task when its last host leaves).
+ * On a resume, the task has no host any more: NOT_FOUND "no host is
+ * connected" (the server keeps a task 10 minutes after its last host
+ * left), or PERMISSION_DENIED after that (the credentials worked a moment
+ * ago, so the task itself has gone).
  */
 export const TASK_GONE_ON_RESUME_MESSAGE =
-  "The host has gone: this task has no host any more (the CI job may have finished). Reload the page when the host is back.";
+  "The host has gone: this task has no host any more (the CI job may have finished). Reload the page to wait for it to come back.";
+
+/** The task has no host at all right now (its last one left). */
+export const NO_HOST_MESSAGE =
+  "No host is connected to this task right now (the CI job may be between steps, or finished). Reload the page to wait for one.";
 
 /** The session's host disconnected (the server ended the session for that reason). */
 export const HOST_GONE_MESSAGE =
@@ -81,6 +87,11 @@ export function describeFailure(err: unknown, action: Action, usesToken = false)
       if (action === "resume") return { kind: "not-found", code, text: TASK_GONE_ON_RESUME_MESSAGE };
       return { kind: "denied", code, text: usesToken ? BAD_TOKEN_MESSAGE : WRONG_SECRET_MESSAGE };
     case Code.NotFound:
+      // The task is known, but its last host has left (the server keeps it a while).
+      if (/no host is connected/.test(e.rawMessage)) {
+        if (action === "resume") return { kind: "not-found", code, text: TASK_GONE_ON_RESUME_MESSAGE };
+        return { kind: "not-found", code, text: NO_HOST_MESSAGE };
+      }
       if (action === "resume") return { kind: "not-found", code, text: GONE_ON_RESUME_MESSAGE };
       if (action === "join") {
         return { kind: "not-found", code, text: "This session no longer exists: it ended, or its host has gone. Open a new shell or join another session." };

@@ -14,6 +14,17 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(15_000);
 /// A host that answers no Ping for this long is dropped, in ms (45 s).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(45_000);
 
+/// How long a task outlives its last host, in ms (10 minutes). Meanwhile
+/// guests with its secret are told that no host is connected (an empty
+/// host list; the web guest waits for one) instead of `PERMISSION_DENIED`,
+/// as for a host that restarts or reconnects. A host with another secret
+/// takes the task ID over at once.
+pub const HOSTLESS_TASK_GRACE: Duration = Duration::from_millis(600_000);
+
+/// Most tasks kept without a host at a time (10 000, about 200 bytes each);
+/// past it, the one whose last host left first is forgotten.
+pub const MAX_HOSTLESS_TASKS: usize = 10_000;
+
 /// Bound of the queue of control messages to one host, in messages. Opening
 /// a shell waits while it is full.
 pub const HOST_CONTROL_QUEUE_MESSAGES: usize = 64;

@@ -45,6 +45,9 @@ impl GuestApi {
                 .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
         let name = HostName::or_default(&req.host_name)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if hosts.is_empty() {
+            return Err(RegistryError::NoHost.into());
+        }
         let host = hosts
             .into_iter()
             .find(|h| *h.name() == name)

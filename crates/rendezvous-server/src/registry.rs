@@ -5,9 +5,9 @@
 //! Authentication lives here too, in [`Registry::authenticate`]: an unknown
 //! task and a wrong secret give the same [`RegistryError::Denied`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId};
 use rendezvous_proto::{
@@ -17,7 +17,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
-use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, SESSION_START_TIMEOUT, ServerConfig};
+use crate::config::{
+    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, SESSION_START_TIMEOUT,
+    ServerConfig,
+};
 use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
 
@@ -42,6 +45,9 @@ pub enum RegistryError {
     /// No host of that name in the task.
     #[error("no host named {0:?} in this task: list hosts with `rendezvous sessions`")]
     NoSuchHost(String),
+    /// The task has no host at all: its last one left a short while ago.
+    #[error("no host is connected to this task right now: wait for the CI job to start one again")]
+    NoHost,
     /// No such running session on the host.
     #[error(
         "no session {0:?} on this host: it has ended, or list sessions with `rendezvous sessions`"
@@ -165,6 +171,8 @@ struct Task {
     secret: Digest,
     read_only_secret: Option<Digest>,
     hosts: BTreeMap<HostName, Arc<Host>>,
+    /// When its last host left; `None` while it has one.
+    emptied_at: Option<Instant>,
 }
 
 /// An attached guest, for its unary calls.
@@ -183,6 +191,38 @@ pub struct GuestEntry {
 struct Inner {
     tasks: HashMap<TaskId, Task>,
     hosts_by_id: HashMap<String, Arc<Host>>,
+    /// Tasks whose last host left, in that order, with when it left: kept
+    /// for [`HOSTLESS_TASK_GRACE`], at most [`MAX_HOSTLESS_TASKS`].
+    hostless: VecDeque<(TaskId, Instant)>,
+}
+
+impl Inner {
+    /// Forgets hostless tasks past their grace period or over the bound.
+    fn prune_hostless(&mut self, now: Instant) {
+        while let Some((id, left_at)) = self.hostless.front() {
+            let expired = now.duration_since(*left_at) >= HOSTLESS_TASK_GRACE;
+            if !expired && self.hostless.len() <= MAX_HOSTLESS_TASKS {
+                break;
+            }
+            // The entry is stale if a host came back (and maybe left again).
+            if self
+                .tasks
+                .get(id)
+                .is_some_and(|t| t.emptied_at == Some(*left_at))
+            {
+                self.tasks.remove(id);
+            }
+            self.hostless.pop_front();
+        }
+    }
+
+    /// The task, if it has a host or lost its last one within the grace
+    /// period.
+    fn task(&mut self, id: &str) -> Option<&Task> {
+        self.prune_hostless(Instant::now());
+        let id = TaskId::new(id).ok()?;
+        self.tasks.get(&id)
+    }
 }
 
 /// The server's state. See the module docs.
@@ -312,18 +352,27 @@ impl Registry {
             closed: CancellationToken::new(),
         });
         let mut inner = lock(&self.inner);
-        let task = inner.tasks.entry(task_id).or_insert_with(|| Task {
+        inner.prune_hostless(Instant::now());
+        let new_task = || Task {
             secret: Digest::of(&hello.secret),
             read_only_secret: (!hello.read_only_secret.is_empty())
                 .then(|| Digest::of(&hello.read_only_secret)),
             hosts: BTreeMap::new(),
-        });
+            emptied_at: None,
+        };
+        let task = inner.tasks.entry(task_id).or_insert_with(new_task);
         let same_read_only = match &task.read_only_secret {
             None => hello.read_only_secret.is_empty(),
             Some(d) => d.matches(&hello.read_only_secret),
         };
         if !task.secret.matches(&hello.secret) || !same_read_only {
-            return Err(RegistryError::Denied);
+            if task.hosts.is_empty() {
+                // A task kept only for its guests: a host with other secrets
+                // (e.g. a restarted job that generated new ones) takes it.
+                *task = new_task();
+            } else {
+                return Err(RegistryError::Denied);
+            }
         }
         if task.hosts.contains_key(&name) {
             return Err(RegistryError::HostNameTaken(name.to_string()));
@@ -335,6 +384,7 @@ impl Registry {
             });
         }
         task.hosts.insert(name, host.clone());
+        task.emptied_at = None;
         inner.hosts_by_id.insert(host.id.clone(), host.clone());
         Ok(Registration {
             host,
@@ -357,8 +407,12 @@ impl Registry {
                 {
                     task.hosts.remove(&host.name);
                 }
-                if task.hosts.is_empty() {
-                    inner.tasks.remove(&host.task_id);
+                if task.hosts.is_empty() && task.emptied_at.is_none() {
+                    // Kept a while, so guests can wait for a host to return.
+                    let now = Instant::now();
+                    task.emptied_at = Some(now);
+                    inner.hostless.push_back((host.task_id.clone(), now));
+                    inner.prune_hostless(now);
                 }
             }
         }
@@ -402,12 +456,11 @@ impl Registry {
             .as_ref()
             .ok_or(RegistryError::Token(TokenError::Invalid))?;
         let (token_task, token_role) = key.verify(token).map_err(RegistryError::Token)?;
-        let inner = lock(&self.inner);
-        let task = TaskId::new(task_id)
-            .ok()
-            .filter(|id| id.as_str() == token_task)
-            .and_then(|id| inner.tasks.get(&id))
-            .ok_or(RegistryError::Denied)?;
+        if task_id != token_task {
+            return Err(RegistryError::Denied);
+        }
+        let mut inner = lock(&self.inner);
+        let task = inner.task(task_id).ok_or(RegistryError::Denied)?;
         Ok((token_role, task.hosts.values().cloned().collect()))
     }
 
@@ -421,11 +474,8 @@ impl Registry {
         task_id: &str,
         secret: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
-        let inner = lock(&self.inner);
-        let task = TaskId::new(task_id)
-            .ok()
-            .and_then(|id| inner.tasks.get(&id));
-        let Some(task) = task else {
+        let mut inner = lock(&self.inner);
+        let Some(task) = inner.task(task_id) else {
             // Spend the same work as a wrong secret would.
             let _ = self.decoy.matches(secret);
             return Err(RegistryError::Denied);
@@ -598,5 +648,55 @@ pub fn gone(message: &str) -> ExitStatus {
     ExitStatus {
         status: None,
         message: message.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(task_id: &str) -> rendezvous_proto::Hello {
+        rendezvous_proto::Hello {
+            task_id: task_id.into(),
+            secret: "a-secret-of-at-least-22-chars".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
+        let registry = Registry::new(ServerConfig::default());
+        for i in 0..MAX_HOSTLESS_TASKS + 3 {
+            let registration = registry.register_host(&hello(&format!("t{i}"))).unwrap();
+            registry.unregister_host(&registration.host);
+        }
+        let secret = "a-secret-of-at-least-22-chars";
+        assert_eq!(lock(&registry.inner).tasks.len(), MAX_HOSTLESS_TASKS);
+        for gone in ["t0", "t1", "t2"] {
+            assert_eq!(
+                registry.authenticate(gone, secret).unwrap_err(),
+                RegistryError::Denied
+            );
+        }
+        let (role, hosts) = registry.authenticate("t3", secret).unwrap();
+        assert_eq!(role, Role::ReadWrite);
+        assert!(hosts.is_empty());
+    }
+
+    #[test]
+    fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
+        let registry = Registry::new(ServerConfig::default());
+        let first = registry.register_host(&hello("t")).unwrap();
+        registry.unregister_host(&first.host);
+        let _second = registry.register_host(&hello("t")).unwrap();
+        // The stale hostless entry (from the first host) is pruned later
+        // without removing the task, which has a host again.
+        let stale_at = Instant::now() + HOSTLESS_TASK_GRACE;
+        lock(&registry.inner).prune_hostless(stale_at);
+        assert!(lock(&registry.inner).hostless.is_empty());
+        let (_, hosts) = registry
+            .authenticate("t", "a-secret-of-at-least-22-chars")
+            .unwrap();
+        assert_eq!(hosts.len(), 1);
     }
 }

@@ -13,7 +13,9 @@ impl From<RegistryError> for Status {
             }
             RegistryError::Invalid(_) => Code::InvalidArgument,
             RegistryError::HostNameTaken(_) => Code::AlreadyExists,
-            RegistryError::NoSuchHost(_) | RegistryError::NoSuchSession(_) => Code::NotFound,
+            RegistryError::NoSuchHost(_)
+            | RegistryError::NoHost
+            | RegistryError::NoSuchSession(_) => Code::NotFound,
             RegistryError::Limit { .. } => Code::ResourceExhausted,
             RegistryError::BadGuest | RegistryError::BadHost => Code::Unauthenticated,
             RegistryError::HostGone => Code::Unavailable,
