@@ -15,7 +15,7 @@ const RESPONSIVE_MS = 1_000;
 
 /**
  * Most output the host may write for a page that renders nothing, in bytes
- * (8 MiB): the page's acknowledged window (1 MiB) plus what the server and
+ * (8 MiB): the page's acknowledged window (4 MiB) plus what the server and
  * the host's PTY buffer before backpressure pauses the host.
  */
 const STALLED_OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024;
@@ -122,7 +122,7 @@ describe("flow control under a flood", () => {
     assert.ok(plateau.held <= 512 * 1024 + 64 * 1024, `the page pulled ${plateau.held} bytes past what it rendered`);
     // The page stops pulling at its watermark; Chromium would keep reading
     // the HTTP response below the page (about 64 MiB over HTTP/1.1), but the
-    // server sends nothing past the page's last Ack plus its 1 MiB window,
+    // server sends nothing past the page's last Ack plus its 4 MiB window,
     // and the guest at its window holds the host back.
     assert.ok(
       plateau.offset < STALLED_OUTPUT_LIMIT_BYTES,
