@@ -16,7 +16,7 @@ pub struct DemoArgs {
     /// terminal (see `rendezvous serve --allowed-origin`). Repeatable.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = crate::cli::serve::parse_origin)]
     pub allowed_origins: Vec<http::HeaderValue>,
-    /// Command the host runs for each new shell (default: your $SHELL).
+    /// Command the host runs for each new shell (default: $SHELL, else your login shell, else /bin/sh).
     #[arg(last = true)]
     pub command: Vec<String>,
 }

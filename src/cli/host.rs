@@ -41,7 +41,7 @@ pub struct HostArgs {
     /// A label shown to guests; repeatable.
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
     labels: Vec<(String, String)>,
-    /// Command each new shell runs (default: your $SHELL, else /bin/sh).
+    /// Command each new shell runs (default: $SHELL, else your login shell, else /bin/sh).
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }

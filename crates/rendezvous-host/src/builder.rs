@@ -99,7 +99,8 @@ impl HostBuilder {
     }
 
     /// The program each session runs, with its arguments. Default: the
-    /// user's shell (`$SHELL`, else `/bin/sh`) with no arguments.
+    /// user's shell (`$SHELL`, else the login shell from the passwd database,
+    /// else `/bin/sh`, as tmux) with no arguments.
     pub fn command<I, S>(mut self, program: impl Into<OsString>, args: I) -> Self
     where
         I: IntoIterator<Item = S>,

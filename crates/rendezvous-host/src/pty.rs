@@ -34,12 +34,15 @@ pub(crate) struct CommandSpec {
 }
 
 impl CommandSpec {
-    /// The user's shell: `$SHELL`, else `/bin/sh`, with no arguments.
+    /// The user's shell, with no arguments: `$SHELL`, else the login shell
+    /// in the passwd database, else `/bin/sh` (as tmux chooses its
+    /// default-shell). CI containers and services often run without `$SHELL`;
+    /// their user's login shell is still the one people expect.
     pub(crate) fn user_shell() -> Self {
-        let program = std::env::var_os("SHELL")
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "/bin/sh".into());
-        Self::new(program, Vec::new())
+        Self::new(
+            choose_shell(std::env::var_os("SHELL"), login_shell()),
+            Vec::new(),
+        )
     }
 
     pub(crate) fn new(program: OsString, args: Vec<OsString>) -> Self {
@@ -49,6 +52,25 @@ impl CommandSpec {
             env: Vec::new(),
             env_remove: Vec::new(),
             current_dir: None,
+        }
+    }
+}
+
+/// The first usable of `$SHELL` and the login shell, else `/bin/sh`.
+fn choose_shell(env: Option<OsString>, login: Option<PathBuf>) -> OsString {
+    env.filter(|s| !s.is_empty())
+        .or_else(|| login.map(PathBuf::into_os_string).filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "/bin/sh".into())
+}
+
+/// This process's user's login shell from the passwd database; `None` when
+/// the user has no entry (e.g. an arbitrary UID in a container).
+fn login_shell() -> Option<PathBuf> {
+    match nix::unistd::User::from_uid(nix::unistd::getuid()) {
+        Ok(user) => user.map(|u| u.shell),
+        Err(err) => {
+            tracing::debug!(error = %err, "cannot read the passwd entry for the login shell");
+            None
         }
     }
 }
@@ -211,6 +233,31 @@ pub(crate) mod tests {
     /// Reads the PTY until its output contains `needle`.
     async fn read_until(process: &mut PtyProcess, needle: &str) {
         read_until_found(process, |s| s.contains(needle).then_some(())).await;
+    }
+
+    #[test]
+    fn the_shell_is_shell_else_the_login_shell_else_bin_sh() {
+        let login = Some(PathBuf::from("/bin/bash"));
+        assert_eq!(
+            choose_shell(Some("/bin/zsh".into()), login.clone()),
+            "/bin/zsh"
+        );
+        assert_eq!(choose_shell(Some("".into()), login.clone()), "/bin/bash");
+        assert_eq!(choose_shell(None, login), "/bin/bash");
+        assert_eq!(choose_shell(None, Some(PathBuf::new())), "/bin/sh");
+        assert_eq!(choose_shell(None, None), "/bin/sh");
+    }
+
+    #[test]
+    fn the_login_shell_is_the_passwd_entry_of_this_user() {
+        let uid = nix::unistd::getuid().as_raw().to_string();
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+        let entry = passwd
+            .lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|fields| fields.get(2) == Some(&uid.as_str()))
+            .expect("this test runs as a user listed in /etc/passwd");
+        assert_eq!(login_shell(), Some(PathBuf::from(entry[6])));
     }
 
     #[test]
