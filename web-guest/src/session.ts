@@ -103,12 +103,15 @@ export const ACK_WINDOW_BYTES = 4 * 1024 * 1024;
 export const ACK_STEP_BYTES = 256 * 1024;
 
 /**
- * Most Ack calls on their way at once (4). The page does not wait for one
+ * Most Ack calls on their way at once (2). The page does not wait for one
  * answer before the next ack: answers are handled on the main thread only
  * between xterm.js's parse slices, so one ack at a time would pace the
- * stream by the main thread's business rather than the network's.
+ * stream by the main thread's business rather than the network's. Few,
+ * because over HTTP/1.1 each call in flight takes one of the browser's 6
+ * connections to the server, and the Attach stream, input and resizes
+ * need theirs.
  */
-export const MAX_ACKS_IN_FLIGHT = 4;
+export const MAX_ACKS_IN_FLIGHT = 2;
 
 /** After a failed Ack, try again this soon even if nothing more is parsed, in milliseconds. */
 const ACK_RETRY_MS = 1_000;
