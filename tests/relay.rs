@@ -757,6 +757,7 @@ async fn a_resumed_guest_applies_a_retried_input_once() {
     let offset = first_events.next_offset.unwrap();
     let (mut client2, second, mut second_events) = attach(&server, resume(offset)).await.unwrap();
     assert!(second.resumed);
+    assert_eq!(second.next_input_seq, 1, "seq 0 was applied");
     assert_eq!(second.guest_id, first.guest_id);
     assert_eq!(second.guest_token, first.guest_token);
     let ended = loop {
@@ -798,6 +799,7 @@ async fn a_resumed_guest_applies_a_retried_input_once() {
     }
     let (mut client3, third, mut third_events) = attach(&server, resume(offset)).await.unwrap();
     assert!(third.resumed);
+    assert_eq!(third.next_input_seq, 2);
     send(&mut client3, &third, 1, b"echo TWO-$((40+2))\r")
         .await
         .unwrap();

@@ -3,8 +3,11 @@
 //! Opens a new shell (or joins a session) over the bidi `Terminal` call,
 //! then relays stdin to the session and the session's output to stdout
 //! until the session ends, the user types `~.`, or the process is told to
-//! stop. With stdin on a terminal, the terminal is put in raw mode for the
-//! whole relay and restored on every way out: return, error, panic, signal.
+//! stop. A broken connection is retried with backoff, resuming as the same
+//! guest: output goes on where it stopped, and input typed meanwhile is
+//! sent after the reconnect, each byte once. With stdin on a terminal, the
+//! terminal is put in raw mode for the whole relay and restored on every
+//! way out: return, error, panic, signal.
 
 use std::io::{IsTerminal, Read, Write};
 use std::sync::Once;
@@ -12,8 +15,8 @@ use std::sync::Once;
 use anyhow::Context;
 use rendezvous_guest::escape::{ESCAPE_HELP, Escape, EscapeDetector};
 use rendezvous_guest::{
-    AttachOptions, Client, Event, ExitStatus, HostName, Role, Secret, TaskId, Terminal,
-    describe_exit, exit_code,
+    AttachOptions, Client, Event, ExitStatus, HostName, ResumingTerminal, Role, Secret, TaskId,
+    Update, describe_exit, exit_code,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
@@ -79,7 +82,7 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<i32> {
         rows,
         ..AttachOptions::new(args.task_id, args.secret)
     };
-    let terminal = client.terminal(options).await?;
+    let terminal = ResumingTerminal::attach(client, options).await?;
     let attached = terminal.attached();
     let may_write = attached.role() != Role::ReadOnly;
     eprintln!(
@@ -121,12 +124,13 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<i32> {
 
 /// Relays stdin → session and session → stdout until the session ends,
 /// the user detaches, or SIGTERM/SIGHUP arrives.
-async fn relay(terminal: Terminal, interactive: bool, may_write: bool) -> anyhow::Result<Ending> {
-    let (writer, mut events) = terminal.split();
+async fn relay(
+    mut terminal: ResumingTerminal,
+    interactive: bool,
+    may_write: bool,
+) -> anyhow::Result<Ending> {
     let mut stdin = spawn_stdin_reader()?;
     let mut stdin_open = true;
-    // False once the call has ended; events then say how.
-    let mut writer_open = true;
     let mut escapes = EscapeDetector::new();
     let mut window_changes = signal(SignalKind::window_change())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -137,9 +141,9 @@ async fn relay(terminal: Terminal, interactive: bool, may_write: bool) -> anyhow
 
     loop {
         tokio::select! {
-            event = events.next_event() => match event? {
-                Some(Event::Output(output)) => write_all(&mut stdout, &output.data)?,
-                Some(Event::Lagged(lagged)) => {
+            update = terminal.next_update() => match update? {
+                Some(Update::Event(Event::Output(output))) => write_all(&mut stdout, &output.data)?,
+                Some(Update::Event(Event::Lagged(lagged))) => {
                     let marker = format!(
                         "\r\n[rendezvous: {} bytes skipped]\r\n",
                         lagged.missed_bytes
@@ -148,8 +152,26 @@ async fn relay(terminal: Terminal, interactive: bool, may_write: bool) -> anyhow
                 }
                 // Another guest resized the session; this terminal's size is
                 // its user's to choose.
-                Some(Event::Size(_)) => {}
-                Some(Event::Exit(status)) => return Ok(Ending::Exited(status)),
+                Some(Update::Event(Event::Size(_))) => {}
+                Some(Update::Event(Event::Exit(status))) => return Ok(Ending::Exited(status)),
+                Some(Update::Disconnected { reason, retry_in }) => {
+                    let line = format!(
+                        "\r\n[rendezvous: connection lost ({reason}); reconnecting in {:.1} s{}]\r\n",
+                        retry_in.as_secs_f64(),
+                        if interactive { "; ~. detaches" } else { "" },
+                    );
+                    write_all(&mut std::io::stderr(), line.as_bytes())?;
+                }
+                Some(Update::Reconnected { resumed, lost_inputs }) => {
+                    let line = if !resumed {
+                        "[rendezvous: reconnected as a new guest; input typed just before the break may be lost]\r\n".to_owned()
+                    } else if lost_inputs > 0 {
+                        format!("[rendezvous: reconnected; {lost_inputs} inputs from before the break were lost]\r\n")
+                    } else {
+                        "[rendezvous: reconnected]\r\n".to_owned()
+                    };
+                    write_all(&mut std::io::stderr(), line.as_bytes())?;
+                }
                 None => anyhow::bail!("the server ended the stream before the session ended"),
             },
             read = stdin.recv(), if stdin_open => {
@@ -164,8 +186,8 @@ async fn relay(terminal: Terminal, interactive: bool, may_write: bool) -> anyhow
                 } else {
                     (bytes, None)
                 };
-                if may_write && writer_open && !input.is_empty() {
-                    writer_open = writer.send_input(input).await.is_ok();
+                if may_write && !input.is_empty() {
+                    terminal.send_input(input).await?;
                 }
                 match escape {
                     Some(Escape::Detach) => return Ok(Ending::Detached),
@@ -177,11 +199,8 @@ async fn relay(terminal: Terminal, interactive: bool, may_write: bool) -> anyhow
                 }
             }
             _ = window_changes.recv() => {
-                if may_write
-                    && writer_open
-                    && let Some((cols, rows)) = terminal_size()
-                {
-                    writer_open = writer.resize(cols, rows).await.is_ok();
+                if may_write && let Some((cols, rows)) = terminal_size() {
+                    terminal.resize(cols, rows).await;
                 }
             }
             _ = terminate.recv() => return Ok(Ending::Signalled(SIGTERM)),

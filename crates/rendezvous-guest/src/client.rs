@@ -62,6 +62,40 @@ pub struct AttachOptions {
     pub rows: u32,
     /// Stream output from this offset; `None` replays all retained output.
     pub resume_offset: Option<u64>,
+    /// Carry on as this earlier guest of the same session (its ID, token
+    /// and input sequence), e.g. after a broken connection. The server
+    /// honours it for 10 minutes after the guest's stream closed; otherwise
+    /// a new guest is attached (`Attached.resumed` says which). Ignored
+    /// without [`session_id`](Self::session_id).
+    pub resume_guest: Option<ResumeGuest>,
+}
+
+/// An earlier guest to carry on as: the `guest_id` and `guest_token` of its
+/// `Attached`. Its `Debug` never shows the token.
+#[derive(Clone)]
+pub struct ResumeGuest {
+    /// `Attached.guest_id`.
+    pub guest_id: String,
+    /// `Attached.guest_token`: a capability, never printed.
+    pub guest_token: String,
+}
+
+impl ResumeGuest {
+    /// The guest that `attached` announced.
+    pub fn of(attached: &Attached) -> Self {
+        Self {
+            guest_id: attached.guest_id.clone(),
+            guest_token: attached.guest_token.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for ResumeGuest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResumeGuest")
+            .field("guest_id", &self.guest_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AttachOptions {
@@ -76,6 +110,7 @@ impl AttachOptions {
             cols: 0,
             rows: 0,
             resume_offset: None,
+            resume_guest: None,
         }
     }
 
@@ -93,6 +128,16 @@ impl AttachOptions {
             cols: self.cols,
             rows: self.rows,
             resume_offset: self.resume_offset,
+            resume_guest_id: self
+                .resume_guest
+                .as_ref()
+                .map(|g| g.guest_id.clone())
+                .unwrap_or_default(),
+            resume_guest_token: self
+                .resume_guest
+                .as_ref()
+                .map(|g| g.guest_token.clone())
+                .unwrap_or_default(),
             ..Default::default()
         }
     }

@@ -24,6 +24,10 @@
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! [`ResumingTerminal`] is the same over a connection that may break: it
+//! reconnects with backoff and resumes as the same guest, with output
+//! byte-exact and input applied once (what `rendezvous attach` uses).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,11 +36,12 @@ mod error;
 pub mod escape;
 mod events;
 pub mod listing;
+mod resume;
 mod secret;
 
 pub use bytes::Bytes;
 pub use client::{
-    AttachOptions, AttachStream, Client, MAX_EVENT_BYTES, MAX_INPUT_CHUNK_BYTES,
+    AttachOptions, AttachStream, Client, MAX_EVENT_BYTES, MAX_INPUT_CHUNK_BYTES, ResumeGuest,
     TERMINAL_REQUEST_CAPACITY, Terminal, TerminalWriter, UnaryWriter,
 };
 pub use error::GuestError;
@@ -45,6 +50,7 @@ pub use rendezvous_proto::ids::{HostName, TaskId};
 pub use rendezvous_proto::v1::{
     Attached, ExitStatus, HostInfo, Lagged, Output, Role, SessionInfo, WindowSize,
 };
+pub use resume::{MAX_RESEND_BYTES, MAX_RESEND_REQUESTS, ResumingTerminal, Update};
 pub use secret::{EmptySecret, REDACTED, Secret};
 
 #[cfg(test)]

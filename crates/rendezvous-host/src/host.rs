@@ -8,10 +8,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::builder::{Config, HostBuilder};
 use crate::control::{self, ConnectionEnd};
 use crate::{HostError, HostStatus};
+use rendezvous_proto::backoff::Backoff;
 
 /// After a registered connection is lost, how long `ALREADY_EXISTS` from
 /// the server is taken for our own stale registration (which the server

@@ -24,11 +24,10 @@
 //! (the reconnect loop), `control` (one control connection), `session` (one
 //! PTY and its Data stream), `pty` (a process on a PTY), `processes`
 //! (ending all processes of a session),
-//! `secret`, `backoff`, `status`, `error`.
+//! `secret`, `status`, `error`; reconnect delays come from `rendezvous_proto::backoff`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod backoff;
 mod builder;
 mod control;
 mod error;

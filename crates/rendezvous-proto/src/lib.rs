@@ -11,6 +11,7 @@ pub mod v1 {
     tonic::include_proto!("rendezvous.v1");
 }
 
+pub mod backoff;
 pub mod endpoint;
 pub mod ids;
 

@@ -92,6 +92,7 @@ impl GuestApi {
             role: role.into(),
             host_name: host.name().to_string(),
             resumed: attachment.resumed,
+            next_input_seq: attachment.next_input_seq,
         };
         Ok(GuestStream::new(guest, attached, cursor))
     }
@@ -188,12 +189,13 @@ impl GuestService for GuestApi {
             ));
         };
         let stream = self.attach_guest(attach).await?;
+        // A resumed guest's input goes on from where its session is.
+        let mut seq = stream.next_input_seq();
         let guest_id = stream.guest_id().to_owned();
         let session = stream.session().clone();
         let input_limit = self.registry.config().limits.input_bytes;
         let (abort_tx, abort_rx) = oneshot::channel();
         let reader = tokio::spawn(async move {
-            let mut seq = 0u64;
             let result: Result<(), Status> = async {
                 while let Some(req) = inbound.message().await? {
                     match req.message {

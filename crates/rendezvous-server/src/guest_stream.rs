@@ -69,6 +69,12 @@ impl GuestStream {
         self.guest.id()
     }
 
+    /// The input sequence number the guest's next input carries
+    /// (`Attached.next_input_seq`); 0 once `Attached` has been sent.
+    pub fn next_input_seq(&self) -> u64 {
+        self.attached.as_ref().map_or(0, |a| a.next_input_seq)
+    }
+
     /// The guest's session.
     pub fn session(&self) -> &std::sync::Arc<crate::session::Session> {
         self.guest.session()

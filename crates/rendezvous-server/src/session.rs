@@ -191,6 +191,9 @@ pub struct Attachment {
     /// Whether an earlier guest was resumed: its ID, token and input
     /// sequence carry on, and its token is the one it presented.
     pub resumed: bool,
+    /// The input sequence number the guest's next input must carry: 0 for
+    /// a new guest, the resumed guest's next one otherwise.
+    pub next_input_seq: u64,
 }
 
 /// What a guest gets when it asks for output at its cursor.
@@ -657,6 +660,7 @@ impl Session {
             attachment,
             cursor,
             resumed,
+            next_input_seq: next_seq,
         })
     }
 

@@ -1,33 +1,41 @@
-//! Reconnect delays: exponential backoff with jitter.
+//! Reconnect delays: exponential backoff with jitter, the same for hosts
+//! and guests (and the web guest, in TypeScript).
 
 use std::time::Duration;
 
 /// First reconnect delay, before jitter.
-pub(crate) const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Longest reconnect delay, before jitter.
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Delays between connection attempts: [`INITIAL_BACKOFF`] doubling up to
 /// [`MAX_BACKOFF`]. Each delay is drawn uniformly from the upper half of the
-/// current step (`step/2..=step`), so hosts that lost the server at the same
+/// current step (`step/2..=step`), so clients that lost the server at the same
 /// moment do not all come back at the same moment.
 #[derive(Debug)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     /// The step the next delay is drawn from; doubled by each `next_delay`,
-    /// reset by a successful registration.
+    /// reset by a successful connection.
     step: Duration,
 }
 
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Backoff {
-    pub(crate) fn new() -> Self {
+    /// A schedule whose first delay is drawn from [`INITIAL_BACKOFF`].
+    pub fn new() -> Self {
         Self {
             step: INITIAL_BACKOFF,
         }
     }
 
     /// The delay before the next attempt; later calls return longer delays.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let step = self.step;
         self.step = (step * 2).min(MAX_BACKOFF);
         let half = step / 2;
@@ -36,9 +44,9 @@ impl Backoff {
         half + half.mul_f64(fraction)
     }
 
-    /// Starts over at [`INITIAL_BACKOFF`]; called once a connection has
-    /// registered.
-    pub(crate) fn reset(&mut self) {
+    /// Starts over at [`INITIAL_BACKOFF`]; call it once a connection has
+    /// succeeded (a host registered, a guest attached).
+    pub fn reset(&mut self) {
         self.step = INITIAL_BACKOFF;
     }
 }
