@@ -149,18 +149,25 @@ impl Seen {
     }
 }
 
-#[tokio::test]
-async fn a_resuming_terminal_carries_on_byte_exact_across_a_cut() {
+/// A server, a host, a [`CutProxy`] in front of the server, and a guest
+/// on a new shell through the proxy.
+async fn through_proxy() -> (TestServer, TestHost, CutProxy, ResumingTerminal) {
     let server = TestServer::start().await;
     let host = TestHost::start(&server).await;
     let proxy = CutProxy::start(&server.url).await;
     let client = Client::connect(&proxy.url).await.unwrap();
-    let mut terminal = within(
+    let terminal = within(
         "attach",
         ResumingTerminal::attach(client, host.options(80, 24)),
     )
     .await
     .unwrap();
+    (server, host, proxy, terminal)
+}
+
+#[tokio::test]
+async fn a_resuming_terminal_carries_on_byte_exact_across_a_cut() {
+    let (_server, _host, proxy, mut terminal) = through_proxy().await;
     let session = terminal.attached().session_id.clone();
     let mut seen = Seen::default();
     seen.until(&mut terminal, "$ ").await;
@@ -198,16 +205,7 @@ async fn a_resuming_terminal_carries_on_byte_exact_across_a_cut() {
 
 #[tokio::test]
 async fn a_resuming_terminal_applies_input_once_whether_the_server_had_it_or_not() {
-    let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
-    let proxy = CutProxy::start(&server.url).await;
-    let client = Client::connect(&proxy.url).await.unwrap();
-    let mut terminal = within(
-        "attach",
-        ResumingTerminal::attach(client, host.options(80, 24)),
-    )
-    .await
-    .unwrap();
+    let (_server, _host, proxy, mut terminal) = through_proxy().await;
     let mut seen = Seen::default();
 
     // Applied before the cut: not sent again after it.
