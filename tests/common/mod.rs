@@ -2,6 +2,8 @@
 //! PTYs, and guests over real gRPC. Everything stops on drop.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::time::Duration;
 
 use rendezvous_proto::guest_service_client::GuestServiceClient;

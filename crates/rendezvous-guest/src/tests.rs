@@ -542,5 +542,3 @@ async fn bad_urls_are_refused() {
     let error = Client::connect_lazy("ftp://example.com").unwrap_err();
     assert!(matches!(error, GuestError::InvalidUrl(_)), "{error:?}");
 }
-
-mod resume;

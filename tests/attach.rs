@@ -1,95 +1,18 @@
-//! [`ResumingTerminal`] across connections cut by a proxy between it and
-//! the server: output goes on byte-exact, and input is applied once,
-//! whether the server had it or not when the connection broke.
+//! Native guests across broken connections: [`ResumingTerminal`] and
+//! `rendezvous attach` through a proxy that holds and cuts connections.
+//! Output goes on byte-exact, and input is applied once, whether the server
+//! had it or not when the connection broke.
 
-use std::sync::Arc;
+mod common;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use common::proxy::CutProxy;
+use common::{DEADLINE, TestHost, TestServer};
+use rendezvous_guest::{AttachOptions, Client, Event, ResumingTerminal, Secret, TaskId, Update};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
-use tokio::time::{Instant, timeout_at};
-
-use super::*;
-
-/// A TCP proxy on 127.0.0.1:0 in front of a server. `mute` holds every
-/// byte from then on (in both directions) without closing anything; `cut`
-/// closes every connection open now, dropping what was held. New
-/// connections are let through as usual.
-struct CutProxy {
-    url: String,
-    muted: Arc<watch::Sender<bool>>,
-    cuts: Arc<watch::Sender<u64>>,
-    task: JoinHandle<()>,
-}
-
-impl CutProxy {
-    async fn start(server_url: &str) -> Self {
-        let upstream = server_url.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let muted = Arc::new(watch::Sender::new(false));
-        let cuts = Arc::new(watch::Sender::new(0u64));
-        let (m, c) = (muted.clone(), cuts.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (muted, mut cut) = (m.subscribe(), c.subscribe());
-                let generation = *cut.borrow_and_update();
-                tokio::spawn(async move {
-                    let (ri, wi) = inbound.into_split();
-                    let (ro, wo) = outbound.into_split();
-                    tokio::select! {
-                        _ = pump(ri, wo, muted.clone()) => {}
-                        _ = pump(ro, wi, muted) => {}
-                        _ = cut.wait_for(|g| *g != generation) => {}
-                    }
-                });
-            }
-        });
-        Self {
-            url,
-            muted,
-            cuts,
-            task,
-        }
-    }
-
-    fn mute(&self) {
-        self.muted.send_replace(true);
-    }
-
-    fn cut(&self) {
-        self.muted.send_replace(false);
-        self.cuts.send_modify(|g| *g += 1);
-    }
-}
-
-impl Drop for CutProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cut();
-    }
-}
-
-/// Copies `from` to `to`; bytes read while muted wait until unmuted.
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut muted: watch::Receiver<bool>,
-) {
-    let mut buf = vec![0; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if muted.wait_for(|m| !*m).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// What a [`ResumingTerminal`] reported so far.
 #[derive(Default)]
@@ -106,7 +29,7 @@ impl Seen {
     /// Takes updates until the output (from where the last call found its
     /// needle) contains `needle`.
     async fn until(&mut self, terminal: &mut ResumingTerminal, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         let needle = needle.as_bytes();
         loop {
             if let Some(at) = self.output[self.searched..]
@@ -116,7 +39,7 @@ impl Seen {
                 self.searched += at + needle.len();
                 return;
             }
-            let update = timeout_at(deadline, terminal.next_update())
+            let update = tokio::time::timeout_at(deadline, terminal.next_update())
                 .await
                 .unwrap_or_else(|_| {
                     panic!(
@@ -149,25 +72,28 @@ impl Seen {
     }
 }
 
-/// A server, a host, a [`CutProxy`] in front of the server, and a guest
-/// on a new shell through the proxy.
-async fn through_proxy() -> (TestServer, TestHost, CutProxy, ResumingTerminal) {
+/// A server, a host running bash, a [`CutProxy`] in front of the server,
+/// and a guest on a new shell through the proxy.
+async fn through_proxy(task: &str) -> (TestServer, TestHost, CutProxy, ResumingTerminal) {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, task).await;
     let proxy = CutProxy::start(&server.url).await;
     let client = Client::connect(&proxy.url).await.unwrap();
-    let terminal = within(
-        "attach",
-        ResumingTerminal::attach(client, host.options(80, 24)),
-    )
-    .await
-    .unwrap();
+    let mut options = AttachOptions::new(
+        TaskId::new(task).unwrap(),
+        Secret::new(host.secret.as_str()).unwrap(),
+    );
+    (options.cols, options.rows) = (80, 24);
+    let terminal = tokio::time::timeout(DEADLINE, ResumingTerminal::attach(client, options))
+        .await
+        .expect("attach in time")
+        .unwrap();
     (server, host, proxy, terminal)
 }
 
 #[tokio::test]
 async fn a_resuming_terminal_carries_on_byte_exact_across_a_cut() {
-    let (_server, _host, proxy, mut terminal) = through_proxy().await;
+    let (_server, _host, proxy, mut terminal) = through_proxy("resume-output").await;
     let session = terminal.attached().session_id.clone();
     let mut seen = Seen::default();
     seen.until(&mut terminal, "$ ").await;
@@ -205,7 +131,7 @@ async fn a_resuming_terminal_carries_on_byte_exact_across_a_cut() {
 
 #[tokio::test]
 async fn a_resuming_terminal_applies_input_once_whether_the_server_had_it_or_not() {
-    let (_server, _host, proxy, mut terminal) = through_proxy().await;
+    let (_server, _host, proxy, mut terminal) = through_proxy("resume-input").await;
     let mut seen = Seen::default();
 
     // Applied before the cut: not sent again after it.
@@ -237,4 +163,86 @@ async fn a_resuming_terminal_applies_input_once_whether_the_server_had_it_or_not
         "{:?}",
         seen.reconnects
     );
+}
+
+/// Everything a child process wrote to one pipe, as it arrives.
+#[derive(Clone)]
+struct Captured(Arc<Mutex<Vec<u8>>>, watch::Receiver<usize>);
+
+impl Captured {
+    fn start(mut pipe: impl AsyncRead + Unpin + Send + 'static) -> Self {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let (grew, watch) = watch::channel(0);
+        let sink = bytes.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                let mut all = sink.lock().unwrap();
+                all.extend_from_slice(&buf[..n]);
+                grew.send_replace(all.len());
+            }
+        });
+        Self(bytes, watch)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    async fn until(&mut self, needle: &str) {
+        let found = tokio::time::timeout(DEADLINE, async {
+            loop {
+                if self.text().contains(needle) {
+                    return;
+                }
+                if self.1.changed().await.is_err() {
+                    panic!("the pipe closed without {needle:?}");
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no {needle:?} in time: {:?}", self.text());
+    }
+}
+
+#[tokio::test]
+async fn rendezvous_attach_reconnects_sends_what_was_typed_meanwhile_and_exits_with_the_code() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "attach-cut").await;
+    let proxy = CutProxy::start(&server.url).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["attach", "--server", &proxy.url, "--task-id", "attach-cut"])
+        .env("RENDEZVOUS_SECRET", &host.secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rendezvous attach");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = Captured::start(child.stdout.take().unwrap());
+    let mut stderr = Captured::start(child.stderr.take().unwrap());
+
+    stdin.write_all(b"echo ONE-$((40+1))\n").await.unwrap();
+    stdout.until("ONE-41\r\n").await;
+    // Typed while the connection is down: sent once it is back.
+    proxy.cut();
+    stdin
+        .write_all(b"echo TWO-$((40+2)); exit 7\n")
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("attach ends in time")
+        .unwrap();
+    stderr.until("session ended with exit code 7").await;
+
+    assert_eq!(status.code(), Some(7), "{}", stderr.text());
+    let out = stdout.text();
+    assert_eq!(out.matches("ONE-41\r\n").count(), 1, "{out:?}");
+    assert_eq!(out.matches("TWO-42\r\n").count(), 1, "{out:?}");
+    let err = stderr.text();
+    assert!(err.contains("[rendezvous: connection lost ("), "{err}");
+    assert!(err.contains("[rendezvous: reconnected]"), "{err}");
+    assert!(!err.contains(&host.secret), "the secret leaked: {err}");
 }
