@@ -246,3 +246,47 @@ async fn rendezvous_attach_reconnects_sends_what_was_typed_meanwhile_and_exits_w
     assert!(err.contains("[rendezvous: reconnected]"), "{err}");
     assert!(!err.contains(&host.secret), "the secret leaked: {err}");
 }
+
+#[tokio::test]
+async fn a_session_that_ends_while_a_guest_is_away_is_reported_as_ended() {
+    let (server, host, proxy, mut terminal) = through_proxy("resume-ended").await;
+    let mut seen = Seen::default();
+    seen.until(&mut terminal, "$ ").await;
+
+    // The guest hears nothing from now on; another guest ends the session.
+    proxy.mute();
+    let other = Client::connect(&server.url).await.unwrap();
+    let mut options = AttachOptions::new(
+        TaskId::new("resume-ended").unwrap(),
+        Secret::new(host.secret.as_str()).unwrap(),
+    );
+    options.session_id = Some(terminal.attached().session_id.clone());
+    let mut other = other.terminal(options).await.unwrap();
+    other.send_input("exit 3\r").await.unwrap();
+    while let Some(event) = tokio::time::timeout(DEADLINE, other.next_event())
+        .await
+        .expect("the other guest sees the end")
+        .unwrap()
+    {
+        if matches!(event, Event::Exit(_)) {
+            break;
+        }
+    }
+
+    proxy.cut();
+    let ended = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match terminal.next_update().await {
+                Ok(Some(Update::Disconnected { .. } | Update::Event(_))) => {}
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the reconnect is answered in time");
+    assert!(
+        matches!(ended, Err(rendezvous_guest::GuestError::SessionEnded)),
+        "{ended:?}"
+    );
+    assert!(matches!(terminal.next_update().await, Ok(None)));
+}

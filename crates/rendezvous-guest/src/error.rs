@@ -60,7 +60,9 @@ pub enum GuestError {
     #[error("the server does not know this guest (it may have been detached): attach again")]
     UnknownGuest,
 
-    /// `FAILED_PRECONDITION` on input or resize: the session has ended.
+    /// `FAILED_PRECONDITION` on input or resize: the session has ended. A
+    /// [`ResumingTerminal`](crate::ResumingTerminal) also returns it when
+    /// the session went while it was disconnected.
     #[error("the session has ended")]
     SessionEnded,
 

@@ -152,8 +152,9 @@ pub struct ResumingTerminal {
     attached: Attached,
     state: State,
     resend: ResendLog,
-    /// Input not yet handed to the current call, oldest first: typed while
-    /// disconnected, or to resend after a reconnect.
+    /// Input not yet handed to the current call, oldest first: to resend
+    /// after a reconnect, or waiting for room in the call's queue. Empty
+    /// while disconnected.
     unsent: VecDeque<Bytes>,
     backoff: Backoff,
     /// Offset after the last output byte received; `None` before any.
@@ -206,11 +207,16 @@ impl ResumingTerminal {
         if matches!(self.state, State::Ended) {
             return Err(GuestError::Closed);
         }
+        let connected = self.is_connected();
         let mut data = data.into();
         while !data.is_empty() {
             let chunk = data.split_to(data.len().min(MAX_INPUT_CHUNK_BYTES));
             self.resend.push(chunk.clone());
-            self.unsent.push_back(chunk);
+            // While disconnected the (bounded) log alone keeps it: a
+            // reconnect sends what the log holds.
+            if connected {
+                self.unsent.push_back(chunk);
+            }
         }
         if let State::Connected { writer, .. } = &self.state {
             // A closed call shows up as a break in `next_update`; what it
@@ -238,7 +244,8 @@ impl ResumingTerminal {
     ///
     /// # Errors
     /// An error another attempt cannot fix: [`GuestError::Denied`],
-    /// [`GuestError::NotFound`] (the session ended while disconnected),
+    /// [`GuestError::SessionEnded`] (the session or its host went while
+    /// disconnected, so its exit status was missed),
     /// [`GuestError::Protocol`], `ABORTED` (another attach took this guest
     /// over), and so on. The terminal has ended then.
     pub async fn next_update(&mut self) -> Result<Option<Update>, GuestError> {
@@ -290,7 +297,12 @@ impl ResumingTerminal {
                     }
                     Err(error) => {
                         self.state = State::Ended;
-                        return Err(error);
+                        // The session (or its host) went while this guest
+                        // was away: its exit status was missed.
+                        return Err(match error {
+                            GuestError::NotFound => GuestError::SessionEnded,
+                            other => other,
+                        });
                     }
                 },
             }
@@ -300,6 +312,8 @@ impl ResumingTerminal {
     fn disconnected(&mut self, reason: GuestError) -> Update {
         let retry_in = self.backoff.next_delay();
         self.state = State::Waiting(Instant::now() + retry_in);
+        // The reconnect resends from the log.
+        self.unsent.clear();
         Update::Disconnected { reason, retry_in }
     }
 
