@@ -13,6 +13,10 @@ pub struct ServeArgs {
     /// Address to listen on for gRPC, gRPC-Web and HTTP (one port).
     #[arg(long, default_value = "127.0.0.1:8080", env = "RENDEZVOUS_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve Prometheus metrics at http://ADDR/metrics. Keep ADDR off
+    /// the Internet (e.g. 127.0.0.1:9090): the endpoint needs no secret.
+    #[arg(long, value_name = "ADDR", env = "RENDEZVOUS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Bytes of output each session keeps for late joiners and resuming
     /// guests.
     #[arg(long, default_value_t = rendezvous_server::session::RETAINED_OUTPUT_BYTES)]
@@ -113,8 +117,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = server.local_addr()?;
+    let metrics_listener = match args.metrics_listen {
+        Some(metrics_addr) => {
+            let listener = tokio::net::TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
+            println!(
+                "rendezvous: metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+            Some(listener)
+        }
+        None => None,
+    };
+    let registry = server.registry().clone();
+    // Metrics are served as long as the server runs, and no longer.
+    let metrics = async move {
+        match metrics_listener {
+            Some(listener) => rendezvous_server::metrics::serve(listener, registry).await,
+            None => std::future::pending().await,
+        }
+    };
     println!("rendezvous: listening on http://{addr}");
-    server.run(shutdown_signal()).await?;
+    tokio::select! {
+        result = server.run(shutdown_signal()) => result?,
+        result = metrics => result.context("the metrics endpoint failed")?,
+    }
     Ok(())
 }
 

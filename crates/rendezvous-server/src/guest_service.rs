@@ -94,12 +94,19 @@ impl GuestApi {
             resumed: attachment.resumed,
             next_input_seq: attachment.next_input_seq,
         };
-        Ok(GuestStream::new(guest, attached, cursor))
+        Ok(GuestStream::new(
+            guest,
+            attached,
+            cursor,
+            self.registry.metrics().clone(),
+        ))
     }
 
     fn check_input_len(&self, len: usize) -> Result<(), Status> {
         let limit = self.registry.config().limits.input_bytes;
+        self.registry.metrics().guest_input_bytes.inc_by(len as u64);
         if len > limit {
+            self.registry.metrics().refused_at("bytes per input call");
             return Err(RegistryError::Limit {
                 name: "bytes per input call",
                 value: limit,
@@ -194,13 +201,16 @@ impl GuestService for GuestApi {
         let guest_id = stream.guest_id().to_owned();
         let session = stream.session().clone();
         let input_limit = self.registry.config().limits.input_bytes;
+        let metrics = self.registry.metrics().clone();
         let (abort_tx, abort_rx) = oneshot::channel();
         let reader = tokio::spawn(async move {
             let result: Result<(), Status> = async {
                 while let Some(req) = inbound.message().await? {
                     match req.message {
                         Some(terminal_request::Message::Input(data)) => {
+                            metrics.guest_input_bytes.inc_by(data.len() as u64);
                             if data.len() > input_limit {
+                                metrics.refused_at("bytes per input call");
                                 return Err(RegistryError::Limit {
                                     name: "bytes per input call",
                                     value: input_limit,

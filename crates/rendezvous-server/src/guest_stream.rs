@@ -4,6 +4,7 @@
 //! Both `Attach` and `Terminal` send this stream.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use rendezvous_proto::{Attached, GuestEvent, Lagged, Output, WindowSize, guest_event::Event};
@@ -11,6 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::Status;
 
+use crate::metrics::Metrics;
 use crate::registry::GuestHandle;
 use crate::session::Read;
 
@@ -33,11 +35,14 @@ pub struct GuestStream {
     abort: Option<oneshot::Receiver<Status>>,
     /// A task serving this guest's requests, ended with the stream.
     _reader: Option<AbortOnDropHandle<()>>,
+    /// Counts what the stream sends.
+    metrics: Arc<Metrics>,
 }
 
 impl GuestStream {
-    /// A stream that starts with `attached`, then reads from `cursor`.
-    pub fn new(guest: GuestHandle, attached: Attached, cursor: u64) -> Self {
+    /// A stream that starts with `attached`, then reads from `cursor`;
+    /// what it sends is counted in `metrics`.
+    pub fn new(guest: GuestHandle, attached: Attached, cursor: u64, metrics: Arc<Metrics>) -> Self {
         let changed = guest.session().subscribe();
         Self {
             guest,
@@ -49,6 +54,7 @@ impl GuestStream {
             replaced: false,
             abort: None,
             _reader: None,
+            metrics,
         }
     }
 
@@ -100,10 +106,12 @@ impl GuestStream {
             match session.read_attached(self.guest.id(), self.guest.attachment(), self.cursor) {
                 Read::Output { offset, data } => {
                     self.cursor = offset + data.len() as u64;
+                    self.metrics.guest_output_bytes.inc_by(data.len() as u64);
                     return event(Event::Output(Output { offset, data }));
                 }
                 Read::Lagged { missed } => {
                     self.cursor += missed;
+                    self.metrics.lagged_bytes.inc_by(missed);
                     return event(Event::Lagged(Lagged {
                         missed_bytes: missed,
                     }));

@@ -192,6 +192,7 @@ impl HostService for HostApi {
         };
         let ended = session.ended().clone();
         let guard = SessionGuard { host, session };
+        let metrics = self.registry.metrics().clone();
         let reader = tokio::spawn(async move {
             let guard = guard;
             loop {
@@ -203,6 +204,7 @@ impl HostService for HostApi {
                 match next {
                     Ok(Some(msg)) => match msg.message {
                         Some(host_data_request::Message::Output(data)) => {
+                            metrics.host_output_bytes.inc_by(data.len() as u64);
                             guard.session.push_output(&data);
                         }
                         Some(host_data_request::Message::Exit(status)) => {

@@ -32,6 +32,7 @@ pub mod guest_service;
 pub mod guest_stream;
 pub mod host_service;
 pub mod http;
+pub mod metrics;
 pub mod origin;
 pub mod registry;
 pub mod server;

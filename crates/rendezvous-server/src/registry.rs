@@ -21,6 +21,7 @@ use crate::config::{
     HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, SESSION_START_TIMEOUT,
     ServerConfig,
 };
+use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
 
@@ -234,6 +235,8 @@ pub struct Registry {
     /// Digest compared against when the task is unknown, so that an unknown
     /// task costs the same time as a wrong secret.
     decoy: Digest,
+    /// Counters of what passed through, and the gauges' home.
+    metrics: Arc<Metrics>,
 }
 
 /// Removes a guest from its session and the guest index when dropped: the
@@ -297,7 +300,42 @@ impl Registry {
             inner: Mutex::default(),
             guests: Mutex::default(),
             decoy: Digest::of(&new_token()),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The server's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// What is connected now, for the metrics' gauges.
+    pub fn connected(&self) -> Connected {
+        let (tasks, hosts) = {
+            let inner = lock(&self.inner);
+            (
+                inner.tasks.len(),
+                inner.hosts_by_id.values().cloned().collect::<Vec<_>>(),
+            )
+        };
+        Connected {
+            tasks,
+            hosts: hosts.len(),
+            sessions: hosts.iter().map(|h| lock(&h.sessions).len()).sum(),
+            guests: lock(&self.guests).len(),
+        }
+    }
+
+    /// Counts a refusal in the metrics, and passes `result` on.
+    fn counted<T>(&self, result: Result<T, RegistryError>) -> Result<T, RegistryError> {
+        match &result {
+            Err(RegistryError::Denied | RegistryError::Token(_)) => {
+                self.metrics.auth_failures.inc();
+            }
+            Err(RegistryError::Limit { name, .. }) => self.metrics.refused_at(name),
+            _ => {}
+        }
+        result
     }
 
     /// The server's configuration.
@@ -312,6 +350,14 @@ impl Registry {
     /// `Invalid` (names, short secrets, labels), `Denied` (other secret),
     /// `HostNameTaken`, `Limit` (hosts per task).
     pub fn register_host(
+        &self,
+        hello: &rendezvous_proto::Hello,
+    ) -> Result<Registration, RegistryError> {
+        let result = self.register_host_unmetered(hello);
+        self.counted(result)
+    }
+
+    fn register_host_unmetered(
         &self,
         hello: &rendezvous_proto::Hello,
     ) -> Result<Registration, RegistryError> {
@@ -447,6 +493,16 @@ impl Registry {
         secret: &str,
         token: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
+        let result = self.authenticate_guest_unmetered(task_id, secret, token);
+        self.counted(result)
+    }
+
+    fn authenticate_guest_unmetered(
+        &self,
+        task_id: &str,
+        secret: &str,
+        token: &str,
+    ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
         if !secret.is_empty() || token.is_empty() {
             return self.authenticate(task_id, secret);
         }
@@ -515,6 +571,7 @@ impl Registry {
         {
             let mut sessions = lock(&host.sessions);
             if sessions.len() >= self.config.limits.sessions_per_host {
+                self.metrics.refused_at("sessions per host");
                 return Err(RegistryError::Limit {
                     name: "sessions per host",
                     value: self.config.limits.sessions_per_host,
@@ -557,6 +614,15 @@ impl Registry {
     /// # Errors
     /// `Limit` (guests per session).
     pub fn add_guest(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        new: NewGuest<'_>,
+    ) -> Result<(GuestHandle, String, crate::session::Attachment), RegistryError> {
+        let result = self.add_guest_unmetered(session, new);
+        self.counted(result)
+    }
+
+    fn add_guest_unmetered(
         self: &Arc<Self>,
         session: &Arc<Session>,
         new: NewGuest<'_>,

@@ -183,6 +183,7 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let io = TokioIo::new(stream);
             if let Ok(permit) = connections.clone().try_acquire_owned() {
+                let served = ServedConnection::new(&self.registry);
                 let service = TowerToHyperService::new(app.clone());
                 let conn = graceful.watch(
                     builder
@@ -193,12 +194,13 @@ impl Server {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
-                    drop(permit);
+                    drop((permit, served));
                 });
             } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
                 // Over the limit: answer what this connection asks with
                 // RESOURCE_EXHAUSTED for a short while, then close it.
                 tracing::warn!(%peer, "connection limit reached");
+                self.registry.metrics().connections_refused.inc();
                 let service = TowerToHyperService::new(refuse.clone());
                 let conn = graceful.watch(
                     builder
@@ -209,8 +211,10 @@ impl Server {
                     let _ = tokio::time::timeout(REFUSED_CONNECTION_TIME, conn).await;
                     drop(permit);
                 });
+            } else {
+                // Beyond both bounds the connection is closed at once.
+                self.registry.metrics().connections_refused.inc();
             }
-            // Beyond both bounds the connection is closed at once.
         }
         tracing::info!("shutting down");
         self.registry.shutdown();
@@ -222,5 +226,22 @@ impl Server {
         }
         tasks.shutdown().await;
         Ok(())
+    }
+}
+
+/// One served connection in the `connections` gauge, while it lives.
+struct ServedConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl ServedConnection {
+    fn new(registry: &Registry) -> Self {
+        let gauge = registry.metrics().connections.clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for ServedConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

@@ -1,0 +1,225 @@
+//! The server's Prometheus metrics: what is connected now (gauges, read
+//! from the registry when scraped) and what has passed through (counters
+//! since the server started). Served in the OpenMetrics text format by
+//! [`router`] on the address of `rendezvous serve --metrics-listen`, apart
+//! from the public port.
+//!
+//! No metric has a task ID, host name, session ID or secret as a label:
+//! the set of series stays fixed however many tasks come and go, and
+//! scraping reveals no names.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::registry::Registry;
+
+/// Content type of the OpenMetrics text format, which Prometheus reads
+/// (and which `prometheus-client` writes).
+const TEXT_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The names of the limits that [`Metrics::limit_refusals`] counts, as their
+/// `RESOURCE_EXHAUSTED` messages name them; each series exists from the
+/// start, at 0.
+pub const LIMIT_NAMES: [&str; 4] = [
+    "hosts per task",
+    "sessions per host",
+    "guests per session",
+    "bytes per input call",
+];
+
+/// The label of [`Metrics::limit_refusals`]: which limit was reached, as
+/// its `RESOURCE_EXHAUSTED` message names it (e.g. "guests per session").
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabel {
+    /// The limit's name.
+    pub limit: &'static str,
+}
+
+/// Counts of what is connected, taken from the registry at a scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Connected {
+    /// Tasks with at least one host, or waiting for one (hostless grace).
+    pub tasks: usize,
+    /// Hosts registered.
+    pub hosts: usize,
+    /// Sessions running.
+    pub sessions: usize,
+    /// Guests attached.
+    pub guests: usize,
+}
+
+/// Every metric of one server. Counters are atomics: counting costs one
+/// relaxed add on the paths that count.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: prometheus_client::registry::Registry,
+    tasks: Gauge,
+    hosts: Gauge,
+    sessions: Gauge,
+    guests: Gauge,
+    /// Connections served now (HTTP/1.1 and HTTP/2, hosts and guests).
+    pub connections: Gauge,
+    /// Connections refused or answered `RESOURCE_EXHAUSTED` because of the
+    /// connection limit.
+    pub connections_refused: Counter,
+    /// Output bytes received from hosts.
+    pub host_output_bytes: Counter,
+    /// Output bytes sent to guests (each guest counts its own copy).
+    pub guest_output_bytes: Counter,
+    /// Input bytes from guests, as received (before repeats are skipped).
+    pub guest_input_bytes: Counter,
+    /// Output bytes guests skipped because they fell behind the retained
+    /// output (`Lagged`).
+    pub lagged_bytes: Counter,
+    /// Attach, list and host registrations refused for an unknown task or
+    /// a wrong secret or token.
+    pub auth_failures: Counter,
+    /// Requests refused with `RESOURCE_EXHAUSTED`, by limit.
+    pub limit_refusals: Family<LimitLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// All metrics at zero, registered under the `rendezvous_` prefix.
+    pub fn new() -> Self {
+        let mut registry = prometheus_client::registry::Registry::with_prefix("rendezvous");
+        let metrics = Self {
+            registry: prometheus_client::registry::Registry::default(),
+            tasks: Gauge::default(),
+            hosts: Gauge::default(),
+            sessions: Gauge::default(),
+            guests: Gauge::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            host_output_bytes: Counter::default(),
+            guest_output_bytes: Counter::default(),
+            guest_input_bytes: Counter::default(),
+            lagged_bytes: Counter::default(),
+            auth_failures: Counter::default(),
+            limit_refusals: Family::default(),
+        };
+        let gauges = [
+            (
+                "tasks",
+                "Tasks known: with a host, or waiting for one",
+                &metrics.tasks,
+            ),
+            ("hosts", "Hosts registered", &metrics.hosts),
+            ("sessions", "Sessions running", &metrics.sessions),
+            ("guests", "Guests attached", &metrics.guests),
+            ("connections", "Connections served", &metrics.connections),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        let counters = [
+            (
+                "connections_refused",
+                "Connections refused at the connection limit",
+                &metrics.connections_refused,
+            ),
+            (
+                "host_output_bytes",
+                "Output bytes received from hosts",
+                &metrics.host_output_bytes,
+            ),
+            (
+                "guest_output_bytes",
+                "Output bytes sent to guests, each guest's copy counted",
+                &metrics.guest_output_bytes,
+            ),
+            (
+                "guest_input_bytes",
+                "Input bytes received from guests",
+                &metrics.guest_input_bytes,
+            ),
+            (
+                "lagged_bytes",
+                "Output bytes guests skipped after falling behind the retained output",
+                &metrics.lagged_bytes,
+            ),
+            (
+                "auth_failures",
+                "Requests refused for an unknown task or a wrong secret or token",
+                &metrics.auth_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "limit_refusals",
+            "Requests refused with RESOURCE_EXHAUSTED, by limit",
+            metrics.limit_refusals.clone(),
+        );
+        for limit in LIMIT_NAMES {
+            drop(metrics.limit_refusals.get_or_create(&LimitLabel { limit }));
+        }
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// Counts one refusal at `limit`.
+    pub fn refused_at(&self, limit: &'static str) {
+        self.limit_refusals
+            .get_or_create(&LimitLabel { limit })
+            .inc();
+    }
+
+    /// The metrics in the OpenMetrics text format, with the gauges set from
+    /// `connected`.
+    pub fn encode(&self, connected: Connected) -> String {
+        let set = |gauge: &Gauge, value: usize| {
+            gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.tasks, connected.tasks);
+        set(&self.hosts, connected.hosts);
+        set(&self.sessions, connected.sessions);
+        set(&self.guests, connected.guests);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// `GET /metrics` for `registry`'s server, in the OpenMetrics text format.
+/// Serve it on an address of its own (`--metrics-listen`), not the public
+/// port: it needs no secret.
+pub fn router(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(registry)
+}
+
+/// Serves [`router`] on `listener` until the future is dropped.
+///
+/// # Errors
+/// A failure to accept that is not about one connection.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(registry)).await
+}
+
+async fn scrape(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
+    let text = registry.metrics().encode(registry.connected());
+    (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_FORMAT)], text)
+}

@@ -1,0 +1,163 @@
+//! `rendezvous serve --metrics-listen`: the Prometheus endpoint of a real
+//! server process, with a real host and guests, counts what they did and
+//! shows no task ID or secret.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::{DEADLINE, TestHost};
+use rendezvous_guest::{AttachOptions, Client, Event, GuestError, Secret, TaskId};
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+
+const TASK: &str = "task-behind-the-metrics";
+
+/// `rendezvous serve` on loopback ports; returns the child, the server URL
+/// and the metrics address.
+async fn serve() -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-guests-per-session",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rendezvous serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut server, mut metrics) = (None, None);
+    tokio::time::timeout(DEADLINE, async {
+        while server.is_none() || metrics.is_none() {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("serve prints its addresses");
+            if let Some(url) = line.strip_prefix("rendezvous: listening on ") {
+                server = Some(url.to_owned());
+            } else if let Some(rest) = line.strip_prefix("rendezvous: metrics on http://") {
+                metrics = Some(rest.trim_end_matches("/metrics").to_owned());
+            }
+        }
+    })
+    .await
+    .expect("serve starts in time");
+    (child, server.unwrap(), metrics.unwrap())
+}
+
+/// The text of `GET /metrics` at `addr`, over plain HTTP/1.1.
+async fn scrape(addr: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("application/openmetrics-text; version=1.0.0"),
+        "{response}"
+    );
+    response
+}
+
+/// The value of the series named exactly `series` (name and labels).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in {text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn metrics_count_hosts_sessions_guests_bytes_and_refusals() {
+    let (_serve, server, metrics) = serve().await;
+    let host = rendezvous_host::Host::builder(server.as_str())
+        .task_id(TASK)
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .build()
+        .unwrap();
+    let host = TestHost::from_host(host).await;
+    let client = Client::connect(&server).await.unwrap();
+    let options = || {
+        AttachOptions::new(
+            TaskId::new(TASK).unwrap(),
+            Secret::new(host.secret.as_str()).unwrap(),
+        )
+    };
+
+    let mut guest = client.terminal(options()).await.unwrap();
+    let input = "echo M-$((6*7))\r";
+    guest.send_input(input).await.unwrap();
+    let mut output = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        while !String::from_utf8_lossy(&output).contains("M-42") {
+            if let Some(Event::Output(o)) = guest.next_event().await.unwrap() {
+                output.extend_from_slice(&o.data);
+            }
+        }
+    })
+    .await
+    .expect("the echo comes back");
+
+    // One refusal of each kind.
+    let wrong = AttachOptions::new(
+        TaskId::new(TASK).unwrap(),
+        Secret::new("a-wrong-secret-of-enough-length").unwrap(),
+    );
+    let denied = client.terminal(wrong).await.unwrap_err();
+    assert!(matches!(denied, GuestError::Denied), "{denied:?}");
+    let mut second = options();
+    second.session_id = Some(guest.attached().session_id.clone());
+    let full = client.terminal(second).await.unwrap_err();
+    assert!(matches!(full, GuestError::LimitReached(_)), "{full:?}");
+
+    let text = scrape(&metrics).await;
+    assert_eq!(value(&text, "rendezvous_tasks"), 1.0);
+    assert_eq!(value(&text, "rendezvous_hosts"), 1.0);
+    assert_eq!(value(&text, "rendezvous_sessions"), 1.0);
+    assert_eq!(value(&text, "rendezvous_guests"), 1.0);
+    // The host's connection and the guests' one, at least.
+    assert!(value(&text, "rendezvous_connections") >= 2.0, "{text}");
+    let from_host = value(&text, "rendezvous_host_output_bytes_total");
+    assert!(from_host >= output.len() as f64, "{text}");
+    assert!(value(&text, "rendezvous_guest_output_bytes_total") >= output.len() as f64);
+    assert!(value(&text, "rendezvous_guest_input_bytes_total") >= input.len() as f64);
+    assert_eq!(value(&text, "rendezvous_auth_failures_total"), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            "rendezvous_limit_refusals_total{limit=\"hosts per task\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            "rendezvous_limit_refusals_total{limit=\"guests per session\"}"
+        ),
+        1.0
+    );
+    assert!(!text.contains(TASK), "a task ID in the metrics: {text}");
+    assert!(!text.contains(&host.secret), "the secret in the metrics");
+
+    // A guest that leaves is no longer counted.
+    drop(guest);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while value(&scrape(&metrics).await, "rendezvous_guests") != 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the guest is still counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
