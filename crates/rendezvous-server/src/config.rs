@@ -29,6 +29,26 @@ pub const MAX_HOSTLESS_TASKS: usize = 10_000;
 /// a shell waits while it is full.
 pub const HOST_CONTROL_QUEUE_MESSAGES: usize = 64;
 
+/// The names of the limits, as `RESOURCE_EXHAUSTED` messages and the
+/// `rendezvous_limit_refusals_total{limit}` metric say them.
+pub mod limit_name {
+    /// [`Limits::hosts_per_task`](super::Limits::hosts_per_task).
+    pub const HOSTS_PER_TASK: &str = "hosts per task";
+    /// [`Limits::sessions_per_host`](super::Limits::sessions_per_host).
+    pub const SESSIONS_PER_HOST: &str = "sessions per host";
+    /// [`Limits::guests_per_session`](super::Limits::guests_per_session).
+    pub const GUESTS_PER_SESSION: &str = "guests per session";
+    /// [`Limits::input_bytes`](super::Limits::input_bytes).
+    pub const INPUT_BYTES: &str = "bytes per input call";
+    /// Every name above.
+    pub const ALL: [&str; 4] = [
+        HOSTS_PER_TASK,
+        SESSIONS_PER_HOST,
+        GUESTS_PER_SESSION,
+        INPUT_BYTES,
+    ];
+}
+
 /// Limits the server enforces. Going over one gives `RESOURCE_EXHAUSTED`
 /// with a message that names it; what already runs is not affected.
 #[derive(Debug, Clone, Copy)]

@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::config::limit_name;
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::registry::{Registry, RegistryError};
 use crate::session::{NewGuest, Session};
@@ -106,9 +107,9 @@ impl GuestApi {
         let limit = self.registry.config().limits.input_bytes;
         self.registry.metrics().guest_input_bytes.inc_by(len as u64);
         if len > limit {
-            self.registry.metrics().refused_at("bytes per input call");
+            self.registry.metrics().refused_at(limit_name::INPUT_BYTES);
             return Err(RegistryError::Limit {
-                name: "bytes per input call",
+                name: limit_name::INPUT_BYTES,
                 value: limit,
             }
             .into());
@@ -210,9 +211,9 @@ impl GuestService for GuestApi {
                         Some(terminal_request::Message::Input(data)) => {
                             metrics.guest_input_bytes.inc_by(data.len() as u64);
                             if data.len() > input_limit {
-                                metrics.refused_at("bytes per input call");
+                                metrics.refused_at(limit_name::INPUT_BYTES);
                                 return Err(RegistryError::Limit {
-                                    name: "bytes per input call",
+                                    name: limit_name::INPUT_BYTES,
                                     value: input_limit,
                                 }
                                 .into());

@@ -26,16 +26,6 @@ use crate::registry::Registry;
 /// (and which `prometheus-client` writes).
 const TEXT_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The names of the limits that [`Metrics::limit_refusals`] counts, as their
-/// `RESOURCE_EXHAUSTED` messages name them; each series exists from the
-/// start, at 0.
-pub const LIMIT_NAMES: [&str; 4] = [
-    "hosts per task",
-    "sessions per host",
-    "guests per session",
-    "bytes per input call",
-];
-
 /// The label of [`Metrics::limit_refusals`]: which limit was reached, as
 /// its `RESOURCE_EXHAUSTED` message names it (e.g. "guests per session").
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,7 +156,8 @@ impl Metrics {
             "Requests refused with RESOURCE_EXHAUSTED, by limit",
             metrics.limit_refusals.clone(),
         );
-        for limit in LIMIT_NAMES {
+        // Each series exists from the start, at 0.
+        for limit in crate::config::limit_name::ALL {
             drop(metrics.limit_refusals.get_or_create(&LimitLabel { limit }));
         }
         Self {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{Digest, new_token};
 use crate::config::{
     HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, SESSION_START_TIMEOUT,
-    ServerConfig,
+    ServerConfig, limit_name,
 };
 use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
@@ -425,7 +425,7 @@ impl Registry {
         }
         if task.hosts.len() >= self.config.limits.hosts_per_task {
             return Err(RegistryError::Limit {
-                name: "hosts per task",
+                name: limit_name::HOSTS_PER_TASK,
                 value: self.config.limits.hosts_per_task,
             });
         }
@@ -571,9 +571,9 @@ impl Registry {
         {
             let mut sessions = lock(&host.sessions);
             if sessions.len() >= self.config.limits.sessions_per_host {
-                self.metrics.refused_at("sessions per host");
+                self.metrics.refused_at(limit_name::SESSIONS_PER_HOST);
                 return Err(RegistryError::Limit {
-                    name: "sessions per host",
+                    name: limit_name::SESSIONS_PER_HOST,
                     value: self.config.limits.sessions_per_host,
                 });
             }
@@ -638,7 +638,7 @@ impl Registry {
             .attach_guest(fresh_id, digest.clone(), new)
             .map_err(|e| match e {
                 SessionError::TooManyGuests(value) => RegistryError::Limit {
-                    name: "guests per session",
+                    name: limit_name::GUESTS_PER_SESSION,
                     value,
                 },
                 _ => RegistryError::NoSuchSession(session.id().to_owned()),

@@ -41,6 +41,7 @@ impl From<SessionError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::limit_name;
 
     #[test]
     fn denied_is_permission_denied_with_one_message() {
@@ -52,7 +53,7 @@ mod tests {
     #[test]
     fn limits_name_themselves() {
         let s = Status::from(RegistryError::Limit {
-            name: "guests per session",
+            name: limit_name::GUESTS_PER_SESSION,
             value: 64,
         });
         assert_eq!(s.code(), Code::ResourceExhausted);
