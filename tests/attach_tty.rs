@@ -1,0 +1,92 @@
+//! `rendezvous attach` on a terminal, as a person runs it: a PTY around
+//! the real binary. Raw mode while attached and restored after, SIGWINCH
+//! sends the new size, and `~.` after a newline detaches.
+
+mod common;
+
+use common::{DEADLINE, TestHost, TestServer};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+/// Whether the PTY's line discipline is in canonical (cooked) mode with
+/// local echo, as a shell leaves it; raw mode turns both off.
+fn cooked(pty: &pty_process::Pty) -> bool {
+    let termios = rustix::termios::tcgetattr(pty).expect("termios of the PTY");
+    let local = termios.local_modes;
+    local.contains(rustix::termios::LocalModes::ICANON)
+        && local.contains(rustix::termios::LocalModes::ECHO)
+}
+
+/// Reads the PTY until its output, since the last call, contains `needle`;
+/// returns that output, up to the end of `needle`.
+async fn until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, needle: &str) -> String {
+    let found = tokio::time::timeout(DEADLINE, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(seen).into_owned();
+            if let Some(at) = text.find(needle) {
+                seen.drain(..at + needle.len());
+                return text[..at + needle.len()].to_owned();
+            }
+            match pty.read(&mut buf).await {
+                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+                _ => panic!("the PTY closed before {needle:?}"),
+            }
+        }
+    })
+    .await;
+    found.unwrap_or_else(|_| {
+        panic!(
+            "no {needle:?} in time; the PTY showed {:?}",
+            String::from_utf8_lossy(seen)
+        )
+    })
+}
+
+#[tokio::test]
+async fn attach_on_a_terminal_goes_raw_resizes_and_detaches_with_tilde_dot() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "tty").await;
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(30, 100)).unwrap();
+    assert!(cooked(&pty), "a new PTY starts cooked");
+    let mut child = pty_process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["attach", "--server", &server.url, "--task-id", "tty"])
+        .env("RENDEZVOUS_SECRET", &host.secret)
+        .kill_on_drop(true)
+        .spawn(pts)
+        .expect("start rendezvous attach on the PTY");
+    let mut seen = Vec::new();
+
+    until(&mut pty, &mut seen, "~. at the start of a line to detach").await;
+    until(&mut pty, &mut seen, "$ ").await;
+    assert!(!cooked(&pty), "attached, the terminal is in raw mode");
+    // The host's shell started at this terminal's size.
+    pty.write_all(b"stty size\r").await.unwrap();
+    until(&mut pty, &mut seen, "30 100").await;
+
+    // The kernel sends SIGWINCH to attach, which sends the new size.
+    pty.resize(pty_process::Size::new(40, 120)).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        pty.write_all(b"stty size\r").await.unwrap();
+        until(&mut pty, &mut seen, "stty size\r\n").await;
+        let answer = until(&mut pty, &mut seen, "$ ").await;
+        if answer.contains("40 120") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the size never reached the shell: {answer:?}"
+        );
+    }
+
+    // `~.` after a newline detaches: attach exits 0, the terminal is cooked again.
+    pty.write_all(b"\r~.").await.unwrap();
+    until(&mut pty, &mut seen, "[rendezvous: detached]").await;
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("attach exits in time")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(cooked(&pty), "the terminal is restored after detaching");
+}
