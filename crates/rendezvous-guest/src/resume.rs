@@ -50,9 +50,10 @@ pub enum Update {
         /// this is a new guest, and input sent just before the break may
         /// have been lost.
         resumed: bool,
-        /// Input requests that may have been lost: sent before the break,
-        /// not applied, and no longer kept for resending (over
-        /// [`MAX_RESEND_BYTES`] or [`MAX_RESEND_REQUESTS`]).
+        /// Input requests that were lost: sent before the break, not
+        /// applied, and no longer kept for resending (over
+        /// [`MAX_RESEND_BYTES`] or [`MAX_RESEND_REQUESTS`]). Always 0 when
+        /// not `resumed`.
         lost_inputs: u64,
     },
 }
@@ -109,10 +110,8 @@ impl ResendLog {
     }
 
     /// Starts numbering again at 0 (a new guest), forgetting all.
-    fn restart(&mut self) -> u64 {
-        let unknown = self.requests.len() as u64;
+    fn restart(&mut self) {
         *self = Self::default();
-        unknown
     }
 }
 
@@ -323,10 +322,13 @@ impl ResumingTerminal {
         self.backoff.reset();
         self.attached = terminal.attached().clone();
         let resumed = self.attached.resumed;
+        // A new guest cannot say what the old one applied: what may be lost
+        // is told by `resumed`, not counted.
         let lost_inputs = if resumed {
             self.resend.applied_before(self.attached.next_input_seq)
         } else {
-            self.resend.restart()
+            self.resend.restart();
+            0
         };
         // Resend what the server has not applied (nothing, for a new guest:
         // it cannot say what the old one applied).
@@ -404,8 +406,10 @@ mod tests {
         assert_eq!(log.applied_before(4), 0);
         assert!(log.requests.is_empty());
         assert_eq!(log.bytes, 0);
-        assert_eq!(log.restart(), 0);
-        assert_eq!(log.next_seq, 0);
+        log.push(Bytes::from("e"));
+        log.restart();
+        assert_eq!((log.next_seq, log.bytes), (0, 0));
+        assert!(log.requests.is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::limit_name;
 use crate::guest_stream::{EventStream, GuestStream};
+use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::session::{NewGuest, Session};
 
@@ -102,20 +103,21 @@ impl GuestApi {
             self.registry.metrics().clone(),
         ))
     }
+}
 
-    fn check_input_len(&self, len: usize) -> Result<(), Status> {
-        let limit = self.registry.config().limits.input_bytes;
-        self.registry.metrics().guest_input_bytes.inc_by(len as u64);
-        if len > limit {
-            self.registry.metrics().refused_at(limit_name::INPUT_BYTES);
-            return Err(RegistryError::Limit {
-                name: limit_name::INPUT_BYTES,
-                value: limit,
-            }
-            .into());
+/// Counts `len` input bytes, and refuses them over `limit` (bytes per
+/// input call): for `SendInput` and each input of a `Terminal` call alike.
+fn check_input_len(metrics: &Metrics, limit: usize, len: usize) -> Result<(), Status> {
+    metrics.guest_input_bytes.inc_by(len as u64);
+    if len > limit {
+        metrics.refused_at(limit_name::INPUT_BYTES);
+        return Err(RegistryError::Limit {
+            name: limit_name::INPUT_BYTES,
+            value: limit,
         }
-        Ok(())
+        .into());
     }
+    Ok(())
 }
 
 async fn send_input(
@@ -155,7 +157,11 @@ impl GuestService for GuestApi {
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
         let req = request.into_inner();
-        self.check_input_len(req.data.len())?;
+        check_input_len(
+            self.registry.metrics(),
+            self.registry.config().limits.input_bytes,
+            req.data.len(),
+        )?;
         let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         send_input(&guest.session, &req.guest_id, req.seq, req.data).await?;
         Ok(Response::new(SendInputResponse {}))
@@ -209,15 +215,7 @@ impl GuestService for GuestApi {
                 while let Some(req) = inbound.message().await? {
                     match req.message {
                         Some(terminal_request::Message::Input(data)) => {
-                            metrics.guest_input_bytes.inc_by(data.len() as u64);
-                            if data.len() > input_limit {
-                                metrics.refused_at(limit_name::INPUT_BYTES);
-                                return Err(RegistryError::Limit {
-                                    name: limit_name::INPUT_BYTES,
-                                    value: input_limit,
-                                }
-                                .into());
-                            }
+                            check_input_len(&metrics, input_limit, data.len())?;
                             send_input(&session, &guest_id, seq, data).await?;
                             seq += 1;
                         }

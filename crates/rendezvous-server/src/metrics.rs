@@ -86,9 +86,8 @@ impl Default for Metrics {
 impl Metrics {
     /// All metrics at zero, registered under the `rendezvous_` prefix.
     pub fn new() -> Self {
-        let mut registry = prometheus_client::registry::Registry::with_prefix("rendezvous");
-        let metrics = Self {
-            registry: prometheus_client::registry::Registry::default(),
+        let mut metrics = Self {
+            registry: prometheus_client::registry::Registry::with_prefix("rendezvous"),
             tasks: Gauge::default(),
             hosts: Gauge::default(),
             sessions: Gauge::default(),
@@ -114,7 +113,7 @@ impl Metrics {
             ("connections", "Connections served", &metrics.connections),
         ];
         for (name, help, gauge) in gauges {
-            registry.register(name, help, gauge.clone());
+            metrics.registry.register(name, help, gauge.clone());
         }
         let counters = [
             (
@@ -149,9 +148,9 @@ impl Metrics {
             ),
         ];
         for (name, help, counter) in counters {
-            registry.register(name, help, counter.clone());
+            metrics.registry.register(name, help, counter.clone());
         }
-        registry.register(
+        metrics.registry.register(
             "limit_refusals",
             "Requests refused with RESOURCE_EXHAUSTED, by limit",
             metrics.limit_refusals.clone(),
@@ -160,10 +159,7 @@ impl Metrics {
         for limit in crate::config::limit_name::ALL {
             drop(metrics.limit_refusals.get_or_create(&LimitLabel { limit }));
         }
-        Self {
-            registry,
-            ..metrics
-        }
+        metrics
     }
 
     /// Counts one refusal at `limit`.

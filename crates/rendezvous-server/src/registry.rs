@@ -562,6 +562,16 @@ impl Registry {
         cols: u32,
         rows: u32,
     ) -> Result<Arc<Session>, RegistryError> {
+        let result = self.open_session_unmetered(host, cols, rows).await;
+        self.counted(result)
+    }
+
+    async fn open_session_unmetered(
+        &self,
+        host: &Arc<Host>,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Arc<Session>, RegistryError> {
         let session = Arc::new(Session::new(
             uuid::Uuid::new_v4().simple().to_string(),
             cols,
@@ -571,7 +581,6 @@ impl Registry {
         {
             let mut sessions = lock(&host.sessions);
             if sessions.len() >= self.config.limits.sessions_per_host {
-                self.metrics.refused_at(limit_name::SESSIONS_PER_HOST);
                 return Err(RegistryError::Limit {
                     name: limit_name::SESSIONS_PER_HOST,
                     value: self.config.limits.sessions_per_host,
