@@ -9,7 +9,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{Stream, StreamExt as _};
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::{
     DataOpen, ExitStatus, HostDataRequest, HostDataResponse, exit_status, host_data_request,
@@ -222,7 +222,8 @@ async fn pump_output(
         };
         match read {
             Ok(0) => break,
-            Ok(n) => {
+            Ok(mut n) => {
+                n += read_ready(reader, &mut buf[n..]);
                 let output = HostDataRequest {
                     message: Some(host_data_request::Message::Output(Bytes::copy_from_slice(
                         &buf[..n],
@@ -247,6 +248,23 @@ async fn pump_output(
             .await
             .map_or_else(|e| exit_unknown(&e), exit_status),
     })
+}
+
+/// Reads what the PTY has ready right now into `buf`, without waiting;
+/// returns how many bytes. A PTY read returns at most a few KiB (the line
+/// discipline's buffer), so under a flood this joins several reads into one
+/// Output message: fewer messages for the server and every guest to handle.
+/// An error or the end of output stops it; the next blocking read sees them
+/// again.
+fn read_ready(reader: &mut pty_process::OwnedReadPty, buf: &mut [u8]) -> usize {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]).now_or_never() {
+            Some(Ok(n)) if n > 0 => filled += n,
+            _ => break,
+        }
+    }
+    filled
 }
 
 /// Applies Input and Resize messages from `inbound` to the PTY, in order,
@@ -540,6 +558,43 @@ mod tests {
                 "{message:?}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn a_flood_goes_up_in_messages_larger_than_one_pty_read() {
+        const FLOOD_BYTES: usize = 1_000_000;
+        let mut h = Harness::start();
+        h.input(&format!(
+            "head -c {FLOOD_BYTES} /dev/zero | tr '\\0' '\\132'; echo; echo done-$((1+1))\n"
+        ))
+        .await;
+        let mut messages = 0;
+        let received = timeout(TEST_DEADLINE, async {
+            loop {
+                match h.up.recv().await.and_then(|m| m.message) {
+                    Some(host_data_request::Message::Output(data)) => {
+                        messages += 1;
+                        h.output.extend_from_slice(&data);
+                        let tail = &h.output[h.output.len().saturating_sub(64)..];
+                        if tail.windows(6).any(|w| w == b"done-2") {
+                            return;
+                        }
+                    }
+                    other => panic!("expected output, got {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(received.is_ok(), "the flood's end never came");
+        // `\132` is Z, so the echoed command line holds none.
+        assert_eq!(h.output.iter().filter(|&&b| b == b'Z').count(), FLOOD_BYTES);
+        // One PTY read gives at most about 4 KiB (about 240 messages for
+        // this flood when each read went up alone); reads that find more
+        // already waiting are joined, up to READ_CHUNK_BYTES.
+        assert!(
+            messages < FLOOD_BYTES / (8 * 1024),
+            "{messages} Output messages for {FLOOD_BYTES} bytes"
+        );
     }
 
     #[tokio::test]
