@@ -1,7 +1,7 @@
 //! The baseline: the same bytes through a plain tokio TCP relay on
 //! loopback. A TCP "host" connects to a relay task, a TCP "guest" connects
 //! to it too, and the relay copies bytes both ways with
-//! `tokio::io::copy_bidirectional_with_sizes` and 64 KiB buffers. No
+//! `tokio::io::copy_bidirectional_with_sizes` and 256 KiB buffers. No
 //! framing, no HTTP/2, no fan-out: the practical ceiling of any relay on
 //! this machine, measured in this same process and runtime.
 
@@ -14,8 +14,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::util::{Owned, Payload};
 
 /// Buffer of each copy direction in the relay, and of the guest's reads,
-/// in bytes (64 KiB, like the rendezvous relay's largest guest message).
-const RELAY_BUFFER_BYTES: usize = 64 * 1024;
+/// in bytes (256 KiB, like the rendezvous relay's largest guest message).
+const RELAY_BUFFER_BYTES: usize = 256 * 1024;
 
 /// A relay listening on 127.0.0.1 with one connected host and guest.
 struct Relay {
