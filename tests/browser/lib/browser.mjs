@@ -8,7 +8,8 @@ import { chromium } from "playwright-core";
 /** The browser binary; override with CHROMIUM_BIN. */
 export const CHROMIUM_BIN = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
 
-const CHROMIUM_ARGS = [
+/** The flags every test browser runs with: headless, and no connection to anywhere but the tests' servers. */
+export const CHROMIUM_ARGS = [
   "--headless",
   "--no-sandbox",
   "--disable-gpu",
