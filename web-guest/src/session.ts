@@ -101,7 +101,7 @@ export const ACK_WINDOW_BYTES = 4 * 1024 * 1024;
  * acknowledges before the window closes: acks cannot deadlock. Each ack is
  * a fetch, which costs the page's main thread about a millisecond and the
  * browser's other processes more: with 256 KiB steps (80 acks for 20 MB)
- * a flood rendered about 10 % slower.
+ * a flood rendered about 8 % slower.
  */
 export const ACK_STEP_BYTES = 1024 * 1024;
 
