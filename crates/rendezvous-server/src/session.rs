@@ -221,6 +221,52 @@ pub enum Read {
     Replaced,
 }
 
+/// What [`Session::read_locked`] found: a [`Read`], or output still in
+/// slices of the retained chunks, to be joined outside the lock.
+#[derive(Debug)]
+enum Found {
+    Read(Read),
+    Output {
+        offset: u64,
+        /// The slice of the chunk that holds the cursor.
+        head: Bytes,
+        /// Slices of the chunks after it, in order (empty for a guest that
+        /// keeps up).
+        rest: Vec<Bytes>,
+        /// Their total length, in bytes.
+        len: usize,
+    },
+}
+
+impl Found {
+    /// The Read to send. A single slice goes as it is, without a copy (a
+    /// guest that keeps up); output that piled up at the guest's cursor is
+    /// joined into one message (coalescing).
+    fn into_read(self) -> Read {
+        match self {
+            Found::Read(read) => read,
+            Found::Output {
+                offset,
+                head,
+                rest,
+                len,
+            } => {
+                if rest.is_empty() {
+                    return Read::Output { offset, data: head };
+                }
+                let mut joined = BytesMut::with_capacity(len);
+                for part in std::iter::once(head).chain(rest) {
+                    joined.extend_from_slice(&part);
+                }
+                Read::Output {
+                    offset,
+                    data: joined.freeze(),
+                }
+            }
+        }
+    }
+}
+
 /// One attached guest, as the session sees it.
 #[derive(Debug)]
 struct Guest {
@@ -880,24 +926,26 @@ impl Session {
             }
             max = max.min(usize::try_from(limit - cursor).unwrap_or(usize::MAX));
         }
-        let read = Self::read_locked(&st, cursor, max);
-        let moved_to = match &read {
-            Read::Output { offset, data } => Some(offset + data.len() as u64),
-            Read::Lagged { missed } => Some(cursor + missed),
-            Read::Exit(_) | Read::Nothing | Read::Replaced => None,
+        let found = Self::read_locked(&st, cursor, max);
+        let moved_to = match &found {
+            Found::Output { offset, len, .. } => Some(offset + *len as u64),
+            Found::Read(Read::Lagged { missed }) => Some(cursor + missed),
+            Found::Read(_) => None,
         };
-        if let Some(to) = moved_to {
-            if let Some(guest) = st.guests.get_mut(guest_id) {
-                guest.cursor = to;
-                // Skipped bytes need no acknowledgement.
-                if matches!(read, Read::Lagged { .. }) {
-                    guest.acked = guest.acked.max(to);
-                }
+        if let Some(to) = moved_to
+            && let Some(guest) = st.guests.get_mut(guest_id)
+        {
+            guest.cursor = to;
+            // Skipped bytes need no acknowledgement.
+            if matches!(found, Found::Read(Read::Lagged { .. })) {
+                guest.acked = guest.acked.max(to);
             }
-            drop(st);
+        }
+        drop(st);
+        if moved_to.is_some() {
             self.room.notify_one();
         }
-        read
+        found.into_read()
     }
 
     /// Gives a guest an acknowledged window of `window_bytes` (clamped to
@@ -935,54 +983,47 @@ impl Session {
         Ok(())
     }
 
-    fn read_locked(st: &State, cursor: u64, max: usize) -> Read {
+    /// What a read finds under the session's lock. Output is only sliced
+    /// here (reference counts); joining several slices into one message is
+    /// a copy of up to `max` bytes, done by [`Found::into_read`] after the
+    /// lock is released, so the host's output and other guests never wait
+    /// on it.
+    fn read_locked(st: &State, cursor: u64, max: usize) -> Found {
         let start = st.start();
         if cursor < start {
-            return Read::Lagged {
+            return Found::Read(Read::Lagged {
                 missed: start - cursor,
-            };
+            });
         }
         if cursor >= st.end {
-            return match &st.exit {
+            return Found::Read(match &st.exit {
                 Some(status) => Read::Exit(status.clone()),
                 None => Read::Nothing,
-            };
+            });
         }
         // The first chunk that holds `cursor`.
         let first = st
             .retained
             .partition_point(|(off, chunk)| off + chunk.len() as u64 <= cursor);
-        let mut parts = st.retained.range(first..).map(|(off, chunk)| {
-            let skip = (cursor.max(*off) - off) as usize;
-            chunk.slice(skip..)
-        });
-        let Some(head) = parts.next() else {
-            return Read::Nothing;
-        };
-        if head.len() >= max {
-            return Read::Output {
-                offset: cursor,
-                data: head.slice(..max),
-            };
-        }
-        let Some(second) = parts.next() else {
-            // The common case for a guest that keeps up: no copy.
-            return Read::Output {
-                offset: cursor,
-                data: head,
-            };
-        };
-        let mut joined = BytesMut::with_capacity(max.min((st.end - cursor) as usize));
-        for part in [head, second].into_iter().chain(parts) {
-            let room = max - joined.len();
-            joined.extend_from_slice(&part[..part.len().min(room)]);
-            if joined.len() == max {
-                break;
+        let mut slices = st.retained.range(first..).scan(0, |len, (off, chunk)| {
+            if *len == max {
+                return None;
             }
-        }
-        Read::Output {
+            let skip = (cursor.max(*off) - off) as usize;
+            let take = (chunk.len() - skip).min(max - *len);
+            *len += take;
+            Some(chunk.slice(skip..skip + take))
+        });
+        let Some(head) = slices.next() else {
+            return Found::Read(Read::Nothing);
+        };
+        // Allocates only when output piled up (a second slice).
+        let rest: Vec<Bytes> = slices.collect();
+        Found::Output {
             offset: cursor,
-            data: joined.freeze(),
+            len: head.len() + rest.iter().map(Bytes::len).sum::<usize>(),
+            head,
+            rest,
         }
     }
 
