@@ -99,7 +99,7 @@ export async function launchBare(url, { width = 1100, height = 650 } = {}) {
       if (exceptionDetails) throw new Error(`in the page: ${exceptionDetails.exception?.description ?? exceptionDetails.text}`);
       return result.value;
     };
-    return { evaluate, close, send: (method, params) => send(method, params, sessionId) };
+    return { evaluate, close };
   } catch (err) {
     await close();
     throw err;
