@@ -25,7 +25,8 @@ use tonic::transport::Channel;
 use crate::processes::SessionProcesses;
 use crate::pty::{self, PtyProcess, PtySize, PtyWriter};
 
-/// Most bytes read from a PTY at once, and so the largest Output message.
+/// Largest Output message, in bytes (32 KiB): one PTY read, joined with the
+/// reads that are ready after it (see `read_ready`).
 pub(crate) const READ_CHUNK_BYTES: usize = 32 * 1024;
 
 /// Bound of the queue of messages waiting to go up one Data stream, in
