@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{DEADLINE, EventReader, TermGuest, TestHost, TestServer};
+use common::{DEADLINE, EventReader, TermGuest, TestHost, TestServer, held_output};
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::{
@@ -33,18 +33,24 @@ async fn own_channel(server: &TestServer) -> Channel {
 }
 
 /// Attaches over the browser's path (server-streaming Attach) on its own
-/// connection; returns the client (for unary calls), Attached and the
-/// event reader.
+/// connection, with the native guest's message window and acks (a client
+/// on Rust's h2 needs them: see `rendezvous_proto::flow`); returns the
+/// client (for unary calls), Attached and the event reader.
 async fn attach(
     server: &TestServer,
     request: AttachRequest,
 ) -> Result<(GuestServiceClient<Channel>, Attached, EventReader), tonic::Status> {
     let mut client = GuestServiceClient::new(own_channel(server).await);
+    let request = AttachRequest {
+        window_messages: rendezvous_proto::flow::GUEST_WINDOW_MESSAGES,
+        ..request
+    };
     let stream = client.attach(request).await?.into_inner();
     let mut events = EventReader::new(stream);
     let Some(Event::Attached(attached)) = events.next().await else {
         panic!("expected Attached first");
     };
+    let events = events.acking(client.clone(), &attached);
     Ok((client, attached, events))
 }
 
@@ -243,34 +249,6 @@ async fn line_with(stdout: &mut tokio::process::ChildStdout, needle: &str) -> St
             .expect("process printed the line before exiting");
         if line.contains(needle) {
             return line;
-        }
-    }
-}
-
-/// Waits until a session's output offset, as `sample` reads it, stops
-/// growing (the same non-zero value for five samples 100 ms apart), and
-/// returns it; fails after the deadline.
-async fn held_output<F, Fut>(mut sample: F) -> u64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = u64>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last = sample().await;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output never stopped growing"
-        );
-        let mut steady = true;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = sample().await;
-            steady &= now == last;
-            last = now;
-        }
-        if steady && last > 0 {
-            return last;
         }
     }
 }
@@ -721,6 +699,7 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
                 guest_id: guest.guest_id.clone(),
                 guest_token: guest.guest_token.clone(),
                 offset: acked,
+                messages: 0,
             })
             .await
             .unwrap();

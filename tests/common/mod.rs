@@ -180,6 +180,18 @@ pub struct EventReader {
     pub sizes: Vec<WindowSize>,
     /// Bytes reported missed by Lagged events.
     pub lagged: u64,
+    /// Acknowledges events as they are read, for a stream attached with a
+    /// message window (`AttachRequest.window_messages`).
+    acks: Option<Acks>,
+}
+
+/// What an [`EventReader`] needs to acknowledge the events it reads.
+struct Acks {
+    client: GuestServiceClient<Channel>,
+    guest_id: String,
+    guest_token: String,
+    /// Events read after Attached.
+    received: u64,
 }
 
 impl EventReader {
@@ -190,7 +202,20 @@ impl EventReader {
             next_offset: None,
             sizes: Vec::new(),
             lagged: 0,
+            acks: None,
         }
+    }
+
+    /// Acknowledges every 8 events read (as the native guest does), by
+    /// count only, so that a byte window is left to the test.
+    pub fn acking(mut self, client: GuestServiceClient<Channel>, attached: &Attached) -> Self {
+        self.acks = Some(Acks {
+            client,
+            guest_id: attached.guest_id.clone(),
+            guest_token: attached.guest_token.clone(),
+            received: 0,
+        });
+        self
     }
 
     /// The next event, with offsets checked: each output starts where the
@@ -208,6 +233,24 @@ impl EventReader {
             return Ok(None);
         };
         let event = event.event.expect("event set");
+        if let Some(acks) = &mut self.acks
+            && !matches!(event, guest_event::Event::Attached(_))
+        {
+            acks.received += 1;
+            if acks
+                .received
+                .is_multiple_of(rendezvous_proto::flow::GUEST_ACK_EVERY_MESSAGES)
+            {
+                acks.client
+                    .ack(rendezvous_proto::AckRequest {
+                        guest_id: acks.guest_id.clone(),
+                        guest_token: acks.guest_token.clone(),
+                        offset: 0,
+                        messages: acks.received,
+                    })
+                    .await?;
+            }
+        }
         match &event {
             guest_event::Event::Output(out) => {
                 if let Some(expected) = self.next_offset {
@@ -339,5 +382,33 @@ impl TermGuest {
             })
             .await
             .expect("send input");
+    }
+}
+
+/// Waits until a session's output offset, as `sample` reads it, stops
+/// growing (the same non-zero value for five samples 100 ms apart), and
+/// returns it; fails after the deadline.
+pub async fn held_output<F, Fut>(mut sample: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = sample().await;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output never stopped growing"
+        );
+        let mut steady = true;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = sample().await;
+            steady &= now == last;
+            last = now;
+        }
+        if steady && last > 0 {
+            return last;
+        }
     }
 }

@@ -3,22 +3,26 @@
 //! with unary `SendInput`/`Resize` (the browser's path).
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use rendezvous_proto::endpoint::endpoint;
+use rendezvous_proto::flow::GUEST_WINDOW_MESSAGES;
 use rendezvous_proto::ids::{HostName, TaskId};
 use rendezvous_proto::v1::guest_service_client::GuestServiceClient;
 use rendezvous_proto::v1::{
-    AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest, SendInputRequest,
-    TerminalRequest, WindowSize, terminal_request,
+    AckRequest, AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest,
+    SendInputRequest, TerminalAck, TerminalRequest, WindowSize, terminal_request,
 };
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tonic::transport::Channel;
 
 use crate::error::{Call, ErrorContext, GuestError};
-use crate::events::{Event, EventReader};
+use crate::events::{Event, EventReader, Progress};
 use crate::secret::Secret;
 
 /// Requests (input chunks and resizes) a [`TerminalWriter`] may queue
@@ -138,6 +142,7 @@ impl AttachOptions {
                 .as_ref()
                 .map(|g| g.guest_token.clone())
                 .unwrap_or_default(),
+            window_messages: GUEST_WINDOW_MESSAGES,
             ..Default::default()
         }
     }
@@ -218,18 +223,28 @@ impl Client {
     pub async fn terminal(&self, options: AttachOptions) -> Result<Terminal, GuestError> {
         let context = self.context(Some(&options.secret));
         let (requests, queue) = mpsc::channel(TERMINAL_REQUEST_CAPACITY);
+        let (progress, acks) = watch::channel(Progress::default());
         let writer = TerminalWriter { requests };
         writer
             .send(terminal_request::Message::Attach(options.request()))
             .await?;
+        let requests = TerminalRequests {
+            queue: Some(ReceiverStream::new(queue)),
+            acks: Some(WatchStream::from_changes(acks)),
+        };
         let response = self
             .inner
             .clone()
-            .terminal(ReceiverStream::new(queue))
+            .terminal(requests)
             .await
             .map_err(|status| context.map(&status, Call::Attach))?;
-        let events =
-            EventReader::start(response.into_inner(), context, options.resume_offset).await?;
+        let events = EventReader::start(
+            response.into_inner(),
+            context,
+            options.resume_offset,
+            progress,
+        )
+        .await?;
         Ok(Terminal { writer, events })
     }
 
@@ -246,9 +261,23 @@ impl Client {
             .attach(options.request())
             .await
             .map_err(|status| context.map(&status, Call::Attach))?;
-        let events =
-            EventReader::start(response.into_inner(), context, options.resume_offset).await?;
+        let (progress, acks) = watch::channel(Progress::default());
+        let events = EventReader::start(
+            response.into_inner(),
+            context,
+            options.resume_offset,
+            progress,
+        )
+        .await?;
         let attached = events.attached();
+        // Acknowledges what the reader took, as Ack calls; it ends with the
+        // reader, whose drop closes `acks`.
+        tokio::spawn(send_acks(
+            self.inner.clone(),
+            attached.guest_id.clone(),
+            attached.guest_token.clone(),
+            acks,
+        ));
         let writer = UnaryWriter {
             client: self.clone(),
             guest_id: attached.guest_id.clone(),
@@ -312,6 +341,73 @@ impl Client {
     }
 }
 
+/// Sends each new [`Progress`] of an `Attach` stream as an `Ack` call,
+/// until the stream's reader is dropped. A failed call is not retried:
+/// the next one carries everything it did.
+async fn send_acks(
+    mut client: GuestServiceClient<Channel>,
+    guest_id: String,
+    guest_token: String,
+    mut acks: watch::Receiver<Progress>,
+) {
+    while acks.changed().await.is_ok() {
+        let progress = *acks.borrow_and_update();
+        let request = AckRequest {
+            guest_id: guest_id.clone(),
+            guest_token: guest_token.clone(),
+            offset: progress.offset,
+            messages: progress.messages,
+        };
+        if client.ack(request).await.is_err() {
+            // The stream is over or the connection broken: the reader
+            // sees that itself.
+            return;
+        }
+    }
+}
+
+/// The request stream of a `Terminal` call: the writer's input and resizes,
+/// and the reader's acknowledgements. It stays open while either has
+/// something to say, so output keeps flowing (and being acknowledged)
+/// after every writer is dropped.
+struct TerminalRequests {
+    queue: Option<ReceiverStream<TerminalRequest>>,
+    acks: Option<WatchStream<Progress>>,
+}
+
+impl Stream for TerminalRequests {
+    type Item = TerminalRequest;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<TerminalRequest>> {
+        if let Some(queue) = &mut self.queue {
+            match Pin::new(queue).poll_next(cx) {
+                Poll::Ready(Some(request)) => return Poll::Ready(Some(request)),
+                Poll::Ready(None) => self.queue = None,
+                Poll::Pending => {}
+            }
+        }
+        if let Some(acks) = &mut self.acks {
+            match Pin::new(acks).poll_next(cx) {
+                Poll::Ready(Some(progress)) => {
+                    return Poll::Ready(Some(TerminalRequest {
+                        message: Some(terminal_request::Message::Ack(TerminalAck {
+                            offset: progress.offset,
+                            messages: progress.messages,
+                        })),
+                    }));
+                }
+                Poll::Ready(None) => self.acks = None,
+                Poll::Pending => {}
+            }
+        }
+        if self.queue.is_none() && self.acks.is_none() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// A guest attached over the bidi `Terminal` call. Use it whole, or
 /// [`split`](Terminal::split) it to read and write from separate tasks.
 #[derive(Debug)]
@@ -358,8 +454,8 @@ impl Terminal {
 
 /// The writing half of a [`Terminal`]: input and resizes, in order, on the
 /// call's request stream. Clones share the stream. When every clone is
-/// dropped the request stream ends (a half-close); output keeps coming
-/// until the [`EventReader`] is dropped or the session ends.
+/// dropped no more input goes; output keeps coming (and being
+/// acknowledged) until the [`EventReader`] is dropped or the session ends.
 #[derive(Debug, Clone)]
 pub struct TerminalWriter {
     /// The bounded queue the call's request stream reads from

@@ -1,9 +1,11 @@
 //! The guest's side of a session's event stream: what arrives after
 //! `Attached`, checked against the offsets it claims.
 
+use rendezvous_proto::flow::GUEST_ACK_EVERY_MESSAGES;
 use rendezvous_proto::v1::{
     Attached, ExitStatus, GuestEvent, Lagged, Output, WindowSize, exit_status, guest_event,
 };
+use tokio::sync::watch;
 use tonic::Streaming;
 
 use crate::error::{Call, ErrorContext, GuestError};
@@ -33,6 +35,21 @@ pub struct EventReader {
     context: ErrorContext,
     /// Where the next output must start.
     offsets: Offsets,
+    /// Events taken after `Attached`.
+    received: u64,
+    /// What this reader has taken, for the acknowledgements that open
+    /// the server's message window (see [`rendezvous_proto::flow`]).
+    progress: watch::Sender<Progress>,
+}
+
+/// What a guest has processed, as its acknowledgements tell the server
+/// (`AckRequest`, `TerminalAck`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Progress {
+    /// One past the last output byte taken.
+    pub(crate) offset: u64,
+    /// Events taken after `Attached`.
+    pub(crate) messages: u64,
 }
 
 /// The offset bookkeeping of one event stream, apart from any I/O: where
@@ -86,10 +103,13 @@ impl Offsets {
 
 impl EventReader {
     /// Waits for the stream's first event, which must be `Attached`.
+    /// Each [`GUEST_ACK_EVERY_MESSAGES`] events taken are reported on
+    /// `progress`, for the caller to acknowledge.
     pub(crate) async fn start(
         mut stream: Streaming<GuestEvent>,
         context: ErrorContext,
         resume_offset: Option<u64>,
+        progress: watch::Sender<Progress>,
     ) -> Result<Self, GuestError> {
         let attached = loop {
             let message = stream
@@ -118,6 +138,8 @@ impl EventReader {
             stream,
             context,
             offsets: Offsets::new(resume_offset),
+            received: 0,
+            progress,
         })
     }
 
@@ -153,6 +175,16 @@ impl EventReader {
             let Some(message) = message else {
                 return Ok(None);
             };
+            // Every event after Attached counts in the message window,
+            // kinds this client skips too.
+            self.received += 1;
+            if self.received.is_multiple_of(GUEST_ACK_EVERY_MESSAGES) {
+                let offset = self.offsets.next().unwrap_or(0);
+                self.progress.send_replace(Progress {
+                    offset,
+                    messages: self.received,
+                });
+            }
             let event = match message.event {
                 None => continue,
                 Some(guest_event::Event::Attached(_)) => {

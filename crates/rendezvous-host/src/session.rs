@@ -17,11 +17,14 @@ use rendezvous_proto::{
 };
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::process::Child;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
+use rendezvous_proto::flow::HOST_INPUT_CREDIT_MESSAGES;
+
+use crate::credit;
 use crate::processes::SessionProcesses;
 use crate::pty::{self, PtyProcess, PtySize, PtyWriter};
 
@@ -146,9 +149,28 @@ pub(crate) async fn relay<S>(
         mut child,
         processes,
     } = process;
-    let mut input = Box::pin(pump_input(session_id, inbound, writer));
+    let (output_tx, output_rx) = mpsc::channel(DATA_QUEUE_MESSAGES);
+    let (acked_tx, acked_rx) = watch::channel(0u64);
+    let (written_tx, written_rx) = watch::channel(0u64);
+    let mut input = Box::pin(pump_input(
+        session_id, inbound, writer, acked_tx, written_tx,
+    ));
     let ended = {
-        let output = pump_output(&mut reader, &mut child, &outbound);
+        let output = async {
+            let pump = pump_output(&mut reader, &mut child, output_tx);
+            let forward = credit::forward_output(output_rx, acked_rx, written_rx, &outbound);
+            tokio::pin!(pump, forward);
+            // `forward` ends first only when the stream is gone: it sends
+            // all output once `pump` is done, and `pump` is polled first.
+            tokio::select! {
+                biased;
+                exit = &mut pump => match exit {
+                    Some(exit) if (&mut forward).await => Some(exit),
+                    _ => None,
+                },
+                _gone = &mut forward => None,
+            }
+        };
         tokio::pin!(output, close);
         tokio::select! {
             exited = &mut output => exited.map_or(Ended::StreamGone, Ended::Exited),
@@ -192,13 +214,13 @@ pub(crate) async fn relay<S>(
     }
 }
 
-/// Reads the PTY into Output messages until the process has exited and its
+/// Reads the PTY into `output` until the process has exited and its
 /// output is drained; returns its exit status, or `None` when the Data
-/// stream is gone. Stops reading while `outbound` is full.
+/// stream is gone. Stops reading while `output` is full.
 async fn pump_output(
     reader: &mut pty_process::OwnedReadPty,
     child: &mut Child,
-    outbound: &mpsc::Sender<HostDataRequest>,
+    output: mpsc::Sender<Bytes>,
 ) -> Option<ExitStatus> {
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     // The exit status, and when draining must stop.
@@ -225,12 +247,11 @@ async fn pump_output(
             Ok(0) => break,
             Ok(mut n) => {
                 n += read_ready(reader, &mut buf[n..]);
-                let output = HostDataRequest {
-                    message: Some(host_data_request::Message::Output(Bytes::copy_from_slice(
-                        &buf[..n],
-                    ))),
-                };
-                if outbound.send(output).await.is_err() {
+                if output
+                    .send(Bytes::copy_from_slice(&buf[..n]))
+                    .await
+                    .is_err()
+                {
                     return None;
                 }
             }
@@ -268,41 +289,103 @@ fn read_ready<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) -> usize {
     filled
 }
 
-/// Applies Input and Resize messages from `inbound` to the PTY, in order,
-/// until the stream ends (normally or not). Input the PTY no longer takes
-/// (the process has exited) is dropped.
-async fn pump_input<S>(session_id: &str, mut inbound: S, mut writer: PtyWriter)
-where
+/// Reads `inbound` until the stream ends (normally or not), never waiting
+/// on the PTY: Input and Resize go to [`write_pty`], output
+/// acknowledgements to `acked`. The server sends at most
+/// [`HOST_INPUT_CREDIT_MESSAGES`] Input messages past what `written`
+/// reports, so the queue to the PTY writer never fills, and the server
+/// never leaves this stream's frames unread on the host's connection.
+async fn pump_input<S>(
+    session_id: &str,
+    mut inbound: S,
+    writer: PtyWriter,
+    acked: watch::Sender<u64>,
+    written: watch::Sender<u64>,
+) where
     S: Stream<Item = Result<HostDataResponse, tonic::Status>> + Unpin,
 {
-    let mut pty_open = true;
-    while let Some(message) = inbound.next().await {
-        let message = match message {
-            Ok(message) => message.message,
-            Err(status) => {
-                tracing::info!(
-                    session_id,
-                    code = ?status.code(),
-                    message = status.message(),
-                    "data stream ended with an error"
-                );
-                return;
-            }
-        };
-        match message {
-            Some(host_data_response::Message::Input(data)) if pty_open => {
-                if let Err(e) = writer.write_all(&data).await {
-                    tracing::debug!(session_id, error = %e, "PTY input closed");
-                    pty_open = false;
+    let (inputs, queue) = mpsc::channel(HOST_INPUT_CREDIT_MESSAGES as usize);
+    let (sizes, sizes_rx) = watch::channel(None);
+    let write = write_pty(session_id, writer, queue, sizes_rx, written);
+    let read = async {
+        while let Some(message) = inbound.next().await {
+            let message = match message {
+                Ok(message) => message.message,
+                Err(status) => {
+                    tracing::info!(
+                        session_id,
+                        code = ?status.code(),
+                        message = status.message(),
+                        "data stream ended with an error"
+                    );
+                    return;
                 }
+            };
+            match message {
+                Some(host_data_response::Message::Input(data)) => {
+                    // Fails only once the writer is gone, with the stream.
+                    let _ = inputs.send(data).await;
+                }
+                Some(host_data_response::Message::Resize(size)) => {
+                    sizes.send_replace(Some(PtySize::from_wire(size.cols, size.rows)));
+                }
+                Some(host_data_response::Message::OutputAck(offset)) => {
+                    acked.send_if_modified(|acked| {
+                        let forward = offset > *acked;
+                        if forward {
+                            *acked = offset;
+                        }
+                        forward
+                    });
+                }
+                // A message newer than this host.
+                None => {}
             }
-            Some(host_data_response::Message::Resize(size)) if pty_open => {
-                if let Err(e) = writer.resize(PtySize::from_wire(size.cols, size.rows)) {
+        }
+    };
+    tokio::select! {
+        () = read => {}
+        () = write => {}
+    }
+}
+
+/// Writes input from `queue` to the PTY in order and applies the latest
+/// size from `sizes` before the next write; counts each Input message
+/// written (or dropped, once the PTY no longer takes input because the
+/// process has exited) in `written`.
+async fn write_pty(
+    session_id: &str,
+    mut writer: PtyWriter,
+    mut queue: mpsc::Receiver<Bytes>,
+    mut sizes: watch::Receiver<Option<PtySize>>,
+    written: watch::Sender<u64>,
+) {
+    let mut pty_open = true;
+    let mut count = 0u64;
+    loop {
+        tokio::select! {
+            biased;
+            changed = sizes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let size = *sizes.borrow_and_update();
+                if let Some(size) = size
+                    && pty_open
+                    && let Err(e) = writer.resize(size)
+                {
                     tracing::debug!(session_id, error = %e, "PTY resize failed");
                 }
             }
-            // Input after the PTY closed, or a message newer than this host.
-            _ => {}
+            data = queue.recv() => {
+                let Some(data) = data else { return };
+                if pty_open && let Err(e) = writer.write_all(&data).await {
+                    tracing::debug!(session_id, error = %e, "PTY input closed");
+                    pty_open = false;
+                }
+                count += 1;
+                written.send_replace(count);
+            }
         }
     }
 }
@@ -405,6 +488,21 @@ mod tests {
             .await;
         }
 
+        /// Keeps output the relay sent, and acknowledges it as the server
+        /// does once its session has taken it.
+        async fn took(&mut self, data: &[u8]) {
+            self.output.extend_from_slice(data);
+            let offset = self.output.len() as u64;
+            if let Some(down) = &self.down {
+                // The relay may have ended meanwhile.
+                let _ = down
+                    .send(Ok(HostDataResponse {
+                        message: Some(host_data_response::Message::OutputAck(offset)),
+                    }))
+                    .await;
+            }
+        }
+
         /// Collects Output until it contains `needle`.
         async fn output_until(&mut self, needle: &str) {
             let needle_bytes = needle.as_bytes();
@@ -419,8 +517,9 @@ mod tests {
                     from = self.output.len().saturating_sub(needle_bytes.len());
                     match self.up.recv().await.and_then(|m| m.message) {
                         Some(host_data_request::Message::Output(data)) => {
-                            self.output.extend_from_slice(&data);
+                            self.took(&data).await;
                         }
+                        Some(host_data_request::Message::InputAck(_)) => {}
                         other => panic!("expected output, got {other:?}"),
                     }
                 }
@@ -439,8 +538,9 @@ mod tests {
                 loop {
                     match self.up.recv().await.and_then(|m| m.message) {
                         Some(host_data_request::Message::Output(data)) => {
-                            self.output.extend_from_slice(&data);
+                            self.took(&data).await;
                         }
+                        Some(host_data_request::Message::InputAck(_)) => {}
                         Some(host_data_request::Message::Exit(exit)) => return exit,
                         other => panic!("expected output or exit, got {other:?}"),
                     }
@@ -555,7 +655,13 @@ mod tests {
         // Whatever output was queued, no Exit follows a broken stream.
         while let Some(message) = h.up.recv().await {
             assert!(
-                matches!(message.message, Some(host_data_request::Message::Output(_))),
+                matches!(
+                    message.message,
+                    Some(
+                        host_data_request::Message::Output(_)
+                            | host_data_request::Message::InputAck(_)
+                    )
+                ),
                 "{message:?}"
             );
         }

@@ -36,7 +36,8 @@ pub enum EndpointError {
 
 /// Builds an endpoint for `url`. `https://` uses rustls with the platform's
 /// root certificates, so a server behind a TLS reverse proxy works. The
-/// endpoint has [`CONNECT_TIMEOUT`] and HTTP/2 keepalive set.
+/// endpoint has [`CONNECT_TIMEOUT`], HTTP/2 keepalive and the HTTP/2
+/// windows of [`crate::flow`] set.
 ///
 /// # Errors
 /// [`EndpointError`] when the scheme is neither http nor https, or the URL
@@ -60,6 +61,8 @@ pub fn endpoint(url: &str) -> Result<Endpoint, EndpointError> {
         .http2_keep_alive_interval(HTTP2_KEEPALIVE_INTERVAL)
         .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .initial_connection_window_size(crate::flow::CLIENT_CONNECTION_WINDOW_BYTES)
+        .initial_stream_window_size(crate::flow::CLIENT_STREAM_WINDOW_BYTES)
         .tcp_nodelay(true);
     if tls {
         endpoint = endpoint

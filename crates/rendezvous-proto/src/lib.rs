@@ -13,6 +13,7 @@ pub mod v1 {
 
 pub mod backoff;
 pub mod endpoint;
+pub mod flow;
 pub mod ids;
 
 pub use v1::*;

@@ -11,7 +11,7 @@ use rendezvous_proto::{
     ListSessionsResponse, ResizeRequest, ResizeResponse, Role, SendInputRequest, SendInputResponse,
     SessionInfo, TerminalRequest, terminal_request,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -24,6 +24,10 @@ use crate::session::{NewGuest, Session};
 /// How long an input call may wait for room in the host's input queue before
 /// it fails with `UNAVAILABLE`, in ms (10 s).
 pub const INPUT_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// Input of one `Terminal` call read but waiting for the host's input
+/// queue, in messages (16). Past it the call's requests are left unread.
+pub const TERMINAL_INPUT_QUEUE_MESSAGES: usize = 16;
 
 /// How long a `Terminal` stream may take to send its first request, in ms.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -96,12 +100,10 @@ impl GuestApi {
             resumed: attachment.resumed,
             next_input_seq: attachment.next_input_seq,
         };
-        Ok(GuestStream::new(
-            guest,
-            attached,
-            cursor,
-            self.registry.metrics().clone(),
-        ))
+        Ok(
+            GuestStream::new(guest, attached, cursor, self.registry.metrics().clone())
+                .with_window_messages(req.window_messages),
+        )
     }
 }
 
@@ -182,7 +184,7 @@ impl GuestService for GuestApi {
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
         let req = request.into_inner();
         let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
-        guest.session.ack(&req.guest_id, req.offset)?;
+        guest.session.ack(&req.guest_id, req.offset, req.messages)?;
         Ok(Response::new(AckResponse {}))
     }
 
@@ -211,27 +213,52 @@ impl GuestService for GuestApi {
         let metrics = self.registry.metrics().clone();
         let (abort_tx, abort_rx) = oneshot::channel();
         let reader = tokio::spawn(async move {
-            let result: Result<(), Status> = async {
+            // Input waits for the host in a task of its own, so that acks
+            // and resizes are read while it waits: a guest's output never
+            // stalls behind its input.
+            let (inputs, mut queue) = mpsc::channel::<bytes::Bytes>(TERMINAL_INPUT_QUEUE_MESSAGES);
+            let input_session = session.clone();
+            let input_guest = guest_id.clone();
+            let apply = async move {
+                while let Some(data) = queue.recv().await {
+                    send_input(&input_session, &input_guest, seq, data).await?;
+                    seq += 1;
+                }
+                Ok::<(), Status>(())
+            };
+            let read = async {
                 while let Some(req) = inbound.message().await? {
                     match req.message {
                         Some(terminal_request::Message::Input(data)) => {
                             check_input_len(&metrics, input_limit, data.len())?;
-                            send_input(&session, &guest_id, seq, data).await?;
-                            seq += 1;
+                            if inputs.send(data).await.is_err() {
+                                break;
+                            }
                         }
                         Some(terminal_request::Message::Resize(size)) => {
                             session.resize_guest(&guest_id, size.cols, size.rows)?;
                         }
-                        Some(terminal_request::Message::Attach(_)) | None => {
+                        Some(terminal_request::Message::Ack(ack)) => {
+                            session.ack(&guest_id, ack.offset, ack.messages)?;
+                        }
+                        Some(terminal_request::Message::Attach(_)) => {
                             return Err(Status::invalid_argument(
                                 "attach may only be the first Terminal request",
                             ));
                         }
+                        // A request kind newer than this server.
+                        None => {}
                     }
                 }
+                // The guest half-closed: apply what it sent, then stop.
+                drop(inputs);
+                std::future::pending::<()>().await;
                 Ok(())
-            }
-            .await;
+            };
+            let result = tokio::select! {
+                r = read => r,
+                r = apply => r,
+            };
             // Input that races the session's end is dropped quietly: the
             // guest still gets the rest of the output and the exit status.
             if let Err(status) = result

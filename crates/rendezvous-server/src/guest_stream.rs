@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
+use rendezvous_proto::flow::{MAX_WINDOW_MESSAGES, MIN_WINDOW_MESSAGES};
 use rendezvous_proto::{Attached, GuestEvent, Lagged, Output, WindowSize, guest_event::Event};
 use tokio::sync::{oneshot, watch};
 use tokio_util::task::AbortOnDropHandle;
@@ -37,6 +38,12 @@ pub struct GuestStream {
     _reader: Option<AbortOnDropHandle<()>>,
     /// Counts what the stream sends.
     metrics: Arc<Metrics>,
+    /// The guest's message window (`AttachRequest.window_messages`,
+    /// clamped), if it asked for one: no event but Exit goes out while
+    /// `sent` is this far past its acknowledged count.
+    window_messages: Option<u64>,
+    /// Events sent after `Attached` (Output, Lagged, Size).
+    sent: u64,
 }
 
 impl GuestStream {
@@ -55,7 +62,33 @@ impl GuestStream {
             abort: None,
             _reader: None,
             metrics,
+            window_messages: None,
+            sent: 0,
         }
+    }
+
+    /// Gives the stream a message window of `window_messages` events
+    /// (clamped to [`MIN_WINDOW_MESSAGES`]..=[`MAX_WINDOW_MESSAGES`]); 0
+    /// leaves it without one. See [`rendezvous_proto::flow`].
+    pub fn with_window_messages(mut self, window_messages: u32) -> Self {
+        if window_messages > 0 {
+            let window = window_messages.clamp(MIN_WINDOW_MESSAGES, MAX_WINDOW_MESSAGES);
+            self.window_messages = Some(u64::from(window));
+        }
+        self
+    }
+
+    /// Whether the guest's message window is full: it has not acknowledged
+    /// enough of the events already sent. False for a stream that is no
+    /// longer the guest's, so that it reads on and learns it was replaced.
+    fn at_window(&self) -> bool {
+        let Some(window) = self.window_messages else {
+            return false;
+        };
+        let session = self.guest.session();
+        session
+            .acked_messages(self.guest.id(), self.guest.attachment())
+            .is_some_and(|acked| self.sent >= acked.saturating_add(window))
     }
 
     /// Ties a request-reading task to this stream: the task is aborted when
@@ -98,19 +131,29 @@ impl GuestStream {
         let session = self.guest.session().clone();
         loop {
             self.changed.borrow_and_update();
+            if self.at_window() {
+                // Wait for an ack (or any change that ends the wait).
+                if self.changed.changed().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
             let size = session.size();
             if self.last_size != Some(size) {
                 self.last_size = Some(size);
+                self.sent += 1;
                 return event(Event::Size(size));
             }
             match session.read_attached(self.guest.id(), self.guest.attachment(), self.cursor) {
                 Read::Output { offset, data } => {
                     self.cursor = offset + data.len() as u64;
+                    self.sent += 1;
                     self.metrics.guest_output_bytes.inc_by(data.len() as u64);
                     return event(Event::Output(Output { offset, data }));
                 }
                 Read::Lagged { missed } => {
                     self.cursor += missed;
+                    self.sent += 1;
                     self.metrics.lagged_bytes.inc_by(missed);
                     return event(Event::Lagged(Lagged {
                         missed_bytes: missed,

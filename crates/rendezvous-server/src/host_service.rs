@@ -8,16 +8,15 @@ use futures::{Stream, StreamExt};
 use rendezvous_proto::host_service_server::HostService;
 use rendezvous_proto::{
     HostControlRequest, HostControlResponse, HostDataRequest, HostDataResponse, Ping, Registered,
-    host_control_request, host_control_response, host_data_request, host_data_response,
+    host_control_request, host_control_response, host_data_request,
 };
-use tokio_stream::wrappers::{IntervalStream, ReceiverStream, WatchStream};
-use tokio_util::task::AbortOnDropHandle;
+use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::guest_service::FIRST_REQUEST_TIMEOUT;
 use crate::registry::{Host, Registry, gone};
-use crate::session::Session;
+use crate::task_stream::TaskStream;
 
 /// The response stream type of `Control`.
 pub type ControlStream = Pin<Box<dyn Stream<Item = Result<HostControlResponse, Status>> + Send>>;
@@ -48,24 +47,6 @@ impl Drop for HostGuard {
     fn drop(&mut self) {
         tracing::info!(task = %self.host.task_id(), host = %self.host.name(), "host left");
         self.registry.unregister_host(&self.host);
-    }
-}
-
-/// Ends its session as "host gone" when dropped, unless it already ended:
-/// the Data stream's reader owns it.
-struct SessionGuard {
-    host: Arc<Host>,
-    session: Arc<Session>,
-}
-
-impl Drop for SessionGuard {
-    fn drop(&mut self) {
-        if !self.session.has_ended() {
-            self.host.end_session(
-                &self.session,
-                gone("the host closed the session without an exit status"),
-            );
-        }
     }
 }
 
@@ -145,7 +126,6 @@ impl HostService for HostApi {
                 }
             }
         });
-        let reader = AbortOnDropHandle::new(reader);
         let mut nonce = 0u64;
         let pings = IntervalStream::new(tokio::time::interval_at(
             tokio::time::Instant::now() + KEEPALIVE_INTERVAL,
@@ -161,12 +141,10 @@ impl HostService for HostApi {
             .take_until(host.closed().clone().cancelled_owned());
         let stream = futures::stream::once(async move { registered })
             .chain(outbound)
-            // The reader lives as long as the response stream.
-            .map(move |msg| {
-                let _owned = &reader;
-                Ok(msg)
-            });
-        Ok(Response::new(Box::pin(stream)))
+            .map(Ok)
+            .boxed();
+        // The reader lives as long as the response stream.
+        Ok(Response::new(Box::pin(TaskStream::new(stream, reader))))
     }
 
     async fn data(
@@ -190,43 +168,13 @@ impl HostService for HostApi {
                 "this session already has a Data stream, or has ended",
             ));
         };
-        let ended = session.ended().clone();
-        let guard = SessionGuard { host, session };
-        let metrics = self.registry.metrics().clone();
-        let reader = tokio::spawn(async move {
-            let guard = guard;
-            loop {
-                guard.session.wait_for_room().await;
-                let next = tokio::select! {
-                    next = inbound.message() => next,
-                    () = guard.session.ended().cancelled() => break,
-                };
-                match next {
-                    Ok(Some(msg)) => match msg.message {
-                        Some(host_data_request::Message::Output(data)) => {
-                            metrics.host_output_bytes.inc_by(data.len() as u64);
-                            guard.session.push_output(&data);
-                        }
-                        Some(host_data_request::Message::Exit(status)) => {
-                            guard.host.end_session(&guard.session, status);
-                            break;
-                        }
-                        Some(host_data_request::Message::Open(_)) | None => break,
-                    },
-                    Ok(None) | Err(_) => break,
-                }
-            }
-        });
-        let reader = AbortOnDropHandle::new(reader);
-        let resizes = WatchStream::from_changes(size).map(|size| HostDataResponse {
-            message: Some(host_data_response::Message::Resize(size)),
-        });
-        let stream = futures::stream::select(ReceiverStream::new(input), resizes)
-            .take_until(ended.cancelled_owned())
-            .map(move |msg| {
-                let _owned = &reader;
-                Ok(msg)
-            });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(crate::host_data::serve(
+            host,
+            session,
+            inbound,
+            input,
+            size,
+            self.registry.metrics().clone(),
+        )))
     }
 }

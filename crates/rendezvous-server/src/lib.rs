@@ -30,6 +30,7 @@ pub mod auth;
 pub mod config;
 pub mod guest_service;
 pub mod guest_stream;
+mod host_data;
 pub mod host_service;
 pub mod http;
 pub mod metrics;
@@ -38,6 +39,7 @@ pub mod registry;
 pub mod server;
 pub mod session;
 mod status;
+mod task_stream;
 pub mod terminal_replies;
 pub mod token;
 

@@ -33,6 +33,21 @@ pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(20_000);
 /// bytes (64 KiB; the protocol's default is 16 KiB).
 pub const HTTP2_MAX_FRAME_BYTES: u32 = 64 * 1024;
 
+/// The HTTP/2 connection window the server offers, in bytes (1 MiB,
+/// hyper's default, set here so that it cannot move with a dependency).
+/// h2 allows half of it for unread small DATA frames on a connection; the
+/// credit of [`rendezvous_proto::flow`] keeps a host with 64 paused
+/// sessions at about half of that.
+pub const HTTP2_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// The HTTP/2 stream window the server offers, in bytes (1 MiB): a host's
+/// Data stream may have this much output on its way.
+pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// Most concurrent streams on one connection (200, hyper's default): a
+/// host's Control and Data streams, or one client's guests.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
 /// How long shutdown waits for connections to close, in ms (5 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
@@ -156,6 +171,9 @@ impl Server {
             // Larger DATA frames: fewer frames and writes per output
             // message (`rendezvous bench` measured about 12 % less CPU).
             .max_frame_size(HTTP2_MAX_FRAME_BYTES)
+            .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
+            .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
+            .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
             .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
         let refuse = refusal_app(self.registry.config().limits.connections);

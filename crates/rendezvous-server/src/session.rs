@@ -287,6 +287,11 @@ struct Guest {
     /// One past the last byte the guest acknowledged having processed (or
     /// where its stream started). Moved by its acks and by lag jumps.
     acked: u64,
+    /// How many events after `Attached` the guest acknowledged on its
+    /// current stream (see `AttachRequest.window_messages`); 0 when it
+    /// attaches. The guest's stream enforces the window; only the
+    /// guest's acks change this.
+    acked_messages: u64,
     /// Attach order within the session: the earliest read-write guest
     /// becomes the primary writer when the current one leaves. Kept when
     /// the guest resumes.
@@ -695,6 +700,7 @@ impl Session {
                 pending_bytes,
                 window: None,
                 acked: cursor,
+                acked_messages: 0,
                 joined,
                 token,
                 attachment,
@@ -961,26 +967,46 @@ impl Session {
         }
     }
 
-    /// Records that a guest has processed output up to `offset` (exclusive),
-    /// which opens its window. Offsets only move forward; one past what was
-    /// sent counts as all that was sent.
+    /// Records that a guest has processed output up to `offset`
+    /// (exclusive), which opens its byte window, and `messages` events of
+    /// its current stream, which opens its message window. Both only move
+    /// forward; an offset past what was sent counts as all that was sent.
     ///
     /// # Errors
     /// [`SessionError::UnknownGuest`].
-    pub fn ack(&self, guest_id: &str, offset: u64) -> Result<(), SessionError> {
+    pub fn ack(&self, guest_id: &str, offset: u64, messages: u64) -> Result<(), SessionError> {
         let mut st = lock(&self.state);
         let guest = st
             .guests
             .get_mut(guest_id)
             .ok_or(SessionError::UnknownGuest)?;
         let offset = offset.min(guest.cursor);
+        let mut moved = false;
         if offset > guest.acked {
             guest.acked = offset;
-            drop(st);
+            moved = true;
+        }
+        if messages > guest.acked_messages {
+            guest.acked_messages = messages;
+            moved = true;
+        }
+        drop(st);
+        if moved {
             // Wake the guest's stream, which may be waiting at its window.
             self.changed.send_modify(|v| *v += 1);
         }
         Ok(())
+    }
+
+    /// How many events the guest has acknowledged on the stream with this
+    /// `attachment` number; `None` when that stream is no longer the
+    /// guest's (it resumed elsewhere, or left).
+    pub fn acked_messages(&self, guest_id: &str, attachment: u64) -> Option<u64> {
+        lock(&self.state)
+            .guests
+            .get(guest_id)
+            .filter(|g| g.attachment == attachment)
+            .map(|g| g.acked_messages)
     }
 
     /// What a read finds under the session's lock. Output is only sliced
@@ -1133,14 +1159,14 @@ mod tests {
         assert_eq!(s.read("g", MIN_WINDOW_BYTES), Read::Nothing);
         // A guest stuck at its window holds the host back like a slow one.
         assert!(s.wait_for_room().now_or_never().is_none());
-        s.ack("g", 1000).unwrap();
+        s.ack("g", 1000, 0).unwrap();
         let (at, more) = output(s.read("g", MIN_WINDOW_BYTES));
         assert_eq!((at, more.len()), (MIN_WINDOW_BYTES, 1000));
         // Acks past what was sent count as all that was sent.
-        s.ack("g", u64::MAX).unwrap();
+        s.ack("g", u64::MAX, 0).unwrap();
         let (_, rest) = output(s.read("g", MIN_WINDOW_BYTES + 1000));
         assert_eq!(rest.len() as u64, MIN_WINDOW_BYTES);
-        assert_eq!(s.ack("nobody", 1), Err(SessionError::UnknownGuest));
+        assert_eq!(s.ack("nobody", 1, 0), Err(SessionError::UnknownGuest));
     }
 
     #[test]

@@ -6,18 +6,22 @@
 //! - Data stream: DataOpen first; then whatever output the bench sends
 //!   through [`HostSession::send`]; input that arrives is echoed back as
 //!   output at once (this is the far end of the keystroke round trip).
+//!   Output keeps to the server's output credit and input is acknowledged,
+//!   as the real host does (see `rendezvous_proto::flow`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use rendezvous_proto::flow::HOST_OUTPUT_CREDIT_MESSAGES;
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::{
     DataOpen, ExitStatus, Hello, HostControlRequest, HostDataRequest, Pong, exit_status,
     host_control_request, host_control_response, host_data_request, host_data_response,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -27,6 +31,10 @@ use super::util::{Owned, channel_stream};
 /// server's backpressure reaches the sender quickly, as it would reach a PTY
 /// reader.
 const DATA_QUEUE_MESSAGES: usize = 4;
+
+/// Input messages waiting to be echoed, in messages (the server sends at
+/// most its input credit, 16, before an acknowledgement).
+const ECHO_QUEUE_MESSAGES: usize = 16;
 
 /// Messages queued toward the server on the Control stream.
 const CONTROL_QUEUE_MESSAGES: usize = 16;
@@ -48,14 +56,55 @@ pub struct SyntheticHost {
 #[derive(Debug)]
 pub struct HostSession {
     id: String,
-    output: mpsc::Sender<HostDataRequest>,
+    output: Output,
 }
 
-impl HostSession {
-    /// Sends one output message. Waits while the server (or HTTP/2 flow
-    /// control) holds the stream: this is the relay's backpressure.
-    pub async fn send(&self, data: Bytes) -> anyhow::Result<()> {
-        self.output
+/// The sending side of a Data stream, within the server's output credit.
+#[derive(Debug, Clone)]
+struct Output {
+    tx: mpsc::Sender<HostDataRequest>,
+    credit: Arc<Credit>,
+}
+
+/// Output messages the server has not acknowledged yet: a permit each.
+#[derive(Debug)]
+struct Credit {
+    permits: Semaphore,
+    /// Bytes sent, and the end offset of each unacknowledged message.
+    ledger: Mutex<(u64, VecDeque<u64>)>,
+}
+
+impl Output {
+    fn new(tx: mpsc::Sender<HostDataRequest>) -> Self {
+        let credit = Credit {
+            permits: Semaphore::new(HOST_OUTPUT_CREDIT_MESSAGES),
+            ledger: Mutex::new((0, VecDeque::new())),
+        };
+        Self {
+            tx,
+            credit: Arc::new(credit),
+        }
+    }
+
+    /// Sends one output message once there is credit for it.
+    async fn send(&self, data: Bytes) -> anyhow::Result<()> {
+        self.credit
+            .permits
+            .acquire()
+            .await
+            .context("the session's Data stream has closed")?
+            .forget();
+        {
+            let mut ledger = self
+                .credit
+                .ledger
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            ledger.0 += data.len() as u64;
+            let end = ledger.0;
+            ledger.1.push_back(end);
+        }
+        self.tx
             .send(HostDataRequest {
                 message: Some(host_data_request::Message::Output(data)),
             })
@@ -63,10 +112,37 @@ impl HostSession {
             .context("the session's Data stream has closed")
     }
 
+    /// The server took output up to `offset`: the messages before it give
+    /// their credit back.
+    fn acked(&self, offset: u64) {
+        let mut ledger = self
+            .credit
+            .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut freed = 0;
+        while ledger.1.front().is_some_and(|end| *end <= offset) {
+            ledger.1.pop_front();
+            freed += 1;
+        }
+        drop(ledger);
+        self.credit.permits.add_permits(freed);
+    }
+}
+
+impl HostSession {
+    /// Sends one output message. Waits while the server holds back its
+    /// acknowledgements (or HTTP/2 flow control holds the stream): this is
+    /// the relay's backpressure.
+    pub async fn send(&self, data: Bytes) -> anyhow::Result<()> {
+        self.output.send(data).await
+    }
+
     /// Ends the session with exit code 0.
     pub async fn finish(self) {
         let _ = self
             .output
+            .tx
             .send(HostDataRequest {
                 message: Some(host_data_request::Message::Exit(ExitStatus {
                     status: Some(exit_status::Status::Code(0)),
@@ -213,23 +289,43 @@ async fn data_stream(
         return;
     };
     let mut inbound = response.into_inner();
+    let output = Output::new(tx);
     if sessions
         .send(HostSession {
             id,
-            output: tx.clone(),
+            output: output.clone(),
         })
         .is_err()
     {
         return;
     }
-    while let Ok(Some(msg)) = inbound.message().await {
-        if let Some(host_data_response::Message::Input(data)) = msg.message {
-            let echo = HostDataRequest {
-                message: Some(host_data_request::Message::Output(data)),
+    // Echoes go out from a task of their own: waiting for credit must not
+    // stop this loop from reading the acknowledgements that give it back.
+    let (echo_tx, mut echo_rx) = mpsc::channel::<Bytes>(ECHO_QUEUE_MESSAGES);
+    let echo_output = output.clone();
+    let _echo = Owned::spawn(async move {
+        let mut inputs = 0u64;
+        while let Some(data) = echo_rx.recv().await {
+            inputs += 1;
+            let ack = HostDataRequest {
+                message: Some(host_data_request::Message::InputAck(inputs)),
             };
-            if tx.send(echo).await.is_err() {
-                break;
+            if echo_output.send(data).await.is_err() || echo_output.tx.send(ack).await.is_err() {
+                return;
             }
+        }
+    });
+    while let Ok(Some(msg)) = inbound.message().await {
+        let going = match msg.message {
+            Some(host_data_response::Message::Input(data)) => echo_tx.send(data).await.is_ok(),
+            Some(host_data_response::Message::OutputAck(offset)) => {
+                output.acked(offset);
+                true
+            }
+            _ => true,
+        };
+        if !going {
+            break;
         }
     }
 }

@@ -20,7 +20,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rendezvous/v1/rendezvous.proto.
  */
 export const file_rendezvous_v1_rendezvous: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLgAQoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIAEIJCgdtZXNzYWdlIkkKClJlZ2lzdGVyZWQSDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhYKDmd1ZXN0X3VybF9wYXRoGAMgASgJIj0KC09wZW5TZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNIiIKDENsb3NlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQiggEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIAEIJCgdtZXNzYWdlIkMKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJIlsKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIvsBCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNEhcKD3Jlc3VtZV9ndWVzdF9pZBgKIAEoCRIaChJyZXN1bWVfZ3Vlc3RfdG9rZW4YCyABKAlCEAoOX3Jlc3VtZV9vZmZzZXQi6gEKCkd1ZXN0RXZlbnQSKwoIYXR0YWNoZWQYASABKAsyFy5yZW5kZXp2b3VzLnYxLkF0dGFjaGVkSAASJwoGb3V0cHV0GAIgASgLMhUucmVuZGV6dm91cy52MS5PdXRwdXRIABIpCgRleGl0GAMgASgLMhkucmVuZGV6dm91cy52MS5FeGl0U3RhdHVzSAASJwoGbGFnZ2VkGAQgASgLMhUucmVuZGV6dm91cy52MS5MYWdnZWRIABIpCgRzaXplGAUgASgLMhkucmVuZGV6dm91cy52MS5XaW5kb3dTaXplSABCBwoFZXZlbnQipAEKCEF0dGFjaGVkEhIKCnNlc3Npb25faWQYASABKAkSEAoIZ3Vlc3RfaWQYAiABKAkSEwoLZ3Vlc3RfdG9rZW4YAyABKAkSIQoEcm9sZRgEIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRIRCglob3N0X25hbWUYBSABKAkSDwoHcmVzdW1lZBgGIAEoCBIWCg5uZXh0X2lucHV0X3NlcRgHIAEoBCImCgZPdXRwdXQSDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiHgoGTGFnZ2VkEhQKDG1pc3NlZF9ieXRlcxgBIAEoBCJUChBTZW5kSW5wdXRSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgsKA3NlcRgDIAEoBBIMCgRkYXRhGAQgASgMIhMKEVNlbmRJbnB1dFJlc3BvbnNlIlIKDVJlc2l6ZVJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSDAoEY29scxgDIAEoDRIMCgRyb3dzGAQgASgNIhAKDlJlc2l6ZVJlc3BvbnNlIkMKCkFja1JlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSDgoGb2Zmc2V0GAMgASgEIg0KC0Fja1Jlc3BvbnNlIooBCg9UZXJtaW5hbFJlcXVlc3QSLgoGYXR0YWNoGAEgASgLMhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0SAASDwoFaW5wdXQYAiABKAxIABIrCgZyZXNpemUYAyABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIJCgdtZXNzYWdlIkUKE0xpc3RTZXNzaW9uc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSDQoFdG9rZW4YAyABKAkiPgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoFaG9zdHMYASADKAsyFy5yZW5kZXp2b3VzLnYxLkhvc3RJbmZvIs0BCghIb3N0SW5mbxIRCglob3N0X25hbWUYASABKAkSMwoGbGFiZWxzGAIgAygLMiMucmVuZGV6dm91cy52MS5Ib3N0SW5mby5MYWJlbHNFbnRyeRIcChRjb25uZWN0ZWRfYXRfdW5peF9tcxgDIAEoAxIsCghzZXNzaW9ucxgEIAMoCzIaLnJlbmRlenZvdXMudjEuU2Vzc2lvbkluZm8aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoLU2Vzc2lvbkluZm8SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2xzGAIgASgNEgwKBHJvd3MYAyABKA0SGgoSc3RhcnRlZF9hdF91bml4X21zGAQgASgDEhMKC2d1ZXN0X2NvdW50GAUgASgNEhUKDW91dHB1dF9vZmZzZXQYBiABKAQqRQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEwoPUk9MRV9SRUFEX1dSSVRFEAESEgoOUk9MRV9SRUFEX09OTFkQAjKwAQoLSG9zdFNlcnZpY2USVAoHQ29udHJvbBIhLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXF1ZXN0GiIucmVuZGV6dm91cy52MS5Ib3N0Q29udHJvbFJlc3BvbnNlKAEwARJLCgREYXRhEh4ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlcXVlc3QaHy5yZW5kZXp2b3VzLnYxLkhvc3REYXRhUmVzcG9uc2UoATABMswDCgxHdWVzdFNlcnZpY2USQwoGQXR0YWNoEhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50MAESTgoJU2VuZElucHV0Eh8ucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXF1ZXN0GiAucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXNwb25zZRJFCgZSZXNpemUSHC5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlcXVlc3QaHS5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlc3BvbnNlEkkKCFRlcm1pbmFsEh4ucmVuZGV6dm91cy52MS5UZXJtaW5hbFJlcXVlc3QaGS5yZW5kZXp2b3VzLnYxLkd1ZXN0RXZlbnQoATABEjwKA0FjaxIZLnJlbmRlenZvdXMudjEuQWNrUmVxdWVzdBoaLnJlbmRlenZvdXMudjEuQWNrUmVzcG9uc2USVwoMTGlzdFNlc3Npb25zEiIucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiMucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLgAQoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIAEIJCgdtZXNzYWdlIkkKClJlZ2lzdGVyZWQSDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhYKDmd1ZXN0X3VybF9wYXRoGAMgASgJIj0KC09wZW5TZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNIiIKDENsb3NlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQilwEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABITCglpbnB1dF9hY2sYBCABKARIAEIJCgdtZXNzYWdlIkMKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJInEKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIABIUCgpvdXRwdXRfYWNrGAMgASgESABCCQoHbWVzc2FnZSJJCgpFeGl0U3RhdHVzEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIABIPCgdtZXNzYWdlGAMgASgJQggKBnN0YXR1cyIoCgpXaW5kb3dTaXplEgwKBGNvbHMYASABKA0SDAoEcm93cxgCIAEoDSKUAgoNQXR0YWNoUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg4KBnNlY3JldBgCIAEoCRIRCglob3N0X25hbWUYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIMCgRjb2xzGAUgASgNEgwKBHJvd3MYBiABKA0SGgoNcmVzdW1lX29mZnNldBgHIAEoBEgAiAEBEg0KBXRva2VuGAggASgJEhQKDHdpbmRvd19ieXRlcxgJIAEoDRIXCg9yZXN1bWVfZ3Vlc3RfaWQYCiABKAkSGgoScmVzdW1lX2d1ZXN0X3Rva2VuGAsgASgJEhcKD3dpbmRvd19tZXNzYWdlcxgMIAEoDUIQCg5fcmVzdW1lX29mZnNldCLqAQoKR3Vlc3RFdmVudBIrCghhdHRhY2hlZBgBIAEoCzIXLnJlbmRlenZvdXMudjEuQXR0YWNoZWRIABInCgZvdXRwdXQYAiABKAsyFS5yZW5kZXp2b3VzLnYxLk91dHB1dEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABInCgZsYWdnZWQYBCABKAsyFS5yZW5kZXp2b3VzLnYxLkxhZ2dlZEgAEikKBHNpemUYBSABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIHCgVldmVudCKkAQoIQXR0YWNoZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghndWVzdF9pZBgCIAEoCRITCgtndWVzdF90b2tlbhgDIAEoCRIhCgRyb2xlGAQgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEhEKCWhvc3RfbmFtZRgFIAEoCRIPCgdyZXN1bWVkGAYgASgIEhYKDm5leHRfaW5wdXRfc2VxGAcgASgEIiYKBk91dHB1dBIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCIeCgZMYWdnZWQSFAoMbWlzc2VkX2J5dGVzGAEgASgEIlQKEFNlbmRJbnB1dFJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSCwoDc2VxGAMgASgEEgwKBGRhdGEYBCABKAwiEwoRU2VuZElucHV0UmVzcG9uc2UiUgoNUmVzaXplUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIMCgRjb2xzGAMgASgNEgwKBHJvd3MYBCABKA0iEAoOUmVzaXplUmVzcG9uc2UiVQoKQWNrUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIOCgZvZmZzZXQYAyABKAQSEAoIbWVzc2FnZXMYBCABKAQiDQoLQWNrUmVzcG9uc2UitQEKD1Rlcm1pbmFsUmVxdWVzdBIuCgZhdHRhY2gYASABKAsyHC5yZW5kZXp2b3VzLnYxLkF0dGFjaFJlcXVlc3RIABIPCgVpbnB1dBgCIAEoDEgAEisKBnJlc2l6ZRgDIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEikKA2FjaxgEIAEoCzIaLnJlbmRlenZvdXMudjEuVGVybWluYWxBY2tIAEIJCgdtZXNzYWdlIi8KC1Rlcm1pbmFsQWNrEg4KBm9mZnNldBgBIAEoBBIQCghtZXNzYWdlcxgCIAEoBCJFChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEg0KBXRva2VuGAMgASgJIj4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKBWhvc3RzGAEgAygLMhcucmVuZGV6dm91cy52MS5Ib3N0SW5mbyLNAQoISG9zdEluZm8SEQoJaG9zdF9uYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLnJlbmRlenZvdXMudjEuSG9zdEluZm8uTGFiZWxzRW50cnkSHAoUY29ubmVjdGVkX2F0X3VuaXhfbXMYAyABKAMSLAoIc2Vzc2lvbnMYBCADKAsyGi5yZW5kZXp2b3VzLnYxLlNlc3Npb25JbmZvGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihQEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgEIAEoAxITCgtndWVzdF9jb3VudBgFIAEoDRIVCg1vdXRwdXRfb2Zmc2V0GAYgASgEKkUKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhMKD1JPTEVfUkVBRF9XUklURRABEhIKDlJPTEVfUkVBRF9PTkxZEAIysAEKC0hvc3RTZXJ2aWNlElQKB0NvbnRyb2wSIS5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVxdWVzdBoiLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXNwb25zZSgBMAESSwoERGF0YRIeLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXF1ZXN0Gh8ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlc3BvbnNlKAEwATLMAwoMR3Vlc3RTZXJ2aWNlEkMKBkF0dGFjaBIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudDABEk4KCVNlbmRJbnB1dBIfLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVxdWVzdBogLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVzcG9uc2USRQoGUmVzaXplEhwucmVuZGV6dm91cy52MS5SZXNpemVSZXF1ZXN0Gh0ucmVuZGV6dm91cy52MS5SZXNpemVSZXNwb25zZRJJCghUZXJtaW5hbBIeLnJlbmRlenZvdXMudjEuVGVybWluYWxSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50KAEwARI8CgNBY2sSGS5yZW5kZXp2b3VzLnYxLkFja1JlcXVlc3QaGi5yZW5kZXp2b3VzLnYxLkFja1Jlc3BvbnNlElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Host → server on the Control stream.
@@ -337,6 +337,18 @@ export type HostDataRequest = Message<"rendezvous.v1.HostDataRequest"> & {
      */
     value: ExitStatus;
     case: "exit";
+  } | {
+    /**
+     * Input credit: how many Input messages of this stream the host has
+     * written to the PTY, counted from the stream's start. The server sends
+     * at most 16 Input messages past it, so a program that does not read
+     * its input never leaves input frames unread on the host's connection.
+     * Only moves forward.
+     *
+     * @generated from field: uint64 input_ack = 4;
+     */
+    value: bigint;
+    case: "inputAck";
   } | { case: undefined; value?: undefined };
 };
 
@@ -401,6 +413,18 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
      */
     value: WindowSize;
     case: "resize";
+  } | {
+    /**
+     * Output credit: the offset one past the last output byte the server
+     * has taken from this stream into the session. The host sends at most
+     * 16 Output messages past it. The server stops acknowledging while
+     * its guests are behind (backpressure), which pauses the host's PTY
+     * reader; no output frames are ever left unread on the server.
+     *
+     * @generated from field: uint64 output_ack = 3;
+     */
+    value: bigint;
+    case: "outputAck";
   } | { case: undefined; value?: undefined };
 };
 
@@ -566,6 +590,21 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
    * @generated from field: string resume_guest_token = 11;
    */
   resumeGuestToken: string;
+
+  /**
+   * Flow control in messages: when set, the server sends at most this many
+   * events (Output, Lagged, Size; Exit always goes) past the count the
+   * guest last acknowledged (AckRequest.messages, TerminalAck.messages),
+   * and a guest at this window counts as behind for backpressure. For
+   * clients on an HTTP/2 stack that limits unread small DATA frames per
+   * connection (Rust's h2 0.4.16 and later close the connection with
+   * ENHANCE_YOUR_CALM "too_many_data_frames"): a paused reader then never
+   * holds more than this many frames per stream. 0: no bound (browsers).
+   * Clamped to 8..=1024.
+   *
+   * @generated from field: uint32 window_messages = 12;
+   */
+  windowMessages: number;
 };
 
 /**
@@ -847,6 +886,14 @@ export type AckRequest = Message<"rendezvous.v1.AckRequest"> & {
    * @generated from field: uint64 offset = 3;
    */
   offset: bigint;
+
+  /**
+   * How many events after Attached the guest has processed on its current
+   * stream (see AttachRequest.window_messages). Only moves forward.
+   *
+   * @generated from field: uint64 messages = 4;
+   */
+  messages: bigint;
 };
 
 /**
@@ -898,6 +945,14 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
      */
     value: WindowSize;
     case: "resize";
+  } | {
+    /**
+     * Acknowledges output, as the Ack call does.
+     *
+     * @generated from field: rendezvous.v1.TerminalAck ack = 4;
+     */
+    value: TerminalAck;
+    case: "ack";
   } | { case: undefined; value?: undefined };
 };
 
@@ -907,6 +962,34 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
  */
 export const TerminalRequestSchema: GenMessage<TerminalRequest> = /*@__PURE__*/
   messageDesc(file_rendezvous_v1_rendezvous, 25);
+
+/**
+ * What a Terminal guest has processed (see AckRequest).
+ *
+ * @generated from message rendezvous.v1.TerminalAck
+ */
+export type TerminalAck = Message<"rendezvous.v1.TerminalAck"> & {
+  /**
+   * One past the last output byte the guest has processed.
+   *
+   * @generated from field: uint64 offset = 1;
+   */
+  offset: bigint;
+
+  /**
+   * How many events after Attached the guest has processed.
+   *
+   * @generated from field: uint64 messages = 2;
+   */
+  messages: bigint;
+};
+
+/**
+ * Describes the message rendezvous.v1.TerminalAck.
+ * Use `create(TerminalAckSchema)` to create a new message.
+ */
+export const TerminalAckSchema: GenMessage<TerminalAck> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 26);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsRequest
@@ -935,7 +1018,7 @@ export type ListSessionsRequest = Message<"rendezvous.v1.ListSessionsRequest"> &
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 26);
+  messageDesc(file_rendezvous_v1_rendezvous, 27);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsResponse
@@ -952,7 +1035,7 @@ export type ListSessionsResponse = Message<"rendezvous.v1.ListSessionsResponse">
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 27);
+  messageDesc(file_rendezvous_v1_rendezvous, 28);
 
 /**
  * One host of a task.
@@ -988,7 +1071,7 @@ export type HostInfo = Message<"rendezvous.v1.HostInfo"> & {
  * Use `create(HostInfoSchema)` to create a new message.
  */
 export const HostInfoSchema: GenMessage<HostInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 28);
+  messageDesc(file_rendezvous_v1_rendezvous, 29);
 
 /**
  * One session (PTY) of a host.
@@ -1037,7 +1120,7 @@ export type SessionInfo = Message<"rendezvous.v1.SessionInfo"> & {
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema: GenMessage<SessionInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 29);
+  messageDesc(file_rendezvous_v1_rendezvous, 30);
 
 /**
  * A guest's role in a session.
@@ -1096,7 +1179,8 @@ export const HostService: GenService<{
   /**
    * One stream per session. The first message must be DataOpen; then the
    * host sends output and, last, the exit status. The server sends input and
-   * resizes. Errors: PERMISSION_DENIED (bad host token), NOT_FOUND (no such
+   * resizes. Both directions carry credit in messages (output_ack,
+   * input_ack), so that neither side leaves the other's frames unread. Errors: PERMISSION_DENIED (bad host token), NOT_FOUND (no such
    * session waiting for a host), INVALID_ARGUMENT (first message not DataOpen).
    *
    * @generated from rpc rendezvous.v1.HostService.Data

@@ -1,0 +1,206 @@
+//! One host Data stream: the session's output coming up, its input and
+//! resizes going down, each direction under credit in messages (see
+//! [`rendezvous_proto::flow`]).
+//!
+//! The reader never leaves the host's frames unread. It reads while fewer
+//! than [`HOST_OUTPUT_CREDIT_MESSAGES`] Output messages wait for the
+//! session to have room, and acknowledges each one as the session takes
+//! it. Backpressure is therefore the absence of acknowledgements: the host
+//! stops sending, then stops reading its PTY. Input acknowledgements and
+//! the exit status are read even while the session is paused.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use rendezvous_proto::flow::{HOST_INPUT_CREDIT_MESSAGES, HOST_OUTPUT_CREDIT_MESSAGES};
+use rendezvous_proto::{ExitStatus, HostDataRequest, HostDataResponse, WindowSize};
+use rendezvous_proto::{host_data_request, host_data_response};
+use tokio::sync::{mpsc, watch};
+use tonic::{Status, Streaming};
+
+use crate::host_service::DataStream;
+use crate::metrics::Metrics;
+use crate::registry::{Host, gone};
+use crate::session::Session;
+use crate::task_stream::TaskStream;
+
+/// Ends its session as "host gone" when dropped, unless it already ended:
+/// the Data stream's reader owns it.
+struct SessionGuard {
+    host: Arc<Host>,
+    session: Arc<Session>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if !self.session.has_ended() {
+            self.host.end_session(
+                &self.session,
+                gone("the host closed the session without an exit status"),
+            );
+        }
+    }
+}
+
+/// Serves the Data stream of `session` (already opened by `DataOpen`):
+/// `input` and `size` are what [`Session::attach_host`] handed over.
+pub(crate) fn serve(
+    host: Arc<Host>,
+    session: Arc<Session>,
+    inbound: Streaming<HostDataRequest>,
+    input: mpsc::Receiver<HostDataResponse>,
+    size: watch::Receiver<WindowSize>,
+    metrics: Arc<Metrics>,
+) -> DataStream {
+    let ended = session.ended().clone();
+    let (output_acked, output_acked_rx) = watch::channel(session.end_offset());
+    let (input_acked, input_acked_rx) = watch::channel(0u64);
+    let reader = Reader {
+        guard: SessionGuard { host, session },
+        inbound,
+        pending: VecDeque::with_capacity(HOST_OUTPUT_CREDIT_MESSAGES),
+        exit: None,
+        output_acked,
+        input_acked,
+        metrics,
+    };
+    let task = tokio::spawn(reader.run());
+    let outbound = Outbound {
+        input,
+        size,
+        output_acked: output_acked_rx,
+        input_acked: input_acked_rx,
+        inputs_sent: 0,
+    };
+    let stream = futures::stream::unfold(outbound, |mut out| async move {
+        out.next()
+            .await
+            .map(|message| (Ok::<_, Status>(message), out))
+    })
+    .take_until(ended.cancelled_owned())
+    .boxed();
+    Box::pin(TaskStream::new(stream, task))
+}
+
+/// Reads the host's messages into the session.
+struct Reader {
+    guard: SessionGuard,
+    inbound: Streaming<HostDataRequest>,
+    /// Output read but not yet taken by the session (it had no room): at
+    /// most [`HOST_OUTPUT_CREDIT_MESSAGES`], as the host keeps to.
+    pending: VecDeque<Bytes>,
+    /// The exit status, once read; applied after the pending output.
+    exit: Option<ExitStatus>,
+    /// The offset one past the output the session has taken.
+    output_acked: watch::Sender<u64>,
+    /// How many Input messages the host has written to its PTY.
+    input_acked: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
+}
+
+impl Reader {
+    async fn run(mut self) {
+        let session = self.guard.session.clone();
+        loop {
+            if self.pending.is_empty()
+                && let Some(exit) = self.exit.take()
+            {
+                self.guard.host.end_session(&session, exit);
+                return;
+            }
+            // A host that keeps to its credit never finds this false; one
+            // that does not is left unread, which only its own connection
+            // pays for.
+            let may_read = self.pending.len() < HOST_OUTPUT_CREDIT_MESSAGES && self.exit.is_none();
+            tokio::select! {
+                next = self.inbound.message(), if may_read => match next {
+                    Ok(Some(message)) => {
+                        if let Err(reason) = self.take(message.message) {
+                            self.guard.host.end_session(&session, gone(reason));
+                            return;
+                        }
+                    }
+                    Ok(None) | Err(_) => return,
+                },
+                () = session.wait_for_room(), if !self.pending.is_empty() => {
+                    if let Some(data) = self.pending.pop_front() {
+                        session.push_output(&data);
+                        self.output_acked.send_replace(session.end_offset());
+                    }
+                }
+                () = session.ended().cancelled() => return,
+            }
+        }
+    }
+
+    /// Takes one message from the host; `Err` ends the session with that
+    /// reason.
+    fn take(&mut self, message: Option<host_data_request::Message>) -> Result<(), &'static str> {
+        match message {
+            Some(host_data_request::Message::Output(data)) => {
+                self.metrics.host_output_bytes.inc_by(data.len() as u64);
+                if !data.is_empty() {
+                    self.pending.push_back(data);
+                }
+            }
+            Some(host_data_request::Message::Exit(status)) => self.exit = Some(status),
+            Some(host_data_request::Message::InputAck(count)) => {
+                self.input_acked.send_if_modified(|acked| {
+                    let forward = count > *acked;
+                    if forward {
+                        *acked = count;
+                    }
+                    forward
+                });
+            }
+            Some(host_data_request::Message::Open(_)) => {
+                return Err("the host sent a second DataOpen on one Data stream");
+            }
+            // A message kind newer than this server.
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// What goes down to the host: output acknowledgements, resizes, and input
+/// within the host's input credit.
+struct Outbound {
+    input: mpsc::Receiver<HostDataResponse>,
+    size: watch::Receiver<WindowSize>,
+    output_acked: watch::Receiver<u64>,
+    input_acked: watch::Receiver<u64>,
+    /// Input messages sent down this stream.
+    inputs_sent: u64,
+}
+
+impl Outbound {
+    /// The next message for the host; `None` when the session's side is
+    /// gone.
+    async fn next(&mut self) -> Option<HostDataResponse> {
+        let message = |m| Some(HostDataResponse { message: Some(m) });
+        loop {
+            let credit = self.inputs_sent < *self.input_acked.borrow() + HOST_INPUT_CREDIT_MESSAGES;
+            tokio::select! {
+                biased;
+                changed = self.output_acked.changed() => {
+                    changed.ok()?;
+                    let offset = *self.output_acked.borrow_and_update();
+                    return message(host_data_response::Message::OutputAck(offset));
+                }
+                changed = self.size.changed() => {
+                    changed.ok()?;
+                    let size = *self.size.borrow_and_update();
+                    return message(host_data_response::Message::Resize(size));
+                }
+                input = self.input.recv(), if credit => {
+                    self.inputs_sent += 1;
+                    return input;
+                }
+                changed = self.input_acked.changed(), if !credit => changed.ok()?,
+            }
+        }
+    }
+}
