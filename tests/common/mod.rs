@@ -185,15 +185,16 @@ pub struct EventReader {
     acks: Option<Acks>,
 }
 
-/// What an [`EventReader`] needs to acknowledge the events it reads.
+/// How an [`EventReader`] acknowledges the events it reads: it counts them,
+/// and a task sends each new count as an Ack call, so that the reader
+/// never waits on a call's answer (whose DATA may need the very
+/// connection window its unread events hold).
 struct Acks {
-    client: GuestServiceClient<Channel>,
-    guest_id: String,
-    guest_token: String,
     /// Events read after Attached.
     received: u64,
+    /// The count the task acknowledges; the task ends when this drops.
+    count: tokio::sync::watch::Sender<u64>,
 }
-
 impl EventReader {
     pub fn new(stream: tonic::Streaming<GuestEvent>) -> Self {
         Self {
@@ -208,13 +209,24 @@ impl EventReader {
 
     /// Acknowledges every 8 events read (as the native guest does), by
     /// count only, so that a byte window is left to the test.
-    pub fn acking(mut self, client: GuestServiceClient<Channel>, attached: &Attached) -> Self {
-        self.acks = Some(Acks {
-            client,
-            guest_id: attached.guest_id.clone(),
-            guest_token: attached.guest_token.clone(),
-            received: 0,
+    pub fn acking(mut self, mut client: GuestServiceClient<Channel>, attached: &Attached) -> Self {
+        let (count, mut counts) = tokio::sync::watch::channel(0u64);
+        let (guest_id, guest_token) = (attached.guest_id.clone(), attached.guest_token.clone());
+        tokio::spawn(async move {
+            while counts.changed().await.is_ok() {
+                let messages = *counts.borrow_and_update();
+                let ack = rendezvous_proto::AckRequest {
+                    guest_id: guest_id.clone(),
+                    guest_token: guest_token.clone(),
+                    offset: 0,
+                    messages,
+                };
+                if client.ack(ack).await.is_err() {
+                    return;
+                }
+            }
         });
+        self.acks = Some(Acks { received: 0, count });
         self
     }
 
@@ -241,14 +253,7 @@ impl EventReader {
                 .received
                 .is_multiple_of(rendezvous_proto::flow::GUEST_ACK_EVERY_MESSAGES)
             {
-                acks.client
-                    .ack(rendezvous_proto::AckRequest {
-                        guest_id: acks.guest_id.clone(),
-                        guest_token: acks.guest_token.clone(),
-                        offset: 0,
-                        messages: acks.received,
-                    })
-                    .await?;
+                acks.count.send_replace(acks.received);
             }
         }
         match &event {
