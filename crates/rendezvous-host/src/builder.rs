@@ -5,19 +5,16 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use rendezvous_proto::ids::{DEFAULT_HOST_NAME, HostName, MIN_SECRET_LEN, TaskId};
+use rendezvous_proto::ids::{
+    DEFAULT_HOST_NAME, HostName, TaskId, check_labels, secret_long_enough,
+};
 use tonic::transport::Endpoint;
 
 use crate::pty::CommandSpec;
 use crate::secret::Secret;
 use crate::{Host, HostError};
 
-/// Most labels a host may carry (the server's limit).
-pub const MAX_LABELS: usize = 32;
-
-/// Longest label key, and longest label value, in bytes (the server's
-/// limit).
-pub const MAX_LABEL_BYTES: usize = 256;
+pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
 
 /// Settings of a [`Host`]; create it with [`Host::builder`], finish it
 /// with [`build`](Self::build).
@@ -76,7 +73,7 @@ impl HostBuilder {
     }
 
     /// The read-write secret guests present: at least
-    /// [`MIN_SECRET_LEN`] (22) characters. When not set, `build` generates
+    /// [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) (22) characters. When not set, `build` generates
     /// one with 192 random bits (32 base64url characters).
     pub fn secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = Some(Secret::new(secret.into()));
@@ -85,7 +82,7 @@ impl HostBuilder {
 
     /// An optional read-only secret: guests presenting it may watch
     /// sessions but not type, resize or open shells. At least
-    /// [`MIN_SECRET_LEN`] characters, and different from the secret.
+    /// [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) characters, and different from the secret.
     pub fn read_only_secret(mut self, secret: impl Into<String>) -> Self {
         self.read_only_secret = Some(Secret::new(secret.into()));
         self
@@ -150,7 +147,7 @@ impl HostBuilder {
     /// - [`HostError::InvalidName`]: the task ID or host name breaks the
     ///   charset or length rule.
     /// - [`HostError::SecretTooShort`]: a secret under
-    ///   [`MIN_SECRET_LEN`] characters.
+    ///   [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) characters.
     /// - [`HostError::SameSecrets`]: the read-only secret equals the secret.
     /// - [`HostError::InvalidLabel`]: too many labels, or one too long.
     /// - [`HostError::Random`]: generating the secret failed.
@@ -172,7 +169,7 @@ impl HostBuilder {
                 return Err(HostError::SameSecrets);
             }
         }
-        check_labels(&self.labels)?;
+        check_labels(self.labels.iter()).map_err(|e| HostError::InvalidLabel(e.to_string()))?;
         let mut command = match self.command {
             Some((program, args)) => CommandSpec::new(program, args),
             None => CommandSpec::user_shell(),
@@ -194,36 +191,17 @@ impl HostBuilder {
 }
 
 fn check_secret_len(secret: &Secret, which: &'static str) -> Result<(), HostError> {
-    if secret.expose().chars().count() < MIN_SECRET_LEN {
+    if !secret_long_enough(secret.expose()) {
         Err(HostError::SecretTooShort { which })
     } else {
         Ok(())
     }
 }
 
-fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), HostError> {
-    if labels.len() > MAX_LABELS {
-        return Err(HostError::InvalidLabel(format!("{} labels", labels.len())));
-    }
-    for (key, value) in labels {
-        if key.len() > MAX_LABEL_BYTES {
-            return Err(HostError::InvalidLabel(format!(
-                "key of {} bytes",
-                key.len()
-            )));
-        }
-        if value.len() > MAX_LABEL_BYTES {
-            return Err(HostError::InvalidLabel(format!(
-                "value of {key:?} has {} bytes",
-                value.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use rendezvous_proto::ids::MIN_SECRET_LEN;
+
     use super::*;
 
     const SECRET: &str = "0123456789abcdefghijkl"; // exactly 22 characters

@@ -3,8 +3,6 @@
 use rendezvous_proto::endpoint::EndpointError;
 use rendezvous_proto::ids::{InvalidName, MIN_SECRET_LEN};
 
-use crate::builder::{MAX_LABEL_BYTES, MAX_LABELS};
-
 /// Why a host could not be built, or why [`Host::run`](crate::Host::run)
 /// stopped for good.
 ///
@@ -35,11 +33,10 @@ pub enum HostError {
     #[error("the read-only secret must differ from the secret")]
     SameSecrets,
 
-    /// More than [`MAX_LABELS`] labels, or a key or value longer than
-    /// [`MAX_LABEL_BYTES`] bytes.
-    #[error(
-        "invalid labels: {0} (at most {MAX_LABELS} labels, keys and values of at most {MAX_LABEL_BYTES} bytes)"
-    )]
+    /// More than [`MAX_LABELS`](crate::MAX_LABELS) labels, or a key or
+    /// value longer than [`MAX_LABEL_BYTES`](crate::MAX_LABEL_BYTES) bytes.
+    /// The text names the bound.
+    #[error("invalid labels: {0}")]
     InvalidLabel(String),
 
     /// The server URL is not a usable `http://` or `https://` URL.

@@ -12,9 +12,70 @@ pub const MAX_NAME_LEN: usize = 128;
 /// The host name used when a host or guest gives none.
 pub const DEFAULT_HOST_NAME: &str = "default";
 
-/// Shortest secret the server accepts, in characters: 22 base64url
-/// characters carry 132 bits, above the 128-bit floor.
+/// Shortest secret the server accepts, in characters (Unicode scalar
+/// values, not bytes): 22 base64url characters carry 132 bits, above the
+/// 128-bit floor. The server and the host both check it with
+/// [`secret_long_enough`].
 pub const MIN_SECRET_LEN: usize = 22;
+
+/// Most labels a host may publish (32).
+pub const MAX_LABELS: usize = 32;
+
+/// Longest label key, and longest label value, in bytes (256).
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Whether `secret` has at least [`MIN_SECRET_LEN`] characters.
+pub fn secret_long_enough(secret: &str) -> bool {
+    secret.chars().count() >= MIN_SECRET_LEN
+}
+
+/// Labels over the bounds; the text says which bound and what is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InvalidLabels {
+    /// More than [`MAX_LABELS`] labels: how many.
+    TooMany(usize),
+    /// A key longer than [`MAX_LABEL_BYTES`]: its length in bytes.
+    KeyTooLong(usize),
+    /// A value longer than [`MAX_LABEL_BYTES`]: its length in bytes.
+    ValueTooLong(usize),
+}
+
+impl fmt::Display for InvalidLabels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooMany(n) => write!(f, "{n} labels"),
+            Self::KeyTooLong(n) => write!(f, "a label key of {n} bytes"),
+            Self::ValueTooLong(n) => write!(f, "a label value of {n} bytes"),
+        }?;
+        write!(
+            f,
+            " (at most {MAX_LABELS} labels, keys and values of at most {MAX_LABEL_BYTES} bytes)"
+        )
+    }
+}
+
+impl std::error::Error for InvalidLabels {}
+
+/// Checks labels against [`MAX_LABELS`] and [`MAX_LABEL_BYTES`].
+///
+/// # Errors
+/// The first bound `labels` is over.
+pub fn check_labels<'a>(
+    labels: impl ExactSizeIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), InvalidLabels> {
+    if labels.len() > MAX_LABELS {
+        return Err(InvalidLabels::TooMany(labels.len()));
+    }
+    for (key, value) in labels {
+        if key.len() > MAX_LABEL_BYTES {
+            return Err(InvalidLabels::KeyTooLong(key.len()));
+        }
+        if value.len() > MAX_LABEL_BYTES {
+            return Err(InvalidLabels::ValueTooLong(value.len()));
+        }
+    }
+    Ok(())
+}
 
 /// Smallest and largest terminal dimension, in character cells.
 pub const MIN_CELLS: u32 = 1;

@@ -8,6 +8,15 @@ use crate::session::RelayConfig;
 /// shell before it ends the session, in ms (10 s).
 pub const SESSION_START_TIMEOUT: Duration = Duration::from_millis(10_000);
 
+/// How long a guest's input call may wait for room in the host's input
+/// queue before it fails with `UNAVAILABLE`, in ms (10 s).
+pub const INPUT_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// How long a streaming call (`Control`, `Data`, `Terminal`) may take to
+/// send its first message before it fails with `DEADLINE_EXCEEDED`, in ms
+/// (10 s).
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_millis(10_000);
+
 /// Interval of keepalive Pings on each host's Control stream, in ms (15 s).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(15_000);
 

@@ -2,7 +2,7 @@
 //! and sessions.
 
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use rendezvous_proto::guest_service_server::GuestService;
 use rendezvous_proto::ids::HostName;
@@ -15,22 +15,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::config::limit_name;
+use crate::config::{INPUT_TIMEOUT, limit_name};
+use crate::first_message::first_message;
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
 use crate::session::{NewGuest, Session};
 
-/// How long an input call may wait for room in the host's input queue before
-/// it fails with `UNAVAILABLE`, in ms (10 s).
-pub const INPUT_TIMEOUT: Duration = Duration::from_millis(10_000);
-
 /// Input of one `Terminal` call read but waiting for the host's input
 /// queue, in messages (16). Past it the call's requests are left unread.
 pub const TERMINAL_INPUT_QUEUE_MESSAGES: usize = 16;
-
-/// How long a `Terminal` stream may take to send its first request, in ms.
-pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_millis(10_000);
 
 /// The guest service over a shared registry.
 #[derive(Debug, Clone)]
@@ -130,9 +124,10 @@ async fn send_input(
 ) -> Result<(), Status> {
     match tokio::time::timeout(INPUT_TIMEOUT, session.send_input(guest_id, seq, data)).await {
         Ok(result) => result.map_err(Status::from),
-        Err(_) => Err(Status::unavailable(
-            "the host is not reading input: it may be overloaded or gone; try again",
-        )),
+        Err(_) => Err(Status::unavailable(format!(
+            "the host took no input for {} s: it may be overloaded or gone; try again",
+            INPUT_TIMEOUT.as_secs()
+        ))),
     }
 }
 
@@ -193,12 +188,9 @@ impl GuestService for GuestApi {
         request: Request<Streaming<TerminalRequest>>,
     ) -> Result<Response<EventStream>, Status> {
         let mut inbound = request.into_inner();
-        let first = tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message())
-            .await
-            .map_err(|_| Status::deadline_exceeded("no attach request within 10 s"))??;
         let Some(TerminalRequest {
             message: Some(terminal_request::Message::Attach(attach)),
-        }) = first
+        }) = first_message(&mut inbound, "attach request").await?
         else {
             return Err(Status::invalid_argument(
                 "the first Terminal request must be attach",

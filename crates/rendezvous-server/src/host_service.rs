@@ -14,7 +14,7 @@ use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
-use crate::guest_service::FIRST_REQUEST_TIMEOUT;
+use crate::first_message::first_message;
 use crate::registry::{Host, Registry, gone};
 use crate::task_stream::TaskStream;
 
@@ -50,12 +50,6 @@ impl Drop for HostGuard {
     }
 }
 
-async fn first_message<T>(inbound: &mut Streaming<T>) -> Result<Option<T>, Status> {
-    tokio::time::timeout(FIRST_REQUEST_TIMEOUT, inbound.message())
-        .await
-        .map_err(|_| Status::deadline_exceeded("no first message within 10 s"))?
-}
-
 #[tonic::async_trait]
 impl HostService for HostApi {
     type ControlStream = ControlStream;
@@ -68,7 +62,7 @@ impl HostService for HostApi {
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {
             message: Some(host_control_request::Message::Hello(hello)),
-        }) = first_message(&mut inbound).await?
+        }) = first_message(&mut inbound, "Hello").await?
         else {
             return Err(Status::invalid_argument(
                 "the first Control message must be Hello",
@@ -154,7 +148,7 @@ impl HostService for HostApi {
         let mut inbound = request.into_inner();
         let Some(HostDataRequest {
             message: Some(host_data_request::Message::Open(open)),
-        }) = first_message(&mut inbound).await?
+        }) = first_message(&mut inbound, "DataOpen").await?
         else {
             return Err(Status::invalid_argument(
                 "the first Data message must be DataOpen",

@@ -28,6 +28,7 @@
 
 pub mod auth;
 pub mod config;
+mod first_message;
 pub mod guest_service;
 pub mod guest_stream;
 mod host_data;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
-use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId};
+use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId, check_labels, secret_long_enough};
 use rendezvous_proto::{
     CloseSession, ExitStatus, HostControlResponse, OpenSession, Role, host_control_response,
 };
@@ -25,10 +25,7 @@ use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
 
-/// Most labels a host may publish, and the most bytes in a key or value.
-pub const MAX_LABELS: usize = 32;
-/// See [`MAX_LABELS`].
-pub const MAX_LABEL_BYTES: usize = 256;
+pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
 
 /// Why the registry refused a request. [`crate::status`] maps each variant
 /// to one gRPC code.
@@ -283,7 +280,7 @@ impl Drop for GuestHandle {
 }
 
 fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
-    if secret.len() < MIN_SECRET_LEN {
+    if !secret_long_enough(secret) {
         return Err(RegistryError::Invalid(format!(
             "the {what} must be at least {MIN_SECRET_LEN} characters (128 random bits); \
              omit --secret to have one generated"
@@ -374,16 +371,8 @@ impl Registry {
                 ));
             }
         }
-        if hello.labels.len() > MAX_LABELS
-            || hello
-                .labels
-                .iter()
-                .any(|(k, v)| k.len() > MAX_LABEL_BYTES || v.len() > MAX_LABEL_BYTES)
-        {
-            return Err(RegistryError::Invalid(format!(
-                "at most {MAX_LABELS} labels of at most {MAX_LABEL_BYTES} bytes each"
-            )));
-        }
+        check_labels(hello.labels.iter())
+            .map_err(|e| RegistryError::Invalid(format!("invalid labels: {e}")))?;
         let host_token = new_token();
         let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
         let host = Arc::new(Host {
@@ -600,15 +589,24 @@ impl Registry {
             host.end_session(&session, gone("the host disconnected"));
             return Err(RegistryError::HostGone);
         }
-        // The watchdog ends by itself at the deadline; it holds no strong
-        // reference, so it keeps nothing alive.
+        // The watchdog ends at the deadline or with the session, whichever
+        // comes first; it holds no strong reference, so it keeps nothing
+        // alive.
         let (weak_host, weak_session) = (Arc::downgrade(host), Arc::downgrade(&session));
+        let ended = session.ended().clone();
         tokio::spawn(async move {
-            tokio::time::sleep(SESSION_START_TIMEOUT).await;
+            tokio::select! {
+                () = tokio::time::sleep(SESSION_START_TIMEOUT) => {}
+                () = ended.cancelled() => return,
+            }
             if let (Some(host), Some(session)) = (weak_host.upgrade(), weak_session.upgrade())
                 && !session.host_attached()
             {
-                host.end_session(&session, gone("the host did not start the shell in time"));
+                let message = format!(
+                    "the host did not start the shell within {} s",
+                    SESSION_START_TIMEOUT.as_secs()
+                );
+                host.end_session(&session, gone(&message));
             }
         });
         Ok(session)
@@ -773,5 +771,43 @@ mod tests {
             .authenticate("t", "a-secret-of-at-least-22-chars")
             .unwrap();
         assert_eq!(hosts.len(), 1);
+    }
+
+    #[test]
+    fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
+        let registry = Registry::new(ServerConfig::default());
+        // 22 bytes, but 11 characters: too short on both sides.
+        let short = rendezvous_proto::Hello {
+            secret: "é".repeat(11),
+            ..hello("t")
+        };
+        assert!(matches!(
+            registry.register_host(&short),
+            Err(RegistryError::Invalid(_))
+        ));
+        let long = rendezvous_proto::Hello {
+            secret: "é".repeat(22),
+            ..hello("t")
+        };
+        assert!(registry.register_host(&long).is_ok());
+    }
+
+    #[test]
+    fn labels_over_a_bound_are_refused_naming_it() {
+        let registry = Registry::new(ServerConfig::default());
+        let mut many = hello("t");
+        many.labels = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), "v".to_owned()))
+            .collect();
+        let Err(RegistryError::Invalid(message)) = registry.register_host(&many) else {
+            panic!("too many labels were accepted");
+        };
+        assert!(message.contains("33 labels"), "{message}");
+        let mut long = hello("t");
+        long.labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES + 1))].into();
+        let Err(RegistryError::Invalid(message)) = registry.register_host(&long) else {
+            panic!("a long label was accepted");
+        };
+        assert!(message.contains("257 bytes"), "{message}");
     }
 }

@@ -99,7 +99,7 @@ export type Hello = Message<"rendezvous.v1.Hello"> & {
 
   /**
    * Free-form labels shown to guests (e.g. "job" => "build-42"). At most 32
-   * entries of at most 256 bytes each.
+   * entries; each key and each value at most 256 bytes.
    *
    * @generated from field: map<string, string> labels = 5;
    */
@@ -1180,8 +1180,11 @@ export const HostService: GenService<{
    * One stream per session. The first message must be DataOpen; then the
    * host sends output and, last, the exit status. The server sends input and
    * resizes. Both directions carry credit in messages (output_ack,
-   * input_ack), so that neither side leaves the other's frames unread. Errors: PERMISSION_DENIED (bad host token), NOT_FOUND (no such
-   * session waiting for a host), INVALID_ARGUMENT (first message not DataOpen).
+   * input_ack), so that neither side leaves the other's frames unread.
+   * Errors: UNAUTHENTICATED (unknown host ID or bad host token), NOT_FOUND
+   * (no such session waiting for a host), INVALID_ARGUMENT (first message
+   * not DataOpen), FAILED_PRECONDITION (the session already has a Data
+   * stream, or has ended), DEADLINE_EXCEEDED (no DataOpen within 10 s).
    *
    * @generated from rpc rendezvous.v1.HostService.Data
    */
