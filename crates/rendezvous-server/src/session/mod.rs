@@ -1,0 +1,573 @@
+//! One session's relay state: its output stream (offsets and retained
+//! output), its guests and their read positions, its PTY size, and its input
+//! path to the host. It knows nothing of gRPC or HTTP; the services are thin
+//! adapters over it, so every rule here is unit-testable without a socket.
+//!
+//! # How output reaches guests
+//! The host's output is appended once to the retained output, a queue of
+//! `Bytes` chunks, each tagged with the offset of its first byte. A guest is
+//! a cursor: the offset of the next byte it will be sent. When its transport
+//! can take more, it asks the session for the bytes from its cursor on, up to
+//! [`RelayConfig::max_output_message_bytes`]. So:
+//! - each chunk is stored once and shared (a guest that keeps up is sent
+//!   slices of the stored chunk, without a copy);
+//! - output that piled up while the previous message was in flight goes out
+//!   as one message (coalescing, with no timer);
+//! - a guest whose cursor fell behind the oldest retained byte skips ahead
+//!   and is told how many bytes it missed ([`Read::Lagged`]);
+//! - a late joiner or a resuming guest starts from any retained offset.
+//!
+//! # Backpressure
+//! Before the host's next output message is read, [`Session::wait_for_room`]
+//! waits until some guest is less than [`RelayConfig::backpressure_bytes`]
+//! behind the end of the stream. With one guest that stops reading, the
+//! session stops reading from the host, and HTTP/2 flow control carries the
+//! pause to the host's PTY reader. With several guests, the fastest one sets
+//! the pace: a slow guest lags, it never slows the host or the others. With
+//! no guest at all the host is never paused; old output is dropped from the
+//! retained output, as tmux drops old scrollback.
+
+//! # Files
+//! - `output`: the retained output (offsets, chunks, lag), without tokio;
+//! - `guests`: who is attached, who may resume, the primary writer, the
+//!   size policy;
+//! - `input`: exactly-once input order for one guest;
+//! - `reads`: what one guest is sent, within its windows, and its acks;
+//! - `relay_config`: the bounds, with units and defaults;
+//! - this file: the [`Session`] that holds them behind one lock, its
+//!   signals (output changed, room for the host, ended) and lifecycle.
+
+mod guests;
+mod input;
+mod output;
+mod reads;
+mod relay_config;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use rendezvous_proto::{ExitStatus, HostDataResponse, Role, WindowSize, host_data_response};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Digest;
+use crate::terminal_replies;
+pub use guests::{DEFAULT_SIZE, MAX_DEPARTED_GUESTS, RESUME_GRACE};
+use guests::{Guest, Guests, Joining, clamp_size};
+use input::Accepted;
+pub use input::{MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS};
+pub use output::MERGE_CHUNK_BYTES;
+use output::RetainedOutput;
+pub use relay_config::*;
+
+/// Why a guest's request was refused by the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The session's process has ended, or its host has gone.
+    #[error("the session has ended")]
+    Ended,
+    /// The guest is not attached to this session (any more).
+    #[error("unknown guest: attach again")]
+    UnknownGuest,
+    /// A read-only guest tried to write.
+    #[error("read-only guests cannot send input or resize the terminal")]
+    ReadOnly,
+    /// The sequence number is too far ahead of the next expected one, or
+    /// too many bytes already wait for the gap before it to fill.
+    #[error("input sequence number {seq} is too far ahead of {expected}: send input in order")]
+    SeqTooFarAhead {
+        /// The refused sequence number.
+        seq: u64,
+        /// The next sequence number the session expects.
+        expected: u64,
+    },
+    /// The session has as many guests as it may have.
+    #[error("limit reached: guests per session is {0}; ask the server's operator to raise it")]
+    TooManyGuests(usize),
+}
+
+/// A guest to attach with [`Session::attach_guest`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewGuest<'a> {
+    /// The guest's role, from its credentials.
+    pub role: Role,
+    /// The guest's terminal size in cells (each clamped to 1..=1000; 0
+    /// means 80x24).
+    pub cols: u32,
+    /// See `cols`.
+    pub rows: u32,
+    /// Where its output starts: this offset, or the oldest retained byte
+    /// when `None`.
+    pub resume_offset: Option<u64>,
+    /// An earlier guest of this session to resume: its guest ID and guest
+    /// token. It must have the same role, and be attached or have left less
+    /// than [`RESUME_GRACE`] ago; otherwise a new guest is attached.
+    pub resume_guest: Option<(&'a str, &'a str)>,
+    /// Most guests the session may have (the guests-per-session limit).
+    pub max_guests: usize,
+}
+
+/// What [`Session::attach_guest`] attached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// The guest's ID: the resumed guest's, or the new one given.
+    pub guest_id: String,
+    /// The stream's attachment number, for [`Session::read_attached`] and
+    /// [`Session::detach`].
+    pub attachment: u64,
+    /// Offset of the first byte the guest will be sent.
+    pub cursor: u64,
+    /// Whether an earlier guest was resumed: its ID, token and input
+    /// sequence carry on, and its token is the one it presented.
+    pub resumed: bool,
+    /// The input sequence number the guest's next input must carry: 0 for
+    /// a new guest, the resumed guest's next one otherwise.
+    pub next_input_seq: u64,
+}
+
+/// What a guest gets when it asks for output at its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// Bytes starting at `offset` (the guest's cursor).
+    Output {
+        /// Offset of `data`'s first byte.
+        offset: u64,
+        /// At most `max_output_message_bytes` bytes.
+        data: Bytes,
+    },
+    /// The cursor was older than the retained output: `missed` bytes are
+    /// gone, and the cursor moves to the oldest retained byte.
+    Lagged {
+        /// Bytes skipped.
+        missed: u64,
+    },
+    /// Everything up to the end of the stream has been read, and the session
+    /// has ended with this status.
+    Exit(ExitStatus),
+    /// Nothing new yet.
+    Nothing,
+    /// The guest resumed on another stream, or left: this stream is done.
+    Replaced,
+}
+
+/// Everything behind the session's lock. Held only for short, synchronous
+/// sections: never across an `.await`.
+#[derive(Debug)]
+struct State {
+    output: RetainedOutput,
+    exit: Option<ExitStatus>,
+    /// The PTY size: smallest cols and smallest rows among read-write
+    /// guests, as in tmux.
+    size: WindowSize,
+    guests: Guests,
+    /// Whether a host Data stream has taken the input queue.
+    host_attached: bool,
+}
+
+impl State {
+    /// The guest `id`, if it may write: the one check behind every input
+    /// and resize.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`], [`SessionError::UnknownGuest`],
+    /// [`SessionError::ReadOnly`], in that order.
+    fn writer(&mut self, id: &str) -> Result<&mut Guest, SessionError> {
+        let guest = self.live_guest(id)?;
+        if guest.role != Role::ReadWrite {
+            return Err(SessionError::ReadOnly);
+        }
+        Ok(guest)
+    }
+
+    /// The guest `id` of a session that has not ended.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`], [`SessionError::UnknownGuest`].
+    fn live_guest(&mut self, id: &str) -> Result<&mut Guest, SessionError> {
+        if self.exit.is_some() {
+            return Err(SessionError::Ended);
+        }
+        self.guests.get_mut(id).ok_or(SessionError::UnknownGuest)
+    }
+}
+
+/// One PTY on a host, shared by its guests. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    id: String,
+    started_at: SystemTime,
+    config: RelayConfig,
+    state: Mutex<State>,
+    /// Bumped on every change a guest may wait for: output, size, exit,
+    /// acks.
+    changed: watch::Sender<u64>,
+    /// Woken when a guest's cursor moves, for a paused host.
+    room: Notify,
+    /// Input for the host's Data stream.
+    input: mpsc::Sender<HostDataResponse>,
+    /// The receiving end, until the host's Data stream takes it.
+    input_rx: Mutex<Option<mpsc::Receiver<HostDataResponse>>>,
+    /// The PTY size, for the host's Data stream.
+    size: watch::Sender<WindowSize>,
+    /// Cancelled when the session ends; ends the host's Data stream.
+    ended: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the state half-written in
+    // a way later readers could not handle, so poisoning is ignored.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Session {
+    /// A new session of `cols` x `rows` cells (each clamped to 1..=1000; 0
+    /// means 80x24), with no output yet.
+    pub fn new(id: String, cols: u32, rows: u32, config: RelayConfig) -> Self {
+        let size = clamp_size(cols, rows);
+        let (input, input_rx) = mpsc::channel(HOST_INPUT_QUEUE_MESSAGES);
+        Self {
+            id,
+            started_at: SystemTime::now(),
+            config,
+            state: Mutex::new(State {
+                output: RetainedOutput::new(config.retained_output_bytes),
+                exit: None,
+                size,
+                guests: Guests::default(),
+                host_attached: false,
+            }),
+            changed: watch::Sender::new(0),
+            room: Notify::new(),
+            input,
+            input_rx: Mutex::new(Some(input_rx)),
+            size: watch::Sender::new(size),
+            ended: CancellationToken::new(),
+        }
+    }
+
+    /// Cancelled when the session ends.
+    pub fn ended(&self) -> &CancellationToken {
+        &self.ended
+    }
+
+    /// The session ID, chosen by the server.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When the session was created.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    /// The current PTY size in cells (each 1..=1000).
+    pub fn size(&self) -> WindowSize {
+        lock(&self.state).size
+    }
+
+    /// Number of attached guests (at most the guests-per-session limit).
+    pub fn guest_count(&self) -> usize {
+        lock(&self.state).guests.len()
+    }
+
+    /// Whether the session has ended.
+    pub fn has_ended(&self) -> bool {
+        lock(&self.state).exit.is_some()
+    }
+
+    /// Whether a host Data stream has attached.
+    pub fn host_attached(&self) -> bool {
+        lock(&self.state).host_attached
+    }
+
+    /// Offset one past the last output byte: bytes the session has written
+    /// so far.
+    pub fn end_offset(&self) -> u64 {
+        lock(&self.state).output.end()
+    }
+
+    /// Hands the input queue and the PTY size to the host's Data stream.
+    /// Returns `None` when a Data stream already took them or the session
+    /// has ended.
+    pub fn attach_host(
+        &self,
+    ) -> Option<(
+        mpsc::Receiver<HostDataResponse>,
+        watch::Receiver<WindowSize>,
+    )> {
+        let mut st = lock(&self.state);
+        if st.exit.is_some() {
+            return None;
+        }
+        let rx = lock(&self.input_rx).take()?;
+        st.host_attached = true;
+        Some((rx, self.size.subscribe()))
+    }
+
+    /// Appends host output. The bytes are copied once into the retained
+    /// output, which then drops its oldest bytes to stay within
+    /// `retained_output_bytes`. Output after the end is ignored.
+    pub fn push_output(&self, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        {
+            let mut st = lock(&self.state);
+            if st.exit.is_some() {
+                return;
+            }
+            st.output.push(data);
+        }
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Waits until the host may send more output: the session has no guest,
+    /// or some guest trails the end by at most `backpressure_bytes`, or the
+    /// session has ended. See the module docs. Cancel-safe.
+    pub async fn wait_for_room(&self) {
+        loop {
+            {
+                let st = lock(&self.state);
+                match st.guests.fastest_cursor() {
+                    None => return,
+                    Some(_) if st.exit.is_some() => return,
+                    Some(c) if st.output.end() - c <= self.config.backpressure_window() => {
+                        return;
+                    }
+                    Some(_) => {}
+                }
+            }
+            // Only the host's ingest waits here, so a wake-up that came
+            // between the check and this line is kept as a permit.
+            self.room.notified().await;
+        }
+    }
+
+    /// Ends the session with `status`, once; later calls are ignored. Guests
+    /// get the rest of the output, then the status. Pending input is
+    /// dropped.
+    pub fn finish(&self, status: ExitStatus) {
+        {
+            let mut st = lock(&self.state);
+            if st.exit.is_some() {
+                return;
+            }
+            st.exit = Some(status);
+        }
+        // Drop input nobody will read, and wake everyone who waits.
+        lock(&self.input_rx).take();
+        self.ended.cancel();
+        self.changed.send_modify(|v| *v += 1);
+        self.room.notify_one();
+    }
+
+    /// Attaches a guest with terminal size `new.cols` x `new.rows`. It reads
+    /// from `new.resume_offset`, or from the oldest retained byte when
+    /// `None`. Read-write guests may shrink the PTY (smallest wins, as in
+    /// tmux); read-only guests never change it.
+    ///
+    /// With `new.resume_guest`, an earlier guest of the session carries on:
+    /// same ID and token, same input sequence, same place as primary writer.
+    /// If it is still attached (its old stream may be broken without the
+    /// server knowing yet), that stream ends with [`Read::Replaced`]. If it
+    /// cannot be resumed (unknown, other role, token mismatch, or gone for
+    /// longer than [`RESUME_GRACE`]), a new guest `guest_id` with `token` is
+    /// attached instead, and [`Attachment::resumed`] is false.
+    ///
+    /// # Errors
+    /// [`SessionError::TooManyGuests`] when a new guest would exceed
+    /// `new.max_guests` (a resumed one replaces itself).
+    pub fn attach_guest(
+        &self,
+        guest_id: String,
+        token: Digest,
+        new: NewGuest<'_>,
+    ) -> Result<Attachment, SessionError> {
+        let attachment = self.attach_locked(&mut lock(&self.state), guest_id, Some(token), new)?;
+        // A replaced stream reads once more and ends.
+        self.changed.send_modify(|v| *v += 1);
+        Ok(attachment)
+    }
+
+    fn attach_locked(
+        &self,
+        st: &mut State,
+        guest_id: String,
+        token: Option<Digest>,
+        new: NewGuest<'_>,
+    ) -> Result<Attachment, SessionError> {
+        // An offset past the end is taken as the end: nothing is lost.
+        let cursor = new
+            .resume_offset
+            .unwrap_or_else(|| st.output.start())
+            .min(st.output.end());
+        let joining = Joining {
+            id: guest_id,
+            token,
+            role: new.role,
+            size: clamp_size(new.cols, new.rows),
+            cursor,
+            resume: new.resume_guest,
+            max_guests: new.max_guests,
+        };
+        let attached = st
+            .guests
+            .attach(joining, Instant::now())
+            .ok_or(SessionError::TooManyGuests(new.max_guests))?;
+        self.update_size(st);
+        Ok(Attachment {
+            guest_id: attached.id,
+            attachment: attached.attachment,
+            cursor,
+            resumed: attached.resumed,
+            next_input_seq: attached.next_seq,
+        })
+    }
+
+    /// Detaches a guest if `attachment` still serves it (a resumed guest's
+    /// old stream does not detach it). A guest with a token is remembered
+    /// for [`RESUME_GRACE`] so that it can resume. The PTY may grow back.
+    pub fn detach(&self, guest_id: &str, attachment: u64) {
+        self.remove(guest_id, Some(attachment));
+    }
+
+    fn remove(&self, guest_id: &str, attachment: Option<u64>) {
+        let mut st = lock(&self.state);
+        let remember = st.exit.is_none();
+        if !st
+            .guests
+            .remove(guest_id, attachment, remember, Instant::now())
+        {
+            return;
+        }
+        self.update_size(&mut st);
+        drop(st);
+        // The guest that left may have been the one holding the host.
+        self.room.notify_one();
+    }
+
+    /// Records a guest's terminal size (clamped to 1..=1000 cells).
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`], [`SessionError::UnknownGuest`],
+    /// [`SessionError::ReadOnly`].
+    pub fn resize_guest(&self, guest_id: &str, cols: u32, rows: u32) -> Result<(), SessionError> {
+        let mut st = lock(&self.state);
+        st.writer(guest_id)?.size = clamp_size(cols, rows);
+        self.update_size(&mut st);
+        Ok(())
+    }
+
+    fn update_size(&self, st: &mut State) {
+        if let Some(wanted) = st.guests.wanted_size()
+            && wanted != st.size
+        {
+            st.size = wanted;
+            self.size.send_replace(wanted);
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Sends input from a guest to the PTY, applied in `seq` order exactly
+    /// once: a `seq` already applied is acknowledged and dropped; one ahead
+    /// of the next expected waits (at most [`MAX_PENDING_INPUTS`] ahead)
+    /// until the gap is filled. Automatic terminal replies are kept only
+    /// from the primary writer (see [`crate::terminal_replies`]). Waits
+    /// while the host's input queue is full; holds no lock while it waits.
+    ///
+    /// # Errors
+    /// [`SessionError::Ended`], [`SessionError::UnknownGuest`],
+    /// [`SessionError::ReadOnly`], [`SessionError::SeqTooFarAhead`].
+    pub async fn send_input(
+        &self,
+        guest_id: &str,
+        seq: u64,
+        data: Bytes,
+    ) -> Result<(), SessionError> {
+        lock(&self.state).writer(guest_id)?;
+        let permit = self
+            .input
+            .reserve()
+            .await
+            .map_err(|_| SessionError::Ended)?;
+        let mut st = lock(&self.state);
+        let guest = st.writer(guest_id)?;
+        let mut out = match guest.input.accept(seq, data) {
+            Ok(Accepted::Apply(out)) => out,
+            Ok(Accepted::Nothing) => return Ok(()),
+            Err(e) => {
+                return Err(SessionError::SeqTooFarAhead {
+                    seq,
+                    expected: e.expected,
+                });
+            }
+        };
+        if !st.guests.is_primary(guest_id)
+            && let Cow::Owned(kept) = terminal_replies::strip(&out)
+        {
+            out = Bytes::from(kept);
+        }
+        drop(st);
+        if out.is_empty() {
+            return Ok(());
+        }
+        permit.send(HostDataResponse {
+            message: Some(host_data_response::Message::Input(out)),
+        });
+        Ok(())
+    }
+
+    /// A receiver that changes whenever output, size, exit or acks change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}
+
+/// What only tests use: guests attached without a token, reads without an
+/// attachment, and a look at the guests' bookkeeping.
+#[cfg(test)]
+impl Session {
+    /// Attaches a new guest of `role` that cannot be resumed, with no
+    /// limit on guests. Returns its cursor.
+    pub(crate) fn add_guest(
+        &self,
+        guest_id: String,
+        role: Role,
+        cols: u32,
+        rows: u32,
+        resume_offset: Option<u64>,
+    ) -> u64 {
+        let new = NewGuest {
+            role,
+            cols,
+            rows,
+            resume_offset,
+            resume_guest: None,
+            max_guests: usize::MAX,
+        };
+        self.attach_locked(&mut lock(&self.state), guest_id, None, new)
+            .map_or(0, |a| a.cursor)
+    }
+
+    /// Detaches a guest whatever stream serves it.
+    pub(crate) fn remove_guest(&self, guest_id: &str) {
+        self.remove(guest_id, None);
+    }
+
+    /// Reads for a guest at `cursor`, whatever stream serves it.
+    pub(crate) fn read(&self, guest_id: &str, cursor: u64) -> Read {
+        self.read_inner(guest_id, None, cursor)
+    }
+
+    pub(crate) fn lock_primary(&self) -> Option<String> {
+        lock(&self.state).guests.primary()
+    }
+
+    pub(crate) fn lock_departed(&self) -> Vec<String> {
+        lock(&self.state).guests.departed_ids()
+    }
+}
