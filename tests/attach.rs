@@ -3,14 +3,12 @@
 //! Output goes on byte-exact, and input is applied once, whether the server
 //! had it or not when the connection broke.
 
-mod common;
-
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
-use common::proxy::CutProxy;
-use common::{DEADLINE, TestHost, TestServer};
 use rendezvous_guest::{AttachOptions, Client, Event, ResumingTerminal, Secret, TaskId, Update};
+use rendezvous_testkit::proxy::CutProxy;
+use rendezvous_testkit::{DEADLINE, TestHost, TestServer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::watch;
 

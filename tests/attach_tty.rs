@@ -2,9 +2,7 @@
 //! the real binary. Raw mode while attached and restored after, SIGWINCH
 //! sends the new size, and `~.` after a newline detaches.
 
-mod common;
-
-use common::{DEADLINE, TestHost, TestServer};
+use rendezvous_testkit::{DEADLINE, TestHost, TestServer};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// Whether the PTY's line discipline is in canonical (cooked) mode with

@@ -2,14 +2,12 @@
 //! test sends what the proto names and checks the status code it promises.
 //! (Cases the server does not keep yet are listed in issue 8's note.)
 
-mod common;
-
-use common::{TestHost, TestServer};
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::{
     DataOpen, Hello, HostControlRequest, HostDataRequest, Pong, TerminalRequest,
     host_control_request, host_data_request, terminal_request,
 };
+use rendezvous_testkit::{TestHost, TestServer};
 use tokio_stream::StreamExt;
 use tonic::Code;
 

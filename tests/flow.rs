@@ -6,11 +6,9 @@
 //! that every connection survives and every byte arrives once the reader
 //! reads again. See `rendezvous_proto::flow` for the credit that holds it.
 
-mod common;
-
-use common::{DEADLINE, TestHost, TestServer, held_output};
 use rendezvous_guest::{AttachOptions, Client, Event, EventReader, Secret, TaskId, TerminalWriter};
 use rendezvous_proto::{AckRequest, AttachRequest, SendInputRequest, guest_event};
+use rendezvous_testkit::{DEADLINE, TestHost, TestServer, held_output};
 
 /// Bytes of bulk output that pause a session whose guest has stopped
 /// acknowledging a 64 KiB window.
@@ -141,7 +139,8 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
         window_bytes: 64 * 1024,
         ..host.attach_request("")
     };
-    let mut events = common::EventReader::new(client.attach(request).await.unwrap().into_inner());
+    let mut events =
+        rendezvous_testkit::Transcript::new(client.attach(request).await.unwrap().into_inner());
     let Some(guest_event::Event::Attached(attached)) = events.next().await else {
         panic!("expected Attached first");
     };

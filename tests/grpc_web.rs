@@ -2,14 +2,12 @@
 //! layer over hyper) on the server's one port: over HTTP/1.1, as browsers
 //! speak it to a cleartext server, and over HTTP/2, as they do behind TLS.
 
-mod common;
-
-use common::{EventReader, TestHost, TestServer};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rendezvous_proto::guest_event::Event;
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::{ListSessionsRequest, SendInputRequest};
+use rendezvous_testkit::{TestHost, TestServer, Transcript};
 
 async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
     let http = Client::builder(TokioExecutor::new())
@@ -25,7 +23,7 @@ async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
         .await
         .unwrap()
         .into_inner();
-    let mut events = EventReader::new(stream);
+    let mut events = Transcript::new(stream);
     let Some(Event::Attached(attached)) = events.next().await else {
         panic!("expected Attached first");
     };

@@ -2,12 +2,10 @@
 //! server process, with a real host and guests, counts what they did and
 //! shows no task ID or secret.
 
-mod common;
-
 use std::process::Stdio;
 
-use common::{DEADLINE, TestHost};
 use rendezvous_guest::{AttachOptions, Client, Event, GuestError, Secret, TaskId};
+use rendezvous_testkit::{DEADLINE, TestHost};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
 const TASK: &str = "task-behind-the-metrics";

@@ -2,16 +2,14 @@
 //! origins may use gRPC-Web and load the web guest; any other origin is
 //! refused. Raw HTTP/1.1 requests, as a browser sends them.
 
-mod common;
-
 use bytes::Bytes;
-use common::{TestHost, TestServer};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use prost::Message;
 use rendezvous_proto::ListSessionsRequest;
 use rendezvous_server::ServerConfig;
+use rendezvous_testkit::{TestHost, TestServer};
 
 const ALLOWED: &str = "http://ci.allowed.test:9000";
 const OTHER: &str = "http://evil.test";

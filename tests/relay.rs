@@ -2,12 +2,9 @@
 //! byte-exact delivery and lag, backpressure, roles, one reply to terminal
 //! queries, the resize policy, and limits. Real server, real bash, real gRPC.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{DEADLINE, EventReader, TermGuest, TestHost, TestServer, held_output};
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::{
@@ -16,6 +13,7 @@ use rendezvous_proto::{
 };
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::{Limits, ServerConfig};
+use rendezvous_testkit::{DEADLINE, TermGuest, TestHost, TestServer, Transcript, held_output};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -39,14 +37,14 @@ async fn own_channel(server: &TestServer) -> Channel {
 async fn attach(
     server: &TestServer,
     request: AttachRequest,
-) -> Result<(GuestServiceClient<Channel>, Attached, EventReader), tonic::Status> {
+) -> Result<(GuestServiceClient<Channel>, Attached, Transcript), tonic::Status> {
     let mut client = GuestServiceClient::new(own_channel(server).await);
     let request = AttachRequest {
         window_messages: rendezvous_proto::flow::GUEST_WINDOW_MESSAGES,
         ..request
     };
     let stream = client.attach(request).await?.into_inner();
-    let mut events = EventReader::new(stream);
+    let mut events = Transcript::new(stream);
     let Some(Event::Attached(attached)) = events.next().await else {
         panic!("expected Attached first");
     };
@@ -130,7 +128,7 @@ async fn twenty_guests_get_every_byte_while_three_are_paused() {
             .unwrap();
         guests.push(events);
     }
-    let paused: Vec<EventReader> = guests.drain(17..).collect();
+    let paused: Vec<Transcript> = guests.drain(17..).collect();
 
     // The shell prints one block of 10,000 numbered lines (about 70 KB)
     // per line it reads; the test sends the next line once every reading
@@ -293,7 +291,7 @@ async fn a_flood_to_a_paused_guest_is_held_at_the_host() {
         ..Default::default()
     };
     let stream = client.attach(request).await.unwrap().into_inner();
-    let mut events = EventReader::new(stream);
+    let mut events = Transcript::new(stream);
     let Some(Event::Attached(guest)) = events.next().await else {
         panic!("expected Attached");
     };
@@ -495,7 +493,7 @@ async fn the_smallest_read_write_guest_sets_the_pty_size() {
 struct Asker {
     client: GuestServiceClient<Channel>,
     attached: Attached,
-    events: EventReader,
+    events: Transcript,
     seq: u64,
 }
 
@@ -667,7 +665,7 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
     const WINDOW: u64 = 64 * 1024;
     let mut request = host.attach_request("");
     request.window_bytes = WINDOW as u32;
-    let mut events = EventReader::new(client.attach(request).await.unwrap().into_inner());
+    let mut events = Transcript::new(client.attach(request).await.unwrap().into_inner());
     let Some(Event::Attached(guest)) = events.next().await else {
         panic!("expected Attached");
     };
@@ -675,7 +673,7 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
         .await
         .unwrap();
 
-    let received = |events: &EventReader| events.next_offset.unwrap_or(0);
+    let received = |events: &Transcript| events.next_offset.unwrap_or(0);
     let mut acked = 0;
     while received(&events) < WINDOW {
         events.next().await;

@@ -2,13 +2,11 @@
 //! running bash in PTYs, guests over gRPC (bidi Terminal, and Attach with
 //! unary SendInput as browsers use it).
 
-mod common;
-
-use common::{EventReader, TermGuest, TestHost, TestServer};
 use futures::StreamExt;
 use rendezvous_proto::{
     ListSessionsRequest, SendInputRequest, exit_status::Status as Exit, guest_event::Event,
 };
+use rendezvous_testkit::{TermGuest, TestHost, TestServer, Transcript};
 use tonic::Code;
 
 #[tokio::test]
@@ -39,7 +37,7 @@ async fn two_guests_share_one_session() {
         .await
         .unwrap()
         .into_inner();
-    let mut second = EventReader::new(stream);
+    let mut second = Transcript::new(stream);
     let Some(Event::Attached(attached)) = second.next().await else {
         panic!("expected Attached");
     };
@@ -245,7 +243,7 @@ async fn a_task_whose_host_left_waits_for_one() {
     );
     drop(host);
 
-    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    let deadline = tokio::time::Instant::now() + rendezvous_testkit::DEADLINE;
     loop {
         let hosts = list(&server, "host-restarts", &secret)
             .await

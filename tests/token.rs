@@ -2,14 +2,12 @@
 //! with `rendezvous token`, the binary), and its web UI attaches with it
 //! instead of the task's secret.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{TermGuest, TestHost, TestServer};
 use rendezvous_proto::Role;
 use rendezvous_server::ServerConfig;
 use rendezvous_server::token::TokenKey;
+use rendezvous_testkit::{TermGuest, TestHost, TestServer};
 use tonic::Code;
 
 const KEY: &[u8] = b"0123456789abcdef0123456789abcdef-test-key";

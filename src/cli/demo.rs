@@ -38,12 +38,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", args.listen)),
     };
-    let url = format!("http://{}", server.local_addr()?);
+    let server = server.spawn()?;
+    let url = server.url();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut stop_server = stop_rx.clone();
-    let server_task = tokio::spawn(server.run(async move {
-        let _ = stop_server.wait_for(|stop| *stop).await;
-    }));
 
     let mut builder = rendezvous_host::Host::builder(&url).task_id("demo");
     if let Some((program, rest)) = args.command.split_first() {
@@ -71,7 +68,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     crate::cli::serve::shutdown_signal().await;
     let _ = stop_tx.send(true);
     host_task.await??;
-    server_task.await??;
+    server.stop().await?;
     Ok(())
 }
 

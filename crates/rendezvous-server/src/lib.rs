@@ -45,4 +45,4 @@ pub mod terminal_replies;
 pub mod token;
 
 pub use config::{Limits, ServerConfig};
-pub use server::Server;
+pub use server::{RunningServer, Server};

@@ -247,6 +247,81 @@ impl Server {
     }
 }
 
+/// A server running on the current tokio runtime, from [`Server::spawn`]:
+/// what `demo`, `bench` and the tests run. Dropping it stops the server at
+/// once, as [`RunningServer::crash`] does.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    registry: Arc<Registry>,
+    /// Resolves `run`'s shutdown future.
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The task running [`Server::run`].
+    task: tokio_util::task::AbortOnDropHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Runs the server in a task of the current runtime.
+    ///
+    /// # Errors
+    /// The listener's I/O error when its address cannot be read.
+    pub fn spawn(self) -> std::io::Result<RunningServer> {
+        let addr = self.local_addr()?;
+        let registry = self.registry.clone();
+        let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(self.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(RunningServer {
+            addr,
+            registry,
+            shutdown: Some(shutdown),
+            task: tokio_util::task::AbortOnDropHandle::new(task),
+        })
+    }
+}
+
+impl RunningServer {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The server's URL for clients: `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The server's registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Stops gracefully, as on SIGTERM (see [`Server::run`]), and waits
+    /// until the server has stopped: at most [`SHUTDOWN_GRACE`] for
+    /// connections to close.
+    ///
+    /// # Errors
+    /// What [`Server::run`] returned.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match (&mut self.task).await {
+            Ok(result) => result,
+            Err(e) => Err(std::io::Error::other(e)),
+        }
+    }
+
+    /// Stops at once, as a crashed process would: the listener and every
+    /// connection are dropped, nothing is said to anyone. Waits until the
+    /// server's task has ended.
+    pub async fn crash(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
 /// One served connection in the `connections` gauge, while it lives.
 struct ServedConnection(prometheus_client::metrics::gauge::Gauge);
 

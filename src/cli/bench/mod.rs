@@ -205,13 +205,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 ..ServerConfig::default()
             };
             let addr: SocketAddr = "127.0.0.1:0".parse()?;
-            let server = Server::bind(addr, config).await?;
-            let addr = server.local_addr()?;
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let handle = tokio::spawn(server.run(async {
-                let _ = stopped.await;
-            }));
-            (format!("http://{addr}"), Some((stop, handle)))
+            let server = Server::bind(addr, config).await?.spawn()?;
+            (server.url(), Some(server))
         }
     };
     eprintln!(
@@ -226,9 +221,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
     let result = measure(&plan, &url).await;
 
-    if let Some((stop, handle)) = in_process {
-        let _ = stop.send(());
-        let _ = handle.await;
+    if let Some(server) = in_process {
+        let _ = server.stop().await;
     }
     let mut report = result?;
     report.elapsed = started.elapsed();

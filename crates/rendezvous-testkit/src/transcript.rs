@@ -1,182 +1,35 @@
-//! Test harness: a real server on 127.0.0.1:0, real hosts running bash in
-//! PTYs, and guests over real gRPC. Everything stops on drop.
-#![allow(dead_code)]
-
-pub mod proxy;
-
-use std::time::Duration;
+//! What a guest sees, read with one deadline per wait: a transcript of a
+//! session's events with `until(marker)` and `until_exit()`, and a native
+//! guest on the bidi Terminal call.
 
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::{
     AttachRequest, Attached, ExitStatus, GuestEvent, TerminalRequest, WindowSize, guest_event,
     terminal_request,
 };
-use rendezvous_server::{Server, ServerConfig};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-/// How long any wait in a test may take before it fails.
-pub const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A server on a free loopback port; shut down on drop.
-pub struct TestServer {
-    pub url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    pub async fn start() -> Self {
-        Self::with_config(ServerConfig::default()).await
-    }
-
-    pub async fn with_config(config: ServerConfig) -> Self {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .expect("bind");
-        let url = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            url,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    pub async fn channel(&self) -> Channel {
-        rendezvous_proto::endpoint::endpoint(&self.url)
-            .unwrap()
-            .connect()
-            .await
-            .expect("connect to test server")
-    }
-
-    pub async fn guest_client(&self) -> GuestServiceClient<Channel> {
-        GuestServiceClient::new(self.channel().await)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
-
-/// A registered host running `command` for each new shell; stopped on drop.
-pub struct TestHost {
-    pub secret: String,
-    pub task_id: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), rendezvous_host::HostError>>,
-}
-
-/// bash without rc files and with a plain prompt, so tests see only what
-/// they typed.
-pub fn bash() -> Vec<String> {
-    ["bash", "--norc", "--noprofile"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
-impl TestHost {
-    pub async fn start(server: &TestServer, task_id: &str) -> Self {
-        Self::with_command(server, task_id, bash()).await
-    }
-
-    pub async fn with_command(server: &TestServer, task_id: &str, command: Vec<String>) -> Self {
-        let host = rendezvous_host::Host::builder(&server.url)
-            .task_id(task_id)
-            .command(&command[0], &command[1..])
-            .env("PS1", "$ ")
-            .build()
-            .expect("build host");
-        Self::from_host(host).await
-    }
-
-    /// Runs a host built by the test, and waits until it is registered.
-    pub async fn from_host(host: rendezvous_host::Host) -> Self {
-        let secret = host.secret().to_owned();
-        let task_id = host.task_id().to_owned();
-        let mut status = host.status();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(host.run(async move {
-            let _ = stopped.await;
-        }));
-        tokio::time::timeout(
-            DEADLINE,
-            status.wait_for(|s| matches!(s, rendezvous_host::HostStatus::Registered { .. })),
-        )
-        .await
-        .expect("host registers in time")
-        .expect("host status");
-        Self {
-            secret,
-            task_id,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    /// The task's hosts and sessions, as ListSessions reports them.
-    pub async fn list_hosts(&self, server: &TestServer) -> Vec<rendezvous_proto::HostInfo> {
-        server
-            .guest_client()
-            .await
-            .list_sessions(rendezvous_proto::ListSessionsRequest {
-                task_id: self.task_id.clone(),
-                secret: self.secret.clone(),
-                ..Default::default()
-            })
-            .await
-            .expect("list sessions")
-            .into_inner()
-            .hosts
-    }
-
-    pub fn attach_request(&self, session_id: &str) -> AttachRequest {
-        AttachRequest {
-            task_id: self.task_id.clone(),
-            secret: self.secret.clone(),
-            host_name: String::new(),
-            session_id: session_id.to_owned(),
-            cols: 100,
-            rows: 30,
-            resume_offset: None,
-            ..Default::default()
-        }
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
+use crate::{DEADLINE, TestServer};
 
 /// A native guest on the bidi Terminal stream.
 pub struct TermGuest {
+    /// The stream's first event.
     pub attached: Attached,
     input: mpsc::Sender<TerminalRequest>,
-    pub events: EventReader,
+    /// What the session sent.
+    pub events: Transcript,
 }
 
-/// Reads a guest's events and keeps the output seen so far.
-pub struct EventReader {
+/// Reads a guest's events and keeps the output seen so far, each wait
+/// bounded by [`DEADLINE`].
+pub struct Transcript {
     stream: tonic::Streaming<GuestEvent>,
     /// All output bytes, in order.
     pub output: Vec<u8>,
     /// Offset the next output must carry.
     pub next_offset: Option<u64>,
+    /// Every size event, in order.
     pub sizes: Vec<WindowSize>,
     /// Bytes reported missed by Lagged events.
     pub lagged: u64,
@@ -185,7 +38,7 @@ pub struct EventReader {
     acks: Option<Acks>,
 }
 
-/// How an [`EventReader`] acknowledges the events it reads: it counts them,
+/// How an [`Transcript`] acknowledges the events it reads: it counts them,
 /// and a task sends each new count as an Ack call, so that the reader
 /// never waits on a call's answer (whose DATA may need the very
 /// connection window its unread events hold).
@@ -195,7 +48,8 @@ struct Acks {
     /// The count the task acknowledges; the task ends when this drops.
     count: tokio::sync::watch::Sender<u64>,
 }
-impl EventReader {
+impl Transcript {
+    /// Reads `stream` (Attached first, as the server sends it).
     pub fn new(stream: tonic::Streaming<GuestEvent>) -> Self {
         Self {
             stream,
@@ -276,6 +130,7 @@ impl EventReader {
         Ok(Some(event))
     }
 
+    /// The output so far, as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.output).into_owned()
     }
@@ -353,6 +208,10 @@ impl EventReader {
 }
 
 impl TermGuest {
+    /// Attaches over the bidi Terminal call.
+    ///
+    /// # Errors
+    /// The server's refusal.
     pub async fn open(server: &TestServer, request: AttachRequest) -> Result<Self, tonic::Status> {
         let mut client = server.guest_client().await;
         let (input, rx) = mpsc::channel(16);
@@ -366,7 +225,7 @@ impl TermGuest {
             .terminal(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        let mut events = EventReader::new(stream);
+        let mut events = Transcript::new(stream);
         let attached = match events.next().await {
             Some(guest_event::Event::Attached(a)) => a,
             other => panic!("expected Attached first, got {other:?}"),
@@ -378,6 +237,7 @@ impl TermGuest {
         })
     }
 
+    /// Sends `text` as one input request.
     pub async fn type_text(&self, text: &str) {
         self.input
             .send(TerminalRequest {
@@ -387,33 +247,5 @@ impl TermGuest {
             })
             .await
             .expect("send input");
-    }
-}
-
-/// Waits until a session's output offset, as `sample` reads it, stops
-/// growing (the same non-zero value for five samples 100 ms apart), and
-/// returns it; fails after the deadline.
-pub async fn held_output<F, Fut>(mut sample: F) -> u64
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = u64>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut last = sample().await;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "output never stopped growing"
-        );
-        let mut steady = true;
-        for _ in 0..5 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            let now = sample().await;
-            steady &= now == last;
-            last = now;
-        }
-        if steady && last > 0 {
-            return last;
-        }
     }
 }

@@ -22,12 +22,15 @@ struct Rule {
 /// closes every connection open now, dropping what was held. Connections
 /// made after a cut are let through.
 pub struct CutProxy {
+    /// `http://ADDR` of the proxy: give it to clients instead of the
+    /// server's.
     pub url: String,
     rule: watch::Sender<Rule>,
     task: JoinHandle<()>,
 }
 
 impl CutProxy {
+    /// A proxy on a free loopback port in front of `server_url`.
     pub async fn start(server_url: &str) -> Self {
         let upstream = server_url.trim_start_matches("http://").to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -54,10 +57,12 @@ impl CutProxy {
         Self { url, rule, task }
     }
 
+    /// Holds every byte of every connection from now on.
     pub fn mute(&self) {
         self.rule.send_modify(|r| r.muted = true);
     }
 
+    /// Closes every connection open now; later ones go through.
     pub fn cut(&self) {
         self.rule.send_modify(|r| {
             r.generation += 1;

@@ -1,0 +1,54 @@
+//! The Rendezvous test kit (not published): the real parts a test needs,
+//! each started on loopback and stopped on drop.
+//!
+//! - [`TestServer`]: a real server on `127.0.0.1:0`, stopped gracefully or
+//!   crashed ([`Stop`]);
+//! - [`TestHost`]: a real host whose shells run bash on PTYs;
+//! - [`Transcript`]: a guest's events with `until(marker)`, `until_exit()`
+//!   and one deadline; [`TermGuest`]: a native guest on the Terminal call;
+//! - [`proxy::CutProxy`]: a TCP proxy that holds and cuts connections;
+//! - [`held_output`]: waits until a session's output stops growing.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod host;
+pub mod proxy;
+mod server;
+mod transcript;
+
+use std::time::Duration;
+
+pub use host::{TestHost, bash};
+pub use server::{Stop, TestServer};
+pub use transcript::{TermGuest, Transcript};
+
+/// How long any wait in a test may take before the test fails (20 s).
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Waits until a session's output offset, as `sample` reads it, stops
+/// growing (the same non-zero value for five samples 100 ms apart), and
+/// returns it; fails after the deadline.
+pub async fn held_output<F, Fut>(mut sample: F) -> u64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = u64>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut last = sample().await;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "output never stopped growing"
+        );
+        let mut steady = true;
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = sample().await;
+            steady &= now == last;
+            last = now;
+        }
+        if steady && last > 0 {
+            return last;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! A real server on a loopback port, stopped gracefully, crashed, or
+//! dropped (which crashes it).
+
+use std::io;
+use std::net::SocketAddr;
+
+use rendezvous_proto::guest_service_client::GuestServiceClient;
+use rendezvous_server::{RunningServer, Server, ServerConfig};
+use tonic::transport::Channel;
+
+use crate::DEADLINE;
+
+/// How a [`TestServer`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// As on SIGTERM: sessions end, connections close gracefully.
+    Graceful,
+    /// As a crashed process: the listener and every connection are dropped
+    /// at once, nothing said.
+    Crash,
+}
+
+/// A `rendezvous-server` on `127.0.0.1:0` (or an address of the test's),
+/// in this process. Dropping it crashes it.
+#[derive(Debug)]
+pub struct TestServer {
+    /// `http://ADDR`.
+    pub url: String,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    running: Option<RunningServer>,
+}
+
+impl TestServer {
+    /// A server with the default configuration on a free loopback port.
+    pub async fn start() -> Self {
+        Self::with_config(ServerConfig::default()).await
+    }
+
+    /// A server with `config` on a free loopback port.
+    pub async fn with_config(config: ServerConfig) -> Self {
+        Self::start_at("127.0.0.1:0".parse().expect("an address"), config)
+            .await
+            .expect("bind 127.0.0.1:0")
+    }
+
+    /// A server with `config` on `addr` (e.g. the address of a server that
+    /// was stopped, to restart it).
+    ///
+    /// # Errors
+    /// The bind's error.
+    pub async fn start_at(addr: SocketAddr, config: ServerConfig) -> io::Result<Self> {
+        let running = Server::bind(addr, config).await?.spawn()?;
+        Ok(Self {
+            url: running.url(),
+            addr: running.local_addr(),
+            running: Some(running),
+        })
+    }
+
+    /// Stops the server and waits until it has stopped.
+    pub async fn stop(mut self, how: Stop) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        let stopped = async move {
+            match how {
+                Stop::Graceful => running.stop().await.expect("the server stops cleanly"),
+                Stop::Crash => running.crash().await,
+            }
+        };
+        tokio::time::timeout(DEADLINE, stopped)
+            .await
+            .expect("the server stops in time");
+    }
+
+    /// A new HTTP/2 connection to the server, as the clients make them.
+    pub async fn channel(&self) -> Channel {
+        rendezvous_proto::endpoint::endpoint(&self.url)
+            .expect("the test server's URL")
+            .connect()
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// A raw guest client on a connection of its own.
+    pub async fn guest_client(&self) -> GuestServiceClient<Channel> {
+        GuestServiceClient::new(self.channel().await)
+    }
+}
