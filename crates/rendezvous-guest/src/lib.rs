@@ -52,6 +52,3 @@ pub use rendezvous_proto::v1::{
 };
 pub use resume::{MAX_RESEND_BYTES, MAX_RESEND_REQUESTS, ResumingTerminal, Update};
 pub use secret::{EmptySecret, REDACTED, Secret};
-
-#[cfg(test)]
-mod tests;

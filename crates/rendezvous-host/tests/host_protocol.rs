@@ -3,12 +3,9 @@
 //! resize and the exit code; shutdown; the permanent refusals; a lost
 //! connection and the reconnect; a command that cannot start.
 //!
-//! Each server runs on a runtime of its own, on its own thread, so that a
-//! test can also kill it the hard way (as a crashed process would go: the
-//! listener and every connection closed at once, nothing said).
+//! The server is the test kit's, which a test can also crash (the listener
+//! and every connection closed at once, nothing said).
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,7 +15,8 @@ use rendezvous_guest::{
 };
 use rendezvous_host::{Host, HostBuilder, HostError, HostStatus};
 use rendezvous_proto::exit_status;
-use rendezvous_server::{Server, ServerConfig};
+use rendezvous_server::ServerConfig;
+use rendezvous_testkit::{Stop, TestServer};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
@@ -33,90 +31,6 @@ const POLL: Duration = Duration::from_millis(20);
 const TASK: &str = "build-42";
 const SECRET: &str = "host-protocol-test-secret-0123";
 const HOST_NAME: &str = "linux";
-
-/// How a test server stops.
-#[derive(Debug, Clone, Copy)]
-enum Stop {
-    /// The shutdown future resolves: sessions end, connections are closed
-    /// gracefully.
-    Graceful,
-    /// The server's runtime is dropped: the listener and every connection
-    /// close at once, as when the server process dies.
-    Crash,
-}
-
-/// A real server on its own runtime and thread. Dropping it crashes it.
-struct TestServer {
-    addr: SocketAddr,
-    url: String,
-    stop: Option<oneshot::Sender<Stop>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl TestServer {
-    /// A server on a free loopback port.
-    async fn start() -> Self {
-        Self::start_at("127.0.0.1:0".parse().unwrap())
-            .await
-            .expect("bind 127.0.0.1:0")
-    }
-
-    /// A server on `addr`.
-    async fn start_at(addr: SocketAddr) -> io::Result<Self> {
-        let (ready_tx, ready_rx) = oneshot::channel::<io::Result<SocketAddr>>();
-        let (stop_tx, stop_rx) = oneshot::channel::<Stop>();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("server runtime");
-            runtime.block_on(async move {
-                let server = match Server::bind(addr, ServerConfig::default()).await {
-                    Ok(server) => server,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = ready_tx.send(server.local_addr());
-                let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-                let run = tokio::spawn(server.run(async move {
-                    let _ = shutdown_rx.await;
-                }));
-                match stop_rx.await {
-                    Ok(Stop::Graceful) => {
-                        let _ = shutdown_tx.send(());
-                        run.await.expect("server run").expect("server run");
-                    }
-                    // Crash, or the TestServer was dropped: return at once.
-                    Ok(Stop::Crash) | Err(_) => {}
-                }
-            });
-            // Dropping the runtime drops every task: the listener and all
-            // connections are closed.
-            drop(runtime);
-        });
-        let addr = ready_rx.await.expect("the server thread reports")?;
-        Ok(Self {
-            addr,
-            url: format!("http://{addr}"),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the server and waits until its thread, runtime, listener and
-    /// connections are all gone.
-    async fn stop(mut self, how: Stop) {
-        let _ = self.stop.take().unwrap().send(how);
-        let thread = self.thread.take().unwrap();
-        timeout(DEADLINE, tokio::task::spawn_blocking(move || thread.join()))
-            .await
-            .expect("the server stops in time")
-            .unwrap()
-            .expect("the server thread did not panic");
-    }
-}
 
 /// A host's `run` in a task. Dropping it aborts the run (which kills its
 /// sessions' processes).
@@ -553,7 +467,7 @@ async fn lost_connection_ends_sessions_and_reconnects(how: Stop) {
     .expect("the host notices the lost connection")
     .unwrap();
 
-    let server = TestServer::start_at(addr)
+    let server = TestServer::start_at(addr, ServerConfig::default())
         .await
         .expect("bind the same port again");
     host.registered_other_than(Some(&first_id)).await;

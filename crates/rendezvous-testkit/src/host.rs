@@ -40,6 +40,7 @@ impl TestHost {
             .task_id(task_id)
             .command(&command[0], &command[1..])
             .env("PS1", "$ ")
+            .env("HISTFILE", "/dev/null")
             .build()
             .expect("build host");
         Self::from_host(host).await

@@ -6,15 +6,13 @@
 
 use std::time::Duration;
 
-use rendezvous_host::{Host, HostError, HostStatus};
+use rendezvous_server::ServerConfig;
 use rendezvous_server::session::RelayConfig;
-use rendezvous_server::{Server, ServerConfig};
 use sha2::{Digest, Sha256};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::*;
+use rendezvous_guest::*;
+use rendezvous_testkit::{TestHost, TestServer};
 
 /// How long any one wait in a test may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -22,108 +20,25 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// The task every test host registers under (each test has its own server).
 const TASK: &str = "build-42";
 
-/// A real server on 127.0.0.1:0; shut down on drop.
-struct TestServer {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+/// The host's secret, as the guest client takes it.
+fn secret(host: &TestHost) -> Secret {
+    Secret::new(host.secret.as_str()).unwrap()
 }
 
-impl TestServer {
-    async fn start() -> Self {
-        Self::with_config(ServerConfig::default()).await
-    }
-
-    async fn with_config(config: ServerConfig) -> Self {
-        let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
-            .await
-            .expect("bind the test server");
-        let url = format!("http://{}", server.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(async move {
-            let _ = stopped.await;
-        }));
-        Self {
-            url,
-            stop: Some(stop),
-            task,
-        }
-    }
+/// A secret of the same shape as the host's, but wrong.
+fn wrong_secret(host: &TestHost) -> String {
+    let mut wrong: Vec<char> = host.secret.chars().collect();
+    let last = wrong.last_mut().expect("a non-empty secret");
+    *last = if *last == 'A' { 'B' } else { 'A' };
+    wrong.into_iter().collect()
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
-
-/// A real host registered under [`TASK`], running bash (no rc files, a
-/// plain `$ ` prompt, no history file) for each new shell; stopped on drop.
-struct TestHost {
-    secret: String,
-    stop: Option<oneshot::Sender<()>>,
-    _task: JoinHandle<Result<(), HostError>>,
-}
-
-impl TestHost {
-    async fn start(server: &TestServer) -> Self {
-        let host = Host::builder(server.url.as_str())
-            .task_id(TASK)
-            .command("bash", ["--norc", "--noprofile"])
-            .env("PS1", "$ ")
-            .env("HISTFILE", "/dev/null")
-            .build()
-            .expect("build the test host");
-        let secret = host.secret().to_owned();
-        let mut status = host.status();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(host.run(async move {
-            let _ = stopped.await;
-        }));
-        timeout(
-            DEADLINE,
-            status.wait_for(|s| matches!(s, HostStatus::Registered { .. })),
-        )
-        .await
-        .expect("the host registers in time")
-        .expect("the host's status");
-        Self {
-            secret,
-            stop: Some(stop),
-            _task: task,
-        }
-    }
-
-    fn secret(&self) -> Secret {
-        Secret::new(self.secret.as_str()).unwrap()
-    }
-
-    /// A secret of the same shape as the host's, but wrong.
-    fn wrong_secret(&self) -> String {
-        let mut wrong: Vec<char> = self.secret.chars().collect();
-        let last = wrong.last_mut().expect("a non-empty secret");
-        *last = if *last == 'A' { 'B' } else { 'A' };
-        wrong.into_iter().collect()
-    }
-
-    /// Options for a new shell of `cols` x `rows` on the default host.
-    fn options(&self, cols: u32, rows: u32) -> AttachOptions {
-        let mut options = AttachOptions::new(task(), self.secret());
-        options.cols = cols;
-        options.rows = rows;
-        options
-    }
-}
-
-impl Drop for TestHost {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
+/// Options for a new shell of `cols` x `rows` on the default host.
+fn options(host: &TestHost, cols: u32, rows: u32) -> AttachOptions {
+    let mut options = AttachOptions::new(task(), secret(host));
+    options.cols = cols;
+    options.rows = rows;
+    options
 }
 
 fn task() -> TaskId {
@@ -273,9 +188,9 @@ fn payload(len: usize) -> Vec<u8> {
 #[tokio::test]
 async fn terminal_relays_input_resizes_and_exit() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
-    let terminal = within("attach", client.terminal(host.options(0, 0)))
+    let terminal = within("attach", client.terminal(options(&host, 0, 0)))
         .await
         .unwrap();
     assert!(!terminal.attached().session_id.is_empty());
@@ -307,10 +222,10 @@ async fn terminal_relays_input_resizes_and_exit() {
 #[tokio::test]
 async fn wrong_secret_is_denied_and_never_echoed() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
-    let wrong = host.wrong_secret();
+    let host = TestHost::start(&server, TASK).await;
+    let wrong = wrong_secret(&host);
     let client = Client::connect_lazy(&server.url).unwrap();
-    let mut options = host.options(0, 0);
+    let mut options = options(&host, 0, 0);
     options.secret = Secret::new(wrong.as_str()).unwrap();
     for error in [
         within("terminal", client.terminal(options.clone()))
@@ -336,9 +251,9 @@ async fn wrong_secret_is_denied_and_never_echoed() {
 #[tokio::test]
 async fn unknown_host_is_not_found() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
-    let mut options = host.options(0, 0);
+    let mut options = options(&host, 0, 0);
     options.host_name = Some(HostName::new("missing").unwrap());
     let error = within("terminal", client.terminal(options.clone()))
         .await
@@ -351,9 +266,9 @@ async fn unknown_host_is_not_found() {
 #[tokio::test]
 async fn unknown_session_is_not_found() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
-    let mut options = host.options(0, 0);
+    let mut options = options(&host, 0, 0);
     options.session_id = Some("no-such-session".to_owned());
     let error = within("terminal", client.terminal(options.clone()))
         .await
@@ -366,12 +281,12 @@ async fn unknown_session_is_not_found() {
 #[tokio::test]
 async fn list_sessions_shows_the_host_and_its_session() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
 
     let hosts = within(
         "list_sessions",
-        client.list_sessions(&task(), &host.secret()),
+        client.list_sessions(&task(), &secret(&host)),
     )
     .await
     .unwrap();
@@ -379,12 +294,12 @@ async fn list_sessions_shows_the_host_and_its_session() {
     assert_eq!(hosts[0].host_name, "default");
     assert!(hosts[0].sessions.is_empty(), "{hosts:?}");
 
-    let terminal = within("attach", client.terminal(host.options(100, 30)))
+    let terminal = within("attach", client.terminal(options(&host, 100, 30)))
         .await
         .unwrap();
     let hosts = within(
         "list_sessions",
-        client.list_sessions(&task(), &host.secret()),
+        client.list_sessions(&task(), &secret(&host)),
     )
     .await
     .unwrap();
@@ -401,9 +316,9 @@ async fn list_sessions_shows_the_host_and_its_session() {
 #[tokio::test]
 async fn attach_path_delivers_long_input_in_numbered_chunks() {
     let server = TestServer::start().await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
-    let stream = within("attach", client.attach(host.options(200, 50)))
+    let stream = within("attach", client.attach(options(&host, 200, 50)))
         .await
         .unwrap();
     let guest_id = stream.attached().guest_id.clone();
@@ -463,10 +378,10 @@ async fn a_late_joiner_from_offset_0_is_told_what_it_missed() {
         ..Default::default()
     };
     let server = TestServer::with_config(config).await;
-    let host = TestHost::start(&server).await;
+    let host = TestHost::start(&server, TASK).await;
     let client = Client::connect(&server.url).await.unwrap();
 
-    let first = within("attach", client.terminal(host.options(200, 50)))
+    let first = within("attach", client.terminal(options(&host, 200, 50)))
         .await
         .unwrap();
     let session_id = first.attached().session_id.clone();
@@ -481,7 +396,7 @@ async fn a_late_joiner_from_offset_0_is_told_what_it_missed() {
     let produced = producer.events.next_offset().unwrap();
     assert!(produced > 100_000, "{produced}");
 
-    let mut options = host.options(200, 50);
+    let mut options = options(&host, 200, 50);
     options.session_id = Some(session_id);
     options.resume_offset = Some(0);
     let late = within("join", client.terminal(options)).await.unwrap();
