@@ -3,28 +3,17 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
-import { after, before, describe, test } from "node:test";
-import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/proc.mjs";
+import { describe, test } from "node:test";
+import { newPage } from "./lib/browser.mjs";
+import { useDemoAndBrowser } from "./lib/fixture.mjs";
 import { DEADLINE_MS, waitForLine, waitForStatus } from "./lib/terminal.mjs";
 
 describe("web guest against `rendezvous demo`", () => {
-  let demo;
-  let browser;
-
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
+  const fx = useDemoAndBrowser();
 
   test("typed input reaches the shell and its output comes back", async () => {
-    const page = await newPage(browser.context);
-    await page.goto(demo.url);
+    const page = await newPage(fx.browser.context);
+    await page.goto(fx.demo.url);
     await waitForStatus(page, "connected");
 
     const word = `hello-${randomBytes(6).toString("hex")}`;
@@ -42,8 +31,8 @@ describe("web guest against `rendezvous demo`", () => {
   });
 
   test("a wrong secret shows one plain message", async () => {
-    const page = await newPage(browser.context);
-    const url = new URL(demo.url);
+    const page = await newPage(fx.browser.context);
+    const url = new URL(fx.demo.url);
     url.hash = `secret=${"x".repeat(32)}`;
     await page.goto(url.href);
     const text = await waitForStatus(page, "failed", DEADLINE_MS);

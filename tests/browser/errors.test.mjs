@@ -6,45 +6,19 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo, startHost, startServe } from "./lib/proc.mjs";
+import { newSecret, useDemoAndBrowser } from "./lib/fixture.mjs";
+import { startHost, startServe } from "./lib/proc.mjs";
 import { startProxy } from "./lib/proxy.mjs";
-import {
-  DEADLINE_MS,
-  recordEvents,
-  recordedEvents,
-  typeLine,
-  waitForLine,
-  waitForStatus,
-  waitForStatusText,
-} from "./lib/terminal.mjs";
-
-const newSecret = () => randomBytes(18).toString("base64url");
+import { DEADLINE_MS, recordEvents, recordedEvents, typeLine, waitForLine, waitForStatus, waitForStatusText } from "./lib/terminal.mjs";
 
 describe("errors in plain words", () => {
-  let demo;
-  let browser;
+  const fx = useDemoAndBrowser();
 
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
-
-  async function open(url, t) {
-    const page = await newPage(browser.context);
-    t.after(() => page.close().catch(() => {}));
-    await page.goto(url);
-    return page;
-  }
+  const open = (url, t) => fx.open(url, t);
 
   test("a wrong secret and an unknown task get the same message, in the status and the terminal", async (t) => {
-    const wrongSecret = await open(`${demo.server}/t/demo#secret=${newSecret()}`, t);
-    const unknownTask = await open(`${demo.server}/t/no-such-task#secret=${encodeURIComponent(demo.secret)}`, t);
+    const wrongSecret = await open(`${fx.demo.server}/t/demo#secret=${newSecret()}`, t);
+    const unknownTask = await open(`${fx.demo.server}/t/no-such-task#secret=${encodeURIComponent(fx.demo.secret)}`, t);
     const a = await waitForStatus(wrongSecret, "failed");
     const b = await waitForStatus(unknownTask, "failed");
     assert.match(a, /^Unknown task or wrong secret\. Check that you opened the whole link/);
@@ -54,7 +28,7 @@ describe("errors in plain words", () => {
   });
 
   test("the session has ended: the exit code, and what to do next", async (t) => {
-    const page = await open(demo.url, t);
+    const page = await open(fx.demo.url, t);
     await waitForStatus(page, "connected");
     await typeLine(page, "exit 3");
     const text = await waitForStatus(page, "ended");
@@ -140,9 +114,9 @@ describe("errors in plain words", () => {
   });
 
   test("the server is unreachable: the page says where, counts down, keeps retrying, and comes back", async (t) => {
-    const proxy = await startProxy(demo.server);
+    const proxy = await startProxy(fx.demo.server);
     t.after(() => proxy.stop());
-    const page = await open(`${proxy.url}/t/demo#secret=${encodeURIComponent(demo.secret)}`, t);
+    const page = await open(`${proxy.url}/t/demo#secret=${encodeURIComponent(fx.demo.secret)}`, t);
     await waitForStatus(page, "connected");
     await recordEvents(page);
     const mark = `before-${randomBytes(4).toString("hex")}`;

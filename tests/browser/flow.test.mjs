@@ -3,8 +3,8 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/proc.mjs";
+import { newPage } from "./lib/browser.mjs";
+import { useDemoAndBrowser } from "./lib/fixture.mjs";
 import { linesMatching, typeLine, waitForLine, waitForStatus } from "./lib/terminal.mjs";
 
 /** Milliseconds the 50 MB flood may take to render in this machine's headless chromium. */
@@ -21,27 +21,16 @@ const RESPONSIVE_MS = 1_000;
 const STALLED_OUTPUT_LIMIT_BYTES = 8 * 1024 * 1024;
 
 describe("flow control under a flood", () => {
-  let demo;
-  let browser;
-
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
+  const fx = useDemoAndBrowser();
 
   test("`yes | head -c 50M`: the page answers, typed input runs after it, the last line arrives", async (t) => {
-    const page = await newPage(browser.context);
+    const page = await newPage(fx.browser.context);
     t.after(() => page.close().catch(() => {}));
     const warnings = [];
     page.on("console", (msg) => {
       if (msg.type() === "warning" || msg.type() === "error") warnings.push(msg.text());
     });
-    await page.goto(demo.url);
+    await page.goto(fx.demo.url);
     await waitForStatus(page, "connected");
 
     const started = Date.now();
@@ -83,9 +72,9 @@ describe("flow control under a flood", () => {
   });
 
   test("a page that stops rendering stops pulling at its watermark, the host stops within its window, and nothing is lost", async (t) => {
-    const page = await newPage(browser.context);
+    const page = await newPage(fx.browser.context);
     t.after(() => page.close().catch(() => {}));
-    await page.goto(demo.url);
+    await page.goto(fx.demo.url);
     await waitForStatus(page, "connected");
 
     // From now on the terminal parses nothing: writes are held, callbacks never run.

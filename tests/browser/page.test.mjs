@@ -3,32 +3,17 @@
 // the output a late joiner sees.
 
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/proc.mjs";
+import { newPage } from "./lib/browser.mjs";
+import { fresh, useDemoAndBrowser } from "./lib/fixture.mjs";
 import { DEADLINE_MS, fragmentSession, typeLine, waitForLine, waitForSession, waitForStatus } from "./lib/terminal.mjs";
 
-/** A word no earlier output can contain. */
-const fresh = (prefix) => `${prefix}-${randomBytes(6).toString("hex")}`;
-
 describe("task page: sessions shared between tabs", () => {
-  let demo;
-  let browser;
-
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
+  const fx = useDemoAndBrowser();
 
   /** A page on `url`, connected; returns it and the session ID its fragment names. */
   async function openAttached(url, t) {
-    const page = await newPage(browser.context);
+    const page = await newPage(fx.browser.context);
     t.after(() => page.close().catch(() => {}));
     await page.goto(url);
     await waitForStatus(page, "connected");
@@ -49,7 +34,7 @@ describe("task page: sessions shared between tabs", () => {
   }
 
   test("a second page with the first page's URL joins the same session", async (t) => {
-    const a = await openAttached(demo.url, t);
+    const a = await openAttached(fx.demo.url, t);
     assert.match(a.page.url(), /#secret=[^&]+&session=/);
 
     const b = await openAttached(a.page.url(), t);
@@ -67,7 +52,7 @@ describe("task page: sessions shared between tabs", () => {
   });
 
   test("`exit 7` shows the ended state with the exit code on every joined page", async (t) => {
-    const a = await openAttached(demo.url, t);
+    const a = await openAttached(fx.demo.url, t);
     const b = await openAttached(a.page.url(), t);
     assert.equal(b.sessionId, a.sessionId);
 
@@ -88,7 +73,7 @@ describe("task page: sessions shared between tabs", () => {
 
   test("the sidebar lists the sessions and opens new shells", async (t) => {
     // Two shells, opened from one page: the second with "New shell".
-    const a = await openAttached(demo.url, t);
+    const a = await openAttached(fx.demo.url, t);
     const newShell = a.page.locator("#new-shell");
     await newShell.waitFor({ state: "visible" });
     await a.page.waitForFunction(() => !document.getElementById("new-shell").disabled, null, { timeout: DEADLINE_MS });
@@ -101,7 +86,7 @@ describe("task page: sessions shared between tabs", () => {
     assert.equal(await current.getAttribute("title"), second, "the attached session is marked current");
 
     // A third page opens a third shell; both earlier ones are join entries in its list.
-    const c = await openAttached(demo.url, t);
+    const c = await openAttached(fx.demo.url, t);
     assert.ok(![a.sessionId, second].includes(c.sessionId), "a link without a session opens a new shell");
     await waitForListed(c.page, [a.sessionId, second, c.sessionId]);
     const joins = c.page.locator("#sessions li.session:not(.current) button", { hasText: /^join$/ });
@@ -118,7 +103,7 @@ describe("task page: sessions shared between tabs", () => {
   });
 
   test("a late joiner sees the output from before it joined", async (t) => {
-    const a = await openAttached(demo.url, t);
+    const a = await openAttached(fx.demo.url, t);
     const early = fresh("early");
     await typeLine(a.page, `echo ${early}`);
     await waitForLine(a.page, early);

@@ -2,24 +2,13 @@
 // the debounced size report reaches the PTY: `stty size` changes.
 
 import assert from "node:assert/strict";
-import { after, before, describe, test } from "node:test";
-import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo } from "./lib/proc.mjs";
+import { after, describe, test } from "node:test";
+import { newPage } from "./lib/browser.mjs";
+import { useDemoAndBrowser } from "./lib/fixture.mjs";
 import { DEADLINE_MS, linesMatching, typeLine, waitForStatus } from "./lib/terminal.mjs";
 
 describe("resize", () => {
-  let demo;
-  let browser;
-
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser({ viewport: { width: 1100, height: 650 } });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
+  const fx = useDemoAndBrowser({ viewport: { width: 1100, height: 650 } });
 
   /** The terminal's size in cells. */
   const termSize = (page) => page.evaluate(() => ({ cols: window.rendezvousTerm.cols, rows: window.rendezvousTerm.rows }));
@@ -54,9 +43,9 @@ describe("resize", () => {
   }
 
   test("changing the viewport changes `stty size` in the shell", async (t) => {
-    const page = await newPage(browser.context);
+    const page = await newPage(fx.browser.context);
     t.after(() => page.close().catch(() => {}));
-    await page.goto(demo.url);
+    await page.goto(fx.demo.url);
     await waitForStatus(page, "connected");
 
     const first = await termSize(page);

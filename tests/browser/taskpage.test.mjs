@@ -4,14 +4,11 @@
 // clickable links, and every asset from the server itself.
 
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { launchBrowser, newPage } from "./lib/browser.mjs";
-import { startDemo, startHost, startServe } from "./lib/proc.mjs";
+import { fresh, newSecret, useDemoAndBrowser } from "./lib/fixture.mjs";
+import { startHost, startServe } from "./lib/proc.mjs";
 import { DEADLINE_MS, fragmentSession, typeLine, waitForLine, waitForSession, waitForStatus } from "./lib/terminal.mjs";
-
-const newSecret = () => randomBytes(18).toString("base64url");
-const fresh = (prefix) => `${prefix}-${randomBytes(5).toString("hex")}`;
 
 /** Waits until the clipboard holds `expected`; returns what it holds. */
 async function waitForClipboard(page, expected) {
@@ -113,26 +110,16 @@ describe("task page with several hosts and a read-only secret", () => {
 });
 
 describe("task page terminal behaviour", () => {
-  let demo;
-  let browser;
-
-  before(async () => {
-    demo = await startDemo();
-    browser = await launchBrowser({ colorScheme: "dark" });
-    await browser.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: demo.server });
-  });
-
-  after(async () => {
-    await browser?.close();
-    await demo?.stop();
-  });
+  const fx = useDemoAndBrowser({ colorScheme: "dark" }, (fx) =>
+    fx.browser.context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: fx.demo.server }),
+  );
 
   async function openDemo(t) {
-    const page = await newPage(browser.context);
+    const page = await newPage(fx.browser.context);
     t.after(() => page.close().catch(() => {}));
     const requests = [];
     page.on("request", (r) => requests.push(r.url()));
-    await page.goto(demo.url);
+    await page.goto(fx.demo.url);
     await waitForStatus(page, "connected");
     return { page, requests };
   }
@@ -140,7 +127,7 @@ describe("task page terminal behaviour", () => {
   test("every asset comes from the server itself", async (t) => {
     const { requests } = await openDemo(t);
     assert.ok(requests.some((u) => u.endsWith("/assets/lib/rendezvous-guest.js")));
-    const foreign = requests.filter((u) => !u.startsWith(`${demo.server}/`) && !u.startsWith("data:"));
+    const foreign = requests.filter((u) => !u.startsWith(`${fx.demo.server}/`) && !u.startsWith("data:"));
     assert.deepEqual(foreign, []);
   });
 
@@ -206,7 +193,7 @@ describe("task page terminal behaviour", () => {
       el.style.cssText = "position:fixed;left:0;top:0;width:600px;height:300px";
       document.body.append(el);
       window.osc52Handle = mountTerminal(el, { taskId: "demo", secret, osc52Clipboard: true });
-    }, { secret: demo.secret });
+    }, { secret: fx.demo.secret });
     await page.waitForFunction(() => window.osc52Handle.status.state === "connected", null, { timeout: DEADLINE_MS });
     await page.evaluate(() => window.osc52Handle.focus());
     await page.keyboard.type(`printf '\\033]52;c;%s\\a' "$(printf osc52-opted-in | base64)"`);
@@ -217,7 +204,7 @@ describe("task page terminal behaviour", () => {
 
   test("links are clickable and open in a new tab", async (t) => {
     const { page } = await openDemo(t);
-    const link = `${demo.server}/healthz?from=${fresh("link")}`;
+    const link = `${fx.demo.server}/healthz?from=${fresh("link")}`;
     await typeLine(page, `echo ${link}`);
     await waitForLine(page, link);
     const row = await rowOf(page, link);
@@ -227,7 +214,7 @@ describe("task page terminal behaviour", () => {
       const y = row - term.buffer.active.viewportY;
       return { x: rect.left + (rect.width / term.cols) * 3.5, y: rect.top + (rect.height / term.rows) * (y + 0.5) };
     }, row);
-    const popup = browser.context.waitForEvent("page", { timeout: DEADLINE_MS });
+    const popup = fx.browser.context.waitForEvent("page", { timeout: DEADLINE_MS });
     await page.mouse.move(box.x, box.y);
     await page.mouse.move(box.x + 2, box.y);
     await page.waitForFunction(() => getComputedStyle(window.rendezvousTerm.element.querySelector(".xterm-screen")).cursor === "pointer" || document.querySelector(".xterm-cursor-pointer") !== null, null, { timeout: DEADLINE_MS });

@@ -3,16 +3,19 @@
 //! streams. It never runs shells itself.
 //!
 //! - [`session`]: the relay core (offsets, retained output, fan-out,
-//!   backpressure, input order), free of any transport;
+//!   backpressure, input order), free of any transport, one job per file;
 //! - [`terminal_replies`]: which guest input is a terminal's automatic
 //!   reply, forwarded from the primary writer only;
 //! - [`token`]: guest tokens (JWT) a CI system mints instead of sharing
 //!   the secret;
 //! - [`registry`]: task → hosts → sessions, and authentication;
-//! - [`host_service`], [`guest_service`]: thin gRPC adapters;
+//! - [`host_service`], [`guest_service`]: thin gRPC adapters; a host's
+//!   Data stream, with its credit in messages, is `host_data`, a guest's
+//!   event stream [`guest_stream`];
 //! - [`http`]: the task page, web assets and health checks;
 //! - [`origin`]: which web origins may use the server (CORS);
-//! - [`server`]: one listener for all of it.
+//! - [`server`]: one listener for all of it; [`Server::spawn`] runs it
+//!   as a [`RunningServer`] (demo, bench, tests).
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
