@@ -15,11 +15,13 @@ use std::sync::Once;
 use anyhow::Context;
 use rendezvous_guest::escape::{ESCAPE_HELP, Escape, EscapeDetector};
 use rendezvous_guest::{
-    AttachOptions, Client, Event, ExitStatus, HostName, ResumingTerminal, Role, Secret, TaskId,
-    Update, describe_exit, exit_code,
+    AttachOptions, Client, Event, ExitStatus, HostName, ResumingTerminal, Role, Update,
+    describe_exit, exit_code,
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
+
+use crate::cli::guest_args::GuestArgs;
 
 /// Largest read from stdin, in bytes. A keystroke arrives as its own read
 /// in raw mode; pasted or piped input comes in reads of up to this size.
@@ -38,16 +40,8 @@ const SIGTERM: i32 = 15;
 /// Arguments of `rendezvous attach`.
 #[derive(Debug, clap::Args)]
 pub struct AttachArgs {
-    /// URL of the rendezvous server (http:// or https://).
-    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
-    server: String,
-    /// The task to attach to.
-    #[arg(long, value_name = "ID")]
-    task_id: TaskId,
-    /// The task's secret (read-write or read-only). Prefer the environment
-    /// variable: other users can see command lines.
-    #[arg(long, env = "RENDEZVOUS_SECRET", hide_env_values = true)]
-    secret: Secret,
+    #[command(flatten)]
+    guest: GuestArgs,
     /// The host within the task [default: the host named "default"].
     #[arg(long, value_name = "NAME")]
     host: Option<HostName>,
@@ -74,13 +68,13 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<i32> {
     // no escape sequences: stdin bytes all go to the session.
     let interactive = std::io::stdin().is_terminal();
     let (cols, rows) = terminal_size().unwrap_or((0, 0));
-    let client = Client::connect(&args.server).await?;
+    let client = Client::connect(&args.guest.server).await?;
     let options = AttachOptions {
         host_name: args.host,
         session_id: args.session,
         cols,
         rows,
-        ..AttachOptions::new(args.task_id, args.secret)
+        ..AttachOptions::new(args.guest.task_id, args.guest.secret)
     };
     let terminal = ResumingTerminal::attach(client, options).await?;
     let attached = terminal.attached();

@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod bench;
 pub mod demo;
+pub mod guest_args;
 pub mod host;
 pub mod serve;
 pub mod sessions;
