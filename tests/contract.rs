@@ -1,17 +1,31 @@
 //! The proto's documented errors, RPC by RPC, through the real server: each
-//! test sends what the proto names and checks the status code it promises.
-//! (Cases the server does not keep yet are listed in issue 8's note.)
+//! test sends what the proto names and checks the status code it promises,
+//! and a fragment of its message. Guest calls run over every transport a
+//! guest may use (gRPC, gRPC-Web over HTTP/1.1 and over HTTP/2), except
+//! `Terminal`, which only native clients speak; host calls run over gRPC.
+//!
+//! Sections follow the proto: rules for every RPC first, then each
+//! service's calls in order.
 
 mod common;
 
-use common::{TestHost, TestServer};
+use common::{AnyGuestClient, DEADLINE, EventReader, TRANSPORTS, TermGuest, TestHost, TestServer};
+use rendezvous_proto::guest_event::Event;
 use rendezvous_proto::host_service_client::HostServiceClient;
+use rendezvous_proto::message_size::{MAX_DATA_BYTES, MAX_MESSAGE_BYTES};
 use rendezvous_proto::{
-    DataOpen, Hello, HostControlRequest, HostDataRequest, Pong, TerminalRequest,
-    host_control_request, host_data_request, terminal_request,
+    AckRequest, AttachRequest, DataOpen, ExitStatus, Hello, HostControlRequest,
+    HostControlResponse, HostDataRequest, HostDataResponse, ListSessionsRequest, OpenSession, Pong,
+    Registered, ResizeRequest, SendInputRequest, SessionFailed, TerminalRequest, exit_status,
+    host_control_request, host_control_response, host_data_request, terminal_request,
 };
+use rendezvous_server::ServerConfig;
+use rendezvous_server::session::RelayConfig;
+use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
-use tonic::Code;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
 
 /// A request stream of `messages`, kept open afterwards (as a host or
 /// guest keeps its stream open while it waits for an answer).
@@ -19,24 +33,368 @@ fn open_stream<T: Send + 'static>(messages: Vec<T>) -> impl tokio_stream::Stream
     tokio_stream::iter(messages).chain(tokio_stream::pending())
 }
 
-async fn host_client(server: &TestServer) -> HostServiceClient<tonic::transport::Channel> {
+/// A host client with tonic's default message limits, as a careless
+/// third-party host would have.
+async fn host_client(server: &TestServer) -> HostServiceClient<Channel> {
     HostServiceClient::new(server.channel().await)
 }
+
+/// Asserts that `status` has `code` and a message containing `fragment`.
+#[track_caller]
+fn assert_status(status: &Status, code: Code, fragment: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(
+        status.message().contains(fragment),
+        "{:?} lacks {fragment:?}",
+        status.message()
+    );
+}
+
+/// What the message limit says when refusing (its name and value).
+fn message_limit_text() -> String {
+    format!("limit reached: bytes per message is {MAX_MESSAGE_BYTES}")
+}
+
+/// Bytes that make any message carrying them go over the message limit.
+fn oversize() -> String {
+    "x".repeat(MAX_MESSAGE_BYTES + 1)
+}
+
+/// The status of the first answer of a streaming call.
+async fn first_status<T>(response: Result<tonic::Response<Streaming<T>>, Status>) -> Status {
+    match response {
+        Ok(response) => match response.into_inner().message().await {
+            Ok(_) => Status::ok("answered"),
+            Err(status) => status,
+        },
+        Err(status) => status,
+    }
+}
+
+/// How an Attach call ended before any event: its status.
+async fn attach_status(client: &mut AnyGuestClient, request: AttachRequest) -> Status {
+    first_status(client.attach(request).await).await
+}
+
+// ---------------------------------------------------------------------------
+// A host speaking the protocol by hand
+// ---------------------------------------------------------------------------
+
+/// A host registered by hand on the Control stream, which opens Data
+/// streams and sends what a test tells it.
+struct RawHost {
+    client: HostServiceClient<Channel>,
+    control: mpsc::Sender<HostControlRequest>,
+    inbound: Streaming<HostControlResponse>,
+    registered: Registered,
+    task_id: String,
+    secret: String,
+}
+
+impl RawHost {
+    async fn register(server: &TestServer, task_id: &str) -> Self {
+        let mut client = host_client(server).await;
+        let secret = "raw-host-secret-0123456789".to_owned();
+        let (control, requests) = mpsc::channel(16);
+        control
+            .send(HostControlRequest {
+                message: Some(host_control_request::Message::Hello(Hello {
+                    task_id: task_id.into(),
+                    secret: secret.clone(),
+                    ..Hello::default()
+                })),
+            })
+            .await
+            .unwrap();
+        let mut inbound = client
+            .control(ReceiverStream::new(requests))
+            .await
+            .expect("Control")
+            .into_inner();
+        let Some(HostControlResponse {
+            message: Some(host_control_response::Message::Registered(registered)),
+        }) = inbound.message().await.expect("Registered")
+        else {
+            panic!("expected Registered");
+        };
+        Self {
+            client,
+            control,
+            inbound,
+            registered,
+            task_id: task_id.into(),
+            secret,
+        }
+    }
+
+    fn attach_request(&self, session_id: &str) -> AttachRequest {
+        AttachRequest {
+            task_id: self.task_id.clone(),
+            secret: self.secret.clone(),
+            session_id: session_id.into(),
+            ..AttachRequest::default()
+        }
+    }
+
+    /// The next OpenSession the server sends (Pings are skipped).
+    async fn open_session(&mut self) -> OpenSession {
+        loop {
+            let message = tokio::time::timeout(DEADLINE, self.inbound.message())
+                .await
+                .expect("OpenSession within the deadline")
+                .expect("control stream");
+            match message.and_then(|m| m.message) {
+                Some(host_control_response::Message::OpenSession(open)) => return open,
+                Some(_) => {}
+                None => panic!("the control stream ended"),
+            }
+        }
+    }
+
+    /// Opens the Data stream of `session_id`; returns its request sender
+    /// and response stream.
+    async fn open_data(
+        &self,
+        session_id: &str,
+    ) -> (
+        mpsc::Sender<HostDataRequest>,
+        Result<Streaming<HostDataResponse>, Status>,
+    ) {
+        let (data, requests) = mpsc::channel(4);
+        data.send(HostDataRequest {
+            message: Some(host_data_request::Message::Open(DataOpen {
+                host_id: self.registered.host_id.clone(),
+                host_token: self.registered.host_token.clone(),
+                session_id: session_id.into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let response = self
+            .client
+            .clone()
+            .data(ReceiverStream::new(requests))
+            .await
+            .map(tonic::Response::into_inner);
+        (data, response)
+    }
+
+    /// A guest asks for a new shell and this host opens its Data stream:
+    /// returns the guest's events (after Attached) and the Data stream.
+    async fn new_session(
+        &mut self,
+        server: &TestServer,
+    ) -> (
+        EventReader,
+        mpsc::Sender<HostDataRequest>,
+        Streaming<HostDataResponse>,
+    ) {
+        let mut guest = server.guest_client().await;
+        let request = self.attach_request("");
+        let attach = tokio::spawn(async move { guest.attach(request).await });
+        let open = self.open_session().await;
+        let (data, responses) = self.open_data(&open.session_id).await;
+        let stream = attach.await.unwrap().expect("Attach").into_inner();
+        let mut events = EventReader::new(stream);
+        let Some(Event::Attached(_)) = events.next().await else {
+            panic!("expected Attached first");
+        };
+        (events, data, responses.expect("Data"))
+    }
+}
+
+/// Reads a host's Data stream until it ends; returns its status.
+async fn data_end(mut responses: Streaming<HostDataResponse>) -> Status {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match responses.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return Status::ok("the Data stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("the Data stream ends within the deadline")
+}
+
+/// Reads a guest's events until Exit.
+async fn guest_exit(events: &mut EventReader) -> ExitStatus {
+    loop {
+        match events.next().await {
+            Some(Event::Exit(exit)) => return exit,
+            Some(_) => {}
+            None => panic!("the guest's stream ended without Exit"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The message limit: RESOURCE_EXHAUSTED naming it, on every RPC
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_unary_and_attach_call_over_the_message_limit_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let limit = message_limit_text();
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        let status = client
+            .send_input(SendInputRequest {
+                data: oversize().into_bytes().into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::ResourceExhausted, &limit);
+        let status = client
+            .resize(ResizeRequest {
+                guest_id: oversize(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::ResourceExhausted, &limit);
+        let status = client
+            .ack(AckRequest {
+                guest_token: oversize(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::ResourceExhausted, &limit);
+        let status = client
+            .list_sessions(ListSessionsRequest {
+                task_id: "t".into(),
+                secret: oversize(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::ResourceExhausted, &limit);
+        let request = AttachRequest {
+            task_id: "t".into(),
+            secret: oversize(),
+            ..Default::default()
+        };
+        let status = attach_status(&mut client, request).await;
+        assert_status(&status, Code::ResourceExhausted, &limit);
+    }
+}
+
+#[tokio::test]
+async fn a_first_stream_message_over_the_message_limit_is_resource_exhausted() {
+    let server = TestServer::start().await;
+    let limit = message_limit_text();
+    let hello = HostControlRequest {
+        message: Some(host_control_request::Message::Hello(Hello {
+            task_id: "contract-big-hello".into(),
+            secret: oversize(),
+            ..Hello::default()
+        })),
+    };
+    let response = host_client(&server)
+        .await
+        .control(open_stream(vec![hello]))
+        .await;
+    assert_status(
+        &first_status(response).await,
+        Code::ResourceExhausted,
+        &limit,
+    );
+
+    let open = HostDataRequest {
+        message: Some(host_data_request::Message::Open(DataOpen {
+            host_token: oversize(),
+            ..DataOpen::default()
+        })),
+    };
+    let response = host_client(&server)
+        .await
+        .data(open_stream(vec![open]))
+        .await;
+    assert_status(
+        &first_status(response).await,
+        Code::ResourceExhausted,
+        &limit,
+    );
+
+    let attach = TerminalRequest {
+        message: Some(terminal_request::Message::Attach(AttachRequest {
+            secret: oversize(),
+            ..AttachRequest::default()
+        })),
+    };
+    let response = server
+        .guest_client()
+        .await
+        .terminal(open_stream(vec![attach]))
+        .await;
+    assert_status(
+        &first_status(response).await,
+        Code::ResourceExhausted,
+        &limit,
+    );
+}
+
+#[tokio::test]
+async fn control_ends_with_resource_exhausted_for_a_later_message_over_the_limit() {
+    let server = TestServer::start().await;
+    let mut host = RawHost::register(&server, "contract-big-control").await;
+    host.control
+        .send(HostControlRequest {
+            message: Some(host_control_request::Message::SessionFailed(
+                SessionFailed {
+                    session_id: "s".into(),
+                    message: oversize(),
+                },
+            )),
+        })
+        .await
+        .unwrap();
+    let status = loop {
+        match tokio::time::timeout(DEADLINE, host.inbound.message())
+            .await
+            .expect("the Control stream ends within the deadline")
+        {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the Control stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_status(&status, Code::ResourceExhausted, &message_limit_text());
+}
+
+#[tokio::test]
+async fn terminal_ends_with_resource_exhausted_for_input_over_the_message_limit() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-big-input").await;
+    let mut guest = TermGuest::open(&server, host.attach_request(""))
+        .await
+        .unwrap();
+    guest.type_text(&oversize()).await;
+    let status = loop {
+        match guest.events.next_result().await {
+            Ok(Some(Event::Exit(exit))) => panic!("the session ended: {exit:?}"),
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_status(&status, Code::ResourceExhausted, &message_limit_text());
+}
+
+// ---------------------------------------------------------------------------
+// Control
+// ---------------------------------------------------------------------------
 
 async fn control_code(server: &TestServer, first: host_control_request::Message) -> Code {
     let request = open_stream(vec![HostControlRequest {
         message: Some(first),
     }]);
-    match host_client(server).await.control(request).await {
-        Ok(response) => {
-            let mut inbound = response.into_inner();
-            match inbound.message().await {
-                Ok(_) => Code::Ok,
-                Err(status) => status.code(),
-            }
-        }
-        Err(status) => status.code(),
-    }
+    first_status(host_client(server).await.control(request).await)
+        .await
+        .code()
 }
 
 #[tokio::test]
@@ -69,6 +427,10 @@ async fn control_refuses_a_taken_host_name_with_already_exists() {
     assert_eq!(control_code(&server, hello).await, Code::AlreadyExists);
 }
 
+// ---------------------------------------------------------------------------
+// Data
+// ---------------------------------------------------------------------------
+
 async fn data_code(server: &TestServer, first: host_data_request::Message) -> Code {
     let request = open_stream(vec![HostDataRequest {
         message: Some(first),
@@ -98,17 +460,92 @@ async fn data_refuses_an_unknown_host_or_a_bad_host_token_as_unauthenticated() {
 }
 
 #[tokio::test]
+async fn an_output_of_4_mib_reaches_the_guest_whole() {
+    // Retained output large enough that the guest lags nothing.
+    let config = ServerConfig {
+        relay: RelayConfig {
+            retained_output_bytes: 2 * MAX_DATA_BYTES,
+            ..RelayConfig::default()
+        },
+        ..ServerConfig::default()
+    };
+    let server = TestServer::with_config(config).await;
+    let mut host = RawHost::register(&server, "contract-4mib").await;
+    let (mut events, data, _responses) = host.new_session(&server).await;
+    let output: Vec<u8> = (0..MAX_DATA_BYTES).map(|i| (i % 251) as u8).collect();
+    for message in [
+        host_data_request::Message::Output(output.clone().into()),
+        host_data_request::Message::Exit(ExitStatus {
+            status: Some(exit_status::Status::Code(0)),
+            message: String::new(),
+        }),
+    ] {
+        data.send(HostDataRequest {
+            message: Some(message),
+        })
+        .await
+        .unwrap();
+    }
+    let exit = guest_exit(&mut events).await;
+    assert_eq!(exit.status, Some(exit_status::Status::Code(0)), "{exit:?}");
+    assert_eq!(events.lagged, 0);
+    assert!(events.output == output, "the 4 MiB arrived changed");
+}
+
+#[tokio::test]
+async fn an_output_over_the_limit_ends_the_data_stream_and_tells_the_guests() {
+    let server = TestServer::start().await;
+    let mut host = RawHost::register(&server, "contract-big-output").await;
+    let (mut events, data, responses) = host.new_session(&server).await;
+    data.send(HostDataRequest {
+        message: Some(host_data_request::Message::Output(
+            oversize().into_bytes().into(),
+        )),
+    })
+    .await
+    .unwrap();
+    let limit = message_limit_text();
+    assert_status(&data_end(responses).await, Code::ResourceExhausted, &limit);
+    let exit = guest_exit(&mut events).await;
+    assert_eq!(exit.status, None);
+    assert!(
+        exit.message.contains("the server ended the session") && exit.message.contains(&limit),
+        "{exit:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_second_data_open_ends_the_data_stream_with_invalid_argument() {
+    let server = TestServer::start().await;
+    let mut host = RawHost::register(&server, "contract-second-open").await;
+    let (mut events, data, responses) = host.new_session(&server).await;
+    data.send(HostDataRequest {
+        message: Some(host_data_request::Message::Open(DataOpen::default())),
+    })
+    .await
+    .unwrap();
+    assert_status(
+        &data_end(responses).await,
+        Code::InvalidArgument,
+        "second DataOpen",
+    );
+    let exit = guest_exit(&mut events).await;
+    assert!(
+        exit.message.contains("the server ended the session"),
+        "{exit:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Terminal
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
 async fn terminal_refuses_a_first_request_that_is_not_attach() {
     let server = TestServer::start().await;
     let request = open_stream(vec![TerminalRequest {
         message: Some(terminal_request::Message::Input(b"x".to_vec().into())),
     }]);
-    let code = match server.guest_client().await.terminal(request).await {
-        Ok(response) => match response.into_inner().message().await {
-            Ok(_) => Code::Ok,
-            Err(status) => status.code(),
-        },
-        Err(status) => status.code(),
-    };
-    assert_eq!(code, Code::InvalidArgument);
+    let response = server.guest_client().await.terminal(request).await;
+    assert_eq!(first_status(response).await.code(), Code::InvalidArgument);
 }

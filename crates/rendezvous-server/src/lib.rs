@@ -11,6 +11,7 @@
 //! - [`registry`]: task → hosts → sessions, and authentication;
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters;
 //! - [`http`]: the task page, web assets and health checks;
+//! - `message_limit`: the size of one gRPC message, refused by name;
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it.
 //!
@@ -34,6 +35,7 @@ pub mod guest_stream;
 mod host_data;
 pub mod host_service;
 pub mod http;
+mod message_limit;
 pub mod metrics;
 pub mod origin;
 pub mod registry;

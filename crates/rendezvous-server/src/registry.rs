@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
 use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId, check_labels, secret_long_enough};
+use rendezvous_proto::message_size::MAX_DATA_BYTES;
 use rendezvous_proto::{
     CloseSession, ExitStatus, HostControlResponse, OpenSession, Role, host_control_response,
 };
@@ -18,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
 use crate::config::{
-    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, SESSION_START_TIMEOUT,
-    ServerConfig, limit_name,
+    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_INPUT_BYTES,
+    SESSION_START_TIMEOUT, ServerConfig, limit_name,
 };
 use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
@@ -290,8 +291,14 @@ fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new(config: ServerConfig) -> Self {
+    /// An empty registry. Bounds over what one message can carry are taken
+    /// at their largest: [`Limits::input_bytes`](crate::Limits::input_bytes)
+    /// at [`MAX_INPUT_BYTES`], and the relay's output messages at
+    /// [`MAX_DATA_BYTES`].
+    pub fn new(mut config: ServerConfig) -> Self {
+        config.limits.input_bytes = config.limits.input_bytes.min(MAX_INPUT_BYTES);
+        config.relay.max_output_message_bytes =
+            config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
         Self {
             config,
             inner: Mutex::default(),
