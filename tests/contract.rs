@@ -60,6 +60,14 @@ fn oversize() -> String {
     "x".repeat(MAX_MESSAGE_BYTES + 1)
 }
 
+/// Names that break the rule (1–128 characters of `[A-Za-z0-9._:-]`).
+fn malformed_names() -> [String; 3] {
+    ["a/b".to_owned(), "é".to_owned(), "x".repeat(129)]
+}
+
+/// A secret that is no task's.
+const WRONG_SECRET: &str = "wrong-secret-wrong-secret-0123";
+
 /// The status of the first answer of a streaming call.
 async fn first_status<T>(response: Result<tonic::Response<Streaming<T>>, Status>) -> Status {
     match response {
@@ -225,6 +233,148 @@ async fn guest_exit(events: &mut EventReader) -> ExitStatus {
             Some(Event::Exit(exit)) => return exit,
             Some(_) => {}
             None => panic!("the guest's stream ended without Exit"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Names: a malformed one is INVALID_ARGUMENT on every RPC, before auth
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn attach_refuses_a_malformed_task_id_before_the_secret_on_every_transport() {
+    let server = TestServer::start().await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        for task_id in malformed_names() {
+            let request = AttachRequest {
+                task_id: task_id.clone(),
+                secret: WRONG_SECRET.into(),
+                ..AttachRequest::default()
+            };
+            let status = attach_status(&mut client, request).await;
+            assert_status(&status, Code::InvalidArgument, "invalid task ID");
+            assert!(!status.message().contains(&task_id), "{transport:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn attach_refuses_a_malformed_host_name_before_the_secret_on_every_transport() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-host-name").await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        let request = AttachRequest {
+            host_name: "a b".into(),
+            secret: WRONG_SECRET.into(),
+            ..host.attach_request("")
+        };
+        let status = attach_status(&mut client, request).await;
+        assert_status(&status, Code::InvalidArgument, "invalid host name");
+    }
+}
+
+#[tokio::test]
+async fn attach_refuses_a_malformed_session_id_and_echoes_none_of_it() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-session-id").await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        for session_id in ["../x".to_owned(), "s".repeat(256 * 1024)] {
+            let status = attach_status(&mut client, host.attach_request(&session_id)).await;
+            assert_status(&status, Code::InvalidArgument, "invalid session ID");
+            assert!(status.message().len() < 128, "{transport:?}: {status:?}");
+        }
+        // A well-formed ID that names nothing stays NOT_FOUND.
+        let status = attach_status(&mut client, host.attach_request("no-such-session")).await;
+        assert_status(&status, Code::NotFound, "no session \"no-such-session\"");
+    }
+}
+
+#[tokio::test]
+async fn terminal_refuses_a_malformed_task_id_before_the_secret() {
+    let server = TestServer::start().await;
+    let request = AttachRequest {
+        task_id: "a/b".into(),
+        secret: WRONG_SECRET.into(),
+        ..AttachRequest::default()
+    };
+    let status = TermGuest::open(&server, request)
+        .await
+        .err()
+        .expect("refused");
+    assert_status(&status, Code::InvalidArgument, "invalid task ID");
+}
+
+#[tokio::test]
+async fn list_sessions_refuses_a_malformed_task_id_before_the_secret_on_every_transport() {
+    let server = TestServer::start().await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        for task_id in malformed_names() {
+            let status = client
+                .list_sessions(ListSessionsRequest {
+                    task_id,
+                    secret: WRONG_SECRET.into(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap_err();
+            assert_status(&status, Code::InvalidArgument, "invalid task ID");
+        }
+    }
+}
+
+#[tokio::test]
+async fn data_refuses_a_malformed_session_id() {
+    let server = TestServer::start().await;
+    let host = RawHost::register(&server, "contract-data-id").await;
+    let (_data, response) = host.open_data(&"s".repeat(256 * 1024)).await;
+    let status = response.expect_err("refused");
+    assert_status(&status, Code::InvalidArgument, "invalid session ID");
+    assert!(status.message().len() < 128, "{status:?}");
+    // A well-formed ID that names nothing stays NOT_FOUND.
+    let (_data, response) = host.open_data("no-such-session").await;
+    assert_status(
+        &response.expect_err("refused"),
+        Code::NotFound,
+        "no session",
+    );
+}
+
+#[tokio::test]
+async fn unknown_task_and_wrong_secret_are_denied_alike_on_every_transport() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-denied").await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        let wrong_secret = AttachRequest {
+            secret: WRONG_SECRET.into(),
+            ..host.attach_request("")
+        };
+        let unknown_task = AttachRequest {
+            task_id: "no-such-task".into(),
+            ..host.attach_request("")
+        };
+        let a = attach_status(&mut client, wrong_secret).await;
+        let b = attach_status(&mut client, unknown_task).await;
+        let c = client
+            .list_sessions(ListSessionsRequest {
+                task_id: "no-such-task".into(),
+                secret: host.secret.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        for status in [&a, &b, &c] {
+            assert_status(
+                status,
+                Code::PermissionDenied,
+                "unknown task or wrong secret",
+            );
+            assert_eq!(status.message(), a.message(), "{transport:?}");
+            assert!(!status.message().contains(&host.secret));
         }
     }
 }
@@ -413,6 +563,22 @@ async fn control_refuses_a_secret_of_22_bytes_but_11_characters() {
         ..Hello::default()
     });
     assert_eq!(control_code(&server, hello).await, Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn control_refuses_a_malformed_task_id_or_host_name() {
+    let server = TestServer::start().await;
+    for name in malformed_names() {
+        for (task_id, host_name) in [(name.clone(), String::new()), ("t".into(), name.clone())] {
+            let hello = host_control_request::Message::Hello(Hello {
+                task_id,
+                host_name,
+                secret: "a-secret-of-at-least-22-chars".into(),
+                ..Hello::default()
+            });
+            assert_eq!(control_code(&server, hello).await, Code::InvalidArgument);
+        }
+    }
 }
 
 #[tokio::test]

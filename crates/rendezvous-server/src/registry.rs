@@ -3,13 +3,17 @@
 //! a short synchronous section: none is held across an `.await`.
 //!
 //! Authentication lives here too, in [`Registry::authenticate`]: an unknown
-//! task and a wrong secret give the same [`RegistryError::Denied`].
+//! task and a wrong secret give the same [`RegistryError::Denied`]. Names
+//! arrive validated ([`TaskId`]): a malformed one is refused at the edge
+//! with `INVALID_ARGUMENT`, before any credential is looked at.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
-use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId, check_labels, secret_long_enough};
+use rendezvous_proto::ids::{
+    HostName, MIN_SECRET_LEN, SessionId, TaskId, check_labels, secret_long_enough,
+};
 use rendezvous_proto::message_size::MAX_DATA_BYTES;
 use rendezvous_proto::{
     CloseSession, ExitStatus, HostControlResponse, OpenSession, Role, host_control_response,
@@ -47,7 +51,8 @@ pub enum RegistryError {
     /// The task has no host at all: its last one left a short while ago.
     #[error("no host is connected to this task right now: wait for the CI job to start one again")]
     NoHost,
-    /// No such running session on the host.
+    /// No such running session on the host. The ID is one the edge
+    /// validated ([`SessionId`]), so the text echoes at most 128 characters.
     #[error(
         "no session {0:?} on this host: it has ended, or list sessions with `rendezvous sessions`"
     )]
@@ -217,10 +222,9 @@ impl Inner {
 
     /// The task, if it has a host or lost its last one within the grace
     /// period.
-    fn task(&mut self, id: &str) -> Option<&Task> {
+    fn task(&mut self, id: &TaskId) -> Option<&Task> {
         self.prune_hostless(Instant::now());
-        let id = TaskId::new(id).ok()?;
-        self.tasks.get(&id)
+        self.tasks.get(id)
     }
 }
 
@@ -485,7 +489,7 @@ impl Registry {
     /// task alike; `Token` for an invalid or expired token.
     pub fn authenticate_guest(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
         token: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
@@ -495,7 +499,7 @@ impl Registry {
 
     fn authenticate_guest_unmetered(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
         token: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
@@ -508,7 +512,7 @@ impl Registry {
             .as_ref()
             .ok_or(RegistryError::Token(TokenError::Invalid))?;
         let (token_task, token_role) = key.verify(token).map_err(RegistryError::Token)?;
-        if task_id != token_task {
+        if task_id.as_str() != token_task {
             return Err(RegistryError::Denied);
         }
         let mut inner = lock(&self.inner);
@@ -523,7 +527,7 @@ impl Registry {
     /// `Denied` for an unknown task or a wrong secret alike.
     pub fn authenticate(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
         let mut inner = lock(&self.inner);
@@ -703,7 +707,8 @@ impl Registry {
     /// Finds the session a host's Data stream serves.
     ///
     /// # Errors
-    /// `BadHost` (unknown host or token), `NoSuchSession`.
+    /// `BadHost` (unknown host or token), `Invalid` (a malformed session
+    /// ID), `NoSuchSession`.
     pub fn data_session(
         &self,
         host_id: &str,
@@ -716,9 +721,11 @@ impl Registry {
             .cloned()
             .filter(|h| h.token.matches(token))
             .ok_or(RegistryError::BadHost)?;
+        let session_id =
+            SessionId::new(session_id).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let session = host
-            .session(session_id)
-            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_owned()))?;
+            .session(session_id.as_str())
+            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_string()))?;
         Ok((host, session))
     }
 }
@@ -734,6 +741,10 @@ pub fn gone(message: &str) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(id: &str) -> TaskId {
+        TaskId::new(id).unwrap()
+    }
 
     fn hello(task_id: &str) -> rendezvous_proto::Hello {
         rendezvous_proto::Hello {
@@ -754,11 +765,11 @@ mod tests {
         assert_eq!(lock(&registry.inner).tasks.len(), MAX_HOSTLESS_TASKS);
         for gone in ["t0", "t1", "t2"] {
             assert_eq!(
-                registry.authenticate(gone, secret).unwrap_err(),
+                registry.authenticate(&task(gone), secret).unwrap_err(),
                 RegistryError::Denied
             );
         }
-        let (role, hosts) = registry.authenticate("t3", secret).unwrap();
+        let (role, hosts) = registry.authenticate(&task("t3"), secret).unwrap();
         assert_eq!(role, Role::ReadWrite);
         assert!(hosts.is_empty());
     }
@@ -775,7 +786,7 @@ mod tests {
         lock(&registry.inner).prune_hostless(stale_at);
         assert!(lock(&registry.inner).hostless.is_empty());
         let (_, hosts) = registry
-            .authenticate("t", "a-secret-of-at-least-22-chars")
+            .authenticate(&task("t"), "a-secret-of-at-least-22-chars")
             .unwrap();
         assert_eq!(hosts.len(), 1);
     }

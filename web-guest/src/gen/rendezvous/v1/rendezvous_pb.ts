@@ -8,6 +8,12 @@
 // PTY ever writes has offset 0. Every Output carries the offset of its first
 // byte, which makes replay, resume and lag exact.
 //
+// Names: task IDs, host names and session IDs are 1–128 characters of
+// [A-Za-z0-9._:-]. A malformed one gets INVALID_ARGUMENT on every RPC,
+// before any secret or token is looked at (it cannot name anything that
+// exists, so this tells nothing about what does). The error text says
+// what is allowed and echoes nothing of what was sent.
+//
 // Errors any RPC may return, besides those listed on each:
 // - RESOURCE_EXHAUSTED "limit reached: bytes per message is 4259840 ...":
 //   a message over 4 MiB + 64 KiB encoded (4 MiB of data, plus room for
@@ -538,7 +544,8 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
   hostName: string;
 
   /**
-   * Empty: ask the host for a new shell. Otherwise join this session.
+   * Empty: ask the host for a new shell. Otherwise join this session, by
+   * the ID the server gave it (1–128 characters of [A-Za-z0-9._:-]).
    *
    * @generated from field: string session_id = 4;
    */
@@ -1201,12 +1208,12 @@ export const HostService: GenService<{
    * input_ack), so that neither side leaves the other's frames unread.
    * Errors: UNAUTHENTICATED (unknown host ID or bad host token), NOT_FOUND
    * (no such session waiting for a host), INVALID_ARGUMENT (first message
-   * not DataOpen), FAILED_PRECONDITION (the session already has a Data
-   * stream, or has ended), DEADLINE_EXCEEDED (no DataOpen within 10 s).
-   * Later, a message the server refuses (over the message limit,
-   * undecodable, or a second DataOpen: INVALID_ARGUMENT) ends the session
-   * and the stream with its status; the session's guests get an Exit whose
-   * message says that the server ended it, and why.
+   * not DataOpen, or a malformed session ID), FAILED_PRECONDITION (the
+   * session already has a Data stream, or has ended), DEADLINE_EXCEEDED
+   * (no DataOpen within 10 s). Later, a message the server refuses (over
+   * the message limit, undecodable, or a second DataOpen: INVALID_ARGUMENT)
+   * ends the session and the stream with its status; the session's guests
+   * get an Exit whose message says that the server ended it, and why.
    *
    * @generated from rpc rendezvous.v1.HostService.Data
    */
@@ -1227,11 +1234,13 @@ export const HostService: GenService<{
 export const GuestService: GenService<{
   /**
    * Attach to a session and stream its output. First response: Attached.
-   * Errors: PERMISSION_DENIED (unknown task or wrong secret: one message for
-   * both; or a read-only guest asking for a new shell), NOT_FOUND (no such
-   * host or session), INVALID_ARGUMENT (malformed IDs), RESOURCE_EXHAUSTED
-   * (a limit; the message names it), UNAVAILABLE (the host could not start
-   * a shell).
+   * Errors: INVALID_ARGUMENT (a malformed task ID, host name or session ID,
+   * checked before the secret), PERMISSION_DENIED (unknown task or wrong
+   * secret: one message for both; an invalid or expired token, whose
+   * message says so; or a read-only guest asking for a new shell),
+   * NOT_FOUND (no host connected, no such host, no such session),
+   * RESOURCE_EXHAUSTED (a limit; the message names it), UNAVAILABLE (the
+   * host could not start a shell).
    *
    * @generated from rpc rendezvous.v1.GuestService.Attach
    */
@@ -1299,7 +1308,9 @@ export const GuestService: GenService<{
   },
   /**
    * The task's hosts and each host's sessions.
-   * Errors: PERMISSION_DENIED (unknown task or wrong secret).
+   * Errors: INVALID_ARGUMENT (a malformed task ID, checked before the
+   * secret), PERMISSION_DENIED (unknown task or wrong secret: one message
+   * for both; or an invalid or expired token, whose message says so).
    *
    * @generated from rpc rendezvous.v1.GuestService.ListSessions
    */
