@@ -9,12 +9,14 @@
 
 mod common;
 
-use common::{AnyGuestClient, DEADLINE, EventReader, TRANSPORTS, TermGuest, TestHost, TestServer};
+use common::{
+    AnyGuestClient, DEADLINE, EventReader, TRANSPORTS, TermGuest, TestHost, TestServer, Transport,
+};
 use rendezvous_proto::guest_event::Event;
 use rendezvous_proto::host_service_client::HostServiceClient;
 use rendezvous_proto::message_size::{MAX_DATA_BYTES, MAX_MESSAGE_BYTES};
 use rendezvous_proto::{
-    AckRequest, AttachRequest, DataOpen, ExitStatus, Hello, HostControlRequest,
+    AckRequest, AttachRequest, Attached, DataOpen, ExitStatus, Hello, HostControlRequest,
     HostControlResponse, HostDataRequest, HostDataResponse, ListSessionsRequest, OpenSession, Pong,
     Registered, ResizeRequest, SendInputRequest, SessionFailed, TerminalRequest, exit_status,
     host_control_request, host_control_response, host_data_request, terminal_request,
@@ -82,6 +84,26 @@ async fn first_status<T>(response: Result<tonic::Response<Streaming<T>>, Status>
 /// How an Attach call ended before any event: its status.
 async fn attach_status(client: &mut AnyGuestClient, request: AttachRequest) -> Status {
     first_status(client.attach(request).await).await
+}
+
+/// Opens a new shell over `transport`; returns the client, Attached and
+/// the events that follow.
+async fn attach_new_shell(
+    server: &TestServer,
+    host: &TestHost,
+    transport: Transport,
+) -> (AnyGuestClient, Attached, EventReader) {
+    let mut client = server.guest_client_over(transport).await;
+    let stream = client
+        .attach(host.attach_request(""))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = EventReader::new(stream);
+    let Some(Event::Attached(attached)) = events.next().await else {
+        panic!("expected Attached first");
+    };
+    (client, attached, events)
 }
 
 // ---------------------------------------------------------------------------
@@ -700,6 +722,80 @@ async fn a_second_data_open_ends_the_data_stream_with_invalid_argument() {
         exit.message.contains("the server ended the session"),
         "{exit:?}"
     );
+}
+
+// ---------------------------------------------------------------------------
+// SendInput, Resize, Ack
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn input_resize_and_ack_after_the_session_ended_are_failed_precondition() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-ended").await;
+    for transport in TRANSPORTS {
+        let (mut client, guest, mut events) = attach_new_shell(&server, &host, transport).await;
+        client
+            .send_input(SendInputRequest {
+                guest_id: guest.guest_id.clone(),
+                guest_token: guest.guest_token.clone(),
+                seq: 0,
+                data: b"exit 3\n".to_vec().into(),
+            })
+            .await
+            .unwrap();
+        // The stream ends after Exit: the guest is no longer attached.
+        let exit = events.until_exit().await;
+        assert_eq!(exit.status, Some(exit_status::Status::Code(3)));
+
+        let ended = "the session has ended";
+        let input = |token: &str| SendInputRequest {
+            guest_id: guest.guest_id.clone(),
+            guest_token: token.to_owned(),
+            seq: 1,
+            data: b"x".to_vec().into(),
+        };
+        let status = client.send_input(input(&guest.guest_token)).await;
+        assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
+        let status = client
+            .resize(ResizeRequest {
+                guest_id: guest.guest_id.clone(),
+                guest_token: guest.guest_token.clone(),
+                cols: 90,
+                rows: 30,
+            })
+            .await;
+        assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
+        let status = client
+            .ack(AckRequest {
+                guest_id: guest.guest_id.clone(),
+                guest_token: guest.guest_token.clone(),
+                offset: 1,
+                messages: 1,
+            })
+            .await;
+        assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
+        // Without its token, the guest is still nobody.
+        let status = client.send_input(input("not-the-token")).await;
+        assert_status(&status.unwrap_err(), Code::Unauthenticated, "unknown guest");
+    }
+}
+
+#[tokio::test]
+async fn send_input_authenticates_before_it_measures_the_input() {
+    let server = TestServer::start().await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        let status = client
+            .send_input(SendInputRequest {
+                guest_id: "no-such-guest".into(),
+                guest_token: "not-a-token".into(),
+                seq: 0,
+                data: vec![b'a'; 65 * 1024].into(),
+            })
+            .await
+            .unwrap_err();
+        assert_status(&status, Code::Unauthenticated, "unknown guest");
+    }
 }
 
 // ---------------------------------------------------------------------------

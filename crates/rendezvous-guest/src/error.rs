@@ -60,7 +60,9 @@ pub enum GuestError {
     #[error("the server does not know this guest (it may have been detached): attach again")]
     UnknownGuest,
 
-    /// `FAILED_PRECONDITION` on input or resize: the session has ended. A
+    /// `FAILED_PRECONDITION` on input, resize or ack: the session has
+    /// ended (the server says so for a while after the guest's stream
+    /// closed with the Exit). A
     /// [`ResumingTerminal`](crate::ResumingTerminal) also returns it when
     /// the session went while it was disconnected.
     #[error("the session has ended")]

@@ -36,6 +36,17 @@ pub const HOSTLESS_TASK_GRACE: Duration = Duration::from_millis(600_000);
 /// past it, the one whose last host left first is forgotten.
 pub const MAX_HOSTLESS_TASKS: usize = 10_000;
 
+/// How long the server remembers a guest whose session ended, in ms (10
+/// minutes, as long as a departed guest may resume): its late `SendInput`,
+/// `Resize` and `Ack` calls are answered `FAILED_PRECONDITION` "the session
+/// has ended". Past it they get `UNAUTHENTICATED`, as an unknown guest.
+pub const ENDED_GUEST_GRACE: Duration = Duration::from_millis(600_000);
+
+/// Most guests of ended sessions remembered at a time (10 000, about 200
+/// bytes each: 2 MB at most); past it, the one whose session ended first is
+/// forgotten.
+pub const MAX_ENDED_GUESTS: usize = 10_000;
+
 /// Largest [`Limits::input_bytes`], in bytes (4 MiB − 256 KiB): one input
 /// call joined with the input that waited for it
 /// ([`MAX_PENDING_INPUT_BYTES`]) still fits one message to the host

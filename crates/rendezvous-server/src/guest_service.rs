@@ -168,12 +168,13 @@ impl GuestService for GuestApi {
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
         let req = request.into_inner();
+        // Who asks comes first: an unknown caller learns nothing of limits.
+        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         check_input_len(
             self.registry.metrics(),
             self.registry.config().limits.input_bytes,
             req.data.len(),
         )?;
-        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         send_input(&guest.session, &req.guest_id, req.seq, req.data).await?;
         Ok(Response::new(SendInputResponse {}))
     }

@@ -12,6 +12,8 @@
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters;
 //! - [`http`]: the task page, web assets and health checks;
 //! - `message_limit`: the size of one gRPC message, refused by name;
+//! - `ended_guests`: guests whose session ended, remembered a while so that
+//!   their late calls are answered `FAILED_PRECONDITION`;
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it.
 //!
@@ -29,6 +31,7 @@
 
 pub mod auth;
 pub mod config;
+mod ended_guests;
 mod first_message;
 pub mod guest_service;
 pub mod guest_stream;

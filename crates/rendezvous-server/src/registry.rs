@@ -1,6 +1,8 @@
 //! The registry: task → hosts → sessions, plus the index of attached guests
-//! for the unary input and resize calls. Held in memory. Every lock here is
-//! a short synchronous section: none is held across an `.await`.
+//! for the unary input, resize and ack calls (and a bounded record of guests
+//! whose session ended, see [`crate::ended_guests`]). Held in memory. Every
+//! lock here is a short synchronous section: none is held across an
+//! `.await`.
 //!
 //! Authentication lives here too, in [`Registry::authenticate`]: an unknown
 //! task and a wrong secret give the same [`RegistryError::Denied`]. Names
@@ -26,6 +28,7 @@ use crate::config::{
     HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_INPUT_BYTES,
     SESSION_START_TIMEOUT, ServerConfig, limit_name,
 };
+use crate::ended_guests::EndedGuests;
 use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
@@ -71,6 +74,9 @@ pub enum RegistryError {
     /// Unknown guest, or a token that does not match.
     #[error("unknown guest or bad guest token: attach again")]
     BadGuest,
+    /// The guest's session has ended (its guest ID and token are right).
+    #[error("the session has ended")]
+    SessionEnded,
     /// An invalid or expired guest token.
     #[error("{0}")]
     Token(TokenError),
@@ -179,6 +185,16 @@ struct Task {
     emptied_at: Option<Instant>,
 }
 
+/// The guests the unary calls can name: those attached, and those whose
+/// session ended a short while ago.
+#[derive(Debug, Default)]
+struct GuestIndex {
+    /// Attached guests by guest ID. An entry goes when its stream does.
+    attached: HashMap<String, GuestEntry>,
+    /// Guests whose stream ended after their session did.
+    ended: EndedGuests,
+}
+
 /// An attached guest, for its unary calls.
 #[derive(Debug, Clone)]
 pub struct GuestEntry {
@@ -233,7 +249,7 @@ impl Inner {
 pub struct Registry {
     config: ServerConfig,
     inner: Mutex<Inner>,
-    guests: Mutex<HashMap<String, GuestEntry>>,
+    guests: Mutex<GuestIndex>,
     /// Digest compared against when the task is unknown, so that an unknown
     /// task costs the same time as a wrong secret.
     decoy: Digest,
@@ -242,7 +258,8 @@ pub struct Registry {
 }
 
 /// Removes a guest from its session and the guest index when dropped: the
-/// guest's stream owns it, so a closed stream always detaches its guest.
+/// guest's stream owns it, so a closed stream always detaches its guest. A
+/// guest whose session has ended moves to the index's ended record.
 #[derive(Debug)]
 pub struct GuestHandle {
     registry: Weak<Registry>,
@@ -271,14 +288,20 @@ impl GuestHandle {
 impl Drop for GuestHandle {
     fn drop(&mut self) {
         self.session.detach(&self.guest_id, self.attachment);
+        let ended = self.session.has_ended();
         if let Some(registry) = self.registry.upgrade() {
             let mut guests = lock(&registry.guests);
             // A guest that resumed on another stream stays indexed.
             if guests
+                .attached
                 .get(&self.guest_id)
                 .is_some_and(|e| e.attachment == self.attachment)
+                && let Some(entry) = guests.attached.remove(&self.guest_id)
+                && ended
             {
-                guests.remove(&self.guest_id);
+                guests
+                    .ended
+                    .insert(&self.guest_id, entry.token, Instant::now());
             }
         }
     }
@@ -330,7 +353,7 @@ impl Registry {
             tasks,
             hosts: hosts.len(),
             sessions: hosts.iter().map(|h| lock(&h.sessions).len()).sum(),
-            guests: lock(&self.guests).len(),
+            guests: lock(&self.guests).attached.len(),
         }
     }
 
@@ -669,10 +692,11 @@ impl Registry {
             let mut guests = lock(&self.guests);
             // Two resumes of one guest may race here: the later attachment wins.
             let newer = guests
+                .attached
                 .get(&attached.guest_id)
                 .is_none_or(|e| e.attachment < attached.attachment);
             if newer {
-                guests.insert(
+                guests.attached.insert(
                     attached.guest_id.clone(),
                     GuestEntry {
                         session: session.clone(),
@@ -695,13 +719,32 @@ impl Registry {
     /// Looks up an attached guest by ID and token.
     ///
     /// # Errors
+    /// `SessionEnded` when the guest's session has ended, whether its
+    /// stream is still open or closed less than
+    /// [`ENDED_GUEST_GRACE`](crate::config::ENDED_GUEST_GRACE) ago;
     /// `BadGuest` when the guest is unknown or the token does not match.
     pub fn guest(&self, guest_id: &str, token: &str) -> Result<GuestEntry, RegistryError> {
-        let guests = lock(&self.guests);
-        match guests.get(guest_id) {
-            Some(entry) if entry.token.matches(token) => Ok(entry.clone()),
-            _ => Err(RegistryError::BadGuest),
+        let entry = {
+            let mut guests = lock(&self.guests);
+            match guests.attached.get(guest_id) {
+                Some(entry) if entry.token.matches(token) => entry.clone(),
+                Some(_) => return Err(RegistryError::BadGuest),
+                None => {
+                    let ended = guests.ended.contains(guest_id, token, Instant::now());
+                    return Err(if ended {
+                        RegistryError::SessionEnded
+                    } else {
+                        RegistryError::BadGuest
+                    });
+                }
+            }
+        };
+        // Checked after the index's lock is released: the session has a
+        // lock of its own.
+        if entry.session.has_ended() {
+            return Err(RegistryError::SessionEnded);
         }
+        Ok(entry)
     }
 
     /// Finds the session a host's Data stream serves.
@@ -789,6 +832,42 @@ mod tests {
             .authenticate(&task("t"), "a-secret-of-at-least-22-chars")
             .unwrap();
         assert_eq!(hosts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
+        let registry = Arc::new(Registry::new(ServerConfig::default()));
+        let registration = registry.register_host(&hello("t")).unwrap();
+        let host = registration.host;
+        let session = registry.open_session(&host, 80, 24).await.unwrap();
+        let new = NewGuest {
+            role: Role::ReadWrite,
+            cols: 80,
+            rows: 24,
+            resume_offset: None,
+            resume_guest: None,
+            max_guests: usize::MAX,
+        };
+        let (handle, token, _) = registry.add_guest(&session, new).unwrap();
+        let id = handle.id().to_owned();
+        assert!(registry.guest(&id, &token).is_ok());
+
+        host.end_session(&session, gone("done"));
+        // The stream is still open (it has output or the Exit to send).
+        assert_eq!(
+            registry.guest(&id, &token).unwrap_err(),
+            RegistryError::SessionEnded
+        );
+        drop(handle);
+        assert_eq!(
+            registry.guest(&id, &token).unwrap_err(),
+            RegistryError::SessionEnded
+        );
+        assert_eq!(
+            registry.guest(&id, "another token").unwrap_err(),
+            RegistryError::BadGuest
+        );
+        assert_eq!(registry.connected().guests, 0);
     }
 
     #[test]

@@ -1253,9 +1253,12 @@ export const GuestService: GenService<{
    * Send input bytes to the guest's session. Requests are applied in seq
    * order, exactly once: a repeated seq is acknowledged and ignored, a seq
    * ahead of the next expected one waits for the gap to fill.
-   * Errors: UNAUTHENTICATED (unknown guest or bad token), PERMISSION_DENIED
-   * (read-only guest), RESOURCE_EXHAUSTED (too many bytes or too many
-   * out-of-order requests), FAILED_PRECONDITION (the session has ended).
+   * Errors: UNAUTHENTICATED (unknown guest or bad token; checked first),
+   * PERMISSION_DENIED (read-only guest), RESOURCE_EXHAUSTED (too many bytes
+   * or too many out-of-order requests), FAILED_PRECONDITION "the session
+   * has ended" (also after the guest's stream has closed with the Exit,
+   * for 10 minutes; later, UNAUTHENTICATED), UNAVAILABLE (the host took no
+   * input for 10 s; retry with the same seq).
    *
    * @generated from rpc rendezvous.v1.GuestService.SendInput
    */
@@ -1265,7 +1268,9 @@ export const GuestService: GenService<{
     output: typeof SendInputResponseSchema;
   },
   /**
-   * Report the guest's terminal size. Same auth and errors as SendInput.
+   * Report the guest's terminal size. Errors: UNAUTHENTICATED,
+   * PERMISSION_DENIED (read-only guest) and FAILED_PRECONDITION, as
+   * SendInput.
    *
    * @generated from rpc rendezvous.v1.GuestService.Resize
    */
@@ -1296,8 +1301,9 @@ export const GuestService: GenService<{
   /**
    * Acknowledges output a guest has processed (rendered), opening its
    * window (see AttachRequest.window_bytes). Offsets only move forward; an
-   * offset past what was sent counts as all that was sent. Same auth and
-   * errors as Resize, but read-only guests may ack.
+   * offset past what was sent counts as all that was sent. Errors:
+   * UNAUTHENTICATED and FAILED_PRECONDITION, as Resize; read-only guests
+   * may ack.
    *
    * @generated from rpc rendezvous.v1.GuestService.Ack
    */
