@@ -725,6 +725,47 @@ async fn a_second_data_open_ends_the_data_stream_with_invalid_argument() {
 }
 
 // ---------------------------------------------------------------------------
+// Attach
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn attach_when_the_host_cannot_start_a_shell_gets_attached_then_exit() {
+    let server = TestServer::start().await;
+    let host = TestHost::with_command(
+        &server,
+        "contract-no-shell",
+        vec!["/nonexistent/cmd".into()],
+    )
+    .await;
+    for transport in [Transport::Grpc, Transport::GrpcWebHttp1] {
+        let (_client, _attached, mut events) = attach_new_shell(&server, &host, transport).await;
+        let exit = events.until_exit().await;
+        assert_eq!(exit.status, None, "{exit:?}");
+        assert!(
+            exit.message.contains("the host could not start the shell"),
+            "{exit:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn attach_names_what_it_cannot_find_on_every_transport() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-not-found").await;
+    for transport in TRANSPORTS {
+        let mut client = server.guest_client_over(transport).await;
+        let no_such_host = AttachRequest {
+            host_name: "other".into(),
+            ..host.attach_request("")
+        };
+        let status = attach_status(&mut client, no_such_host).await;
+        assert_status(&status, Code::NotFound, "no host named \"other\"");
+        let status = attach_status(&mut client, host.attach_request("0123abcd")).await;
+        assert_status(&status, Code::NotFound, "no session \"0123abcd\"");
+    }
+}
+
+// ---------------------------------------------------------------------------
 // SendInput, Resize, Ack
 // ---------------------------------------------------------------------------
 
@@ -810,4 +851,35 @@ async fn terminal_refuses_a_first_request_that_is_not_attach() {
     }]);
     let response = server.guest_client().await.terminal(request).await;
     assert_eq!(first_status(response).await.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn terminal_ends_with_invalid_argument_for_a_second_attach() {
+    let server = TestServer::start().await;
+    let host = TestHost::start(&server, "contract-second-attach").await;
+    let mut client = server.guest_client().await;
+    let attach = || TerminalRequest {
+        message: Some(terminal_request::Message::Attach(host.attach_request(""))),
+    };
+    let mut stream = client
+        .terminal(open_stream(vec![attach(), attach()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let status = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("the stream ended without a status"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await
+    .expect("a status within the deadline");
+    assert_status(
+        &status,
+        Code::InvalidArgument,
+        "attach may only be the first",
+    );
 }

@@ -68,8 +68,10 @@ pub enum GuestError {
     #[error("the session has ended")]
     SessionEnded,
 
-    /// `UNAVAILABLE` sent by the server (or a proxy): e.g. the host could
-    /// not start a shell. The text says why.
+    /// `UNAVAILABLE` sent by the server (or a proxy): e.g. the host
+    /// disconnected while a new shell was being opened, or took no input
+    /// for a while. The text says why. (A host that cannot start a shell is
+    /// reported as the session's Exit, after Attached.)
     #[error("unavailable: {0}")]
     Unavailable(String),
 
@@ -243,8 +245,8 @@ mod tests {
                 "the session has ended",
             ),
             (
-                Status::unavailable("host could not start a shell"),
-                "could not start",
+                Status::unavailable("the host has disconnected"),
+                "the host has disconnected",
             ),
             (Status::internal("boom"), "Internal"),
         ];

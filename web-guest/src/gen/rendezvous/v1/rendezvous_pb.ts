@@ -1240,7 +1240,10 @@ export const GuestService: GenService<{
    * message says so; or a read-only guest asking for a new shell),
    * NOT_FOUND (no host connected, no such host, no such session),
    * RESOURCE_EXHAUSTED (a limit; the message names it), UNAVAILABLE (the
-   * host could not start a shell).
+   * host disconnected while the new shell was being opened).
+   * A host that cannot start a new shell is not an error of the call: the
+   * stream sends Attached, then Exit with a message saying why. A stream
+   * whose guest resumed on another one ends with ABORTED.
    *
    * @generated from rpc rendezvous.v1.GuestService.Attach
    */
