@@ -1,22 +1,14 @@
 //! gRPC-Web, the browsers' protocol, from a real client (tonic-web's client
-//! layer over hyper) on the server's one port: over HTTP/1.1, as browsers
-//! speak it to a cleartext server, and over HTTP/2, as they do behind TLS.
+//! layer over hyper, built in the test kit) on the server's one port: over
+//! HTTP/1.1, as browsers speak it to a cleartext server, and over HTTP/2, as
+//! they do behind TLS.
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use rendezvous_proto::guest_event::Event;
-use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::{ListSessionsRequest, SendInputRequest};
-use rendezvous_testkit::{TestHost, TestServer, Transcript};
+use rendezvous_testkit::{TestHost, TestServer, Transcript, Transport};
 
-async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
-    let http = Client::builder(TokioExecutor::new())
-        .http2_only(http2)
-        .build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
-    let web = tower::ServiceBuilder::new()
-        .layer(tonic_web::GrpcWebClientLayer::new())
-        .service(http);
-    let mut client = GuestServiceClient::with_origin(web, server.url.parse().unwrap());
+async fn shell_round_trip(server: &TestServer, host: &TestHost, transport: Transport) {
+    let mut client = server.guest_client_over(transport).await;
 
     let stream = client
         .attach(host.attach_request(""))
@@ -60,12 +52,12 @@ async fn shell_round_trip(server: &TestServer, host: &TestHost, http2: bool) {
 async fn grpc_web_over_http1_streams_a_shell() {
     let server = TestServer::start().await;
     let host = TestHost::start(&server, "web1").await;
-    shell_round_trip(&server, &host, false).await;
+    shell_round_trip(&server, &host, Transport::GrpcWebHttp1).await;
 }
 
 #[tokio::test]
 async fn grpc_web_over_http2_streams_a_shell() {
     let server = TestServer::start().await;
     let host = TestHost::start(&server, "web2").await;
-    shell_round_trip(&server, &host, true).await;
+    shell_round_trip(&server, &host, Transport::GrpcWebHttp2).await;
 }

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
+use rendezvous_server::config::MAX_INPUT_BYTES;
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::token::TokenKey;
 use rendezvous_server::{Limits, Server, ServerConfig};
@@ -30,7 +31,8 @@ pub struct ServeArgs {
     /// Guests one session may have attached at once.
     #[arg(long, default_value_t = Limits::default().guests_per_session)]
     pub max_guests_per_session: usize,
-    /// Bytes one input call may carry.
+    /// Bytes one input call may carry (at most 4 MiB - 256 KiB, so that
+    /// input joined for the host fits one message).
     #[arg(long, default_value_t = Limits::default().input_bytes)]
     pub max_input_bytes: usize,
     /// A web origin (scheme://host[:port]) besides this server's own that may
@@ -53,8 +55,15 @@ impl ServeArgs {
     /// The server configuration these flags describe.
     ///
     /// # Errors
-    /// When the token key file cannot be read or is too short.
+    /// When the token key file cannot be read or is too short, or
+    /// `--max-input-bytes` is over [`MAX_INPUT_BYTES`].
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
+        if self.max_input_bytes > MAX_INPUT_BYTES {
+            anyhow::bail!(
+                "--max-input-bytes {} is over {MAX_INPUT_BYTES}, the most one message to a host can carry",
+                self.max_input_bytes
+            );
+        }
         let token_key = self
             .token_key_file
             .as_deref()

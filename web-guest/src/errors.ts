@@ -107,7 +107,7 @@ export function describeFailure(err: unknown, action: Action, usesToken = false)
       return { kind: "refused", code, text: `The server refused: ${e.rawMessage}.` };
     case Code.Unavailable:
       return action === "new-shell"
-        ? { kind: "other", code, text: `The host could not start a shell: ${e.rawMessage}. Try again, or join an existing session.` }
+        ? { kind: "other", code, text: `The host went away while opening a shell: ${e.rawMessage}. Try again, or join an existing session.` }
         : { kind: "other", code, text: `The server is unavailable: ${e.rawMessage}. Try again shortly.` };
     case Code.Unimplemented:
       return { kind: "other", code, text: `This server does not speak the Rendezvous protocol (${e.rawMessage}). Check the server address.` };

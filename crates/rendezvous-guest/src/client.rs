@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rendezvous_proto::endpoint::endpoint;
 use rendezvous_proto::flow::GUEST_WINDOW_MESSAGES;
 use rendezvous_proto::ids::{HostName, TaskId};
+use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use rendezvous_proto::v1::guest_service_client::GuestServiceClient;
 use rendezvous_proto::v1::{
     AckRequest, AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest,
@@ -33,11 +34,6 @@ pub const TERMINAL_REQUEST_CAPACITY: usize = 16;
 /// Largest input one request carries, in bytes: the server's default limit
 /// per `SendInput`. Longer input is split into several requests.
 pub const MAX_INPUT_CHUNK_BYTES: usize = 64 * 1024;
-
-/// Largest event the client accepts from the server, in bytes. Above
-/// tonic's 4 MiB default so that an output chunk of the full 4 MiB the
-/// host may send still fits with its envelope.
-pub const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// A connection to a Rendezvous server's guest service. Cheap to clone:
 /// clones share one HTTP/2 connection.
@@ -177,7 +173,11 @@ impl Client {
     }
 
     fn new(channel: Channel, server: Arc<str>) -> Self {
-        let inner = GuestServiceClient::new(channel).max_decoding_message_size(MAX_EVENT_BYTES);
+        // The protocol's one message limit, both ways (the server sends
+        // output in messages of at most 256 KiB by default).
+        let inner = GuestServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Self { inner, server }
     }
 

@@ -60,14 +60,18 @@ pub enum GuestError {
     #[error("the server does not know this guest (it may have been detached): attach again")]
     UnknownGuest,
 
-    /// `FAILED_PRECONDITION` on input or resize: the session has ended. A
+    /// `FAILED_PRECONDITION` on input, resize or ack: the session has
+    /// ended (the server says so for a while after the guest's stream
+    /// closed with the Exit). A
     /// [`ResumingTerminal`](crate::ResumingTerminal) also returns it when
     /// the session went while it was disconnected.
     #[error("the session has ended")]
     SessionEnded,
 
-    /// `UNAVAILABLE` sent by the server (or a proxy): e.g. the host could
-    /// not start a shell. The text says why.
+    /// `UNAVAILABLE` sent by the server (or a proxy): e.g. the host
+    /// disconnected while a new shell was being opened, or took no input
+    /// for a while. The text says why. (A host that cannot start a shell is
+    /// reported as the session's Exit, after Attached.)
     #[error("unavailable: {0}")]
     Unavailable(String),
 
@@ -241,8 +245,8 @@ mod tests {
                 "the session has ended",
             ),
             (
-                Status::unavailable("host could not start a shell"),
-                "could not start",
+                Status::unavailable("the host has disconnected"),
+                "the host has disconnected",
             ),
             (Status::internal("boom"), "Internal"),
         ];

@@ -41,7 +41,7 @@ mod secret;
 
 pub use bytes::Bytes;
 pub use client::{
-    AttachOptions, AttachStream, Client, MAX_EVENT_BYTES, MAX_INPUT_CHUNK_BYTES, ResumeGuest,
+    AttachOptions, AttachStream, Client, MAX_INPUT_CHUNK_BYTES, ResumeGuest,
     TERMINAL_REQUEST_CAPACITY, Terminal, TerminalWriter, UnaryWriter,
 };
 pub use error::GuestError;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rendezvous_proto::host_service_client::HostServiceClient;
+use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use rendezvous_proto::{
     DataOpen, Hello, HostControlRequest, OpenSession, Pong, SessionFailed, host_control_request,
     host_control_response,
@@ -70,7 +71,12 @@ pub(crate) async fn connect(
         },
         () = stopped(stop) => return ConnectionEnd::Stopped,
     };
-    let mut client = HostServiceClient::new(channel);
+    // The protocol's one message limit, both ways: Input from the server
+    // may carry up to 4 MiB, above tonic's default for decoding. Data
+    // streams use clones of this client.
+    let mut client = HostServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (outbound, requests) = mpsc::channel(CONTROL_QUEUE_MESSAGES);
     // The queue is empty and its receiver alive: this cannot fail.
     let _ = outbound.try_send(hello(config));

@@ -1,12 +1,14 @@
 //! Validated names shared by hosts, guests and the server.
 //!
-//! Task IDs and host names are checked at the edge (CLI, builder, server
-//! handlers) and carried as newtypes afterwards, so that code past the edge
-//! never sees an unchecked string.
+//! Task IDs, host names and session IDs are checked at the edge (CLI,
+//! builder, server handlers) and carried as newtypes afterwards, so that
+//! code past the edge never sees an unchecked string. A malformed one
+//! cannot name anything that exists, so the server refuses it with
+//! `INVALID_ARGUMENT` before it looks at any credential.
 
 use std::fmt;
 
-/// Longest task ID or host name, in characters.
+/// Longest task ID, host name or session ID, in characters.
 pub const MAX_NAME_LEN: usize = 128;
 
 /// The host name used when a host or guest gives none.
@@ -85,7 +87,7 @@ pub const MAX_CELLS: u32 = 1000;
 /// A name that failed validation. The text says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidName {
-    /// Which kind of name: "task ID" or "host name".
+    /// Which kind of name: "task ID", "host name" or "session ID".
     pub kind: &'static str,
 }
 
@@ -161,6 +163,13 @@ name_type!(
     "host name"
 );
 
+name_type!(
+    /// A session's ID, chosen by the server: 1–128 characters of
+    /// `[A-Za-z0-9._:-]` (the server makes 32 hex digits).
+    SessionId,
+    "session ID"
+);
+
 impl HostName {
     /// Reads a host name from the wire, where empty means
     /// [`DEFAULT_HOST_NAME`].
@@ -197,6 +206,16 @@ mod tests {
         assert!(TaskId::new("a/b").is_err());
         assert!(TaskId::new("x".repeat(129)).is_err());
         assert!(TaskId::new("x".repeat(128)).is_ok());
+    }
+
+    #[test]
+    fn session_ids_follow_the_charset_and_are_not_echoed() {
+        assert!(SessionId::new("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(SessionId::new("").is_err());
+        let long = "x".repeat(1 << 20);
+        let error = SessionId::new(long).unwrap_err().to_string();
+        assert!(error.starts_with("invalid session ID"), "{error}");
+        assert!(error.len() < 100, "{error}");
     }
 
     #[test]

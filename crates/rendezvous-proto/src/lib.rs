@@ -1,7 +1,7 @@
 //! Rendezvous wire types: the messages and gRPC stubs generated from
 //! `proto/rendezvous/v1/rendezvous.proto`, plus the small helpers every party
-//! shares (ID validation, limits on sizes). No relay or transport logic lives
-//! here.
+//! shares (ID validation, message sizes, flow control). No relay or
+//! transport logic lives here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,5 +15,6 @@ pub mod backoff;
 pub mod endpoint;
 pub mod flow;
 pub mod ids;
+pub mod message_size;
 
 pub use v1::*;

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use crate::session::RelayConfig;
+use rendezvous_proto::message_size::MAX_DATA_BYTES;
+
+use crate::session::{MAX_PENDING_INPUT_BYTES, RelayConfig};
 
 /// How long the server waits for a host to open the Data stream of a new
 /// shell before it ends the session, in ms (10 s).
@@ -34,6 +36,23 @@ pub const HOSTLESS_TASK_GRACE: Duration = Duration::from_millis(600_000);
 /// past it, the one whose last host left first is forgotten.
 pub const MAX_HOSTLESS_TASKS: usize = 10_000;
 
+/// How long the server remembers a guest whose session ended, in ms (10
+/// minutes, as long as a departed guest may resume): its late `SendInput`,
+/// `Resize` and `Ack` calls are answered `FAILED_PRECONDITION` "the session
+/// has ended". Past it they get `UNAUTHENTICATED`, as an unknown guest.
+pub const ENDED_GUEST_GRACE: Duration = Duration::from_millis(600_000);
+
+/// Most guests of ended sessions remembered at a time (10 000, about 200
+/// bytes each: 2 MB at most); past it, the one whose session ended first is
+/// forgotten.
+pub const MAX_ENDED_GUESTS: usize = 10_000;
+
+/// Largest [`Limits::input_bytes`], in bytes (4 MiB − 256 KiB): one input
+/// call joined with the input that waited for it
+/// ([`MAX_PENDING_INPUT_BYTES`]) still fits one message to the host
+/// ([`MAX_DATA_BYTES`]). A larger configured value is taken as this one.
+pub const MAX_INPUT_BYTES: usize = MAX_DATA_BYTES - MAX_PENDING_INPUT_BYTES;
+
 /// Bound of the queue of control messages to one host, in messages. Opening
 /// a shell waits while it is full.
 pub const HOST_CONTROL_QUEUE_MESSAGES: usize = 64;
@@ -49,12 +68,16 @@ pub mod limit_name {
     pub const GUESTS_PER_SESSION: &str = "guests per session";
     /// [`Limits::input_bytes`](super::Limits::input_bytes).
     pub const INPUT_BYTES: &str = "bytes per input call";
+    /// [`rendezvous_proto::message_size::MAX_MESSAGE_BYTES`]: one encoded
+    /// message on any RPC. Fixed by the protocol, not by a flag.
+    pub const MESSAGE_BYTES: &str = "bytes per message";
     /// Every name above.
-    pub const ALL: [&str; 4] = [
+    pub const ALL: [&str; 5] = [
         HOSTS_PER_TASK,
         SESSIONS_PER_HOST,
         GUESTS_PER_SESSION,
         INPUT_BYTES,
+        MESSAGE_BYTES,
     ];
 }
 
@@ -68,7 +91,8 @@ pub struct Limits {
     pub sessions_per_host: usize,
     /// Guests attached to one session (default 64).
     pub guests_per_session: usize,
-    /// Bytes in one input call (default 64 KiB).
+    /// Bytes in one input call (default 64 KiB, at most
+    /// [`MAX_INPUT_BYTES`]).
     pub input_bytes: usize,
     /// TCP connections the server serves at once (default 4096). Requests
     /// on further connections get `RESOURCE_EXHAUSTED` (gRPC) or 503 (HTTP).

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use rendezvous_proto::guest_service_server::GuestService;
-use rendezvous_proto::ids::HostName;
+use rendezvous_proto::ids::{HostName, InvalidName, SessionId, TaskId};
 use rendezvous_proto::{
     AckRequest, AckResponse, AttachRequest, Attached, HostInfo, ListSessionsRequest,
     ListSessionsResponse, ResizeRequest, ResizeResponse, Role, SendInputRequest, SendInputResponse,
@@ -38,13 +38,20 @@ impl GuestApi {
         Self { registry }
     }
 
-    /// Authenticates, finds or opens the session, and attaches the guest.
+    /// Validates the request's names, authenticates, finds or opens the
+    /// session, and attaches the guest.
     async fn attach_guest(&self, req: AttachRequest) -> Result<GuestStream, Status> {
-        let (role, hosts) =
-            self.registry
-                .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
-        let name = HostName::or_default(&req.host_name)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        // A malformed name cannot name a task, host or session that exists,
+        // so refusing it before authentication tells nothing about them.
+        let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
+        let name = HostName::or_default(&req.host_name).map_err(invalid)?;
+        let session_id = (!req.session_id.is_empty())
+            .then(|| SessionId::new(req.session_id.as_str()))
+            .transpose()
+            .map_err(invalid)?;
+        let (role, hosts) = self
+            .registry
+            .authenticate_guest(&task_id, &req.secret, &req.token)?;
         if hosts.is_empty() {
             return Err(RegistryError::NoHost.into());
         }
@@ -52,22 +59,23 @@ impl GuestApi {
             .into_iter()
             .find(|h| *h.name() == name)
             .ok_or_else(|| RegistryError::NoSuchHost(name.to_string()))?;
-        let session = if req.session_id.is_empty() {
-            if role != Role::ReadWrite {
-                return Err(RegistryError::ReadOnly.into());
+        let session = match &session_id {
+            None => {
+                if role != Role::ReadWrite {
+                    return Err(RegistryError::ReadOnly.into());
+                }
+                self.registry
+                    .open_session(&host, req.cols, req.rows)
+                    .await?
             }
-            self.registry
-                .open_session(&host, req.cols, req.rows)
-                .await?
-        } else {
-            host.session(&req.session_id)
-                .ok_or_else(|| RegistryError::NoSuchSession(req.session_id.clone()))?
+            Some(id) => host
+                .session(id.as_str())
+                .ok_or_else(|| RegistryError::NoSuchSession(id.to_string()))?,
         };
-        let resume_guest = (!req.resume_guest_id.is_empty() && !req.session_id.is_empty())
-            .then_some((
-                req.resume_guest_id.as_str(),
-                req.resume_guest_token.as_str(),
-            ));
+        let resume_guest = (!req.resume_guest_id.is_empty() && session_id.is_some()).then_some((
+            req.resume_guest_id.as_str(),
+            req.resume_guest_token.as_str(),
+        ));
         let new = NewGuest {
             role,
             cols: req.cols,
@@ -99,6 +107,12 @@ impl GuestApi {
                 .with_window_messages(req.window_messages),
         )
     }
+}
+
+/// `INVALID_ARGUMENT` for a malformed name; the text says what is allowed
+/// and echoes nothing of what was sent.
+fn invalid(e: InvalidName) -> Status {
+    RegistryError::Invalid(e.to_string()).into()
 }
 
 /// Counts `len` input bytes, and refuses them over `limit` (bytes per
@@ -154,12 +168,13 @@ impl GuestService for GuestApi {
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
         let req = request.into_inner();
+        // Who asks comes first: an unknown caller learns nothing of limits.
+        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         check_input_len(
             self.registry.metrics(),
             self.registry.config().limits.input_bytes,
             req.data.len(),
         )?;
-        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         send_input(&guest.session, &req.guest_id, req.seq, req.data).await?;
         Ok(Response::new(SendInputResponse {}))
     }
@@ -268,9 +283,10 @@ impl GuestService for GuestApi {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let req = request.into_inner();
+        let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
         let (_, hosts) = self
             .registry
-            .authenticate_guest(&req.task_id, &req.secret, &req.token)?;
+            .authenticate_guest(&task_id, &req.secret, &req.token)?;
         let hosts = hosts
             .iter()
             .map(|host| HostInfo {

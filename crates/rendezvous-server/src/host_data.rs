@@ -8,6 +8,11 @@
 //! it. Backpressure is therefore the absence of acknowledgements: the host
 //! stops sending, then stops reading its PTY. Input acknowledgements and
 //! the exit status are read even while the session is paused.
+//!
+//! A message the server refuses (one over the message-size limit, one it
+//! cannot decode, a second DataOpen) ends the session and the call: the
+//! host receives the refusal as the Data stream's status, and guests an
+//! Exit whose message says that the server ended the session, and why.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,7 +22,7 @@ use futures::StreamExt;
 use rendezvous_proto::flow::{HOST_INPUT_CREDIT_MESSAGES, HOST_OUTPUT_CREDIT_MESSAGES};
 use rendezvous_proto::{ExitStatus, HostDataRequest, HostDataResponse, WindowSize};
 use rendezvous_proto::{host_data_request, host_data_response};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
 use crate::host_service::DataStream;
@@ -57,8 +62,10 @@ pub(crate) fn serve(
     let ended = session.ended().clone();
     let (output_acked, output_acked_rx) = watch::channel(session.end_offset());
     let (input_acked, input_acked_rx) = watch::channel(0u64);
+    let (ending, ending_rx) = oneshot::channel();
     let reader = Reader {
         guard: SessionGuard { host, session },
+        ending: Some(ending),
         inbound,
         pending: VecDeque::with_capacity(HOST_OUTPUT_CREDIT_MESSAGES),
         exit: None,
@@ -81,12 +88,14 @@ pub(crate) fn serve(
     })
     .take_until(ended.cancelled_owned())
     .boxed();
-    Box::pin(TaskStream::new(stream, task))
+    Box::pin(TaskStream::with_ending(stream, task, ending_rx))
 }
 
 /// Reads the host's messages into the session.
 struct Reader {
     guard: SessionGuard,
+    /// Ends the host's call with a status, once (see [`Reader::refuse`]).
+    ending: Option<oneshot::Sender<Status>>,
     inbound: Streaming<HostDataRequest>,
     /// Output read but not yet taken by the session (it had no room): at
     /// most [`HOST_OUTPUT_CREDIT_MESSAGES`], as the host keeps to.
@@ -117,12 +126,20 @@ impl Reader {
             tokio::select! {
                 next = self.inbound.message(), if may_read => match next {
                     Ok(Some(message)) => {
-                        if let Err(reason) = self.take(message.message) {
-                            self.guard.host.end_session(&session, gone(reason));
+                        if let Err(status) = self.take(message.message) {
+                            self.refuse(status);
                             return;
                         }
                     }
-                    Ok(None) | Err(_) => return,
+                    // The guard ends the session: the host left without
+                    // an exit status.
+                    Ok(None) => return,
+                    // Over the message-size limit, undecodable, or a
+                    // broken stream.
+                    Err(status) => {
+                        self.refuse(status);
+                        return;
+                    }
                 },
                 () = session.wait_for_room(), if !self.pending.is_empty() => {
                     if let Some(data) = self.pending.pop_front() {
@@ -135,9 +152,28 @@ impl Reader {
         }
     }
 
-    /// Takes one message from the host; `Err` ends the session with that
-    /// reason.
-    fn take(&mut self, message: Option<host_data_request::Message>) -> Result<(), &'static str> {
+    /// Ends the session, telling its guests that the server ended it and
+    /// why, and ends the host's call with `status`.
+    fn refuse(&mut self, status: Status) {
+        let session = &self.guard.session;
+        tracing::warn!(
+            task = %self.guard.host.task_id(), host = %self.guard.host.name(),
+            session = session.id(), %status, "ending a session: its Data stream failed"
+        );
+        let reason = format!(
+            "the server ended the session: the host's Data stream failed: {}",
+            status.message()
+        );
+        // Sent first: the host's response stream ends with the session.
+        if let Some(ending) = self.ending.take() {
+            let _ = ending.send(status);
+        }
+        self.guard.host.end_session(session, gone(&reason));
+    }
+
+    /// Takes one message from the host; `Err` ends the session and the
+    /// call with that status.
+    fn take(&mut self, message: Option<host_data_request::Message>) -> Result<(), Status> {
         match message {
             Some(host_data_request::Message::Output(data)) => {
                 self.metrics.host_output_bytes.inc_by(data.len() as u64);
@@ -156,7 +192,9 @@ impl Reader {
                 });
             }
             Some(host_data_request::Message::Open(_)) => {
-                return Err("the host sent a second DataOpen on one Data stream");
+                return Err(Status::invalid_argument(
+                    "the host sent a second DataOpen on one Data stream",
+                ));
             }
             // A message kind newer than this server.
             None => {}

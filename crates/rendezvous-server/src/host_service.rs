@@ -82,14 +82,18 @@ impl HostService for HostApi {
             registry: self.registry.clone(),
             host: host.clone(),
         };
+        // A message the server refuses after Registered (over the size
+        // limit, undecodable) ends the call with that status, and so does a
+        // host gone silent: both are transient to a host, which reconnects.
+        let (ending, ending_rx) = tokio::sync::oneshot::channel();
         let reader = tokio::spawn(async move {
             let guard = guard;
-            loop {
+            let status = loop {
                 // Any message resets the keepalive clock; Pings go out every
                 // KEEPALIVE_INTERVAL, so silence means the host is gone.
                 let next = tokio::select! {
                     next = tokio::time::timeout(KEEPALIVE_TIMEOUT, inbound.message()) => next,
-                    () = guard.host.closed().cancelled() => break,
+                    () = guard.host.closed().cancelled() => break None,
                 };
                 match next {
                     Ok(Ok(Some(msg))) => match msg.message {
@@ -105,20 +109,29 @@ impl HostService for HostApi {
                         Some(host_control_request::Message::Pong(_)) => {}
                         Some(host_control_request::Message::Hello(_)) | None => {
                             tracing::warn!(host = %guard.host.name(), "unexpected control message; dropping host");
-                            break;
+                            break None;
                         }
                     },
-                    Ok(Ok(None)) => break,
+                    Ok(Ok(None)) => break None,
                     Ok(Err(status)) => {
                         tracing::info!(host = %guard.host.name(), %status, "host control stream failed");
-                        break;
+                        break Some(status);
                     }
                     Err(_) => {
                         tracing::info!(host = %guard.host.name(), "host missed its keepalives");
-                        break;
+                        break Some(Status::deadline_exceeded(format!(
+                            "no message from the host within {} s: answer each Ping",
+                            KEEPALIVE_TIMEOUT.as_secs()
+                        )));
                     }
                 }
+            };
+            // Before the guard unregisters the host, which ends the
+            // response stream.
+            if let Some(status) = status {
+                let _ = ending.send(status);
             }
+            drop(guard);
         });
         let mut nonce = 0u64;
         let pings = IntervalStream::new(tokio::time::interval_at(
@@ -138,7 +151,9 @@ impl HostService for HostApi {
             .map(Ok)
             .boxed();
         // The reader lives as long as the response stream.
-        Ok(Response::new(Box::pin(TaskStream::new(stream, reader))))
+        Ok(Response::new(Box::pin(TaskStream::with_ending(
+            stream, reader, ending_rx,
+        ))))
     }
 
     async fn data(

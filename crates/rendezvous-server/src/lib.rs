@@ -13,6 +13,9 @@
 //!   Data stream, with its credit in messages, is `host_data`, a guest's
 //!   event stream [`guest_stream`];
 //! - [`http`]: the task page, web assets and health checks;
+//! - `message_limit`: the size of one gRPC message, refused by name;
+//! - `ended_guests`: guests whose session ended, remembered a while so that
+//!   their late calls are answered `FAILED_PRECONDITION`;
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it; [`Server::spawn`] runs it
 //!   as a [`RunningServer`] (demo, bench, tests).
@@ -31,12 +34,14 @@
 
 pub mod auth;
 pub mod config;
+mod ended_guests;
 mod first_message;
 pub mod guest_service;
 pub mod guest_stream;
 mod host_data;
 pub mod host_service;
 pub mod http;
+mod message_limit;
 pub mod metrics;
 pub mod origin;
 pub mod registry;

@@ -1,15 +1,22 @@
 //! The registry: task → hosts → sessions, plus the index of attached guests
-//! for the unary input and resize calls. Held in memory. Every lock here is
-//! a short synchronous section: none is held across an `.await`.
+//! for the unary input, resize and ack calls (and a bounded record of guests
+//! whose session ended, see [`crate::ended_guests`]). Held in memory. Every
+//! lock here is a short synchronous section: none is held across an
+//! `.await`.
 //!
 //! Authentication lives here too, in [`Registry::authenticate`]: an unknown
-//! task and a wrong secret give the same [`RegistryError::Denied`].
+//! task and a wrong secret give the same [`RegistryError::Denied`]. Names
+//! arrive validated ([`TaskId`]): a malformed one is refused at the edge
+//! with `INVALID_ARGUMENT`, before any credential is looked at.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Instant, SystemTime};
 
-use rendezvous_proto::ids::{HostName, MIN_SECRET_LEN, TaskId, check_labels, secret_long_enough};
+use rendezvous_proto::ids::{
+    HostName, MIN_SECRET_LEN, SessionId, TaskId, check_labels, secret_long_enough,
+};
+use rendezvous_proto::message_size::MAX_DATA_BYTES;
 use rendezvous_proto::{
     CloseSession, ExitStatus, HostControlResponse, OpenSession, Role, host_control_response,
 };
@@ -18,9 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
 use crate::config::{
-    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, SESSION_START_TIMEOUT,
-    ServerConfig, limit_name,
+    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_INPUT_BYTES,
+    SESSION_START_TIMEOUT, ServerConfig, limit_name,
 };
+use crate::ended_guests::EndedGuests;
 use crate::metrics::{Connected, Metrics};
 use crate::session::{NewGuest, Session, SessionError};
 use crate::token::TokenError;
@@ -46,7 +54,8 @@ pub enum RegistryError {
     /// The task has no host at all: its last one left a short while ago.
     #[error("no host is connected to this task right now: wait for the CI job to start one again")]
     NoHost,
-    /// No such running session on the host.
+    /// No such running session on the host. The ID is one the edge
+    /// validated ([`SessionId`]), so the text echoes at most 128 characters.
     #[error(
         "no session {0:?} on this host: it has ended, or list sessions with `rendezvous sessions`"
     )]
@@ -65,6 +74,9 @@ pub enum RegistryError {
     /// Unknown guest, or a token that does not match.
     #[error("unknown guest or bad guest token: attach again")]
     BadGuest,
+    /// The guest's session has ended (its guest ID and token are right).
+    #[error("the session has ended")]
+    SessionEnded,
     /// An invalid or expired guest token.
     #[error("{0}")]
     Token(TokenError),
@@ -173,6 +185,16 @@ struct Task {
     emptied_at: Option<Instant>,
 }
 
+/// The guests the unary calls can name: those attached, and those whose
+/// session ended a short while ago.
+#[derive(Debug, Default)]
+struct GuestIndex {
+    /// Attached guests by guest ID. An entry goes when its stream does.
+    attached: HashMap<String, GuestEntry>,
+    /// Guests whose stream ended after their session did.
+    ended: EndedGuests,
+}
+
 /// An attached guest, for its unary calls.
 #[derive(Debug, Clone)]
 pub struct GuestEntry {
@@ -216,10 +238,9 @@ impl Inner {
 
     /// The task, if it has a host or lost its last one within the grace
     /// period.
-    fn task(&mut self, id: &str) -> Option<&Task> {
+    fn task(&mut self, id: &TaskId) -> Option<&Task> {
         self.prune_hostless(Instant::now());
-        let id = TaskId::new(id).ok()?;
-        self.tasks.get(&id)
+        self.tasks.get(id)
     }
 }
 
@@ -228,7 +249,7 @@ impl Inner {
 pub struct Registry {
     config: ServerConfig,
     inner: Mutex<Inner>,
-    guests: Mutex<HashMap<String, GuestEntry>>,
+    guests: Mutex<GuestIndex>,
     /// Digest compared against when the task is unknown, so that an unknown
     /// task costs the same time as a wrong secret.
     decoy: Digest,
@@ -237,7 +258,8 @@ pub struct Registry {
 }
 
 /// Removes a guest from its session and the guest index when dropped: the
-/// guest's stream owns it, so a closed stream always detaches its guest.
+/// guest's stream owns it, so a closed stream always detaches its guest. A
+/// guest whose session has ended moves to the index's ended record.
 #[derive(Debug)]
 pub struct GuestHandle {
     registry: Weak<Registry>,
@@ -266,14 +288,20 @@ impl GuestHandle {
 impl Drop for GuestHandle {
     fn drop(&mut self) {
         self.session.detach(&self.guest_id, self.attachment);
+        let ended = self.session.has_ended();
         if let Some(registry) = self.registry.upgrade() {
             let mut guests = lock(&registry.guests);
             // A guest that resumed on another stream stays indexed.
             if guests
+                .attached
                 .get(&self.guest_id)
                 .is_some_and(|e| e.attachment == self.attachment)
+                && let Some(entry) = guests.attached.remove(&self.guest_id)
+                && ended
             {
-                guests.remove(&self.guest_id);
+                guests
+                    .ended
+                    .insert(&self.guest_id, entry.token, Instant::now());
             }
         }
     }
@@ -290,8 +318,14 @@ fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new(config: ServerConfig) -> Self {
+    /// An empty registry. Bounds over what one message can carry are taken
+    /// at their largest: [`Limits::input_bytes`](crate::Limits::input_bytes)
+    /// at [`MAX_INPUT_BYTES`], and the relay's output messages at
+    /// [`MAX_DATA_BYTES`].
+    pub fn new(mut config: ServerConfig) -> Self {
+        config.limits.input_bytes = config.limits.input_bytes.min(MAX_INPUT_BYTES);
+        config.relay.max_output_message_bytes =
+            config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
         Self {
             config,
             inner: Mutex::default(),
@@ -319,7 +353,7 @@ impl Registry {
             tasks,
             hosts: hosts.len(),
             sessions: hosts.iter().map(|h| lock(&h.sessions).len()).sum(),
-            guests: lock(&self.guests).len(),
+            guests: lock(&self.guests).attached.len(),
         }
     }
 
@@ -478,7 +512,7 @@ impl Registry {
     /// task alike; `Token` for an invalid or expired token.
     pub fn authenticate_guest(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
         token: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
@@ -488,7 +522,7 @@ impl Registry {
 
     fn authenticate_guest_unmetered(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
         token: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
@@ -501,7 +535,7 @@ impl Registry {
             .as_ref()
             .ok_or(RegistryError::Token(TokenError::Invalid))?;
         let (token_task, token_role) = key.verify(token).map_err(RegistryError::Token)?;
-        if task_id != token_task {
+        if task_id.as_str() != token_task {
             return Err(RegistryError::Denied);
         }
         let mut inner = lock(&self.inner);
@@ -516,7 +550,7 @@ impl Registry {
     /// `Denied` for an unknown task or a wrong secret alike.
     pub fn authenticate(
         &self,
-        task_id: &str,
+        task_id: &TaskId,
         secret: &str,
     ) -> Result<(Role, Vec<Arc<Host>>), RegistryError> {
         let mut inner = lock(&self.inner);
@@ -658,10 +692,11 @@ impl Registry {
             let mut guests = lock(&self.guests);
             // Two resumes of one guest may race here: the later attachment wins.
             let newer = guests
+                .attached
                 .get(&attached.guest_id)
                 .is_none_or(|e| e.attachment < attached.attachment);
             if newer {
-                guests.insert(
+                guests.attached.insert(
                     attached.guest_id.clone(),
                     GuestEntry {
                         session: session.clone(),
@@ -684,19 +719,39 @@ impl Registry {
     /// Looks up an attached guest by ID and token.
     ///
     /// # Errors
+    /// `SessionEnded` when the guest's session has ended, whether its
+    /// stream is still open or closed less than
+    /// [`ENDED_GUEST_GRACE`](crate::config::ENDED_GUEST_GRACE) ago;
     /// `BadGuest` when the guest is unknown or the token does not match.
     pub fn guest(&self, guest_id: &str, token: &str) -> Result<GuestEntry, RegistryError> {
-        let guests = lock(&self.guests);
-        match guests.get(guest_id) {
-            Some(entry) if entry.token.matches(token) => Ok(entry.clone()),
-            _ => Err(RegistryError::BadGuest),
+        let entry = {
+            let mut guests = lock(&self.guests);
+            match guests.attached.get(guest_id) {
+                Some(entry) if entry.token.matches(token) => entry.clone(),
+                Some(_) => return Err(RegistryError::BadGuest),
+                None => {
+                    let ended = guests.ended.contains(guest_id, token, Instant::now());
+                    return Err(if ended {
+                        RegistryError::SessionEnded
+                    } else {
+                        RegistryError::BadGuest
+                    });
+                }
+            }
+        };
+        // Checked after the index's lock is released: the session has a
+        // lock of its own.
+        if entry.session.has_ended() {
+            return Err(RegistryError::SessionEnded);
         }
+        Ok(entry)
     }
 
     /// Finds the session a host's Data stream serves.
     ///
     /// # Errors
-    /// `BadHost` (unknown host or token), `NoSuchSession`.
+    /// `BadHost` (unknown host or token), `Invalid` (a malformed session
+    /// ID), `NoSuchSession`.
     pub fn data_session(
         &self,
         host_id: &str,
@@ -709,9 +764,11 @@ impl Registry {
             .cloned()
             .filter(|h| h.token.matches(token))
             .ok_or(RegistryError::BadHost)?;
+        let session_id =
+            SessionId::new(session_id).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let session = host
-            .session(session_id)
-            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_owned()))?;
+            .session(session_id.as_str())
+            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_string()))?;
         Ok((host, session))
     }
 }
@@ -727,6 +784,10 @@ pub fn gone(message: &str) -> ExitStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(id: &str) -> TaskId {
+        TaskId::new(id).unwrap()
+    }
 
     fn hello(task_id: &str) -> rendezvous_proto::Hello {
         rendezvous_proto::Hello {
@@ -747,11 +808,11 @@ mod tests {
         assert_eq!(lock(&registry.inner).tasks.len(), MAX_HOSTLESS_TASKS);
         for gone in ["t0", "t1", "t2"] {
             assert_eq!(
-                registry.authenticate(gone, secret).unwrap_err(),
+                registry.authenticate(&task(gone), secret).unwrap_err(),
                 RegistryError::Denied
             );
         }
-        let (role, hosts) = registry.authenticate("t3", secret).unwrap();
+        let (role, hosts) = registry.authenticate(&task("t3"), secret).unwrap();
         assert_eq!(role, Role::ReadWrite);
         assert!(hosts.is_empty());
     }
@@ -768,9 +829,45 @@ mod tests {
         lock(&registry.inner).prune_hostless(stale_at);
         assert!(lock(&registry.inner).hostless.is_empty());
         let (_, hosts) = registry
-            .authenticate("t", "a-secret-of-at-least-22-chars")
+            .authenticate(&task("t"), "a-secret-of-at-least-22-chars")
             .unwrap();
         assert_eq!(hosts.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
+        let registry = Arc::new(Registry::new(ServerConfig::default()));
+        let registration = registry.register_host(&hello("t")).unwrap();
+        let host = registration.host;
+        let session = registry.open_session(&host, 80, 24).await.unwrap();
+        let new = NewGuest {
+            role: Role::ReadWrite,
+            cols: 80,
+            rows: 24,
+            resume_offset: None,
+            resume_guest: None,
+            max_guests: usize::MAX,
+        };
+        let (handle, token, _) = registry.add_guest(&session, new).unwrap();
+        let id = handle.id().to_owned();
+        assert!(registry.guest(&id, &token).is_ok());
+
+        host.end_session(&session, gone("done"));
+        // The stream is still open (it has output or the Exit to send).
+        assert_eq!(
+            registry.guest(&id, &token).unwrap_err(),
+            RegistryError::SessionEnded
+        );
+        drop(handle);
+        assert_eq!(
+            registry.guest(&id, &token).unwrap_err(),
+            RegistryError::SessionEnded
+        );
+        assert_eq!(
+            registry.guest(&id, "another token").unwrap_err(),
+            RegistryError::BadGuest
+        );
+        assert_eq!(registry.connected().guests, 0);
     }
 
     #[test]

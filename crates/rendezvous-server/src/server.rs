@@ -13,6 +13,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use rendezvous_proto::guest_service_server::GuestServiceServer;
 use rendezvous_proto::host_service_server::HostServiceServer;
+use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -134,12 +135,25 @@ impl Server {
     }
 
     /// The whole application: gRPC and gRPC-Web services plus HTTP routes.
+    /// Every message, both ways, is at most [`MAX_MESSAGE_BYTES`]; a larger
+    /// request message fails with `RESOURCE_EXHAUSTED` naming the limit
+    /// (see `message_limit`), on both transports.
     pub fn app(registry: Arc<Registry>) -> axum::Router {
-        let grpc =
-            tonic::service::Routes::new(HostServiceServer::new(HostApi::new(registry.clone())))
-                .add_service(GuestServiceServer::new(GuestApi::new(registry.clone())))
-                .into_axum_router()
-                .layer(tonic_web::GrpcWebLayer::new());
+        let hosts = HostServiceServer::new(HostApi::new(registry.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let guests = GuestServiceServer::new(GuestApi::new(registry.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        // The size check sees gRPC framing: inside gRPC-Web's translation.
+        let grpc = tonic::service::Routes::new(hosts)
+            .add_service(guests)
+            .into_axum_router()
+            .layer(axum::middleware::map_request_with_state(
+                registry.metrics().clone(),
+                crate::message_limit::limit_messages,
+            ))
+            .layer(tonic_web::GrpcWebLayer::new());
         let allowed = registry.config().allowed_origins.clone();
         crate::http::router()
             .merge(grpc)

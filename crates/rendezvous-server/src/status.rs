@@ -19,6 +19,7 @@ impl From<RegistryError> for Status {
             RegistryError::Limit { .. } => Code::ResourceExhausted,
             RegistryError::BadGuest | RegistryError::BadHost => Code::Unauthenticated,
             RegistryError::HostGone => Code::Unavailable,
+            RegistryError::SessionEnded => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())
     }

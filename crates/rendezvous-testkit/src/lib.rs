@@ -19,7 +19,7 @@ mod transcript;
 use std::time::Duration;
 
 pub use host::{TestHost, bash};
-pub use server::{Stop, TestServer};
+pub use server::{AnyGuestClient, Stop, TRANSPORTS, TestServer, Transport};
 pub use transcript::{TermGuest, Transcript};
 
 /// How long any wait in a test may take before the test fails (20 s).

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_server::{RunningServer, Server, ServerConfig};
 use tonic::transport::Channel;
+use tower::util::BoxCloneService;
 
 use crate::DEADLINE;
 
@@ -87,4 +88,65 @@ impl TestServer {
     pub async fn guest_client(&self) -> GuestServiceClient<Channel> {
         GuestServiceClient::new(self.channel().await)
     }
+
+    /// A guest client over `transport`, on a connection of its own (for
+    /// gRPC-Web, a pool of them). It has tonic's defaults for message
+    /// sizes, so that tests can send what a careless client would.
+    pub async fn guest_client_over(&self, transport: Transport) -> AnyGuestClient {
+        let service = match transport {
+            Transport::Grpc => {
+                let channel = self.channel().await;
+                BoxCloneService::new(
+                    tower::ServiceBuilder::new()
+                        .map_err(tonic::codegen::StdError::from)
+                        .service(channel),
+                )
+            }
+            Transport::GrpcWebHttp1 | Transport::GrpcWebHttp2 => {
+                let http = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .http2_only(transport == Transport::GrpcWebHttp2)
+                .build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+                BoxCloneService::new(
+                    tower::ServiceBuilder::new()
+                        .map_response(|r: http::Response<_>| r.map(tonic::body::Body::new))
+                        .map_err(tonic::codegen::StdError::from)
+                        .layer(tonic_web::GrpcWebClientLayer::new())
+                        .service(http),
+                )
+            }
+        };
+        GuestServiceClient::with_origin(service, self.url.parse().expect("the test server's URL"))
+    }
 }
+
+/// How a test guest reaches the server: gRPC (HTTP/2, native clients), or
+/// gRPC-Web over HTTP/1.1 (browsers on a cleartext server) or HTTP/2
+/// (browsers behind TLS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// gRPC over HTTP/2.
+    Grpc,
+    /// gRPC-Web over HTTP/1.1.
+    GrpcWebHttp1,
+    /// gRPC-Web over HTTP/2.
+    GrpcWebHttp2,
+}
+
+/// Every transport a guest may use.
+pub const TRANSPORTS: [Transport; 3] = [
+    Transport::Grpc,
+    Transport::GrpcWebHttp1,
+    Transport::GrpcWebHttp2,
+];
+
+/// A guest client whatever its transport (see
+/// [`TestServer::guest_client_over`]).
+pub type AnyGuestClient = GuestServiceClient<
+    BoxCloneService<
+        http::Request<tonic::body::Body>,
+        http::Response<tonic::body::Body>,
+        tonic::codegen::StdError,
+    >,
+>;

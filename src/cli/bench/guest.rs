@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use rendezvous_proto::guest_service_client::GuestServiceClient;
+use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use rendezvous_proto::{
     AttachRequest, Attached, GuestEvent, TerminalRequest, guest_event, terminal_request,
 };
@@ -59,7 +60,9 @@ pub async fn connect(url: &str) -> anyhow::Result<GuestServiceClient<Channel>> {
         .await
         .context("no connection within 10 s")?
         .with_context(|| format!("cannot connect to {url}"))?;
-    Ok(GuestServiceClient::new(channel))
+    Ok(GuestServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES))
 }
 
 async fn first_attached(events: &mut Streaming<GuestEvent>) -> anyhow::Result<Attached> {

@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use rendezvous_proto::flow::HOST_OUTPUT_CREDIT_MESSAGES;
 use rendezvous_proto::host_service_client::HostServiceClient;
+use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use rendezvous_proto::{
     DataOpen, ExitStatus, Hello, HostControlRequest, HostDataRequest, Pong, exit_status,
     host_control_request, host_control_response, host_data_request, host_data_response,
@@ -166,7 +167,9 @@ impl SyntheticHost {
             .connect()
             .await
             .with_context(|| format!("cannot connect to {url}"))?;
-        let mut client = HostServiceClient::new(channel);
+        let mut client = HostServiceClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let (tx, rx) = mpsc::channel(CONTROL_QUEUE_MESSAGES);
         tx.try_send(HostControlRequest {
             message: Some(host_control_request::Message::Hello(Hello {
