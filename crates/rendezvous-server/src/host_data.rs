@@ -134,8 +134,11 @@ impl Reader {
                     // The guard ends the session: the host left without
                     // an exit status.
                     Ok(None) => return,
-                    // Over the message-size limit, undecodable, or a
-                    // broken stream.
+                    // A broken connection: the host has gone, and the
+                    // guard says so.
+                    Err(status) if is_broken_connection(&status) => return,
+                    // Over the message-size limit, or undecodable: the
+                    // server refuses it.
                     Err(status) => {
                         self.refuse(status);
                         return;
@@ -241,4 +244,24 @@ impl Outbound {
             }
         }
     }
+}
+
+/// Whether `status` is a broken transport (the host's connection was
+/// reset, closed or timed out) rather than something the server refused:
+/// somewhere in its source chain is the transport's own error (hyper's,
+/// h2's or an I/O error), or tonic gave it a transport's code. The
+/// server's own refusals (the message limit, a decoding error) have
+/// neither.
+fn is_broken_connection(status: &Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if error.is::<hyper::Error>() || error.is::<h2::Error>() || error.is::<std::io::Error>() {
+            return true;
+        }
+        source = error.source();
+    }
+    matches!(
+        status.code(),
+        tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
+    )
 }
