@@ -143,7 +143,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Metrics are served as long as the server runs, and no longer.
     let metrics = async move {
         match metrics_listener {
-            Some(listener) => rendezvous_server::metrics::serve(listener, registry).await,
+            Some(listener) => rendezvous_server::metrics_http::serve(listener, registry).await,
             None => std::future::pending().await,
         }
     };

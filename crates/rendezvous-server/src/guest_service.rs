@@ -19,8 +19,9 @@ use crate::config::{INPUT_TIMEOUT, limit_name};
 use crate::first_message::first_message;
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError};
+use crate::registry::{Authenticated, JoinedGuest, Registry, RegistryError};
 use crate::session::{NewGuest, Session};
+use crate::status::refused;
 
 /// Input of one `Terminal` call read but waiting for the host's input
 /// queue, in messages (16). Past it the call's requests are left unread.
@@ -49,9 +50,11 @@ impl GuestApi {
             .then(|| SessionId::new(req.session_id.as_str()))
             .transpose()
             .map_err(invalid)?;
-        let (role, hosts) = self
+        let refused = |e| refused(self.registry.metrics(), e);
+        let Authenticated { role, hosts } = self
             .registry
-            .authenticate_guest(&task_id, &req.secret, &req.token)?;
+            .authenticate_guest(&task_id, &req.secret, &req.token)
+            .map_err(refused)?;
         if hosts.is_empty() {
             return Err(RegistryError::NoHost.into());
         }
@@ -66,7 +69,8 @@ impl GuestApi {
                 }
                 self.registry
                     .open_session(&host, req.cols, req.rows)
-                    .await?
+                    .await
+                    .map_err(refused)?
             }
             Some(id) => host
                 .session(id.as_str())
@@ -84,7 +88,11 @@ impl GuestApi {
             resume_guest,
             max_guests: usize::MAX,
         };
-        let (guest, token, attachment) = self.registry.add_guest(&session, new)?;
+        let JoinedGuest {
+            handle: guest,
+            token,
+            attachment,
+        } = self.registry.add_guest(&session, new).map_err(refused)?;
         let cursor = attachment.cursor;
         tracing::info!(
             task = %host.task_id(), host = %host.name(), session = session.id(),
@@ -284,9 +292,10 @@ impl GuestService for GuestApi {
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let req = request.into_inner();
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
-        let (_, hosts) = self
+        let Authenticated { hosts, .. } = self
             .registry
-            .authenticate_guest(&task_id, &req.secret, &req.token)?;
+            .authenticate_guest(&task_id, &req.secret, &req.token)
+            .map_err(|e| refused(self.registry.metrics(), e))?;
         let hosts = hosts
             .iter()
             .map(|host| HostInfo {

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::first_message::first_message;
 use crate::registry::{Host, Registry, gone};
+use crate::status::refused;
 use crate::task_stream::TaskStream;
 
 /// The response stream type of `Control`.
@@ -68,7 +69,10 @@ impl HostService for HostApi {
                 "the first Control message must be Hello",
             ));
         };
-        let registration = self.registry.register_host(&hello)?;
+        let registration = self
+            .registry
+            .register_host(&hello)
+            .map_err(|e| refused(self.registry.metrics(), e))?;
         let host = registration.host;
         tracing::info!(task = %host.task_id(), host = %host.name(), "host registered");
         let registered = HostControlResponse {

@@ -8,14 +8,15 @@
 //!   reply, forwarded from the primary writer only;
 //! - [`token`]: guest tokens (JWT) a CI system mints instead of sharing
 //!   the secret;
-//! - [`registry`]: task → hosts → sessions, and authentication;
+//! - [`registry`]: task → hosts → sessions, the guest index, and
+//!   admission (secrets, tokens);
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters; a host's
 //!   Data stream, with its credit in messages, is `host_data`, a guest's
 //!   event stream [`guest_stream`];
 //! - [`http`]: the task page, web assets and health checks;
 //! - `message_limit`: the size of one gRPC message, refused by name;
-//! - `ended_guests`: guests whose session ended, remembered a while so that
-//!   their late calls are answered `FAILED_PRECONDITION`;
+//! - [`metrics`], [`metrics_http`]: what is counted, and `GET /metrics`
+//!   on an address of its own;
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it; [`Server::spawn`] runs it
 //!   as a [`RunningServer`] (demo, bench, tests).
@@ -34,7 +35,7 @@
 
 pub mod auth;
 pub mod config;
-mod ended_guests;
+
 mod first_message;
 pub mod guest_service;
 pub mod guest_stream;
@@ -43,6 +44,7 @@ pub mod host_service;
 pub mod http;
 mod message_limit;
 pub mod metrics;
+pub mod metrics_http;
 pub mod origin;
 pub mod registry;
 pub mod server;

@@ -1,30 +1,21 @@
 //! The server's Prometheus metrics: what is connected now (gauges, read
 //! from the registry when scraped) and what has passed through (counters
-//! since the server started). Served in the OpenMetrics text format by
-//! [`router`] on the address of `rendezvous serve --metrics-listen`, apart
-//! from the public port.
+//! since the server started), encoded in the OpenMetrics text format.
+//! [`crate::metrics_http`] serves them on the address of `rendezvous serve
+//! --metrics-listen`, apart from the public port.
 //!
 //! No metric has a task ID, host name, session ID or secret as a label:
 //! the set of series stays fixed however many tasks come and go, and
 //! scraping reveals no names.
 
-use std::sync::Arc;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use crate::registry::Registry;
-
 /// Content type of the OpenMetrics text format, which Prometheus reads
 /// (and which `prometheus-client` writes).
-const TEXT_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_FORMAT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// The label of [`Metrics::limit_refusals`]: which limit was reached, as
 /// its `RESOURCE_EXHAUSTED` message names it (e.g. "guests per session").
@@ -184,29 +175,4 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
-}
-
-/// `GET /metrics` for `registry`'s server, in the OpenMetrics text format.
-/// Serve it on an address of its own (`--metrics-listen`), not the public
-/// port: it needs no secret.
-pub fn router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/metrics", get(scrape))
-        .with_state(registry)
-}
-
-/// Serves [`router`] on `listener` until the future is dropped.
-///
-/// # Errors
-/// A failure to accept that is not about one connection.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(registry)).await
-}
-
-async fn scrape(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
-    let text = registry.metrics().encode(registry.connected());
-    (StatusCode::OK, [(header::CONTENT_TYPE, TEXT_FORMAT)], text)
 }

@@ -2,8 +2,24 @@
 
 use tonic::{Code, Status};
 
+use crate::metrics::Metrics;
 use crate::registry::RegistryError;
 use crate::session::SessionError;
+
+/// Counts `e` where the metrics show it (an unknown task, wrong secret or
+/// bad token in `auth_failures`; a limit in `limit_refusals{limit}`), and
+/// maps it: the services call this where they turn a registry refusal into
+/// their answer, so the registry itself counts nothing.
+pub(crate) fn refused(metrics: &Metrics, e: RegistryError) -> Status {
+    match &e {
+        RegistryError::Denied | RegistryError::Token(_) => {
+            metrics.auth_failures.inc();
+        }
+        RegistryError::Limit { name, .. } => metrics.refused_at(name),
+        _ => {}
+    }
+    Status::from(e)
+}
 
 impl From<RegistryError> for Status {
     fn from(e: RegistryError) -> Self {

@@ -1,0 +1,196 @@
+//! The guest index: which guest a unary call (SendInput, Resize, Ack)
+//! names, and the drop guard that takes a guest out of it with its stream.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use rendezvous_proto::Role;
+
+use super::ended_guests::EndedGuests;
+use super::{Registry, RegistryError, lock};
+use crate::auth::{Digest, new_token};
+use crate::config::limit_name;
+use crate::session::{Attachment, NewGuest, Session, SessionError};
+
+/// What [`Registry::add_guest`] attached.
+#[derive(Debug)]
+pub struct JoinedGuest {
+    /// Detaches the guest when dropped; its stream owns it.
+    pub handle: GuestHandle,
+    /// The guest token: new, or the resumed guest's own. Sent once, in
+    /// `Attached`.
+    pub token: String,
+    /// The session's answer: guest ID, cursor, resumed or not, next input
+    /// sequence number.
+    pub attachment: Attachment,
+}
+
+/// The guests the unary calls can name: those attached, and those whose
+/// session ended a short while ago.
+#[derive(Debug, Default)]
+pub(super) struct GuestIndex {
+    /// Attached guests by guest ID. An entry goes when its stream does.
+    pub(super) attached: HashMap<String, GuestEntry>,
+    /// Guests whose stream ended after their session did.
+    pub(super) ended: EndedGuests,
+}
+
+/// An attached guest, for its unary calls.
+#[derive(Debug, Clone)]
+pub struct GuestEntry {
+    /// The session it is attached to.
+    pub session: Arc<Session>,
+    /// Its role.
+    pub role: Role,
+    token: Digest,
+    /// The stream serving it (see [`crate::session::Attachment`]).
+    attachment: u64,
+}
+
+/// Removes a guest from its session and the guest index when dropped: the
+/// guest's stream owns it, so a closed stream always detaches its guest. A
+/// guest whose session has ended moves to the index's ended record.
+#[derive(Debug)]
+pub struct GuestHandle {
+    registry: Weak<Registry>,
+    session: Arc<Session>,
+    guest_id: String,
+    attachment: u64,
+}
+
+impl GuestHandle {
+    /// The guest's ID.
+    pub fn id(&self) -> &str {
+        &self.guest_id
+    }
+
+    /// The session the guest is attached to.
+    pub fn session(&self) -> &Arc<Session> {
+        &self.session
+    }
+
+    /// The attachment number of the stream that owns this handle.
+    pub fn attachment(&self) -> u64 {
+        self.attachment
+    }
+}
+
+impl Drop for GuestHandle {
+    fn drop(&mut self) {
+        self.session.detach(&self.guest_id, self.attachment);
+        let ended = self.session.has_ended();
+        if let Some(registry) = self.registry.upgrade() {
+            let mut guests = lock(&registry.guests);
+            // A guest that resumed on another stream stays indexed.
+            if guests
+                .attached
+                .get(&self.guest_id)
+                .is_some_and(|e| e.attachment == self.attachment)
+                && let Some(entry) = guests.attached.remove(&self.guest_id)
+                && ended
+            {
+                guests
+                    .ended
+                    .insert(&self.guest_id, entry.token, Instant::now());
+            }
+        }
+    }
+}
+
+impl Registry {
+    /// Attaches a guest to `session` and indexes it for unary calls, or
+    /// resumes the guest `resume` names (ID and token; see
+    /// [`Session::attach_guest`]). The returned handle detaches it when
+    /// dropped; see [`JoinedGuest`].
+    ///
+    /// # Errors
+    /// `Limit` (guests per session).
+    pub fn add_guest(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        new: NewGuest<'_>,
+    ) -> Result<JoinedGuest, RegistryError> {
+        let new = NewGuest {
+            max_guests: self.config.limits.guests_per_session,
+            ..new
+        };
+        let fresh_token = new_token();
+        let digest = Digest::of(&fresh_token);
+        let fresh_id = uuid::Uuid::new_v4().simple().to_string();
+        let attached = session
+            .attach_guest(fresh_id, digest.clone(), new)
+            .map_err(|e| match e {
+                SessionError::TooManyGuests(value) => RegistryError::Limit {
+                    name: limit_name::GUESTS_PER_SESSION,
+                    value,
+                },
+                _ => RegistryError::NoSuchSession(session.id().to_owned()),
+            })?;
+        let token = match new.resume_guest {
+            Some((_, presented)) if attached.resumed => presented.to_owned(),
+            _ => fresh_token,
+        };
+        {
+            let mut guests = lock(&self.guests);
+            // Two resumes of one guest may race here: the later attachment wins.
+            let newer = guests
+                .attached
+                .get(&attached.guest_id)
+                .is_none_or(|e| e.attachment < attached.attachment);
+            if newer {
+                guests.attached.insert(
+                    attached.guest_id.clone(),
+                    GuestEntry {
+                        session: session.clone(),
+                        role: new.role,
+                        token: Digest::of(&token),
+                        attachment: attached.attachment,
+                    },
+                );
+            }
+        }
+        let handle = GuestHandle {
+            registry: Arc::downgrade(self),
+            session: session.clone(),
+            guest_id: attached.guest_id.clone(),
+            attachment: attached.attachment,
+        };
+        Ok(JoinedGuest {
+            handle,
+            token,
+            attachment: attached,
+        })
+    }
+
+    /// Looks up an attached guest by ID and token.
+    ///
+    /// # Errors
+    /// `SessionEnded` when the guest's session has ended, whether its
+    /// stream is still open or closed less than
+    /// [`ENDED_GUEST_GRACE`](crate::config::ENDED_GUEST_GRACE) ago;
+    /// `BadGuest` when the guest is unknown or the token does not match.
+    pub fn guest(&self, guest_id: &str, token: &str) -> Result<GuestEntry, RegistryError> {
+        let entry = {
+            let mut guests = lock(&self.guests);
+            match guests.attached.get(guest_id) {
+                Some(entry) if entry.token.matches(token) => entry.clone(),
+                Some(_) => return Err(RegistryError::BadGuest),
+                None => {
+                    let ended = guests.ended.contains(guest_id, token, Instant::now());
+                    return Err(if ended {
+                        RegistryError::SessionEnded
+                    } else {
+                        RegistryError::BadGuest
+                    });
+                }
+            }
+        };
+        // Checked after the index's lock is released: the session has a
+        // lock of its own.
+        if entry.session.has_ended() {
+            return Err(RegistryError::SessionEnded);
+        }
+        Ok(entry)
+    }
+}

@@ -1,0 +1,192 @@
+//! One connected host: its record, the sessions it runs, and how a new
+//! session is opened on it and found by its Data stream.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use rendezvous_proto::ids::{HostName, SessionId, TaskId};
+use rendezvous_proto::{
+    CloseSession, ExitStatus, HostControlResponse, OpenSession, host_control_response,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Registry, RegistryError, gone, lock};
+use crate::auth::Digest;
+use crate::config::{SESSION_START_TIMEOUT, limit_name};
+use crate::session::Session;
+
+/// One connected host.
+#[derive(Debug)]
+pub struct Host {
+    pub(super) id: String,
+    pub(super) task_id: TaskId,
+    pub(super) name: HostName,
+    pub(super) token: Digest,
+    pub(super) labels: HashMap<String, String>,
+    pub(super) connected_at: SystemTime,
+    /// Control messages to the host (bounded).
+    pub(super) control: mpsc::Sender<HostControlResponse>,
+    /// Running sessions by ID. Sessions leave when they end.
+    pub(super) sessions: Mutex<BTreeMap<String, Arc<Session>>>,
+    /// Cancelled when the host is unregistered; ends its streams.
+    pub(super) closed: CancellationToken,
+}
+
+impl Host {
+    /// The host's server-chosen ID.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The host's name within its task.
+    pub fn name(&self) -> &HostName {
+        &self.name
+    }
+
+    /// The host's task.
+    pub fn task_id(&self) -> &TaskId {
+        &self.task_id
+    }
+
+    /// Cancelled when the host leaves the registry.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
+    /// The session with this ID, if it is running.
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).get(id).cloned()
+    }
+
+    /// The host's running sessions, by ID.
+    pub fn sessions(&self) -> Vec<Arc<Session>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// The labels the host published.
+    pub fn labels(&self) -> &HashMap<String, String> {
+        &self.labels
+    }
+
+    /// When the host registered.
+    pub fn connected_at(&self) -> SystemTime {
+        self.connected_at
+    }
+
+    /// Ends a session with `status` and forgets it. The host is told to
+    /// close it (best effort: a full control queue means the host is gone
+    /// or stuck, and its Data stream ends anyway).
+    pub fn end_session(&self, session: &Session, status: ExitStatus) {
+        session.finish(status);
+        if lock(&self.sessions).remove(session.id()).is_some() {
+            let _ = self.control.try_send(HostControlResponse {
+                message: Some(host_control_response::Message::CloseSession(CloseSession {
+                    session_id: session.id().to_owned(),
+                })),
+            });
+        }
+    }
+}
+
+/// What a host gets back from [`Registry::register_host`].
+#[derive(Debug)]
+pub struct Registration {
+    /// The registered host.
+    pub host: Arc<Host>,
+    /// The host's Data-stream token, sent once in Registered.
+    pub host_token: String,
+    /// Control messages for the host's stream.
+    pub control: mpsc::Receiver<HostControlResponse>,
+}
+
+impl Registry {
+    /// Asks `host` for a new shell of `cols` x `rows` cells. The session is
+    /// registered at once; if the host has not opened its Data stream within
+    /// [`SESSION_START_TIMEOUT`], the session ends.
+    ///
+    /// # Errors
+    /// `Limit` (sessions per host), `HostGone`.
+    pub async fn open_session(
+        &self,
+        host: &Arc<Host>,
+        cols: u32,
+        rows: u32,
+    ) -> Result<Arc<Session>, RegistryError> {
+        let session = Arc::new(Session::new(
+            uuid::Uuid::new_v4().simple().to_string(),
+            cols,
+            rows,
+            self.config.relay,
+        ));
+        {
+            let mut sessions = lock(&host.sessions);
+            if sessions.len() >= self.config.limits.sessions_per_host {
+                return Err(RegistryError::Limit {
+                    name: limit_name::SESSIONS_PER_HOST,
+                    value: self.config.limits.sessions_per_host,
+                });
+            }
+            sessions.insert(session.id().to_owned(), session.clone());
+        }
+        let size = session.size();
+        let open = HostControlResponse {
+            message: Some(host_control_response::Message::OpenSession(OpenSession {
+                session_id: session.id().to_owned(),
+                cols: size.cols,
+                rows: size.rows,
+            })),
+        };
+        if host.control.send(open).await.is_err() {
+            host.end_session(&session, gone("the host disconnected"));
+            return Err(RegistryError::HostGone);
+        }
+        // The watchdog ends at the deadline or with the session, whichever
+        // comes first; it holds no strong reference, so it keeps nothing
+        // alive.
+        let (weak_host, weak_session) = (Arc::downgrade(host), Arc::downgrade(&session));
+        let ended = session.ended().clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(SESSION_START_TIMEOUT) => {}
+                () = ended.cancelled() => return,
+            }
+            if let (Some(host), Some(session)) = (weak_host.upgrade(), weak_session.upgrade())
+                && !session.host_attached()
+            {
+                let message = format!(
+                    "the host did not start the shell within {} s",
+                    SESSION_START_TIMEOUT.as_secs()
+                );
+                host.end_session(&session, gone(&message));
+            }
+        });
+        Ok(session)
+    }
+
+    /// Finds the session a host's Data stream serves.
+    ///
+    /// # Errors
+    /// `BadHost` (unknown host or token), `Invalid` (a malformed session
+    /// ID), `NoSuchSession`.
+    pub fn data_session(
+        &self,
+        host_id: &str,
+        token: &str,
+        session_id: &str,
+    ) -> Result<(Arc<Host>, Arc<Session>), RegistryError> {
+        let host = lock(&self.inner)
+            .hosts_by_id
+            .get(host_id)
+            .cloned()
+            .filter(|h| h.token.matches(token))
+            .ok_or(RegistryError::BadHost)?;
+        let session_id =
+            SessionId::new(session_id).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let session = host
+            .session(session_id.as_str())
+            .ok_or_else(|| RegistryError::NoSuchSession(session_id.to_string()))?;
+        Ok((host, session))
+    }
+}

@@ -1,0 +1,129 @@
+//! The registry's rules, without a socket.
+
+use rendezvous_proto::Role;
+
+use super::*;
+use crate::session::NewGuest;
+
+fn task(id: &str) -> TaskId {
+    TaskId::new(id).unwrap()
+}
+
+fn hello(task_id: &str) -> rendezvous_proto::Hello {
+    rendezvous_proto::Hello {
+        task_id: task_id.into(),
+        secret: "a-secret-of-at-least-22-chars".into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
+    let registry = Registry::new(ServerConfig::default());
+    for i in 0..MAX_HOSTLESS_TASKS + 3 {
+        let registration = registry.register_host(&hello(&format!("t{i}"))).unwrap();
+        registry.unregister_host(&registration.host);
+    }
+    let secret = "a-secret-of-at-least-22-chars";
+    assert_eq!(lock(&registry.inner).tasks.len(), MAX_HOSTLESS_TASKS);
+    for gone in ["t0", "t1", "t2"] {
+        assert_eq!(
+            registry.authenticate(&task(gone), secret).unwrap_err(),
+            RegistryError::Denied
+        );
+    }
+    let Authenticated { role, hosts } = registry.authenticate(&task("t3"), secret).unwrap();
+    assert_eq!(role, Role::ReadWrite);
+    assert!(hosts.is_empty());
+}
+
+#[test]
+fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
+    let registry = Registry::new(ServerConfig::default());
+    let first = registry.register_host(&hello("t")).unwrap();
+    registry.unregister_host(&first.host);
+    let _second = registry.register_host(&hello("t")).unwrap();
+    // The stale hostless entry (from the first host) is pruned later
+    // without removing the task, which has a host again.
+    let stale_at = Instant::now() + HOSTLESS_TASK_GRACE;
+    lock(&registry.inner).prune_hostless(stale_at);
+    assert!(lock(&registry.inner).hostless.is_empty());
+    let Authenticated { hosts, .. } = registry
+        .authenticate(&task("t"), "a-secret-of-at-least-22-chars")
+        .unwrap();
+    assert_eq!(hosts.len(), 1);
+}
+
+#[tokio::test]
+async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
+    let registry = Arc::new(Registry::new(ServerConfig::default()));
+    let registration = registry.register_host(&hello("t")).unwrap();
+    let host = registration.host;
+    let session = registry.open_session(&host, 80, 24).await.unwrap();
+    let new = NewGuest {
+        role: Role::ReadWrite,
+        cols: 80,
+        rows: 24,
+        resume_offset: None,
+        resume_guest: None,
+        max_guests: usize::MAX,
+    };
+    let JoinedGuest { handle, token, .. } = registry.add_guest(&session, new).unwrap();
+    let id = handle.id().to_owned();
+    assert!(registry.guest(&id, &token).is_ok());
+
+    host.end_session(&session, gone("done"));
+    // The stream is still open (it has output or the Exit to send).
+    assert_eq!(
+        registry.guest(&id, &token).unwrap_err(),
+        RegistryError::SessionEnded
+    );
+    drop(handle);
+    assert_eq!(
+        registry.guest(&id, &token).unwrap_err(),
+        RegistryError::SessionEnded
+    );
+    assert_eq!(
+        registry.guest(&id, "another token").unwrap_err(),
+        RegistryError::BadGuest
+    );
+    assert_eq!(registry.connected().guests, 0);
+}
+
+#[test]
+fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
+    let registry = Registry::new(ServerConfig::default());
+    // 22 bytes, but 11 characters: too short on both sides.
+    let short = rendezvous_proto::Hello {
+        secret: "é".repeat(11),
+        ..hello("t")
+    };
+    assert!(matches!(
+        registry.register_host(&short),
+        Err(RegistryError::Invalid(_))
+    ));
+    let long = rendezvous_proto::Hello {
+        secret: "é".repeat(22),
+        ..hello("t")
+    };
+    assert!(registry.register_host(&long).is_ok());
+}
+
+#[test]
+fn labels_over_a_bound_are_refused_naming_it() {
+    let registry = Registry::new(ServerConfig::default());
+    let mut many = hello("t");
+    many.labels = (0..=MAX_LABELS)
+        .map(|i| (format!("k{i}"), "v".to_owned()))
+        .collect();
+    let Err(RegistryError::Invalid(message)) = registry.register_host(&many) else {
+        panic!("too many labels were accepted");
+    };
+    assert!(message.contains("33 labels"), "{message}");
+    let mut long = hello("t");
+    long.labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES + 1))].into();
+    let Err(RegistryError::Invalid(message)) = registry.register_host(&long) else {
+        panic!("a long label was accepted");
+    };
+    assert!(message.contains("257 bytes"), "{message}");
+}
