@@ -22,7 +22,8 @@
 //!
 //! Modules, one job each: `builder` (settings and their checks), `host`
 //! (the reconnect loop), `control` (one control connection), `session` (one
-//! PTY and its Data stream), `credit` (output credit on a Data stream), `pty` (a process on a PTY), `processes`
+//! PTY and its Data stream; `session/input` its downward half), `credit`
+//! (output credit on a Data stream), `pty` (a process on a PTY), `processes`
 //! (ending all processes of a session),
 //! `secret`, `status`, `error`; reconnect delays come from `rendezvous_proto::backoff`.
 #![forbid(unsafe_code)]

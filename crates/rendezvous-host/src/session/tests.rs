@@ -1,0 +1,335 @@
+//! The relay over channels (the test plays the server), on a real PTY
+//! running bash; and `read_ready` against a reader like a flooded PTY.
+
+use rendezvous_proto::{WindowSize, host_data_response};
+use tokio::io::AsyncRead;
+
+use super::*;
+use crate::pty::{CommandSpec, PtySize};
+
+/// Upper bound for anything a test waits for.
+const TEST_DEADLINE: Duration = Duration::from_secs(20);
+
+type Inbound = mpsc::Sender<Result<HostDataResponse, tonic::Status>>;
+
+/// A relay over channels: the test plays the server.
+struct Harness {
+    /// What the relay sends up.
+    up: mpsc::Receiver<HostDataRequest>,
+    /// What the test sends down; dropping it ends the stream.
+    down: Option<Inbound>,
+    /// Fires the close signal.
+    close: Option<oneshot::Sender<CloseReason>>,
+    /// The relay itself.
+    relay: tokio::task::JoinHandle<()>,
+    /// Output seen so far.
+    output: Vec<u8>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.relay.abort();
+    }
+}
+
+impl Harness {
+    fn start() -> Self {
+        let spec = CommandSpec::new("bash".into(), vec!["--norc".into(), "--noprofile".into()]);
+        let process = pty::spawn(&spec, PtySize::from_wire(80, 24)).unwrap();
+        let (up_tx, up) = mpsc::channel(DATA_QUEUE_MESSAGES);
+        let (down, down_rx) = mpsc::channel(4);
+        let (close, close_rx) = oneshot::channel();
+        let relay = tokio::spawn(async move {
+            let close = async move { close_rx.await.unwrap_or(CloseReason::HostShutdown) };
+            relay("s1", process, up_tx, ReceiverStream::new(down_rx), close).await;
+        });
+        Self {
+            up,
+            down: Some(down),
+            close: Some(close),
+            relay,
+            output: Vec::new(),
+        }
+    }
+
+    async fn send(&self, message: host_data_response::Message) {
+        let down = self.down.as_ref().unwrap();
+        down.send(Ok(HostDataResponse {
+            message: Some(message),
+        }))
+        .await
+        .unwrap();
+    }
+
+    async fn input(&self, text: &str) {
+        self.send(host_data_response::Message::Input(Bytes::from(
+            text.to_owned(),
+        )))
+        .await;
+    }
+
+    /// Keeps output the relay sent, and acknowledges it as the server
+    /// does once its session has taken it.
+    async fn took(&mut self, data: &[u8]) {
+        self.output.extend_from_slice(data);
+        let offset = self.output.len() as u64;
+        if let Some(down) = &self.down {
+            // The relay may have ended meanwhile.
+            let _ = down
+                .send(Ok(HostDataResponse {
+                    message: Some(host_data_response::Message::OutputAck(offset)),
+                }))
+                .await;
+        }
+    }
+
+    /// Collects Output until it contains `needle`.
+    async fn output_until(&mut self, needle: &str) {
+        let needle_bytes = needle.as_bytes();
+        let found = timeout(TEST_DEADLINE, async {
+            // Only the new bytes (and a needle's length before them)
+            // are searched, so long outputs stay cheap.
+            let mut from = 0;
+            while !self.output[from..]
+                .windows(needle_bytes.len())
+                .any(|w| w == needle_bytes)
+            {
+                from = self.output.len().saturating_sub(needle_bytes.len());
+                match self.up.recv().await.and_then(|m| m.message) {
+                    Some(host_data_request::Message::Output(data)) => {
+                        self.took(&data).await;
+                    }
+                    Some(host_data_request::Message::InputAck(_)) => {}
+                    other => panic!("expected output, got {other:?}"),
+                }
+            }
+        })
+        .await;
+        assert!(
+            found.is_ok(),
+            "no {needle:?} in {:?}",
+            String::from_utf8_lossy(&self.output)
+        );
+    }
+
+    /// Collects Output until the Exit, which must come last.
+    async fn exit(&mut self) -> ExitStatus {
+        let exit = timeout(TEST_DEADLINE, async {
+            loop {
+                match self.up.recv().await.and_then(|m| m.message) {
+                    Some(host_data_request::Message::Output(data)) => {
+                        self.took(&data).await;
+                    }
+                    Some(host_data_request::Message::InputAck(_)) => {}
+                    Some(host_data_request::Message::Exit(exit)) => return exit,
+                    other => panic!("expected output or exit, got {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("no exit status");
+        // The server ends the stream; the relay then returns, having
+        // sent nothing after the Exit.
+        self.down = None;
+        timeout(TEST_DEADLINE, &mut self.relay)
+            .await
+            .expect("relay did not return")
+            .unwrap();
+        assert!(self.up.recv().await.is_none());
+        exit
+    }
+}
+
+#[tokio::test]
+async fn output_then_exit_code_in_order() {
+    let mut h = Harness::start();
+    h.input("echo hi-$((1+1))\n").await;
+    h.output_until("hi-2").await;
+    // Output printed just before exiting arrives before the Exit.
+    h.input("echo bye-$((2+2)); exit 3\n").await;
+    let exit = h.exit().await;
+    assert_eq!(exit.status, Some(exit_status::Status::Code(3)));
+    assert_eq!(exit.message, "");
+    assert!(String::from_utf8_lossy(&h.output).contains("bye-4"));
+}
+
+#[tokio::test]
+async fn exit_is_sent_and_leftovers_killed_when_a_background_job_holds_the_pty() {
+    let mut h = Harness::start();
+    h.input("sleep 1000 & echo \"pid=$!.\"; exit 4\n").await;
+    let exit = h.exit().await;
+    assert_eq!(exit.status, Some(exit_status::Status::Code(4)));
+    let output = String::from_utf8_lossy(&h.output).into_owned();
+    let pid = output
+        .split("pid=")
+        .skip(1)
+        .find_map(|rest| rest.split('.').next()?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no pid in {output:?}"));
+    // The relay has returned, so the session's processes were ended.
+    timeout(TEST_DEADLINE, async {
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("background job {pid} survived"));
+}
+
+#[tokio::test]
+async fn resize_reaches_the_process() {
+    let mut h = Harness::start();
+    h.send(host_data_response::Message::Resize(WindowSize {
+        cols: 123,
+        rows: 45,
+    }))
+    .await;
+    h.input("stty size\n").await;
+    h.output_until("45 123").await;
+    // Out-of-range sizes are clamped, zero means the default.
+    h.send(host_data_response::Message::Resize(WindowSize {
+        cols: 0,
+        rows: 5000,
+    }))
+    .await;
+    h.input("stty size\n").await;
+    h.output_until("1000 80").await;
+}
+
+#[tokio::test]
+async fn close_kills_the_process_and_reports_why() {
+    let mut h = Harness::start();
+    h.input("echo started; sleep 1000\n").await;
+    h.output_until("started\r\n").await;
+    h.close
+        .take()
+        .unwrap()
+        .send(CloseReason::ClosedByServer)
+        .unwrap();
+    let exit = h.exit().await;
+    // SIGHUP, or SIGKILL when the shell was too busy (forking) to die of
+    // SIGHUP within the grace period.
+    assert!(
+        matches!(exit.status, Some(exit_status::Status::Signal(1 | 9))),
+        "{exit:?}"
+    );
+    assert_eq!(exit.message, "session closed by the server");
+}
+
+#[tokio::test]
+async fn broken_stream_ends_the_session_without_exit() {
+    let mut h = Harness::start();
+    h.input("echo started\n").await;
+    h.output_until("started\r\n").await;
+    h.down
+        .as_ref()
+        .unwrap()
+        .send(Err(tonic::Status::unavailable("connection lost")))
+        .await
+        .unwrap();
+    timeout(TEST_DEADLINE, &mut h.relay)
+        .await
+        .expect("relay did not return")
+        .unwrap();
+    // Whatever output was queued, no Exit follows a broken stream.
+    while let Some(message) = h.up.recv().await {
+        assert!(
+            matches!(
+                message.message,
+                Some(
+                    host_data_request::Message::Output(_) | host_data_request::Message::InputAck(_)
+                )
+            ),
+            "{message:?}"
+        );
+    }
+}
+
+/// A reader like a PTY under a flood: at most `per_read` bytes a read,
+/// and `Pending` once the bytes made ready so far are taken.
+struct PtyLike {
+    data: Vec<u8>,
+    taken: usize,
+    ready: usize,
+    per_read: usize,
+}
+
+impl AsyncRead for PtyLike {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let end = self.ready.min(self.data.len());
+        if self.taken == end && end < self.data.len() {
+            return std::task::Poll::Pending;
+        }
+        let n = (end - self.taken).min(self.per_read).min(buf.remaining());
+        let start = self.taken;
+        buf.put_slice(&self.data[start..start + n]);
+        self.taken += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn a_flood_goes_up_in_messages_larger_than_one_pty_read() {
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut pty = PtyLike {
+        data: data.clone(),
+        taken: 4096,
+        ready: data.len(),
+        per_read: 4096,
+    };
+    // The first 4 KiB came from the blocking read; what is ready joins it.
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    buf[..4096].copy_from_slice(&data[..4096]);
+    let n = 4096 + read_ready(&mut pty, &mut buf[4096..]);
+    assert_eq!(n, READ_CHUNK_BYTES);
+    assert_eq!(buf, data[..READ_CHUNK_BYTES]);
+}
+
+#[test]
+fn a_lone_write_goes_up_at_once() {
+    let mut pty = PtyLike {
+        data: vec![b'x'; 10_000],
+        taken: 0,
+        ready: 3,
+        per_read: 4096,
+    };
+    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    // What is ready, and no wait for more.
+    assert_eq!(read_ready(&mut pty, &mut buf), 3);
+    assert_eq!(read_ready(&mut pty, &mut buf), 0);
+    // The end of output stops it too.
+    let mut ended = PtyLike {
+        data: vec![b'y'; 5],
+        taken: 0,
+        ready: 5,
+        per_read: 4096,
+    };
+    assert_eq!(read_ready(&mut ended, &mut buf), 5);
+    assert_eq!(read_ready(&mut ended, &mut buf), 0);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_stops_the_pty_reader() {
+    let mut h = Harness::start();
+    // Far more output than the queue holds; nobody reads it yet.
+    h.input("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo done-$((1+1))\n")
+        .await;
+    // The queue fills up to its bound and stays there: the reader is
+    // parked on the full queue, not buffering elsewhere.
+    timeout(TEST_DEADLINE, async {
+        while h.up.len() < DATA_QUEUE_MESSAGES {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("queue never filled");
+    assert_eq!(h.up.len(), DATA_QUEUE_MESSAGES);
+    assert!(!h.relay.is_finished());
+    // Reading again lets everything through.
+    h.output_until("done-2").await;
+}
