@@ -15,21 +15,24 @@
 //! Exit whose message says that the server ended the session, and why.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use rendezvous_proto::flow::{HOST_INPUT_CREDIT_MESSAGES, HOST_OUTPUT_CREDIT_MESSAGES};
 use rendezvous_proto::{ExitStatus, HostDataRequest, HostDataResponse, WindowSize};
 use rendezvous_proto::{host_data_request, host_data_response};
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::{Status, Streaming};
 
-use crate::host_service::DataStream;
 use crate::metrics::Metrics;
 use crate::registry::{Host, gone};
 use crate::session::Session;
 use crate::task_stream::TaskStream;
+
+/// The response stream type of `HostService.Data`.
+pub type DataStream = Pin<Box<dyn Stream<Item = Result<HostDataResponse, Status>> + Send>>;
 
 /// Ends its session as "host gone" when dropped, unless it already ended:
 /// the Data stream's reader owns it.

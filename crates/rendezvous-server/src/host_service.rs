@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use rendezvous_proto::host_service_server::HostService;
 use rendezvous_proto::{
-    HostControlRequest, HostControlResponse, HostDataRequest, HostDataResponse, Ping, Registered,
+    HostControlRequest, HostControlResponse, HostDataRequest, Ping, Registered,
     host_control_request, host_control_response, host_data_request,
 };
 use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
@@ -21,8 +21,7 @@ use crate::task_stream::TaskStream;
 
 /// The response stream type of `Control`.
 pub type ControlStream = Pin<Box<dyn Stream<Item = Result<HostControlResponse, Status>> + Send>>;
-/// The response stream type of `Data`.
-pub type DataStream = Pin<Box<dyn Stream<Item = Result<HostDataResponse, Status>> + Send>>;
+pub use crate::host_data::DataStream;
 
 /// The host service over a shared registry.
 #[derive(Debug, Clone)]
