@@ -133,7 +133,8 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
     // it just over 256 KiB behind, which pauses the session while the
     // host's Data stream still has HTTP/2 window to spare. Then the host
     // writes 20,000 single bytes, which a paused server must not leave
-    // unread.
+    // unread. The server refuses a host that sends past its output credit,
+    // so this also fails if the host stops keeping to it.
     let mut client = server.guest_client().await;
     let request = AttachRequest {
         window_bytes: 64 * 1024,

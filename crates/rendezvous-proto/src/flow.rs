@@ -16,7 +16,8 @@
 //! - host → server Output: the server acknowledges the output it has taken
 //!   (`HostDataResponse.output_ack`, an offset); the host keeps at most
 //!   [`HOST_OUTPUT_CREDIT_MESSAGES`] Output messages past it. A paused
-//!   session stops acknowledging, not reading.
+//!   session stops acknowledging, not reading; a host that sends past its
+//!   credit is refused with `RESOURCE_EXHAUSTED`.
 //! - server → host Input: the host acknowledges the Input messages it has
 //!   written to the PTY (`HostDataRequest.input_ack`, a count); the server
 //!   sends at most [`HOST_INPUT_CREDIT_MESSAGES`] past it.

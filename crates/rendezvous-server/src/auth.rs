@@ -32,7 +32,13 @@ impl Digest {
     /// Whether `secret` has this digest, in time independent of where the
     /// digests differ.
     pub fn matches(&self, secret: &str) -> bool {
-        Self::of(secret).0.ct_eq(&self.0).into()
+        self.same_as(&Self::of(secret))
+    }
+
+    /// Whether both digests are equal, in time independent of where they
+    /// differ.
+    pub fn same_as(&self, other: &Digest) -> bool {
+        other.0.ct_eq(&self.0).into()
     }
 }
 

@@ -54,6 +54,7 @@ impl GuestApi {
         let Authenticated { role, hosts } = self
             .registry
             .authenticate_guest(&task_id, &req.secret, &req.token)
+            .await
             .map_err(refused)?;
         if hosts.is_empty() {
             return Err(RegistryError::NoHost.into());
@@ -295,6 +296,7 @@ impl GuestService for GuestApi {
         let Authenticated { hosts, .. } = self
             .registry
             .authenticate_guest(&task_id, &req.secret, &req.token)
+            .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let hosts = hosts
             .iter()

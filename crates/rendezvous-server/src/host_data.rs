@@ -2,12 +2,14 @@
 //! resizes going down, each direction under credit in messages (see
 //! [`rendezvous_proto::flow`]).
 //!
-//! The reader never leaves the host's frames unread. It reads while fewer
-//! than [`HOST_OUTPUT_CREDIT_MESSAGES`] Output messages wait for the
-//! session to have room, and acknowledges each one as the session takes
-//! it. Backpressure is therefore the absence of acknowledgements: the host
-//! stops sending, then stops reading its PTY. Input acknowledgements and
-//! the exit status are read even while the session is paused.
+//! The reader never leaves the host's frames unread, even while the
+//! session is paused. Output the session has no room for waits in a queue
+//! of at most [`HOST_OUTPUT_CREDIT_MESSAGES`] messages, and each one is
+//! acknowledged as the session takes it. Backpressure is therefore the
+//! absence of acknowledgements: the host stops sending, then stops reading
+//! its PTY. A host that sends past its credit (the queue is full) is
+//! refused with `RESOURCE_EXHAUSTED`, so a host cannot make the server hold
+//! more than the credit, and the rule is tested, not assumed.
 //!
 //! A message the server refuses (one over the message-size limit, one it
 //! cannot decode, a second DataOpen) ends the session and the call: the
@@ -122,12 +124,11 @@ impl Reader {
                 self.guard.host.end_session(&session, exit);
                 return;
             }
-            // A host that keeps to its credit never finds this false; one
-            // that does not is left unread, which only its own connection
-            // pays for.
-            let may_read = self.pending.len() < HOST_OUTPUT_CREDIT_MESSAGES && self.exit.is_none();
+            // Read even while the session is paused: a host that keeps to
+            // its credit never has more than the pending queue holds, and
+            // one that does not is refused (see `take`).
             tokio::select! {
-                next = self.inbound.message(), if may_read => match next {
+                next = self.inbound.message(), if self.exit.is_none() => match next {
                     Ok(Some(message)) => {
                         if let Err(status) = self.take(message.message) {
                             self.refuse(status);
@@ -183,6 +184,13 @@ impl Reader {
         match message {
             Some(host_data_request::Message::Output(data)) => {
                 self.metrics.host_output_bytes.inc_by(data.len() as u64);
+                if self.pending.len() >= HOST_OUTPUT_CREDIT_MESSAGES {
+                    return Err(Status::resource_exhausted(format!(
+                        "the host sent more than {HOST_OUTPUT_CREDIT_MESSAGES} Output messages \
+                         past the server's output_ack; a host must keep to its output credit \
+                         (upgrade rendezvous-host)"
+                    )));
+                }
                 if !data.is_empty() {
                     self.pending.push_back(data);
                 }

@@ -71,6 +71,7 @@ impl HostService for HostApi {
         let registration = self
             .registry
             .register_host(&hello)
+            .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let host = registration.host;
         tracing::info!(task = %host.task_id(), host = %host.name(), "host registered");

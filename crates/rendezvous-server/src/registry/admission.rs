@@ -36,14 +36,14 @@ impl Registry {
     /// # Errors
     /// `Denied` for an unknown task, a wrong secret, or a token for another
     /// task alike; `Token` for an invalid or expired token.
-    pub fn authenticate_guest(
+    pub async fn authenticate_guest(
         &self,
         task_id: &TaskId,
         secret: &str,
         token: &str,
     ) -> Result<Authenticated, RegistryError> {
         if !secret.is_empty() || token.is_empty() {
-            return self.authenticate(task_id, secret);
+            return self.authenticate(task_id, secret).await;
         }
         let key = self
             .config
@@ -54,11 +54,12 @@ impl Registry {
         if task_id.as_str() != token_task {
             return Err(RegistryError::Denied);
         }
-        let mut inner = lock(&self.inner);
-        let task = inner.task(task_id).ok_or(RegistryError::Denied)?;
+        if self.store.task(task_id).await.is_none() {
+            return Err(RegistryError::Denied);
+        }
         Ok(Authenticated {
             role: token_role,
-            hosts: task.hosts.values().cloned().collect(),
+            hosts: lock(&self.inner).hosts(task_id),
         })
     }
 
@@ -67,13 +68,12 @@ impl Registry {
     ///
     /// # Errors
     /// `Denied` for an unknown task or a wrong secret alike.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         task_id: &TaskId,
         secret: &str,
     ) -> Result<Authenticated, RegistryError> {
-        let mut inner = lock(&self.inner);
-        let Some(task) = inner.task(task_id) else {
+        let Some(task) = self.store.task(task_id).await else {
             // Spend the same work as a wrong secret would.
             let _ = self.decoy.matches(secret);
             return Err(RegistryError::Denied);
@@ -91,7 +91,7 @@ impl Registry {
         };
         Ok(Authenticated {
             role,
-            hosts: task.hosts.values().cloned().collect(),
+            hosts: lock(&self.inner).hosts(task_id),
         })
     }
 }

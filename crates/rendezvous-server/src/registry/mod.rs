@@ -1,5 +1,7 @@
 //! The registry: task → hosts → sessions, plus the index of attached guests
-//! for the unary input, resize and ack calls. Held in memory. Every lock
+//! for the unary input, resize and ack calls. Tasks (their secrets and host
+//! names) are looked up and claimed in a [`TaskStore`]; the hosts, their
+//! sessions and the guests are held in memory. Every lock
 //! here is a short synchronous section: none is held across an `.await`.
 //!
 //! Names arrive validated ([`TaskId`]): a malformed one is refused at the
@@ -8,7 +10,9 @@
 //! them to gRPC statuses.
 //!
 //! # Files
-//! - this file: tasks, their hosts, and forgetting hostless tasks;
+//! - this file: the hosts connected here, by task and by ID;
+//! - `store`: task lookup and ownership ([`TaskStore`]), and forgetting
+//!   hostless tasks;
 //! - `host`: the host record and the sessions it runs;
 //! - `guests`: the guest index for the unary calls, and its drop guard;
 //! - `ended_guests`: guests whose session ended, remembered a while so
@@ -24,9 +28,9 @@
 //! | [`GuestHandle`] | owned by the guest's stream | the drop guard: detaches the guest and takes it out of the index |
 //! | [`GuestStream`](crate::guest_stream::GuestStream) | the response stream | the transport adapter: events at the guest's cursor |
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use rendezvous_proto::ExitStatus;
 use rendezvous_proto::ids::{HostName, TaskId, check_labels};
@@ -35,10 +39,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
-use crate::config::{
-    HOST_CONTROL_QUEUE_MESSAGES, HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_INPUT_BYTES,
-    ServerConfig, limit_name,
-};
+use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig};
 use crate::metrics::{Connected, Metrics};
 
 mod admission;
@@ -46,6 +47,7 @@ mod ended_guests;
 mod error;
 mod guests;
 mod host;
+mod store;
 #[cfg(test)]
 mod tests;
 
@@ -56,54 +58,28 @@ use guests::GuestIndex;
 pub use guests::{GuestEntry, GuestHandle, JoinedGuest};
 pub use host::{Host, Registration};
 pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
+pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-#[derive(Debug)]
-struct Task {
-    secret: Digest,
-    read_only_secret: Option<Digest>,
-    hosts: BTreeMap<HostName, Arc<Host>>,
-    /// When its last host left; `None` while it has one.
-    emptied_at: Option<Instant>,
-}
-
+/// The hosts connected to this server. A host is here only while the
+/// task store has its name (added after the store, removed before it).
 #[derive(Debug, Default)]
 struct Inner {
-    tasks: HashMap<TaskId, Task>,
+    /// By task, then by name.
+    tasks: HashMap<TaskId, BTreeMap<HostName, Arc<Host>>>,
     hosts_by_id: HashMap<String, Arc<Host>>,
-    /// Tasks whose last host left, in that order, with when it left: kept
-    /// for [`HOSTLESS_TASK_GRACE`], at most [`MAX_HOSTLESS_TASKS`].
-    hostless: VecDeque<(TaskId, Instant)>,
 }
 
 impl Inner {
-    /// Forgets hostless tasks past their grace period or over the bound.
-    fn prune_hostless(&mut self, now: Instant) {
-        while let Some((id, left_at)) = self.hostless.front() {
-            let expired = now.duration_since(*left_at) >= HOSTLESS_TASK_GRACE;
-            if !expired && self.hostless.len() <= MAX_HOSTLESS_TASKS {
-                break;
-            }
-            // The entry is stale if a host came back (and maybe left again).
-            if self
-                .tasks
-                .get(id)
-                .is_some_and(|t| t.emptied_at == Some(*left_at))
-            {
-                self.tasks.remove(id);
-            }
-            self.hostless.pop_front();
-        }
-    }
-
-    /// The task, if it has a host or lost its last one within the grace
-    /// period.
-    fn task(&mut self, id: &TaskId) -> Option<&Task> {
-        self.prune_hostless(Instant::now());
-        self.tasks.get(id)
+    /// The task's hosts on this server.
+    fn hosts(&self, id: &TaskId) -> Vec<Arc<Host>> {
+        self.tasks
+            .get(id)
+            .map(|hosts| hosts.values().cloned().collect())
+            .unwrap_or_default()
     }
 }
 
@@ -111,6 +87,8 @@ impl Inner {
 #[derive(Debug)]
 pub struct Registry {
     config: ServerConfig,
+    /// Task lookup and ownership.
+    store: Arc<dyn TaskStore>,
     inner: Mutex<Inner>,
     guests: Mutex<GuestIndex>,
     /// Digest compared against when the task is unknown, so that an unknown
@@ -124,13 +102,19 @@ impl Registry {
     /// An empty registry. Bounds over what one message can carry are taken
     /// at their largest: [`Limits::input_bytes`](crate::Limits::input_bytes)
     /// at [`MAX_INPUT_BYTES`], and the relay's output messages at
-    /// [`MAX_DATA_BYTES`].
-    pub fn new(mut config: ServerConfig) -> Self {
+    /// [`MAX_DATA_BYTES`]. Tasks are kept in a [`MemoryTaskStore`].
+    pub fn new(config: ServerConfig) -> Self {
+        Self::with_store(config, Arc::new(MemoryTaskStore::new()))
+    }
+
+    /// An empty registry whose tasks are looked up and claimed in `store`.
+    pub fn with_store(mut config: ServerConfig, store: Arc<dyn TaskStore>) -> Self {
         config.limits.input_bytes = config.limits.input_bytes.min(MAX_INPUT_BYTES);
         config.relay.max_output_message_bytes =
             config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
         Self {
             config,
+            store,
             inner: Mutex::default(),
             guests: Mutex::default(),
             decoy: Digest::of(&new_token()),
@@ -145,13 +129,8 @@ impl Registry {
 
     /// What is connected now, for the metrics' gauges.
     pub fn connected(&self) -> Connected {
-        let (tasks, hosts) = {
-            let inner = lock(&self.inner);
-            (
-                inner.tasks.len(),
-                inner.hosts_by_id.values().cloned().collect::<Vec<_>>(),
-            )
-        };
+        let tasks = self.store.len();
+        let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
         Connected {
             tasks,
             hosts: hosts.len(),
@@ -166,12 +145,13 @@ impl Registry {
     }
 
     /// Registers a host from its Hello. The first host of a task sets the
-    /// task's secrets; later hosts must present the same secret.
+    /// task's secrets in the task store; later hosts must present the same
+    /// secret.
     ///
     /// # Errors
     /// `Invalid` (names, short secrets, labels), `Denied` (other secret),
     /// `HostNameTaken`, `Limit` (hosts per task).
-    pub fn register_host(
+    pub async fn register_host(
         &self,
         hello: &rendezvous_proto::Hello,
     ) -> Result<Registration, RegistryError> {
@@ -203,40 +183,20 @@ impl Registry {
             sessions: Mutex::default(),
             closed: CancellationToken::new(),
         });
-        let mut inner = lock(&self.inner);
-        inner.prune_hostless(Instant::now());
-        let new_task = || Task {
+        let record = TaskRecord {
             secret: Digest::of(&hello.secret),
             read_only_secret: (!hello.read_only_secret.is_empty())
                 .then(|| Digest::of(&hello.read_only_secret)),
-            hosts: BTreeMap::new(),
-            emptied_at: None,
         };
-        let task = inner.tasks.entry(task_id).or_insert_with(new_task);
-        let same_read_only = match &task.read_only_secret {
-            None => hello.read_only_secret.is_empty(),
-            Some(d) => d.matches(&hello.read_only_secret),
-        };
-        if !task.secret.matches(&hello.secret) || !same_read_only {
-            if task.hosts.is_empty() {
-                // A task kept only for its guests: a host with other secrets
-                // (e.g. a restarted job that generated new ones) takes it.
-                *task = new_task();
-            } else {
-                return Err(RegistryError::Denied);
-            }
-        }
-        if task.hosts.contains_key(&name) {
-            return Err(RegistryError::HostNameTaken(name.to_string()));
-        }
-        if task.hosts.len() >= self.config.limits.hosts_per_task {
-            return Err(RegistryError::Limit {
-                name: limit_name::HOSTS_PER_TASK,
-                value: self.config.limits.hosts_per_task,
-            });
-        }
-        task.hosts.insert(name, host.clone());
-        task.emptied_at = None;
+        self.store
+            .add_host(&task_id, &name, &record, self.config.limits.hosts_per_task)
+            .await?;
+        let mut inner = lock(&self.inner);
+        inner
+            .tasks
+            .entry(task_id)
+            .or_default()
+            .insert(name, host.clone());
         inner.hosts_by_id.insert(host.id.clone(), host.clone());
         Ok(Registration {
             host,
@@ -248,25 +208,25 @@ impl Registry {
     /// Removes a host and ends its sessions with "host disconnected". Safe
     /// to call more than once.
     pub fn unregister_host(&self, host: &Arc<Host>) {
-        {
+        let was_registered = {
             let mut inner = lock(&self.inner);
             inner.hosts_by_id.remove(&host.id);
-            if let Some(task) = inner.tasks.get_mut(&host.task_id) {
-                if task
-                    .hosts
-                    .get(&host.name)
-                    .is_some_and(|h| Arc::ptr_eq(h, host))
-                {
-                    task.hosts.remove(&host.name);
+            let mut removed = false;
+            if let Some(hosts) = inner.tasks.get_mut(&host.task_id) {
+                if hosts.get(&host.name).is_some_and(|h| Arc::ptr_eq(h, host)) {
+                    hosts.remove(&host.name);
+                    removed = true;
                 }
-                if task.hosts.is_empty() && task.emptied_at.is_none() {
-                    // Kept a while, so guests can wait for a host to return.
-                    let now = Instant::now();
-                    task.emptied_at = Some(now);
-                    inner.hostless.push_back((host.task_id.clone(), now));
-                    inner.prune_hostless(now);
+                if hosts.is_empty() {
+                    inner.tasks.remove(&host.task_id);
                 }
             }
+            removed
+        };
+        if was_registered {
+            // Kept a while in the store, so guests can wait for a host to
+            // return.
+            self.store.remove_host(&host.task_id, &host.name);
         }
         host.closed.cancel();
         for session in host.sessions() {

@@ -2,7 +2,10 @@
 
 use rendezvous_proto::Role;
 
+use std::time::Instant;
+
 use super::*;
+use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS};
 use crate::session::NewGuest;
 
 fn task(id: &str) -> TaskId {
@@ -17,39 +20,46 @@ fn hello(task_id: &str) -> rendezvous_proto::Hello {
     }
 }
 
-#[test]
-fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
+#[tokio::test]
+async fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
     let registry = Registry::new(ServerConfig::default());
     for i in 0..MAX_HOSTLESS_TASKS + 3 {
-        let registration = registry.register_host(&hello(&format!("t{i}"))).unwrap();
+        let registration = registry
+            .register_host(&hello(&format!("t{i}")))
+            .await
+            .unwrap();
         registry.unregister_host(&registration.host);
     }
     let secret = "a-secret-of-at-least-22-chars";
-    assert_eq!(lock(&registry.inner).tasks.len(), MAX_HOSTLESS_TASKS);
+    assert_eq!(registry.store.len(), MAX_HOSTLESS_TASKS);
     for gone in ["t0", "t1", "t2"] {
         assert_eq!(
-            registry.authenticate(&task(gone), secret).unwrap_err(),
+            registry
+                .authenticate(&task(gone), secret)
+                .await
+                .unwrap_err(),
             RegistryError::Denied
         );
     }
-    let Authenticated { role, hosts } = registry.authenticate(&task("t3"), secret).unwrap();
+    let Authenticated { role, hosts } = registry.authenticate(&task("t3"), secret).await.unwrap();
     assert_eq!(role, Role::ReadWrite);
     assert!(hosts.is_empty());
 }
 
-#[test]
-fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
-    let registry = Registry::new(ServerConfig::default());
-    let first = registry.register_host(&hello("t")).unwrap();
+#[tokio::test]
+async fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
+    let store = Arc::new(MemoryTaskStore::new());
+    let registry = Registry::with_store(ServerConfig::default(), store.clone());
+    let first = registry.register_host(&hello("t")).await.unwrap();
     registry.unregister_host(&first.host);
-    let _second = registry.register_host(&hello("t")).unwrap();
+    let _second = registry.register_host(&hello("t")).await.unwrap();
     // The stale hostless entry (from the first host) is pruned later
     // without removing the task, which has a host again.
     let stale_at = Instant::now() + HOSTLESS_TASK_GRACE;
-    lock(&registry.inner).prune_hostless(stale_at);
-    assert!(lock(&registry.inner).hostless.is_empty());
+    assert_eq!(store.prune_at(stale_at), 0);
     let Authenticated { hosts, .. } = registry
         .authenticate(&task("t"), "a-secret-of-at-least-22-chars")
+        .await
         .unwrap();
     assert_eq!(hosts.len(), 1);
 }
@@ -57,7 +67,7 @@ fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
 #[tokio::test]
 async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
     let registry = Arc::new(Registry::new(ServerConfig::default()));
-    let registration = registry.register_host(&hello("t")).unwrap();
+    let registration = registry.register_host(&hello("t")).await.unwrap();
     let host = registration.host;
     let session = registry.open_session(&host, 80, 24).await.unwrap();
     let new = NewGuest {
@@ -90,8 +100,8 @@ async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() 
     assert_eq!(registry.connected().guests, 0);
 }
 
-#[test]
-fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
+#[tokio::test]
+async fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
     let registry = Registry::new(ServerConfig::default());
     // 22 bytes, but 11 characters: too short on both sides.
     let short = rendezvous_proto::Hello {
@@ -99,31 +109,100 @@ fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
         ..hello("t")
     };
     assert!(matches!(
-        registry.register_host(&short),
+        registry.register_host(&short).await,
         Err(RegistryError::Invalid(_))
     ));
     let long = rendezvous_proto::Hello {
         secret: "é".repeat(22),
         ..hello("t")
     };
-    assert!(registry.register_host(&long).is_ok());
+    assert!(registry.register_host(&long).await.is_ok());
 }
 
-#[test]
-fn labels_over_a_bound_are_refused_naming_it() {
+#[tokio::test]
+async fn labels_over_a_bound_are_refused_naming_it() {
     let registry = Registry::new(ServerConfig::default());
     let mut many = hello("t");
     many.labels = (0..=MAX_LABELS)
         .map(|i| (format!("k{i}"), "v".to_owned()))
         .collect();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(&many) else {
+    let Err(RegistryError::Invalid(message)) = registry.register_host(&many).await else {
         panic!("too many labels were accepted");
     };
     assert!(message.contains("33 labels"), "{message}");
     let mut long = hello("t");
     long.labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES + 1))].into();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(&long) else {
+    let Err(RegistryError::Invalid(message)) = registry.register_host(&long).await else {
         panic!("a long label was accepted");
     };
     assert!(message.contains("257 bytes"), "{message}");
+}
+
+fn record(secret: &str) -> TaskRecord {
+    TaskRecord {
+        secret: Digest::of(secret),
+        read_only_secret: None,
+    }
+}
+
+/// What every [`TaskStore`] must do; a shared store runs the same checks.
+async fn task_store_contract(store: &dyn TaskStore) {
+    let (id, linux, mac) = (
+        task("contract"),
+        HostName::or_default("linux").unwrap(),
+        HostName::or_default("mac").unwrap(),
+    );
+    let (first, other) = (record("first-secret"), record("other-secret"));
+    assert!(store.task(&id).await.is_none());
+    store.add_host(&id, &linux, &first, 2).await.unwrap();
+    assert!(
+        store
+            .task(&id)
+            .await
+            .unwrap()
+            .secret
+            .matches("first-secret")
+    );
+    // A task with a host keeps its record and its names.
+    assert_eq!(
+        store.add_host(&id, &mac, &other, 2).await,
+        Err(RegistryError::Denied)
+    );
+    assert_eq!(
+        store.add_host(&id, &linux, &first, 2).await,
+        Err(RegistryError::HostNameTaken("linux".into()))
+    );
+    store.add_host(&id, &mac, &first, 2).await.unwrap();
+    let third = HostName::or_default("windows").unwrap();
+    assert!(matches!(
+        store.add_host(&id, &third, &first, 2).await,
+        Err(RegistryError::Limit { value: 2, .. })
+    ));
+    // Hostless, it is still there for its guests, and new secrets take it.
+    store.remove_host(&id, &linux);
+    store.remove_host(&id, &mac);
+    store.remove_host(&id, &mac);
+    assert!(
+        store
+            .task(&id)
+            .await
+            .unwrap()
+            .secret
+            .matches("first-secret")
+    );
+    assert_eq!(store.len(), 1);
+    store.add_host(&id, &linux, &other, 2).await.unwrap();
+    assert!(
+        store
+            .task(&id)
+            .await
+            .unwrap()
+            .secret
+            .matches("other-secret")
+    );
+}
+
+#[tokio::test]
+async fn the_memory_task_store_keeps_the_task_store_contract() {
+    task_store_contract(&MemoryTaskStore::new()).await;
 }

@@ -438,7 +438,8 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
      * has taken from this stream into the session. The host sends at most
      * 16 Output messages past it. The server stops acknowledging while
      * its guests are behind (backpressure), which pauses the host's PTY
-     * reader; no output frames are ever left unread on the server.
+     * reader; no output frames are ever left unread on the server. A host
+     * that sends past its credit gets RESOURCE_EXHAUSTED on this stream.
      *
      * @generated from field: uint64 output_ack = 3;
      */
