@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rendezvous_proto::Role;
 use rendezvous_server::ServerConfig;
+use rendezvous_server::registry::Owner;
 use rendezvous_server::token::TokenKey;
 use rendezvous_testkit::{TermGuest, TestHost, TestServer};
 use tonic::Code;
@@ -100,7 +101,13 @@ async fn bad_tokens_are_refused() {
 
     // A token for another task looks exactly like a wrong secret.
     let other_task = key
-        .mint("another-task", Role::ReadWrite, Duration::from_secs(60))
+        .mint(
+            "another-task",
+            &Owner::open(),
+            Role::ReadWrite,
+            Duration::from_secs(60),
+            None,
+        )
         .unwrap();
     let err = TermGuest::open(&server, with_token(&host, "", &other_task))
         .await
@@ -115,7 +122,13 @@ async fn bad_tokens_are_refused() {
     // Signed with another key.
     let forged = TokenKey::new(&[9u8; 32])
         .unwrap()
-        .mint("tok-bad", Role::ReadWrite, Duration::from_secs(60))
+        .mint(
+            "tok-bad",
+            &Owner::open(),
+            Role::ReadWrite,
+            Duration::from_secs(60),
+            None,
+        )
         .unwrap();
     let err = TermGuest::open(&server, with_token(&host, "", &forged))
         .await
@@ -132,7 +145,13 @@ async fn bad_tokens_are_refused() {
     let keyless = TestServer::start().await;
     let keyless_host = TestHost::start(&keyless, "tok-bad").await;
     let token = key
-        .mint("tok-bad", Role::ReadWrite, Duration::from_secs(60))
+        .mint(
+            "tok-bad",
+            &Owner::open(),
+            Role::ReadWrite,
+            Duration::from_secs(60),
+            None,
+        )
         .unwrap();
     let err = TermGuest::open(&keyless, with_token(&keyless_host, "", &token))
         .await

@@ -23,6 +23,14 @@ pub struct DemoArgs {
 
 /// Runs `rendezvous demo` until Ctrl-C.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    if !args.listen.ip().is_loopback() {
+        // The demo registers hosts without a credential.
+        anyhow::bail!(
+            "the demo listens on loopback only (got {}): for a server others can reach, run \
+             `rendezvous serve` (see \"Run it on the Internet\" in the README)",
+            args.listen
+        );
+    }
     let config = ServerConfig {
         allowed_origins: args.allowed_origins.clone(),
         ..ServerConfig::default()

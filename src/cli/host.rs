@@ -17,6 +17,9 @@ const SECRET_ENV: &str = "RENDEZVOUS_SECRET";
 /// Environment variable that may carry `--read-only-secret`; removed like
 /// [`SECRET_ENV`].
 const READ_ONLY_SECRET_ENV: &str = "RENDEZVOUS_READ_ONLY_SECRET";
+/// Environment variable that may carry `--host-token`; removed like
+/// [`SECRET_ENV`].
+const HOST_TOKEN_ENV: &str = "RENDEZVOUS_HOST_TOKEN";
 
 /// Arguments of `rendezvous host`.
 #[derive(Debug, clap::Args)]
@@ -35,6 +38,11 @@ pub struct HostArgs {
     /// An optional read-only secret: its guests may watch, not type.
     #[arg(long, env = READ_ONLY_SECRET_ENV, hide_env_values = true)]
     read_only_secret: Option<SecretArg>,
+    /// The host token the server's operator gave you, for a server that
+    /// admits only hosts with one (`serve --host-token-file`). Prefer the
+    /// environment variable: other users can see command lines.
+    #[arg(long, env = HOST_TOKEN_ENV, hide_env_values = true)]
+    host_token: Option<SecretArg>,
     /// This host's name within the task, when a task has several hosts.
     #[arg(long, value_name = "NAME", default_value = "default")]
     name: String,
@@ -78,7 +86,11 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
         .name(args.name)
         // The shells must not inherit the secrets from our environment.
         .env_remove(SECRET_ENV)
-        .env_remove(READ_ONLY_SECRET_ENV);
+        .env_remove(READ_ONLY_SECRET_ENV)
+        .env_remove(HOST_TOKEN_ENV);
+    if let Some(SecretArg(token)) = args.host_token {
+        builder = builder.host_token(token);
+    }
     if let Some(SecretArg(secret)) = args.secret {
         builder = builder.secret(secret);
     }
@@ -140,6 +152,8 @@ mod tests {
             "build-42",
             "--secret",
             "a-secret-of-enough-length",
+            "--host-token",
+            "a-host-token-of-enough-length",
             "--label",
             "job=42",
             "--label",
@@ -157,6 +171,7 @@ mod tests {
         );
         assert_eq!(cli.args.command, ["bash", "-l"]);
         assert!(!format!("{cli:?}").contains("a-secret-of-enough-length"));
+        assert!(!format!("{cli:?}").contains("a-host-token-of-enough-length"));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! `rendezvous serve`: the rendezvous server.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context;
+
 use rendezvous_server::config::MAX_INPUT_BYTES;
+use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::token::TokenKey;
 use rendezvous_server::{Limits, Server, ServerConfig};
@@ -45,6 +48,19 @@ pub struct ServeArgs {
     /// token from `rendezvous token` instead of the task's secret.
     #[arg(long, value_name = "PATH", env = "RENDEZVOUS_TOKEN_KEY_FILE")]
     pub token_key_file: Option<std::path::PathBuf>,
+    /// A file of host tokens, one per line as `NAME TOKEN` (or a bare
+    /// TOKEN): only hosts presenting one of them (`host --host-token`)
+    /// register, and each task belongs to the token's NAME. Reloaded on
+    /// SIGHUP. Without it, registration is open, which is allowed only on a
+    /// loopback --listen address or with --allow-open-registration.
+    #[arg(long, value_name = "PATH", env = "RENDEZVOUS_HOST_TOKEN_FILE")]
+    pub host_token_file: Option<std::path::PathBuf>,
+    /// Let any host register, for any task ID, on a non-loopback --listen
+    /// address (without --host-token-file). Only for a network where every
+    /// client is trusted: anyone who reaches the server can publish a shell
+    /// under a task ID its guests expect.
+    #[arg(long, env = "RENDEZVOUS_ALLOW_OPEN_REGISTRATION")]
+    pub allow_open_registration: bool,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -55,8 +71,10 @@ impl ServeArgs {
     /// The server configuration these flags describe.
     ///
     /// # Errors
-    /// When the token key file cannot be read or is too short, or
-    /// `--max-input-bytes` is over [`MAX_INPUT_BYTES`].
+    /// When the token key file or host token file cannot be read or is
+    /// invalid, `--max-input-bytes` is over [`MAX_INPUT_BYTES`], or
+    /// registration would be open on a non-loopback address without
+    /// `--allow-open-registration`.
     pub fn config(&self) -> anyhow::Result<ServerConfig> {
         if self.max_input_bytes > MAX_INPUT_BYTES {
             anyhow::bail!(
@@ -69,6 +87,7 @@ impl ServeArgs {
             .as_deref()
             .map(read_token_key)
             .transpose()?;
+        let host_admission = self.host_admission()?;
         Ok(ServerConfig {
             relay: RelayConfig {
                 retained_output_bytes: self.retained_output_bytes,
@@ -83,6 +102,32 @@ impl ServeArgs {
             },
             allowed_origins: self.allowed_origins.clone(),
             token_key,
+            host_admission,
+        })
+    }
+
+    /// Which hosts may register, from `--host-token-file` and
+    /// `--allow-open-registration`.
+    fn host_admission(&self) -> anyhow::Result<HostAdmission> {
+        if let Some(path) = &self.host_token_file {
+            let tokens = HostTokenFile::load(path)?;
+            return Ok(HostAdmission {
+                tokens: Some(Arc::new(tokens)),
+                open: false,
+            });
+        }
+        if !self.listen.ip().is_loopback() && !self.allow_open_registration {
+            anyhow::bail!(
+                "refusing open host registration on {}: anyone who reaches it could publish a \
+                 shell under any task ID. Give --host-token-file FILE (one `NAME TOKEN` per \
+                 line; hosts pass --host-token), or --allow-open-registration on a network \
+                 where every client is trusted",
+                self.listen
+            );
+        }
+        Ok(HostAdmission {
+            tokens: None,
+            open: true,
         })
     }
 }
@@ -147,12 +192,50 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             None => std::future::pending().await,
         }
     };
+    let admission = &server.registry().config().host_admission;
+    if admission.is_open() {
+        if args.allow_open_registration {
+            tracing::warn!(
+                "open host registration: any client that reaches this server can publish a \
+                 shell under any task ID (--allow-open-registration)"
+            );
+        }
+        println!("rendezvous: host registration is open (loopback or --allow-open-registration)");
+    }
+    // Listening for SIGHUP before saying we listen: its default action
+    // would end the process.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot listen for SIGHUP")?;
+    let reload = reload_on_sighup(hangups, admission.tokens.clone());
     println!("rendezvous: listening on http://{addr}");
     tokio::select! {
         result = server.run(shutdown_signal()) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
+        () = reload => {}
     }
     Ok(())
+}
+
+/// Reloads what can be reloaded (the host token file) on each SIGHUP, for
+/// as long as the server runs. A file that fails to load is logged, and
+/// what was loaded before stays in force.
+async fn reload_on_sighup(
+    mut hangups: tokio::signal::unix::Signal,
+    host_tokens: Option<Arc<HostTokenFile>>,
+) {
+    while hangups.recv().await.is_some() {
+        if let Some(file) = &host_tokens {
+            match file.reload() {
+                Ok(count) => tracing::info!(
+                    path = %file.path().display(), tokens = count, "host token file reloaded"
+                ),
+                Err(e) => tracing::error!(
+                    error = %e, "host token file not reloaded: the previous tokens stay in force"
+                ),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd
@@ -174,7 +257,57 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_origin;
+    use clap::Parser;
+
+    use super::{ServeArgs, parse_origin};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<rendezvous_server::ServerConfig> {
+        Cli::try_parse_from([&["serve"], args].concat())
+            .unwrap()
+            .args
+            .config()
+    }
+
+    #[test]
+    fn open_registration_needs_loopback_or_the_flag() {
+        let error = config(&["--listen", "0.0.0.0:8080"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--host-token-file"), "{error}");
+        assert!(error.contains("--allow-open-registration"), "{error}");
+        let open = config(&["--listen", "0.0.0.0:8080", "--allow-open-registration"]).unwrap();
+        assert!(open.host_admission.is_open());
+        assert!(
+            config(&["--listen", "127.0.0.1:8080"])
+                .unwrap()
+                .host_admission
+                .is_open()
+        );
+        assert!(
+            config(&["--listen", "[::1]:8080"])
+                .unwrap()
+                .host_admission
+                .is_open()
+        );
+        let dir = std::env::temp_dir().join(format!("rendezvous-serve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("host-tokens");
+        std::fs::write(&file, "ci token-one-0123456789abcdef\n").unwrap();
+        let admitted = config(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--host-token-file",
+            file.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(!admitted.host_admission.is_open());
+    }
 
     #[test]
     fn origins_are_scheme_host_and_port_only() {

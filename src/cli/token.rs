@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use rendezvous_proto::Role;
 use rendezvous_proto::ids::TaskId;
+use rendezvous_server::registry::Owner;
 
 /// Arguments of `rendezvous token`.
 #[derive(Debug, clap::Args)]
@@ -16,6 +17,14 @@ pub struct TokenArgs {
     /// The task the token grants access to.
     #[arg(long, value_name = "ID")]
     pub task_id: TaskId,
+    /// Who owns the task, as its host was admitted: `token:NAME` for a host
+    /// token named NAME in the server's host token file, `open` under open
+    /// registration. The host logs it when it registers.
+    #[arg(long, value_name = "OWNER", default_value = "open")]
+    pub owner: String,
+    /// Who the token is for (its `sub` claim), e.g. the person's login.
+    #[arg(long, value_name = "NAME")]
+    pub subject: Option<String>,
     /// Grant read-only access: the guest may watch sessions, not type.
     #[arg(long)]
     pub read_only: bool,
@@ -34,8 +43,10 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     };
     let token = key.mint(
         args.task_id.as_str(),
+        &Owner::from_claim(&args.owner),
         role,
         Duration::from_secs(args.ttl_secs),
+        args.subject.as_deref(),
     )?;
     println!("{token}");
     Ok(())

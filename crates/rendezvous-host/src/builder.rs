@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use rendezvous_proto::ids::{
-    DEFAULT_HOST_NAME, HostName, TaskId, check_labels, secret_long_enough,
+    DEFAULT_HOST_NAME, HostName, TaskId, check_labels, check_secret_strength,
 };
 use tonic::transport::Endpoint;
 
@@ -27,6 +27,7 @@ pub struct HostBuilder {
     task_id: Option<String>,
     secret: Option<Secret>,
     read_only_secret: Option<Secret>,
+    host_token: Option<Secret>,
     name: Option<String>,
     command: Option<(OsString, Vec<OsString>)>,
     env: Vec<(OsString, OsString)>,
@@ -45,6 +46,8 @@ pub(crate) struct Config {
     pub(crate) host_name: HostName,
     pub(crate) secret: Secret,
     pub(crate) read_only_secret: Option<Secret>,
+    /// Presented on every Control call, as `authorization: Bearer TOKEN`.
+    pub(crate) host_token: Option<Secret>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) command: CommandSpec,
 }
@@ -56,6 +59,7 @@ impl HostBuilder {
             task_id: None,
             secret: None,
             read_only_secret: None,
+            host_token: None,
             name: None,
             command: None,
             env: Vec::new(),
@@ -85,6 +89,15 @@ impl HostBuilder {
     /// [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) characters, and different from the secret.
     pub fn read_only_secret(mut self, secret: impl Into<String>) -> Self {
         self.read_only_secret = Some(Secret::new(secret.into()));
+        self
+    }
+
+    /// The host token a server with host admission wants
+    /// (`serve --host-token-file`): the host presents it on its Control
+    /// call as `authorization: Bearer TOKEN`, and the task belongs to the
+    /// identity it names. Printable ASCII without spaces.
+    pub fn host_token(mut self, token: impl Into<String>) -> Self {
+        self.host_token = Some(Secret::new(token.into()));
         self
     }
 
@@ -146,10 +159,15 @@ impl HostBuilder {
     /// - [`HostError::MissingTaskId`]: no task ID.
     /// - [`HostError::InvalidName`]: the task ID or host name breaks the
     ///   charset or length rule.
-    /// - [`HostError::SecretTooShort`]: a secret under
-    ///   [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) characters.
+    /// - [`HostError::WeakSecret`]: a secret under
+    ///   [`MIN_SECRET_LEN`](rendezvous_proto::ids::MIN_SECRET_LEN) characters,
+    ///   or with fewer than
+    ///   [`MIN_SECRET_DISTINCT_CHARS`](rendezvous_proto::ids::MIN_SECRET_DISTINCT_CHARS)
+    ///   distinct ones.
     /// - [`HostError::SameSecrets`]: the read-only secret equals the secret.
     /// - [`HostError::InvalidLabel`]: too many labels, or one too long.
+    /// - [`HostError::InvalidHostToken`]: an empty host token, or one with
+    ///   a character other than printable ASCII.
     /// - [`HostError::Random`]: generating the secret failed.
     pub fn build(self) -> Result<Host, HostError> {
         let server = self.server.trim_end_matches('/').to_owned();
@@ -158,18 +176,23 @@ impl HostBuilder {
         let host_name = HostName::new(self.name.unwrap_or_else(|| DEFAULT_HOST_NAME.to_owned()))?;
         let secret = match self.secret {
             Some(secret) => {
-                check_secret_len(&secret, "secret")?;
+                check_secret(&secret, "secret")?;
                 secret
             }
             None => Secret::generate()?,
         };
         if let Some(read_only) = &self.read_only_secret {
-            check_secret_len(read_only, "read-only secret")?;
+            check_secret(read_only, "read-only secret")?;
             if *read_only == secret {
                 return Err(HostError::SameSecrets);
             }
         }
         check_labels(self.labels.iter()).map_err(|e| HostError::InvalidLabel(e.to_string()))?;
+        if let Some(token) = &self.host_token
+            && (token.expose().is_empty() || !token.expose().bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(HostError::InvalidHostToken);
+        }
         let mut command = match self.command {
             Some((program, args)) => CommandSpec::new(program, args),
             None => CommandSpec::user_shell(),
@@ -184,23 +207,20 @@ impl HostBuilder {
             host_name,
             secret,
             read_only_secret: self.read_only_secret,
+            host_token: self.host_token,
             labels: self.labels,
             command,
         }))
     }
 }
 
-fn check_secret_len(secret: &Secret, which: &'static str) -> Result<(), HostError> {
-    if !secret_long_enough(secret.expose()) {
-        Err(HostError::SecretTooShort { which })
-    } else {
-        Ok(())
-    }
+fn check_secret(secret: &Secret, which: &'static str) -> Result<(), HostError> {
+    check_secret_strength(secret.expose()).map_err(|why| HostError::WeakSecret { which, why })
 }
 
 #[cfg(test)]
 mod tests {
-    use rendezvous_proto::ids::MIN_SECRET_LEN;
+    use rendezvous_proto::ids::{MIN_SECRET_LEN, WeakSecret};
 
     use super::*;
 
@@ -253,13 +273,24 @@ mod tests {
     fn secrets_need_22_characters_and_must_differ() {
         assert!(matches!(
             builder().secret(&SECRET[..21]).build(),
-            Err(HostError::SecretTooShort { which: "secret" })
+            Err(HostError::WeakSecret {
+                which: "secret",
+                why: WeakSecret::Short
+            })
+        ));
+        assert!(matches!(
+            builder().secret("a".repeat(22)).build(),
+            Err(HostError::WeakSecret {
+                which: "secret",
+                why: WeakSecret::Repetitive
+            })
         ));
         assert_eq!(builder().secret(SECRET).build().unwrap().secret(), SECRET);
         assert!(matches!(
             builder().secret(SECRET).read_only_secret("short").build(),
-            Err(HostError::SecretTooShort {
-                which: "read-only secret"
+            Err(HostError::WeakSecret {
+                which: "read-only secret",
+                ..
             })
         ));
         assert!(matches!(

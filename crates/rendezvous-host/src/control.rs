@@ -80,8 +80,18 @@ pub(crate) async fn connect(
     let (outbound, requests) = mpsc::channel(CONTROL_QUEUE_MESSAGES);
     // The queue is empty and its receiver alive: this cannot fail.
     let _ = outbound.try_send(hello(config));
+    let mut request = tonic::Request::new(ReceiverStream::new(requests));
+    if let Some(token) = &config.host_token {
+        // `build` checked that it is printable ASCII.
+        if let Ok(mut value) =
+            tonic::metadata::MetadataValue::try_from(format!("Bearer {}", token.expose()))
+        {
+            value.set_sensitive(true);
+            request.metadata_mut().insert("authorization", value);
+        }
+    }
     let response = tokio::select! {
-        response = client.control(ReceiverStream::new(requests)) => response,
+        response = client.control(request) => response,
         () = stopped(stop) => return ConnectionEnd::Stopped,
     };
     let mut inbound = match response {
@@ -110,6 +120,7 @@ pub(crate) async fn connect(
         task_id = %config.task_id,
         host_name = %config.host_name,
         host_id = registered.host_id,
+        owner = registered.owner,
         "registered"
     );
     status.send_replace(HostStatus::Registered {

@@ -1,7 +1,7 @@
 //! The one error type of this crate: what `build()` and `run()` return.
 
 use rendezvous_proto::endpoint::EndpointError;
-use rendezvous_proto::ids::{InvalidName, MIN_SECRET_LEN};
+use rendezvous_proto::ids::{InvalidName, WeakSecret};
 
 /// Why a host could not be built, or why [`Host::run`](crate::Host::run)
 /// stopped for good.
@@ -20,13 +20,21 @@ pub enum HostError {
     #[error(transparent)]
     InvalidName(#[from] InvalidName),
 
-    /// A secret given to the builder is shorter than
-    /// [`MIN_SECRET_LEN`] characters.
-    #[error("the {which} must be at least {MIN_SECRET_LEN} characters")]
-    SecretTooShort {
+    /// A secret given to the builder is shorter than [`MIN_SECRET_LEN`]
+    /// characters, or too repetitive to be random
+    /// ([`check_secret_strength`](rendezvous_proto::ids::check_secret_strength)).
+    #[error("the {which} {why}; omit it to have one generated")]
+    WeakSecret {
         /// Which one: "secret" or "read-only secret".
         which: &'static str,
+        /// The rule it breaks.
+        why: WeakSecret,
     },
+
+    /// The host token is empty or has a character other than printable
+    /// ASCII (it travels in an HTTP header).
+    #[error("the host token must be printable ASCII without spaces")]
+    InvalidHostToken,
 
     /// The read-only secret equals the read-write secret, which would make
     /// the role of a guest ambiguous.
@@ -58,6 +66,12 @@ pub enum HostError {
     #[error("the server refused the secret for this task (permission denied): {0}")]
     PermissionDenied(String),
 
+    /// The server ended the control stream with `UNAUTHENTICATED`: it
+    /// admits only hosts with a host token, and this host has none or one
+    /// it does not know. Permanent.
+    #[error("the server did not admit this host (unauthenticated): {0}")]
+    NotAdmitted(String),
+
     /// The server ended the control stream with `ALREADY_EXISTS`: another
     /// host of this task already uses this host name. Permanent on the
     /// first connection; after a lost connection it is retried for
@@ -70,13 +84,14 @@ pub enum HostError {
 impl HostError {
     /// Maps a gRPC status on the control stream to a permanent error, or
     /// `None` when the status is transient (everything but
-    /// `INVALID_ARGUMENT`, `PERMISSION_DENIED` and `ALREADY_EXISTS`) and the
-    /// host should reconnect.
+    /// `INVALID_ARGUMENT`, `UNAUTHENTICATED`, `PERMISSION_DENIED` and
+    /// `ALREADY_EXISTS`) and the host should reconnect.
     pub(crate) fn from_control_status(status: &tonic::Status) -> Option<Self> {
         let message = status.message().to_owned();
         match status.code() {
             tonic::Code::InvalidArgument => Some(Self::InvalidArgument(message)),
             tonic::Code::PermissionDenied => Some(Self::PermissionDenied(message)),
+            tonic::Code::Unauthenticated => Some(Self::NotAdmitted(message)),
             tonic::Code::AlreadyExists => Some(Self::AlreadyExists(message)),
             _ => None,
         }
@@ -88,7 +103,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_three_codes_are_permanent() {
+    fn only_four_codes_are_permanent() {
         use tonic::{Code, Status};
         assert!(matches!(
             HostError::from_control_status(&Status::invalid_argument("x")),
@@ -97,6 +112,10 @@ mod tests {
         assert!(matches!(
             HostError::from_control_status(&Status::permission_denied("x")),
             Some(HostError::PermissionDenied(_))
+        ));
+        assert!(matches!(
+            HostError::from_control_status(&Status::unauthenticated("x")),
+            Some(HostError::NotAdmitted(_))
         ));
         assert!(matches!(
             HostError::from_control_status(&Status::already_exists("x")),

@@ -96,6 +96,8 @@ impl Host {
     /// When the server ends the control stream with:
     /// - `INVALID_ARGUMENT`: [`HostError::InvalidArgument`];
     /// - `PERMISSION_DENIED`: [`HostError::PermissionDenied`];
+    /// - `UNAUTHENTICATED`: [`HostError::NotAdmitted`] (no host token, or
+    ///   one the server does not admit);
     /// - `ALREADY_EXISTS`: [`HostError::AlreadyExists`] (except within
     ///   [`REREGISTER_WINDOW`] after a lost registered connection, when it
     ///   is retried).

@@ -26,9 +26,58 @@ pub const MAX_LABELS: usize = 32;
 /// Longest label key, and longest label value, in bytes (256).
 pub const MAX_LABEL_BYTES: usize = 256;
 
+/// Fewest distinct characters a secret must have (10). A generated
+/// secret (22 random base64url characters) has about 18; one below 10
+/// (`aaaa…`, `abababab…`) was typed, not drawn, and is refused.
+pub const MIN_SECRET_DISTINCT_CHARS: usize = 10;
+
 /// Whether `secret` has at least [`MIN_SECRET_LEN`] characters.
 pub fn secret_long_enough(secret: &str) -> bool {
     secret.chars().count() >= MIN_SECRET_LEN
+}
+
+/// Why a secret (or a host token) is refused as too weak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeakSecret {
+    /// Fewer than [`MIN_SECRET_LEN`] characters.
+    Short,
+    /// Fewer than [`MIN_SECRET_DISTINCT_CHARS`] distinct characters.
+    Repetitive,
+}
+
+impl fmt::Display for WeakSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Short => write!(
+                f,
+                "must be at least {MIN_SECRET_LEN} characters (128 random bits)"
+            ),
+            Self::Repetitive => write!(
+                f,
+                "has fewer than {MIN_SECRET_DISTINCT_CHARS} distinct characters, so it was not \
+                 drawn at random"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for WeakSecret {}
+
+/// Checks that `secret` looks drawn at random: at least [`MIN_SECRET_LEN`]
+/// characters, of which at least [`MIN_SECRET_DISTINCT_CHARS`] distinct.
+/// The server and the host both check it.
+///
+/// # Errors
+/// The first rule `secret` breaks.
+pub fn check_secret_strength(secret: &str) -> Result<(), WeakSecret> {
+    if !secret_long_enough(secret) {
+        return Err(WeakSecret::Short);
+    }
+    let distinct: std::collections::BTreeSet<char> = secret.chars().collect();
+    if distinct.len() < MIN_SECRET_DISTINCT_CHARS {
+        return Err(WeakSecret::Repetitive);
+    }
+    Ok(())
 }
 
 /// Labels over the bounds; the text says which bound and what is allowed.

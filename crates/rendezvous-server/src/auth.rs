@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 pub const TOKEN_BYTES: usize = 16;
 
 /// The SHA-256 digest of a secret or token.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Digest([u8; 32]);
 
 impl std::fmt::Debug for Digest {
@@ -33,6 +33,12 @@ impl Digest {
     /// digests differ.
     pub fn matches(&self, secret: &str) -> bool {
         self.same_as(&Self::of(secret))
+    }
+
+    /// The first 6 bytes as 12 hex digits: a name for a credential that
+    /// has none, which tells nothing of the credential.
+    pub fn short_hex(&self) -> String {
+        self.0[..6].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Whether both digests are equal, in time independent of where they

@@ -28,9 +28,16 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(45_000);
 /// How long a task outlives its last host, in ms (10 minutes). Meanwhile
 /// guests with its secret are told that no host is connected (an empty
 /// host list; the web guest waits for one) instead of `PERMISSION_DENIED`,
-/// as for a host that restarts or reconnects. A host with another secret
-/// takes the task ID over at once.
+/// as for a host that restarts or reconnects. A host of the same owner
+/// with other secrets takes the task over at once; a host admitted as
+/// another owner never does (it has a task of its own under that ID).
 pub const HOSTLESS_TASK_GRACE: Duration = Duration::from_millis(600_000);
+
+/// Most owners that may each have a task of one ID at once (64). Tasks
+/// are kept per owner, so a host admitted as another owner makes a task of
+/// its own instead of reaching someone else's; this bounds what a guest's
+/// secret is compared against.
+pub const MAX_OWNERS_PER_TASK_ID: usize = 64;
 
 /// Most tasks kept without a host at a time (10 000, about 200 bytes each);
 /// past it, the one whose last host left first is forgotten.
@@ -68,12 +75,16 @@ pub mod limit_name {
     pub const GUESTS_PER_SESSION: &str = "guests per session";
     /// [`Limits::input_bytes`](super::Limits::input_bytes).
     pub const INPUT_BYTES: &str = "bytes per input call";
+    /// [`MAX_OWNERS_PER_TASK_ID`](super::MAX_OWNERS_PER_TASK_ID). Fixed,
+    /// not by a flag.
+    pub const OWNERS_PER_TASK_ID: &str = "owners per task ID";
     /// [`rendezvous_proto::message_size::MAX_MESSAGE_BYTES`]: one encoded
     /// message on any RPC. Fixed by the protocol, not by a flag.
     pub const MESSAGE_BYTES: &str = "bytes per message";
     /// Every name above.
-    pub const ALL: [&str; 5] = [
+    pub const ALL: [&str; 6] = [
         HOSTS_PER_TASK,
+        OWNERS_PER_TASK_ID,
         SESSIONS_PER_HOST,
         GUESTS_PER_SESSION,
         INPUT_BYTES,
@@ -124,4 +135,6 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<http::HeaderValue>,
     /// Key for guest tokens (see [`crate::token`]); `None` refuses tokens.
     pub token_key: Option<crate::token::TokenKey>,
+    /// Which hosts may register; open registration by default.
+    pub host_admission: crate::registry::HostAdmission,
 }

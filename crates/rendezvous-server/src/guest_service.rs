@@ -51,7 +51,7 @@ impl GuestApi {
             .transpose()
             .map_err(invalid)?;
         let refused = |e| refused(self.registry.metrics(), e);
-        let Authenticated { role, hosts } = self
+        let Authenticated { role, hosts, .. } = self
             .registry
             .authenticate_guest(&task_id, &req.secret, &req.token)
             .await

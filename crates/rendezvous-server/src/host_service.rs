@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::first_message::first_message;
-use crate::registry::{Host, Registry, gone};
+use crate::registry::{HOST_TOKEN_METADATA, Host, Registry, gone};
 use crate::status::refused;
 use crate::task_stream::TaskStream;
 
@@ -59,6 +59,14 @@ impl HostService for HostApi {
         &self,
         request: Request<Streaming<HostControlRequest>>,
     ) -> Result<Response<ControlStream>, Status> {
+        // Admission first: a host that is not admitted is refused before
+        // the server reads anything it sends.
+        let owner = self
+            .registry
+            .config()
+            .host_admission
+            .admit(host_token(request.metadata()))
+            .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {
             message: Some(host_control_request::Message::Hello(hello)),
@@ -70,16 +78,20 @@ impl HostService for HostApi {
         };
         let registration = self
             .registry
-            .register_host(&hello)
+            .register_host(owner, &hello)
             .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let host = registration.host;
-        tracing::info!(task = %host.task_id(), host = %host.name(), "host registered");
+        tracing::info!(
+            task = %host.task_id(), host = %host.name(), owner = %host.owner(),
+            "host registered"
+        );
         let registered = HostControlResponse {
             message: Some(host_control_response::Message::Registered(Registered {
                 host_id: host.id().to_owned(),
                 host_token: registration.host_token,
                 guest_url_path: format!("/t/{}", host.task_id()),
+                owner: host.owner().to_string(),
             })),
         };
         let guard = HostGuard {
@@ -190,4 +202,14 @@ impl HostService for HostApi {
             self.registry.metrics().clone(),
         )))
     }
+}
+
+/// The host token in `metadata` ([`HOST_TOKEN_METADATA`] as `Bearer
+/// TOKEN`), if there is one.
+fn host_token(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    let value = metadata.get(HOST_TOKEN_METADATA)?.to_str().ok()?;
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
 }

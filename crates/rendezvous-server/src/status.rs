@@ -33,7 +33,9 @@ impl From<RegistryError> for Status {
             | RegistryError::NoHost
             | RegistryError::NoSuchSession(_) => Code::NotFound,
             RegistryError::Limit { .. } => Code::ResourceExhausted,
-            RegistryError::BadGuest | RegistryError::BadHost => Code::Unauthenticated,
+            RegistryError::BadGuest
+            | RegistryError::BadHost
+            | RegistryError::HostNotAdmitted(_) => Code::Unauthenticated,
             RegistryError::HostGone => Code::Unavailable,
             RegistryError::SessionEnded => Code::FailedPrecondition,
         };

@@ -3,17 +3,30 @@
 //! task's secret.
 //!
 //! A token is a JWT signed with HMAC-SHA256 (HS256) under the server's token
-//! key (`rendezvous serve --token-key-file`). Claims: `sub` (the task ID),
-//! `role` (`read-write` or `read-only`), `aud` (always `rendezvous`) and
-//! `exp` (expiry, seconds since the Unix epoch). `rendezvous token` mints
-//! one; any JWT library can too. A guest presents it in `token` instead of
-//! `secret`.
+//! key (`rendezvous serve --token-key-file`). Claims:
+//! - `task_id`: the task;
+//! - `owner`: who the task belongs to, as its host was admitted (`open`, or
+//!   `token:NAME` for a host token; see
+//!   [`Owner`](crate::registry::Owner)). A token never reaches a task of
+//!   the same ID that another owner's host registered;
+//! - `role`: `read-write` or `read-only`;
+//! - `aud`: always `rendezvous`;
+//! - `exp`: expiry, seconds since the Unix epoch, at most
+//!   [`MAX_TOKEN_TTL`] ahead, checked on every use, not only when minted;
+//! - `nbf` (optional): not valid before, seconds since the Unix epoch;
+//! - `sub` (optional): who the token was given to, for the logs.
+//!
+//! `rendezvous token` mints one; any JWT library can too. A guest presents
+//! it in `token` instead of `secret`. No leeway is allowed on `exp` or
+//! `nbf`: clocks on one CI platform agree to well under the lifetimes used.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rendezvous_proto::Role;
 use serde::{Deserialize, Serialize};
+
+use crate::registry::Owner;
 
 /// Shortest token key, in bytes: HS256 keys should be at least as long as
 /// the hash (32 bytes).
@@ -22,7 +35,8 @@ pub const MIN_TOKEN_KEY_BYTES: usize = 32;
 /// The audience every guest token names.
 pub const AUDIENCE: &str = "rendezvous";
 
-/// Longest lifetime `rendezvous token` mints, in seconds (7 days).
+/// Longest lifetime of a guest token, in seconds (7 days): `exp` may be at
+/// most this far ahead of now, when minted and on every use.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Why a token key or a token was refused.
@@ -31,12 +45,16 @@ pub enum TokenError {
     /// The key is too short.
     #[error("the token key must be at least {MIN_TOKEN_KEY_BYTES} bytes")]
     ShortKey,
-    /// The token's lifetime is zero or too long.
-    #[error("a token's lifetime must be between 1 s and 7 days")]
+    /// The token's lifetime is zero or too long (minting), or its `exp` is
+    /// more than 7 days ahead (using).
+    #[error("a guest token's lifetime must be between 1 s and 7 days: ask for a new link")]
     Lifetime,
     /// The token has expired.
     #[error("the guest token has expired: ask for a new link")]
     Expired,
+    /// The token's `nbf` is still ahead.
+    #[error("the guest token is not valid yet: check the clock of the system that made it")]
+    NotYetValid,
     /// Bad signature, malformed, wrong audience or algorithm, or the server
     /// has no token key.
     #[error("invalid guest token: ask for a new link")]
@@ -47,13 +65,40 @@ pub enum TokenError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestClaims {
     /// The task ID the token is for.
-    pub sub: String,
+    pub task_id: String,
+    /// The task's owner (see the module docs).
+    pub owner: String,
     /// `read-write` or `read-only`.
     pub role: String,
     /// Always [`AUDIENCE`].
     pub aud: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
+    /// Not valid before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Who the token was given to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+}
+
+/// What a valid guest token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The task ID.
+    pub task_id: String,
+    /// The task's owner.
+    pub owner: Owner,
+    /// The role.
+    pub role: Role,
+    /// Who the token was given to, if it says.
+    pub sub: Option<String>,
+}
+
+fn now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// The server's key for signing and checking guest tokens. Its `Debug`
@@ -85,48 +130,77 @@ impl TokenKey {
         })
     }
 
-    /// Mints a token for `task_id` with `role`, valid for `ttl`.
+    /// Mints a token for `owner`'s task `task_id` with `role`, valid from
+    /// now for `ttl`, given to `sub` if named.
     ///
     /// # Errors
     /// [`TokenError::Lifetime`] when `ttl` is 0 or over [`MAX_TOKEN_TTL`].
-    pub fn mint(&self, task_id: &str, role: Role, ttl: Duration) -> Result<String, TokenError> {
+    pub fn mint(
+        &self,
+        task_id: &str,
+        owner: &Owner,
+        role: Role,
+        ttl: Duration,
+        sub: Option<&str>,
+    ) -> Result<String, TokenError> {
         if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
             return Err(TokenError::Lifetime);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = now();
         let claims = GuestClaims {
-            sub: task_id.to_owned(),
+            task_id: task_id.to_owned(),
+            owner: owner.as_str().to_owned(),
             role: role_name(role).to_owned(),
             aud: AUDIENCE.to_owned(),
             exp: (now + ttl).as_secs(),
+            nbf: Some(now.as_secs()),
+            sub: sub.map(str::to_owned),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.sign(&claims)
+    }
+
+    /// Signs `claims` as they are.
+    ///
+    /// # Errors
+    /// [`TokenError::Invalid`] if they cannot be encoded.
+    pub fn sign(&self, claims: &GuestClaims) -> Result<String, TokenError> {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|_| TokenError::Invalid)
     }
 
-    /// Checks a token and returns the task ID and role it grants.
+    /// Checks a token and returns what it grants.
     ///
     /// # Errors
-    /// [`TokenError::Expired`], or [`TokenError::Invalid`] for anything
-    /// else wrong with it.
-    pub fn verify(&self, token: &str) -> Result<(String, Role), TokenError> {
+    /// [`TokenError::Expired`], [`TokenError::NotYetValid`],
+    /// [`TokenError::Lifetime`] (`exp` more than [`MAX_TOKEN_TTL`] ahead),
+    /// or [`TokenError::Invalid`] for anything else wrong with it.
+    pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "aud", "sub"]);
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        validation.validate_nbf = true;
         validation.leeway = 0;
         let data = jsonwebtoken::decode::<GuestClaims>(token, &self.decoding, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
                 _ => TokenError::Invalid,
             })?;
-        let role = match data.claims.role.as_str() {
+        let claims = data.claims;
+        if claims.exp > (now() + MAX_TOKEN_TTL).as_secs() {
+            return Err(TokenError::Lifetime);
+        }
+        let role = match claims.role.as_str() {
             "read-write" => Role::ReadWrite,
             "read-only" => Role::ReadOnly,
             _ => return Err(TokenError::Invalid),
         };
-        Ok((data.claims.sub, role))
+        Ok(Grant {
+            task_id: claims.task_id,
+            owner: Owner::from_claim(&claims.owner),
+            role,
+            sub: claims.sub,
+        })
     }
 }
 
@@ -146,18 +220,51 @@ mod tests {
         TokenKey::new(&[7u8; 32]).unwrap()
     }
 
+    fn claims(exp: u64) -> GuestClaims {
+        GuestClaims {
+            task_id: "t".into(),
+            owner: "open".into(),
+            role: "read-write".into(),
+            aud: AUDIENCE.into(),
+            exp,
+            nbf: None,
+            sub: None,
+        }
+    }
+
     #[test]
-    fn tokens_round_trip_with_their_role() {
+    fn tokens_round_trip_with_their_role_owner_and_subject() {
+        let owner = Owner::token("ci");
         let token = key()
-            .mint("build-1", Role::ReadOnly, Duration::from_secs(60))
+            .mint(
+                "build-1",
+                &owner,
+                Role::ReadOnly,
+                Duration::from_secs(60),
+                Some("alice"),
+            )
             .unwrap();
-        assert_eq!(key().verify(&token), Ok(("build-1".into(), Role::ReadOnly)));
+        assert_eq!(
+            key().verify(&token),
+            Ok(Grant {
+                task_id: "build-1".into(),
+                owner,
+                role: Role::ReadOnly,
+                sub: Some("alice".into()),
+            })
+        );
     }
 
     #[test]
     fn other_keys_and_tampering_are_refused() {
         let token = key()
-            .mint("build-1", Role::ReadWrite, Duration::from_secs(60))
+            .mint(
+                "build-1",
+                &Owner::open(),
+                Role::ReadWrite,
+                Duration::from_secs(60),
+                None,
+            )
             .unwrap();
         let other = TokenKey::new(&[8u8; 32]).unwrap();
         assert_eq!(other.verify(&token), Err(TokenError::Invalid));
@@ -169,22 +276,39 @@ mod tests {
 
     #[test]
     fn expired_tokens_say_so() {
-        let past = GuestClaims {
-            sub: "t".into(),
-            role: "read-write".into(),
-            aud: AUDIENCE.into(),
-            exp: 1,
-        };
-        let token =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &past, &key().encoding).unwrap();
+        let token = key().sign(&claims(1)).unwrap();
         assert_eq!(key().verify(&token), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn tokens_not_yet_valid_or_too_long_lived_are_refused_on_use() {
+        let in_an_hour = (now() + Duration::from_secs(3600)).as_secs();
+        let early = GuestClaims {
+            nbf: Some(in_an_hour),
+            ..claims(in_an_hour + 60)
+        };
+        assert_eq!(
+            key().verify(&key().sign(&early).unwrap()),
+            Err(TokenError::NotYetValid)
+        );
+        let eight_days = (now() + MAX_TOKEN_TTL + Duration::from_secs(86_400)).as_secs();
+        assert_eq!(
+            key().verify(&key().sign(&claims(eight_days)).unwrap()),
+            Err(TokenError::Lifetime)
+        );
+        assert_eq!(
+            key().verify(&key().sign(&claims(1 << 62)).unwrap()),
+            Err(TokenError::Lifetime)
+        );
+        let fine = (now() + Duration::from_secs(3600)).as_secs();
+        assert!(key().verify(&key().sign(&claims(fine)).unwrap()).is_ok());
     }
 
     #[test]
     fn keys_and_lifetimes_are_bounded() {
         assert_eq!(TokenKey::new(&[0u8; 31]).err(), Some(TokenError::ShortKey));
         assert_eq!(
-            key().mint("t", Role::ReadWrite, Duration::ZERO),
+            key().mint("t", &Owner::open(), Role::ReadWrite, Duration::ZERO, None),
             Err(TokenError::Lifetime)
         );
         assert_eq!(format!("{:?}", key()), "TokenKey(..)");

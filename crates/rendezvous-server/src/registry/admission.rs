@@ -5,9 +5,10 @@
 use std::sync::Arc;
 
 use rendezvous_proto::Role;
-use rendezvous_proto::ids::{MIN_SECRET_LEN, TaskId, secret_long_enough};
+use rendezvous_proto::ids::{TaskId, check_secret_strength};
 
-use super::{Host, Registry, RegistryError, lock};
+use super::{Host, Owner, Registry, RegistryError, lock};
+use crate::auth::Digest;
 use crate::token::TokenError;
 
 /// Who a guest's credential makes it.
@@ -17,16 +18,18 @@ pub struct Authenticated {
     pub role: Role,
     /// The task's hosts now; empty while it waits for one.
     pub hosts: Vec<Arc<Host>>,
+    /// Whose task it is.
+    pub owner: Owner,
+    /// Who a guest token was given to (its `sub`), if it says.
+    pub sub: Option<String>,
 }
 
 pub(super) fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
-    if !secret_long_enough(secret) {
-        return Err(RegistryError::Invalid(format!(
-            "the {what} must be at least {MIN_SECRET_LEN} characters (128 random bits); \
-             omit --secret to have one generated"
-        )));
-    }
-    Ok(())
+    check_secret_strength(secret).map_err(|why| {
+        RegistryError::Invalid(format!(
+            "the {what} {why}; omit --secret to have one generated"
+        ))
+    })
 }
 
 impl Registry {
@@ -50,21 +53,22 @@ impl Registry {
             .token_key
             .as_ref()
             .ok_or(RegistryError::Token(TokenError::Invalid))?;
-        let (token_task, token_role) = key.verify(token).map_err(RegistryError::Token)?;
-        if task_id.as_str() != token_task {
-            return Err(RegistryError::Denied);
-        }
-        if self.store.task(task_id).await.is_none() {
+        let grant = key.verify(token).map_err(RegistryError::Token)?;
+        if task_id.as_str() != grant.task_id
+            || self.store.task(&grant.owner, task_id).await.is_none()
+        {
             return Err(RegistryError::Denied);
         }
         Ok(Authenticated {
-            role: token_role,
-            hosts: lock(&self.inner).hosts(task_id),
+            role: grant.role,
+            hosts: lock(&self.inner).hosts(&grant.owner, task_id),
+            owner: grant.owner,
+            sub: grant.sub,
         })
     }
 
-    /// Checks a guest's task ID and secret and returns its role and the
-    /// task's hosts.
+    /// Checks a guest's task ID and secret against every owner's task of
+    /// that ID, and returns its role, the task's owner and its hosts.
     ///
     /// # Errors
     /// `Denied` for an unknown task or a wrong secret alike.
@@ -73,25 +77,32 @@ impl Registry {
         task_id: &TaskId,
         secret: &str,
     ) -> Result<Authenticated, RegistryError> {
-        let Some(task) = self.store.task(task_id).await else {
+        let presented = Digest::of(secret);
+        let tasks = self.store.tasks_with_id(task_id).await;
+        if tasks.is_empty() {
             // Spend the same work as a wrong secret would.
-            let _ = self.decoy.matches(secret);
+            let _ = self.decoy.same_as(&presented);
             return Err(RegistryError::Denied);
-        };
-        let role = if task.secret.matches(secret) {
-            Role::ReadWrite
-        } else if task
-            .read_only_secret
-            .as_ref()
-            .is_some_and(|d| d.matches(secret))
-        {
-            Role::ReadOnly
-        } else {
-            return Err(RegistryError::Denied);
-        };
-        Ok(Authenticated {
-            role,
-            hosts: lock(&self.inner).hosts(task_id),
-        })
+        }
+        for (owner, task) in tasks {
+            let role = if task.secret.same_as(&presented) {
+                Role::ReadWrite
+            } else if task
+                .read_only_secret
+                .as_ref()
+                .is_some_and(|d| d.same_as(&presented))
+            {
+                Role::ReadOnly
+            } else {
+                continue;
+            };
+            return Ok(Authenticated {
+                role,
+                hosts: lock(&self.inner).hosts(&owner, task_id),
+                owner,
+                sub: None,
+            });
+        }
+        Err(RegistryError::Denied)
     }
 }

@@ -50,6 +50,10 @@ pub enum RegistryError {
     /// Bad host ID or token on a Data stream.
     #[error("unknown host or bad host token: reconnect the host")]
     BadHost,
+    /// The host is not admitted (no host token, or an unknown one); the
+    /// text says what to do.
+    #[error("{0}")]
+    HostNotAdmitted(String),
     /// The host has gone.
     #[error("the host has disconnected")]
     HostGone,

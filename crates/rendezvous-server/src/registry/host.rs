@@ -12,7 +12,7 @@ use rendezvous_proto::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Registry, RegistryError, gone, lock};
+use super::{Owner, Registry, RegistryError, gone, lock};
 use crate::auth::Digest;
 use crate::config::{SESSION_START_TIMEOUT, limit_name};
 use crate::session::Session;
@@ -21,6 +21,8 @@ use crate::session::Session;
 #[derive(Debug)]
 pub struct Host {
     pub(super) id: String,
+    /// Who the host was admitted as, and so whose task it serves.
+    pub(super) owner: Owner,
     pub(super) task_id: TaskId,
     pub(super) name: HostName,
     pub(super) token: Digest,
@@ -43,6 +45,11 @@ impl Host {
     /// The host's name within its task.
     pub fn name(&self) -> &HostName {
         &self.name
+    }
+
+    /// Who the host was admitted as: the owner of its task.
+    pub fn owner(&self) -> &Owner {
+        &self.owner
     }
 
     /// The host's task.

@@ -17,6 +17,8 @@
 //! - `guests`: the guest index for the unary calls, and its drop guard;
 //! - `ended_guests`: guests whose session ended, remembered a while so
 //!   that their late calls are told so;
+//! - `host_admission`: which hosts may register, and the [`Owner`] each is
+//!   admitted as;
 //! - `admission`: who may attach: secrets, guest tokens, the decoy digest;
 //! - `error`: [`RegistryError`].
 //!
@@ -47,6 +49,7 @@ mod ended_guests;
 mod error;
 mod guests;
 mod host;
+mod host_admission;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -57,6 +60,10 @@ pub use error::RegistryError;
 use guests::GuestIndex;
 pub use guests::{GuestEntry, GuestHandle, JoinedGuest};
 pub use host::{Host, Registration};
+pub use host_admission::{
+    HOST_TOKEN_METADATA, HostAdmission, HostTokenFile, HostTokenFileError, MAX_HOST_TOKEN_NAME_LEN,
+    MAX_HOST_TOKENS, Owner,
+};
 pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
 pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
 
@@ -68,16 +75,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// task store has its name (added after the store, removed before it).
 #[derive(Debug, Default)]
 struct Inner {
-    /// By task, then by name.
-    tasks: HashMap<TaskId, BTreeMap<HostName, Arc<Host>>>,
+    /// By task (owner and ID), then by name.
+    tasks: HashMap<(Owner, TaskId), BTreeMap<HostName, Arc<Host>>>,
     hosts_by_id: HashMap<String, Arc<Host>>,
 }
 
 impl Inner {
     /// The task's hosts on this server.
-    fn hosts(&self, id: &TaskId) -> Vec<Arc<Host>> {
+    fn hosts(&self, owner: &Owner, id: &TaskId) -> Vec<Arc<Host>> {
         self.tasks
-            .get(id)
+            .get(&(owner.clone(), id.clone()))
             .map(|hosts| hosts.values().cloned().collect())
             .unwrap_or_default()
     }
@@ -144,15 +151,17 @@ impl Registry {
         &self.config
     }
 
-    /// Registers a host from its Hello. The first host of a task sets the
+    /// Registers a host from its Hello, admitted as `owner` (see
+    /// [`HostAdmission::admit`]). The first host of `owner`'s task sets the
     /// task's secrets in the task store; later hosts must present the same
-    /// secret.
+    /// secrets.
     ///
     /// # Errors
-    /// `Invalid` (names, short secrets, labels), `Denied` (other secret),
-    /// `HostNameTaken`, `Limit` (hosts per task).
+    /// `Invalid` (names, weak secrets, labels), `Denied` (other secrets),
+    /// `HostNameTaken`, `Limit` (hosts per task, owners per task ID).
     pub async fn register_host(
         &self,
+        owner: Owner,
         hello: &rendezvous_proto::Hello,
     ) -> Result<Registration, RegistryError> {
         let task_id = TaskId::new(hello.task_id.as_str())
@@ -174,6 +183,7 @@ impl Registry {
         let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
         let host = Arc::new(Host {
             id: uuid::Uuid::new_v4().simple().to_string(),
+            owner: owner.clone(),
             task_id: task_id.clone(),
             name: name.clone(),
             token: Digest::of(&host_token),
@@ -189,12 +199,18 @@ impl Registry {
                 .then(|| Digest::of(&hello.read_only_secret)),
         };
         self.store
-            .add_host(&task_id, &name, &record, self.config.limits.hosts_per_task)
+            .add_host(
+                &owner,
+                &task_id,
+                &name,
+                &record,
+                self.config.limits.hosts_per_task,
+            )
             .await?;
         let mut inner = lock(&self.inner);
         inner
             .tasks
-            .entry(task_id)
+            .entry((owner, task_id))
             .or_default()
             .insert(name, host.clone());
         inner.hosts_by_id.insert(host.id.clone(), host.clone());
@@ -212,13 +228,14 @@ impl Registry {
             let mut inner = lock(&self.inner);
             inner.hosts_by_id.remove(&host.id);
             let mut removed = false;
-            if let Some(hosts) = inner.tasks.get_mut(&host.task_id) {
+            let key = (host.owner.clone(), host.task_id.clone());
+            if let Some(hosts) = inner.tasks.get_mut(&key) {
                 if hosts.get(&host.name).is_some_and(|h| Arc::ptr_eq(h, host)) {
                     hosts.remove(&host.name);
                     removed = true;
                 }
                 if hosts.is_empty() {
-                    inner.tasks.remove(&host.task_id);
+                    inner.tasks.remove(&key);
                 }
             }
             removed
@@ -226,7 +243,8 @@ impl Registry {
         if was_registered {
             // Kept a while in the store, so guests can wait for a host to
             // return.
-            self.store.remove_host(&host.task_id, &host.name);
+            self.store
+                .remove_host(&host.owner, &host.task_id, &host.name);
         }
         host.closed.cancel();
         for session in host.sessions() {

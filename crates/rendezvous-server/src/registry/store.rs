@@ -1,8 +1,10 @@
 //! Task lookup and ownership behind [`TaskStore`], so that a shared store
 //! (Redis, for replicas) can stand where [`MemoryTaskStore`] stands today.
 //!
-//! A store knows, per task: its [`TaskRecord`] (the secrets' digests) and
-//! the names of its hosts. It does not hold the hosts themselves, their
+//! A task is named by its owner (the identity its first host was admitted
+//! as, see [`Owner`]) and its ID: two owners may each have a task
+//! `build-42`, and neither reaches the other's. A store knows, per task:
+//! its [`TaskRecord`] (the secrets' digests) and the names of its hosts. It does not hold the hosts themselves, their
 //! sessions or any output: those stay with the server the host is connected
 //! to. The registry asks the store first and keeps its local maps second, so
 //! a host is in the registry's maps only while the store has its name.
@@ -18,9 +20,9 @@ use std::time::Instant;
 
 use rendezvous_proto::ids::{HostName, TaskId};
 
-use super::{RegistryError, lock};
+use super::{Owner, RegistryError, lock};
 use crate::auth::Digest;
-use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, limit_name};
+use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_OWNERS_PER_TASK_ID, limit_name};
 
 /// What a store keeps about a task, apart from its hosts' names: what a
 /// guest's credential is checked against.
@@ -37,32 +39,41 @@ pub struct TaskRecord {
 /// store), so two servers or two calls never both claim one host name.
 #[async_trait::async_trait]
 pub trait TaskStore: Send + Sync + fmt::Debug {
-    /// Adds host `name` to task `id`. A task the store does not hold is
-    /// created with `record`. A hostless task whose record differs (a
-    /// restarted job that generated new secrets) is taken over by `record`.
+    /// Adds host `name` to `owner`'s task `id`. A task the store does not
+    /// hold is created with `record`. A hostless task whose record differs
+    /// (the same owner's restarted job, with new secrets) is taken over by
+    /// `record`.
     ///
     /// # Errors
     /// - [`RegistryError::Denied`]: the task has hosts and another record;
     /// - [`RegistryError::HostNameTaken`]: the task already has a host of
     ///   that name;
-    /// - [`RegistryError::Limit`] (`hosts-per-task`): the task has
-    ///   `max_hosts` hosts.
+    /// - [`RegistryError::Limit`]: the task has `max_hosts` hosts
+    ///   (`hosts per task`), or [`MAX_OWNERS_PER_TASK_ID`] other owners have
+    ///   a task of this ID (`owners per task ID`).
     async fn add_host(
         &self,
+        owner: &Owner,
         id: &TaskId,
         name: &HostName,
         record: &TaskRecord,
         max_hosts: usize,
     ) -> Result<(), RegistryError>;
 
-    /// Takes host `name` out of task `id`; the task becomes hostless when it
-    /// was the last. Never blocks: a store that needs I/O does it in the
-    /// background. Removing a name the task does not have does nothing.
-    fn remove_host(&self, id: &TaskId, name: &HostName);
+    /// Takes host `name` out of `owner`'s task `id`; the task becomes
+    /// hostless when it was the last. Never blocks: a store that needs I/O
+    /// does it in the background. Removing a name the task does not have
+    /// does nothing.
+    fn remove_host(&self, owner: &Owner, id: &TaskId, name: &HostName);
 
-    /// The task's record, if it has a host or lost its last one within
+    /// `owner`'s task `id`, if it has a host or lost its last one within
     /// [`HOSTLESS_TASK_GRACE`].
-    async fn task(&self, id: &TaskId) -> Option<TaskRecord>;
+    async fn task(&self, owner: &Owner, id: &TaskId) -> Option<TaskRecord>;
+
+    /// Every owner's task of ID `id` (at most [`MAX_OWNERS_PER_TASK_ID`]),
+    /// for a guest that presents a secret: the secret tells which one it
+    /// is.
+    async fn tasks_with_id(&self, id: &TaskId) -> Vec<(Owner, TaskRecord)>;
 
     /// How many tasks the store holds, hostless ones included, for the
     /// `rendezvous_tasks` gauge. A shared store may answer from a cache.
@@ -76,6 +87,7 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
 
 #[derive(Debug)]
 struct StoredTask {
+    owner: Owner,
     record: TaskRecord,
     hosts: BTreeSet<HostName>,
     /// When its last host left; `None` while it has one.
@@ -84,29 +96,44 @@ struct StoredTask {
 
 #[derive(Debug, Default)]
 struct Tasks {
-    tasks: HashMap<TaskId, StoredTask>,
+    /// By ID, then one per owner (at most [`MAX_OWNERS_PER_TASK_ID`]).
+    tasks: HashMap<TaskId, Vec<StoredTask>>,
+    /// How many tasks `tasks` holds.
+    count: usize,
     /// Tasks whose last host left, in that order, with when it left.
-    hostless: VecDeque<(TaskId, Instant)>,
+    hostless: VecDeque<(Owner, TaskId, Instant)>,
 }
 
 impl Tasks {
     /// Forgets hostless tasks past their grace period or over the bound.
     fn prune(&mut self, now: Instant) {
-        while let Some((id, left_at)) = self.hostless.front() {
+        while let Some((owner, id, left_at)) = self.hostless.front() {
             let expired = now.duration_since(*left_at) >= HOSTLESS_TASK_GRACE;
             if !expired && self.hostless.len() <= MAX_HOSTLESS_TASKS {
                 break;
             }
             // The entry is stale if a host came back (and maybe left again).
-            if self
-                .tasks
-                .get(id)
-                .is_some_and(|t| t.emptied_at == Some(*left_at))
-            {
-                self.tasks.remove(id);
+            if let Some(tasks) = self.tasks.get_mut(id) {
+                let before = tasks.len();
+                tasks.retain(|t| !(t.owner == *owner && t.emptied_at == Some(*left_at)));
+                self.count -= before - tasks.len();
+                if tasks.is_empty() {
+                    self.tasks.remove(id);
+                }
             }
             self.hostless.pop_front();
         }
+    }
+
+    fn get(&self, owner: &Owner, id: &TaskId) -> Option<&StoredTask> {
+        self.tasks.get(id)?.iter().find(|t| t.owner == *owner)
+    }
+
+    fn get_mut(&mut self, owner: &Owner, id: &TaskId) -> Option<&mut StoredTask> {
+        self.tasks
+            .get_mut(id)?
+            .iter_mut()
+            .find(|t| t.owner == *owner)
     }
 }
 
@@ -135,6 +162,7 @@ impl MemoryTaskStore {
 impl TaskStore for MemoryTaskStore {
     async fn add_host(
         &self,
+        owner: &Owner,
         id: &TaskId,
         name: &HostName,
         record: &TaskRecord,
@@ -142,11 +170,25 @@ impl TaskStore for MemoryTaskStore {
     ) -> Result<(), RegistryError> {
         let mut tasks = lock(&self.inner);
         tasks.prune(Instant::now());
-        let task = tasks.tasks.entry(id.clone()).or_insert_with(|| StoredTask {
-            record: record.clone(),
-            hosts: BTreeSet::new(),
-            emptied_at: None,
-        });
+        if tasks.get(owner, id).is_none() {
+            let of_id = tasks.tasks.entry(id.clone()).or_default();
+            if of_id.len() >= MAX_OWNERS_PER_TASK_ID {
+                return Err(RegistryError::Limit {
+                    name: limit_name::OWNERS_PER_TASK_ID,
+                    value: MAX_OWNERS_PER_TASK_ID,
+                });
+            }
+            of_id.push(StoredTask {
+                owner: owner.clone(),
+                record: record.clone(),
+                hosts: BTreeSet::new(),
+                emptied_at: None,
+            });
+            tasks.count += 1;
+        }
+        let Some(task) = tasks.get_mut(owner, id) else {
+            unreachable!("the task was just found or added");
+        };
         if !task.record.same_as(record) {
             if !task.hosts.is_empty() {
                 return Err(RegistryError::Denied);
@@ -167,27 +209,42 @@ impl TaskStore for MemoryTaskStore {
         Ok(())
     }
 
-    fn remove_host(&self, id: &TaskId, name: &HostName) {
+    fn remove_host(&self, owner: &Owner, id: &TaskId, name: &HostName) {
         let mut tasks = lock(&self.inner);
-        let Some(task) = tasks.tasks.get_mut(id) else {
+        let Some(task) = tasks.get_mut(owner, id) else {
             return;
         };
         if task.hosts.remove(name) && task.hosts.is_empty() {
             let now = Instant::now();
             task.emptied_at = Some(now);
-            tasks.hostless.push_back((id.clone(), now));
+            tasks.hostless.push_back((owner.clone(), id.clone(), now));
             tasks.prune(now);
         }
     }
 
-    async fn task(&self, id: &TaskId) -> Option<TaskRecord> {
+    async fn task(&self, owner: &Owner, id: &TaskId) -> Option<TaskRecord> {
         let mut tasks = lock(&self.inner);
         tasks.prune(Instant::now());
-        tasks.tasks.get(id).map(|t| t.record.clone())
+        tasks.get(owner, id).map(|t| t.record.clone())
+    }
+
+    async fn tasks_with_id(&self, id: &TaskId) -> Vec<(Owner, TaskRecord)> {
+        let mut tasks = lock(&self.inner);
+        tasks.prune(Instant::now());
+        tasks
+            .tasks
+            .get(id)
+            .map(|of_id| {
+                of_id
+                    .iter()
+                    .map(|t| (t.owner.clone(), t.record.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn len(&self) -> usize {
-        lock(&self.inner).tasks.len()
+        lock(&self.inner).count
     }
 }
 

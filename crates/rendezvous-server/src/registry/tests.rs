@@ -5,7 +5,8 @@ use rendezvous_proto::Role;
 use std::time::Instant;
 
 use super::*;
-use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS};
+use crate::auth::Digest;
+use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_OWNERS_PER_TASK_ID, limit_name};
 use crate::session::NewGuest;
 
 fn task(id: &str) -> TaskId {
@@ -25,7 +26,7 @@ async fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
     let registry = Registry::new(ServerConfig::default());
     for i in 0..MAX_HOSTLESS_TASKS + 3 {
         let registration = registry
-            .register_host(&hello(&format!("t{i}")))
+            .register_host(Owner::open(), &hello(&format!("t{i}")))
             .await
             .unwrap();
         registry.unregister_host(&registration.host);
@@ -41,7 +42,8 @@ async fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
             RegistryError::Denied
         );
     }
-    let Authenticated { role, hosts } = registry.authenticate(&task("t3"), secret).await.unwrap();
+    let Authenticated { role, hosts, .. } =
+        registry.authenticate(&task("t3"), secret).await.unwrap();
     assert_eq!(role, Role::ReadWrite);
     assert!(hosts.is_empty());
 }
@@ -50,9 +52,15 @@ async fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
 async fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
     let store = Arc::new(MemoryTaskStore::new());
     let registry = Registry::with_store(ServerConfig::default(), store.clone());
-    let first = registry.register_host(&hello("t")).await.unwrap();
+    let first = registry
+        .register_host(Owner::open(), &hello("t"))
+        .await
+        .unwrap();
     registry.unregister_host(&first.host);
-    let _second = registry.register_host(&hello("t")).await.unwrap();
+    let _second = registry
+        .register_host(Owner::open(), &hello("t"))
+        .await
+        .unwrap();
     // The stale hostless entry (from the first host) is pruned later
     // without removing the task, which has a host again.
     let stale_at = Instant::now() + HOSTLESS_TASK_GRACE;
@@ -67,7 +75,10 @@ async fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
 #[tokio::test]
 async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
     let registry = Arc::new(Registry::new(ServerConfig::default()));
-    let registration = registry.register_host(&hello("t")).await.unwrap();
+    let registration = registry
+        .register_host(Owner::open(), &hello("t"))
+        .await
+        .unwrap();
     let host = registration.host;
     let session = registry.open_session(&host, 80, 24).await.unwrap();
     let new = NewGuest {
@@ -109,14 +120,14 @@ async fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
         ..hello("t")
     };
     assert!(matches!(
-        registry.register_host(&short).await,
+        registry.register_host(Owner::open(), &short).await,
         Err(RegistryError::Invalid(_))
     ));
     let long = rendezvous_proto::Hello {
-        secret: "é".repeat(22),
+        secret: "éèêëàâäôöûü".repeat(2),
         ..hello("t")
     };
-    assert!(registry.register_host(&long).await.is_ok());
+    assert!(registry.register_host(Owner::open(), &long).await.is_ok());
 }
 
 #[tokio::test]
@@ -126,13 +137,15 @@ async fn labels_over_a_bound_are_refused_naming_it() {
     many.labels = (0..=MAX_LABELS)
         .map(|i| (format!("k{i}"), "v".to_owned()))
         .collect();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(&many).await else {
+    let Err(RegistryError::Invalid(message)) = registry.register_host(Owner::open(), &many).await
+    else {
         panic!("too many labels were accepted");
     };
     assert!(message.contains("33 labels"), "{message}");
     let mut long = hello("t");
     long.labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES + 1))].into();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(&long).await else {
+    let Err(RegistryError::Invalid(message)) = registry.register_host(Owner::open(), &long).await
+    else {
         panic!("a long label was accepted");
     };
     assert!(message.contains("257 bytes"), "{message}");
@@ -152,12 +165,13 @@ async fn task_store_contract(store: &dyn TaskStore) {
         HostName::or_default("linux").unwrap(),
         HostName::or_default("mac").unwrap(),
     );
+    let (acme, mallory) = (Owner::token("acme"), Owner::token("mallory"));
     let (first, other) = (record("first-secret"), record("other-secret"));
-    assert!(store.task(&id).await.is_none());
-    store.add_host(&id, &linux, &first, 2).await.unwrap();
+    assert!(store.task(&acme, &id).await.is_none());
+    store.add_host(&acme, &id, &linux, &first, 2).await.unwrap();
     assert!(
         store
-            .task(&id)
+            .task(&acme, &id)
             .await
             .unwrap()
             .secret
@@ -165,36 +179,72 @@ async fn task_store_contract(store: &dyn TaskStore) {
     );
     // A task with a host keeps its record and its names.
     assert_eq!(
-        store.add_host(&id, &mac, &other, 2).await,
+        store.add_host(&acme, &id, &mac, &other, 2).await,
         Err(RegistryError::Denied)
     );
     assert_eq!(
-        store.add_host(&id, &linux, &first, 2).await,
+        store.add_host(&acme, &id, &linux, &first, 2).await,
         Err(RegistryError::HostNameTaken("linux".into()))
     );
-    store.add_host(&id, &mac, &first, 2).await.unwrap();
+    store.add_host(&acme, &id, &mac, &first, 2).await.unwrap();
     let third = HostName::or_default("windows").unwrap();
     assert!(matches!(
-        store.add_host(&id, &third, &first, 2).await,
+        store.add_host(&acme, &id, &third, &first, 2).await,
         Err(RegistryError::Limit { value: 2, .. })
     ));
-    // Hostless, it is still there for its guests, and new secrets take it.
-    store.remove_host(&id, &linux);
-    store.remove_host(&id, &mac);
-    store.remove_host(&id, &mac);
+    // Another owner gets a task of its own under the same ID, and the
+    // first one's record is untouched.
+    store
+        .add_host(&mallory, &id, &linux, &other, 2)
+        .await
+        .unwrap();
     assert!(
         store
-            .task(&id)
+            .task(&mallory, &id)
+            .await
+            .unwrap()
+            .secret
+            .matches("other-secret")
+    );
+    assert!(
+        store
+            .task(&acme, &id)
             .await
             .unwrap()
             .secret
             .matches("first-secret")
     );
-    assert_eq!(store.len(), 1);
-    store.add_host(&id, &linux, &other, 2).await.unwrap();
+    assert_eq!(store.tasks_with_id(&id).await.len(), 2);
+    // Hostless, it is still there for its guests; only the same owner's
+    // new secrets take it, another owner's never do.
+    store.remove_host(&acme, &id, &linux);
+    store.remove_host(&acme, &id, &mac);
+    store.remove_host(&acme, &id, &mac);
     assert!(
         store
-            .task(&id)
+            .task(&acme, &id)
+            .await
+            .unwrap()
+            .secret
+            .matches("first-secret")
+    );
+    store
+        .add_host(&mallory, &id, &mac, &other, 2)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .task(&acme, &id)
+            .await
+            .unwrap()
+            .secret
+            .matches("first-secret")
+    );
+    assert_eq!(store.len(), 2);
+    store.add_host(&acme, &id, &linux, &other, 2).await.unwrap();
+    assert!(
+        store
+            .task(&acme, &id)
             .await
             .unwrap()
             .secret
@@ -205,4 +255,108 @@ async fn task_store_contract(store: &dyn TaskStore) {
 #[tokio::test]
 async fn the_memory_task_store_keeps_the_task_store_contract() {
     task_store_contract(&MemoryTaskStore::new()).await;
+}
+
+#[tokio::test]
+async fn owners_of_one_task_id_are_bounded() {
+    let store = MemoryTaskStore::new();
+    let (id, name) = (task("popular"), HostName::or_default("h").unwrap());
+    for i in 0..MAX_OWNERS_PER_TASK_ID {
+        let owner = Owner::token(&format!("o{i}"));
+        store
+            .add_host(&owner, &id, &name, &record("s"), 1)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .add_host(&Owner::token("late"), &id, &name, &record("s"), 1)
+            .await,
+        Err(RegistryError::Limit {
+            name: limit_name::OWNERS_PER_TASK_ID,
+            ..
+        })
+    ));
+}
+
+fn token_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rendezvous-tokens-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn host_token_files_name_their_tokens_and_refuse_bad_lines() {
+    let path = token_file(
+        "good",
+        "# comment\n\n  ci-runners  token-one-0123456789abcdef  \ntoken-two-0123456789abcdef\nci-runners token-three-0123456789abcdef\n",
+    );
+    let file = HostTokenFile::load(&path).unwrap();
+    let admission = HostAdmission {
+        tokens: Some(Arc::new(file)),
+        open: true,
+    };
+    assert!(!admission.is_open());
+    let admit = |t| admission.admit(Some(t)).map(|o| o.to_string());
+    assert_eq!(
+        admit("token-one-0123456789abcdef").unwrap(),
+        "token:ci-runners"
+    );
+    // Two tokens of one name (rotation) admit the same owner.
+    assert_eq!(
+        admit("token-three-0123456789abcdef").unwrap(),
+        "token:ci-runners"
+    );
+    let bare = admit("token-two-0123456789abcdef").unwrap();
+    let hex = Digest::of("token-two-0123456789abcdef").short_hex();
+    assert_eq!(bare, format!("token:{hex}"));
+    assert!(matches!(
+        admission.admit(Some("token-four-0123456789abcdef")),
+        Err(RegistryError::HostNotAdmitted(_))
+    ));
+    assert!(matches!(
+        admission.admit(None),
+        Err(RegistryError::HostNotAdmitted(_))
+    ));
+    for (name, text, fragment) in [
+        ("weak", "ci aaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", "distinct"),
+        ("short", "ci abc123\n", "at least 22"),
+        (
+            "three",
+            "ci token-one-0123456789abcdef extra\n",
+            "NAME TOKEN",
+        ),
+        ("name", "c/i token-one-0123456789abcdef\n", "[A-Za-z0-9._-]"),
+        ("empty", "# nothing\n", "no host token"),
+    ] {
+        let error = HostTokenFile::load(&token_file(name, text))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(fragment), "{name}: {error}");
+        assert!(
+            !error.contains("aaaaaaaa") && !error.contains("abc123"),
+            "{error}"
+        );
+    }
+    assert!(
+        HostTokenFile::load(std::path::Path::new("/nonexistent/tokens"))
+            .unwrap_err()
+            .to_string()
+            .contains("cannot read the host token file")
+    );
+}
+
+#[test]
+fn closed_registration_admits_nobody() {
+    let closed = HostAdmission {
+        tokens: None,
+        open: false,
+    };
+    assert!(matches!(
+        closed.admit(Some("anything-at-all-0123456789")),
+        Err(RegistryError::HostNotAdmitted(_))
+    ));
+    assert_eq!(HostAdmission::default().admit(None).unwrap(), Owner::open());
 }
