@@ -288,3 +288,41 @@ async fn a_session_that_ends_while_a_guest_is_away_is_reported_as_ended() {
     );
     assert!(matches!(terminal.next_update().await, Ok(None)));
 }
+
+#[tokio::test]
+async fn rendezvous_attach_says_why_an_idle_session_ended() {
+    let server = TestServer::with_config(rendezvous_server::ServerConfig {
+        timeouts: rendezvous_server::config::SessionTimeouts {
+            idle: std::time::Duration::from_millis(1_500),
+            max_lifetime: None,
+        },
+        ..rendezvous_server::ServerConfig::default()
+    })
+    .await;
+    let host = TestHost::start(&server, "attach-idle").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args([
+            "attach",
+            "--server",
+            &server.url,
+            "--task-id",
+            "attach-idle",
+        ])
+        .env("RENDEZVOUS_SECRET", &host.secret)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start rendezvous attach");
+    let _stdin = child.stdin.take().unwrap();
+    let mut stderr = Captured::start(child.stderr.take().unwrap());
+    let status = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("attach ends in time")
+        .unwrap();
+    stderr
+        .until("no input or output for 1500 ms (the server's --session-idle-timeout)")
+        .await;
+    assert_ne!(status.code(), Some(0));
+}

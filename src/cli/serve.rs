@@ -2,10 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 
-use rendezvous_server::config::MAX_INPUT_BYTES;
+use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::token::TokenKey;
@@ -61,6 +62,20 @@ pub struct ServeArgs {
     /// under a task ID its guests expect.
     #[arg(long, env = "RENDEZVOUS_ALLOW_OPEN_REGISTRATION")]
     pub allow_open_registration: bool,
+    /// End a session after this long with no host output and no guest
+    /// input (e.g. 30m, 1h; pings, acks and resizes do not count). Its
+    /// guests are told why.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "RENDEZVOUS_SESSION_IDLE_TIMEOUT")]
+    pub session_idle_timeout: Duration,
+    /// End every session this long after it started, busy or not (e.g.
+    /// 8h). Default: no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, env = "RENDEZVOUS_MAX_SESSION_LIFETIME")]
+    pub max_session_lifetime: Option<Duration>,
+    /// A read-write guest that is behind and has not read or acknowledged
+    /// for this long stops holding the host back (a stalled page, a
+    /// background tab); read-only guests never hold it back.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "RENDEZVOUS_STALLED_GUEST_TIMEOUT")]
+    pub stalled_guest_timeout: Duration,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -91,6 +106,7 @@ impl ServeArgs {
         Ok(ServerConfig {
             relay: RelayConfig {
                 retained_output_bytes: self.retained_output_bytes,
+                stalled_guest_timeout: self.stalled_guest_timeout,
                 ..RelayConfig::default()
             },
             limits: Limits {
@@ -103,6 +119,10 @@ impl ServeArgs {
             allowed_origins: self.allowed_origins.clone(),
             token_key,
             host_admission,
+            timeouts: SessionTimeouts {
+                idle: self.session_idle_timeout,
+                max_lifetime: self.max_session_lifetime,
+            },
         })
     }
 
@@ -149,6 +169,17 @@ pub fn read_token_key(path: &std::path::Path) -> anyhow::Result<TokenKey> {
             path.display()
         )
     })
+}
+
+/// Parses a duration as people write it: `90s`, `30m`, `1h 30m`, `500ms`
+/// (humantime's format). Zero is refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. 90s, 30m or 1h30m"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} is zero: give a positive duration"));
+    }
+    Ok(d)
 }
 
 /// Checks an origin as browsers send it: `http` or `https`, a host, an
@@ -272,6 +303,35 @@ mod tests {
             .unwrap()
             .args
             .config()
+    }
+
+    #[test]
+    fn durations_parse_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(
+            super::parse_duration("1h 30m"),
+            Ok(Duration::from_secs(5400))
+        );
+        assert!(super::parse_duration("0s").unwrap_err().contains("zero"));
+        assert!(
+            super::parse_duration("soon")
+                .unwrap_err()
+                .contains("e.g. 90s")
+        );
+        let c = config(&[
+            "--session-idle-timeout",
+            "5m",
+            "--max-session-lifetime",
+            "2h",
+        ])
+        .unwrap();
+        assert_eq!(c.timeouts.idle, Duration::from_secs(300));
+        assert_eq!(c.timeouts.max_lifetime, Some(Duration::from_secs(7200)));
+        assert_eq!(
+            config(&[]).unwrap().timeouts.idle,
+            Duration::from_secs(1800)
+        );
     }
 
     #[test]

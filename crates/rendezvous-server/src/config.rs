@@ -122,6 +122,32 @@ impl Default for Limits {
     }
 }
 
+/// Default [`SessionTimeouts::idle`], in ms (30 minutes, as Shell Access
+/// and Open WebUI's terminals use).
+pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_millis(30 * 60 * 1000);
+
+/// When the server ends a session by itself. The guests are told why, in
+/// plain words, as the session's exit message.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionTimeouts {
+    /// A session with no host output and no guest input for this long
+    /// ends (default [`SESSION_IDLE_TIMEOUT`]). Pings, acks and resizes do
+    /// not count.
+    pub idle: Duration,
+    /// A session ends this long after it started, busy or not (default:
+    /// none).
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for SessionTimeouts {
+    fn default() -> Self {
+        Self {
+            idle: SESSION_IDLE_TIMEOUT,
+            max_lifetime: None,
+        }
+    }
+}
+
 /// Everything a server needs besides its listener.
 #[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
@@ -137,4 +163,6 @@ pub struct ServerConfig {
     pub token_key: Option<crate::token::TokenKey>,
     /// Which hosts may register; open registration by default.
     pub host_admission: crate::registry::HostAdmission,
+    /// When sessions end by themselves.
+    pub timeouts: SessionTimeouts,
 }

@@ -12,9 +12,9 @@ use rendezvous_proto::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Owner, Registry, RegistryError, gone, lock};
+use super::{Owner, Registry, RegistryError, gone, lock, watchdog};
 use crate::auth::Digest;
-use crate::config::{SESSION_START_TIMEOUT, limit_name};
+use crate::config::limit_name;
 use crate::session::Session;
 
 /// One connected host.
@@ -111,7 +111,8 @@ pub struct Registration {
 impl Registry {
     /// Asks `host` for a new shell of `cols` x `rows` cells. The session is
     /// registered at once; if the host has not opened its Data stream within
-    /// [`SESSION_START_TIMEOUT`], the session ends.
+    /// [`SESSION_START_TIMEOUT`](crate::config::SESSION_START_TIMEOUT), the session ends, as it does when idle or
+    /// at its maximum lifetime ([`SessionTimeouts`](crate::config::SessionTimeouts)).
     ///
     /// # Errors
     /// `Limit` (sessions per host), `HostGone`.
@@ -149,26 +150,7 @@ impl Registry {
             host.end_session(&session, gone("the host disconnected"));
             return Err(RegistryError::HostGone);
         }
-        // The watchdog ends at the deadline or with the session, whichever
-        // comes first; it holds no strong reference, so it keeps nothing
-        // alive.
-        let (weak_host, weak_session) = (Arc::downgrade(host), Arc::downgrade(&session));
-        let ended = session.ended().clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(SESSION_START_TIMEOUT) => {}
-                () = ended.cancelled() => return,
-            }
-            if let (Some(host), Some(session)) = (weak_host.upgrade(), weak_session.upgrade())
-                && !session.host_attached()
-            {
-                let message = format!(
-                    "the host did not start the shell within {} s",
-                    SESSION_START_TIMEOUT.as_secs()
-                );
-                host.end_session(&session, gone(&message));
-            }
-        });
+        watchdog::spawn(host, &session, self.config.timeouts);
         Ok(session)
     }
 

@@ -19,6 +19,7 @@
 //!   that their late calls are told so;
 //! - `host_admission`: which hosts may register, and the [`Owner`] each is
 //!   admitted as;
+//! - `watchdog`: each session's start, idle and lifetime timeouts;
 //! - `admission`: who may attach: secrets, guest tokens, the decoy digest;
 //! - `error`: [`RegistryError`].
 //!
@@ -53,6 +54,7 @@ mod host_admission;
 mod store;
 #[cfg(test)]
 mod tests;
+mod watchdog;
 
 pub use admission::Authenticated;
 use admission::check_secret;

@@ -58,6 +58,12 @@ pub(crate) struct Guest {
     /// attaches. The guest's stream enforces the window; only the guest's
     /// acks change this.
     pub(crate) acked_messages: u64,
+    /// When the guest last acknowledged something, or (without a byte
+    /// window) was sent output, or attached; a lag jump does not count. A
+    /// read-write guest that is behind stops holding the host back
+    /// [`RelayConfig::stalled_guest_timeout`](super::RelayConfig::stalled_guest_timeout)
+    /// after it.
+    pub(crate) last_progress: Instant,
     /// Attach order within the session: the earliest read-write guest
     /// becomes the primary writer when the current one leaves. Kept when
     /// the guest resumes.
@@ -117,6 +123,19 @@ pub(crate) struct Attached {
     pub(crate) next_seq: u64,
 }
 
+/// Who sets the host's pace: see [`Guests::pace`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pace {
+    /// No guest holds the host back.
+    Free,
+    /// The guests that do: the cursor of the one furthest ahead, and when
+    /// the last of them stalls if none of them moves.
+    Guests {
+        fastest_cursor: u64,
+        stalls_at: Instant,
+    },
+}
+
 /// The guests of one session.
 #[derive(Debug, Default)]
 pub(crate) struct Guests {
@@ -153,9 +172,29 @@ impl Guests {
         self.primary.as_deref() == Some(id)
     }
 
-    /// The cursor of the guest furthest ahead; `None` without guests.
-    pub(crate) fn fastest_cursor(&self) -> Option<u64> {
-        self.attached.values().map(|g| g.cursor).max()
+    /// Who holds the host back now, at `now`: the read-write guests that
+    /// read or acknowledged something within `stalled`. Read-only guests
+    /// never do: they lag instead.
+    pub(crate) fn pace(&self, now: Instant, stalled: Duration) -> Pace {
+        let pacing = self.attached.values().filter(|g| {
+            g.role == Role::ReadWrite && now.saturating_duration_since(g.last_progress) < stalled
+        });
+        pacing.fold(Pace::Free, |pace, g| {
+            let stalls_at = g.last_progress + stalled;
+            match pace {
+                Pace::Free => Pace::Guests {
+                    fastest_cursor: g.cursor,
+                    stalls_at,
+                },
+                Pace::Guests {
+                    fastest_cursor,
+                    stalls_at: at,
+                } => Pace::Guests {
+                    fastest_cursor: fastest_cursor.max(g.cursor),
+                    stalls_at: at.max(stalls_at),
+                },
+            }
+        })
     }
 
     /// The PTY size the read-write guests call for: the smallest cols and
@@ -213,6 +252,7 @@ impl Guests {
                 window: None,
                 acked: joining.cursor,
                 acked_messages: 0,
+                last_progress: now,
                 joined: carried.joined,
                 token: carried.token,
                 attachment,

@@ -18,14 +18,22 @@
 //! - a late joiner or a resuming guest starts from any retained offset.
 //!
 //! # Backpressure
-//! Before the host's next output message is read, [`Session::wait_for_room`]
+//! Before the host's next output message is taken, [`Session::wait_for_room`]
 //! waits until some guest is less than [`RelayConfig::backpressure_bytes`]
 //! behind the end of the stream. With one guest that stops reading, the
-//! session stops reading from the host, and HTTP/2 flow control carries the
-//! pause to the host's PTY reader. With several guests, the fastest one sets
-//! the pace: a slow guest lags, it never slows the host or the others. With
-//! no guest at all the host is never paused; old output is dropped from the
-//! retained output, as tmux drops old scrollback.
+//! session stops acknowledging the host's output, and the host's credit
+//! (see `rendezvous_proto::flow`) carries the pause to its PTY reader. With
+//! several guests, the fastest one sets the pace: a slow guest lags, it never
+//! slows the host or the others. With no guest at all the host is never
+//! paused; old output is dropped from the retained output, as tmux drops old
+//! scrollback.
+//!
+//! Only read-write guests set the pace, and only while they read or
+//! acknowledge: a read-only guest (a viewer) never holds the job back, and a
+//! read-write guest that is behind and has done neither for
+//! [`RelayConfig::stalled_guest_timeout`] (60 s; a stalled page, a
+//! background tab) stops holding it back. Both lag instead, and are told
+//! how many bytes they missed.
 
 //! # Files
 //! - `output`: the retained output (offsets, chunks, lag), without tokio;
@@ -57,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::Digest;
 use crate::terminal_replies;
 pub use guests::{DEFAULT_SIZE, MAX_DEPARTED_GUESTS, RESUME_GRACE};
-use guests::{Guest, Guests, Joining, clamp_size};
+use guests::{Guest, Guests, Joining, Pace, clamp_size};
 use input::Accepted;
 pub use input::{MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS};
 pub use output::MERGE_CHUNK_BYTES;
@@ -166,6 +174,9 @@ struct State {
     guests: Guests,
     /// Whether a host Data stream has taken the input queue.
     host_attached: bool,
+    /// When the host last sent output or a guest's input was taken (or the
+    /// session began): what the idle timeout measures from.
+    last_activity: Instant,
 }
 
 impl State {
@@ -239,6 +250,7 @@ impl Session {
                 size,
                 guests: Guests::default(),
                 host_attached: false,
+                last_activity: Instant::now(),
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
@@ -277,6 +289,12 @@ impl Session {
     /// Whether the session has ended.
     pub fn has_ended(&self) -> bool {
         lock(&self.state).exit.is_some()
+    }
+
+    /// When the host last sent output or a guest's input was taken (or
+    /// the session began). Pings, acks and resizes do not count.
+    pub fn last_activity(&self) -> Instant {
+        lock(&self.state).last_activity
     }
 
     /// Whether a host Data stream has attached.
@@ -321,29 +339,45 @@ impl Session {
                 return;
             }
             st.output.push(data);
+            st.last_activity = Instant::now();
         }
         self.changed.send_modify(|v| *v += 1);
     }
 
-    /// Waits until the host may send more output: the session has no guest,
-    /// or some guest trails the end by at most `backpressure_bytes`, or the
-    /// session has ended. See the module docs. Cancel-safe.
+    /// Waits until the host may send more output: no guest holds it back
+    /// (see [`Guests::pace`]: read-only guests never do, nor read-write
+    /// guests stalled for [`RelayConfig::stalled_guest_timeout`]), or the
+    /// fastest guest that does trails the end by at most the backpressure
+    /// window, or the session has ended. See the module docs. Cancel-safe.
     pub async fn wait_for_room(&self) {
         loop {
-            {
+            let stalls_at = {
                 let st = lock(&self.state);
-                match st.guests.fastest_cursor() {
-                    None => return,
-                    Some(_) if st.exit.is_some() => return,
-                    Some(c) if st.output.end() - c <= self.config.backpressure_window() => {
+                if st.exit.is_some() {
+                    return;
+                }
+                match st
+                    .guests
+                    .pace(Instant::now(), self.config.stalled_guest_timeout)
+                {
+                    Pace::Free => return,
+                    Pace::Guests { fastest_cursor, .. }
+                        if st.output.end() - fastest_cursor
+                            <= self.config.backpressure_window() =>
+                    {
                         return;
                     }
-                    Some(_) => {}
+                    Pace::Guests { stalls_at, .. } => stalls_at,
                 }
-            }
+            };
             // Only the host's ingest waits here, so a wake-up that came
-            // between the check and this line is kept as a permit.
-            self.room.notified().await;
+            // between the check and this line is kept as a permit. Without
+            // one, the guests that hold the host back have stalled by
+            // `stalls_at`, and it goes on.
+            tokio::select! {
+                () = self.room.notified() => {}
+                () = tokio::time::sleep_until(stalls_at.into()) => {}
+            }
         }
     }
 
@@ -511,6 +545,7 @@ impl Session {
         {
             out = Bytes::from(kept);
         }
+        st.last_activity = Instant::now();
         drop(st);
         if out.is_empty() {
             return Ok(());

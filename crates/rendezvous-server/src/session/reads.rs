@@ -2,6 +2,8 @@
 //! window (bytes), and the acks that open that window and the message
 //! window its stream keeps (see `crate::guest_stream`).
 
+use std::time::Instant;
+
 use super::output::Found;
 use super::{MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, Read, Session, SessionError, lock};
 
@@ -50,6 +52,12 @@ impl Session {
             && let Some(guest) = st.guests.get_mut(guest_id)
         {
             guest.cursor = to;
+            // What the guest did itself: a lag jump is not progress, and a
+            // guest with a byte window shows progress by its acks alone
+            // (its transport reads ahead of what it renders).
+            if guest.window.is_none() && matches!(found, Found::Output(_)) {
+                guest.last_progress = Instant::now();
+            }
             // Skipped bytes need no acknowledgement.
             if matches!(found, Found::Lagged(_)) {
                 guest.acked = guest.acked.max(to);
@@ -104,6 +112,9 @@ impl Session {
         if messages > guest.acked_messages {
             guest.acked_messages = messages;
             moved = true;
+        }
+        if moved {
+            guest.last_progress = Instant::now();
         }
         drop(st);
         if moved {

@@ -1,5 +1,7 @@
 //! The bounds of one session's relay, each with its unit and default.
 
+use std::time::Duration;
+
 /// Default bound of a session's retained output, in bytes (1 MiB).
 pub const RETAINED_OUTPUT_BYTES: usize = 1024 * 1024;
 
@@ -14,6 +16,12 @@ pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 256 * 1024;
 /// Default distance, in bytes, by which the fastest guest may trail the end
 /// of the output stream before the host is paused (256 KiB).
 pub const BACKPRESSURE_BYTES: u64 = 256 * 1024;
+
+/// Default time after which a read-write guest that is behind and has
+/// neither read nor acknowledged anything stops holding the host back, in
+/// ms (60 s): a stalled page or a background tab never holds the job for
+/// longer. The guest lags and is told so once it reads again.
+pub const STALLED_GUEST_TIMEOUT: Duration = Duration::from_millis(60_000);
 
 /// Smallest and largest acknowledged window a guest may ask for, in bytes
 /// (64 KiB and 64 MiB); see [`Session::set_window`](super::Session::set_window).
@@ -36,6 +44,10 @@ pub struct RelayConfig {
     /// At most half of `retained_output_bytes` takes effect (see
     /// [`RelayConfig::backpressure_window`]).
     pub backpressure_bytes: u64,
+    /// How long a read-write guest may go without reading or acknowledging
+    /// before it stops holding the host back (default
+    /// [`STALLED_GUEST_TIMEOUT`]). Read-only guests never hold it back.
+    pub stalled_guest_timeout: Duration,
 }
 
 impl RelayConfig {
@@ -57,6 +69,7 @@ impl Default for RelayConfig {
             retained_output_bytes: RETAINED_OUTPUT_BYTES,
             max_output_message_bytes: MAX_OUTPUT_MESSAGE_BYTES,
             backpressure_bytes: BACKPRESSURE_BYTES,
+            stalled_guest_timeout: STALLED_GUEST_TIMEOUT,
         }
     }
 }

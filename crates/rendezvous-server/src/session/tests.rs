@@ -9,6 +9,7 @@ fn small() -> RelayConfig {
         retained_output_bytes: 16,
         max_output_message_bytes: 8,
         backpressure_bytes: 100,
+        stalled_guest_timeout: STALLED_GUEST_TIMEOUT,
     }
 }
 
@@ -73,10 +74,10 @@ fn output_that_piled_up_goes_out_joined_up_to_the_message_limit() {
     assert_eq!(rest.len(), 10 * 32 * 1024 - MAX_OUTPUT_MESSAGE_BYTES);
 }
 
-#[test]
-fn a_guest_with_a_window_gets_nothing_past_its_acks() {
+#[tokio::test]
+async fn a_guest_with_a_window_gets_nothing_past_its_acks() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    s.add_guest("g".into(), Role::ReadOnly, 80, 24, None);
+    s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
     s.set_window("g", 1); // clamped up to MIN_WINDOW_BYTES
     s.push_output(&vec![b'x'; 8 * MIN_WINDOW_BYTES as usize]);
     let (_, first) = output(s.read("g", 0));
@@ -382,8 +383,8 @@ async fn host_pauses_only_when_every_guest_is_behind() {
     s.wait_for_room().await;
 }
 
-#[test]
-fn a_lag_jump_does_not_count_as_keeping_up() {
+#[tokio::test]
+async fn a_lag_jump_does_not_count_as_keeping_up() {
     let s = Session::new("s".into(), 80, 24, small());
     s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
     for _ in 0..4 {
@@ -391,5 +392,46 @@ fn a_lag_jump_does_not_count_as_keeping_up() {
     }
     // 40 written, 16 retained: the guest lags to offset 24, 16 behind.
     assert_eq!(s.read("g", 0), Read::Lagged { missed: 24 });
+    assert!(s.wait_for_room().now_or_never().is_none());
+}
+
+#[tokio::test]
+async fn read_only_guests_never_hold_the_host_back() {
+    let s = Session::new("s".into(), 80, 24, small());
+    s.add_guest("viewer".into(), Role::ReadOnly, 80, 24, None);
+    s.push_output(&[b'x'; 200]);
+    // Far behind, yet the host goes on; the viewer lags.
+    assert!(s.wait_for_room().now_or_never().is_some());
+    assert!(matches!(s.read("viewer", 0), Read::Lagged { .. }));
+    // A read-write guest as far behind holds it back.
+    s.add_guest("writer".into(), Role::ReadWrite, 80, 24, Some(184));
+    s.push_output(&[b'x'; 16]);
+    assert!(s.wait_for_room().now_or_never().is_none());
+}
+
+#[tokio::test]
+async fn a_stalled_writer_stops_holding_the_host_back() {
+    let stalled = std::time::Duration::from_millis(300);
+    let s = Session::new(
+        "s".into(),
+        80,
+        24,
+        RelayConfig {
+            stalled_guest_timeout: stalled,
+            ..small()
+        },
+    );
+    let attached_at = std::time::Instant::now();
+    s.add_guest("tab".into(), Role::ReadWrite, 80, 24, None);
+    s.push_output(&[b'x'; 200]);
+    assert!(s.wait_for_room().now_or_never().is_none());
+    tokio::time::timeout(std::time::Duration::from_secs(20), s.wait_for_room())
+        .await
+        .expect("the host goes on once the guest has stalled");
+    assert!(attached_at.elapsed() >= stalled);
+    // Reading again makes it hold the host back again once it is behind.
+    assert!(matches!(s.read("tab", 0), Read::Lagged { .. }));
+    let (_, _) = output(s.read("tab", 184));
+    s.push_output(&[b'y'; 16]);
     assert!(s.wait_for_room().now_or_never().is_none());
 }
