@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
@@ -123,6 +124,7 @@ impl ServeArgs {
                 idle: self.session_idle_timeout,
                 max_lifetime: self.max_session_lifetime,
             },
+            failure_quotas: FailureQuotas::default(),
         })
     }
 

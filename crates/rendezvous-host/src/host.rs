@@ -92,6 +92,15 @@ impl Host {
     /// told "host shut down" (waiting at most a few seconds for the server),
     /// and `run` returns `Ok(())`.
     ///
+    /// First, `run` makes this process non-dumpable
+    /// (`prctl(PR_SET_DUMPABLE, 0)`, as ssh-agent and gpg-agent do): a shell
+    /// it starts, running as the same user, then cannot read the process's
+    /// environment or memory (`/proc/PID/environ`, `/proc/PID/mem`, ptrace),
+    /// where the secrets and the host token are. It also means no core
+    /// dumps and no debugger attaching without privilege, for the whole
+    /// process that embeds the host. Root, or a user with `CAP_SYS_PTRACE`,
+    /// can still read them. A failure to set it is logged, not fatal.
+    ///
     /// # Errors
     /// When the server ends the control stream with:
     /// - `INVALID_ARGUMENT`: [`HostError::InvalidArgument`];
@@ -107,6 +116,11 @@ impl Host {
     where
         F: Future<Output = ()>,
     {
+        if let Err(e) =
+            rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        {
+            tracing::warn!(error = %e, "cannot make the host process non-dumpable");
+        }
         let (stop_tx, stop_rx) = watch::channel(false);
         let serve = self.serve(stop_rx);
         tokio::pin!(serve, shutdown);

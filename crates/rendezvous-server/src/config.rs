@@ -165,4 +165,7 @@ pub struct ServerConfig {
     pub host_admission: crate::registry::HostAdmission,
     /// When sessions end by themselves.
     pub timeouts: SessionTimeouts,
+    /// How many failed authentications a client IP, or a task, may have
+    /// (see [`crate::auth_limit`]).
+    pub failure_quotas: crate::auth_limit::FailureQuotas,
 }

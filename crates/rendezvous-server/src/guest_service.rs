@@ -1,6 +1,7 @@
 //! `GuestService`: a thin adapter from gRPC (and gRPC-Web) to the registry
 //! and sessions.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
@@ -21,7 +22,7 @@ use crate::guest_stream::{EventStream, GuestStream};
 use crate::metrics::Metrics;
 use crate::registry::{Authenticated, JoinedGuest, Registry, RegistryError};
 use crate::session::{NewGuest, Session};
-use crate::status::refused;
+use crate::status::{client_ip, refused};
 
 /// Input of one `Terminal` call read but waiting for the host's input
 /// queue, in messages (16). Past it the call's requests are left unread.
@@ -41,7 +42,11 @@ impl GuestApi {
 
     /// Validates the request's names, authenticates, finds or opens the
     /// session, and attaches the guest.
-    async fn attach_guest(&self, req: AttachRequest) -> Result<GuestStream, Status> {
+    async fn attach_guest(
+        &self,
+        ip: Option<IpAddr>,
+        req: AttachRequest,
+    ) -> Result<GuestStream, Status> {
         // A malformed name cannot name a task, host or session that exists,
         // so refusing it before authentication tells nothing about them.
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
@@ -53,7 +58,7 @@ impl GuestApi {
         let refused = |e| refused(self.registry.metrics(), e);
         let Authenticated { role, hosts, .. } = self
             .registry
-            .authenticate_guest(&task_id, &req.secret, &req.token)
+            .authenticate_guest(ip, &task_id, &req.secret, &req.token)
             .await
             .map_err(refused)?;
         if hosts.is_empty() {
@@ -168,7 +173,8 @@ impl GuestService for GuestApi {
         &self,
         request: Request<AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        let stream = self.attach_guest(request.into_inner()).await?;
+        let ip = client_ip(&request);
+        let stream = self.attach_guest(ip, request.into_inner()).await?;
         Ok(Response::new(stream.into_stream()))
     }
 
@@ -211,6 +217,7 @@ impl GuestService for GuestApi {
         &self,
         request: Request<Streaming<TerminalRequest>>,
     ) -> Result<Response<EventStream>, Status> {
+        let ip = client_ip(&request);
         let mut inbound = request.into_inner();
         let Some(TerminalRequest {
             message: Some(terminal_request::Message::Attach(attach)),
@@ -220,7 +227,7 @@ impl GuestService for GuestApi {
                 "the first Terminal request must be attach",
             ));
         };
-        let stream = self.attach_guest(attach).await?;
+        let stream = self.attach_guest(ip, attach).await?;
         // A resumed guest's input goes on from where its session is.
         let mut seq = stream.next_input_seq();
         let guest_id = stream.guest_id().to_owned();
@@ -291,11 +298,12 @@ impl GuestService for GuestApi {
         &self,
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
+        let ip = client_ip(&request);
         let req = request.into_inner();
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
         let Authenticated { hosts, .. } = self
             .registry
-            .authenticate_guest(&task_id, &req.secret, &req.token)
+            .authenticate_guest(ip, &task_id, &req.secret, &req.token)
             .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let hosts = hosts

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::first_message::first_message;
 use crate::registry::{HOST_TOKEN_METADATA, Host, Registry, gone};
-use crate::status::refused;
+use crate::status::{client_ip, refused};
 use crate::task_stream::TaskStream;
 
 /// The response stream type of `Control`.
@@ -63,9 +63,7 @@ impl HostService for HostApi {
         // the server reads anything it sends.
         let owner = self
             .registry
-            .config()
-            .host_admission
-            .admit(host_token(request.metadata()))
+            .admit_host(client_ip(&request), host_token(request.metadata()))
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {

@@ -34,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod auth_limit;
 pub mod config;
 
 mod first_message;

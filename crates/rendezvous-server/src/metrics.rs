@@ -64,6 +64,9 @@ pub struct Metrics {
     /// Attach, list and host registrations refused for an unknown task or
     /// a wrong secret or token.
     pub auth_failures: Counter,
+    /// Attempts refused because their client IP or task had too many
+    /// failed authentications (see [`crate::auth_limit`]).
+    pub auth_rate_limited: Counter,
     /// Requests refused with `RESOURCE_EXHAUSTED`, by limit.
     pub limit_refusals: Family<LimitLabel, Counter>,
 }
@@ -90,6 +93,7 @@ impl Metrics {
             guest_input_bytes: Counter::default(),
             lagged_bytes: Counter::default(),
             auth_failures: Counter::default(),
+            auth_rate_limited: Counter::default(),
             limit_refusals: Family::default(),
         };
         let gauges = [
@@ -134,8 +138,13 @@ impl Metrics {
             ),
             (
                 "auth_failures",
-                "Requests refused for an unknown task or a wrong secret or token",
+                "Requests refused for an unknown task, a wrong secret or token, or a host not admitted",
                 &metrics.auth_failures,
+            ),
+            (
+                "auth_rate_limited",
+                "Attempts refused because their client IP or task had too many failed authentications",
+                &metrics.auth_rate_limited,
             ),
         ];
         for (name, help, counter) in counters {

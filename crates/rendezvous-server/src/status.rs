@@ -6,8 +6,15 @@ use crate::metrics::Metrics;
 use crate::registry::RegistryError;
 use crate::session::SessionError;
 
-/// Counts `e` where the metrics show it (an unknown task, wrong secret or
-/// bad token in `auth_failures`; a limit in `limit_refusals{limit}`), and
+/// The client's IP address, when the listener recorded the connection's
+/// peer (tonic's `TcpConnectInfo`). Behind a proxy, it is the proxy's.
+pub(crate) fn client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+    request.remote_addr().map(|a| a.ip())
+}
+
+/// Counts `e` where the metrics show it (an unknown task, wrong secret,
+/// bad token or a host not admitted in `auth_failures`; a locked client IP
+/// or task in `auth_rate_limited`; a limit in `limit_refusals{limit}`), and
 /// maps it: the services call this where they turn a registry refusal into
 /// their answer, so the registry itself counts nothing.
 pub(crate) fn refused(metrics: &Metrics, e: RegistryError) -> Status {
@@ -16,6 +23,12 @@ pub(crate) fn refused(metrics: &Metrics, e: RegistryError) -> Status {
             metrics.auth_failures.inc();
         }
         RegistryError::Limit { name, .. } => metrics.refused_at(name),
+        RegistryError::TooManyFailures(_) => {
+            metrics.auth_rate_limited.inc();
+        }
+        RegistryError::HostNotAdmitted(_) => {
+            metrics.auth_failures.inc();
+        }
         _ => {}
     }
     Status::from(e)
@@ -32,7 +45,9 @@ impl From<RegistryError> for Status {
             RegistryError::NoSuchHost(_)
             | RegistryError::NoHost
             | RegistryError::NoSuchSession(_) => Code::NotFound,
-            RegistryError::Limit { .. } => Code::ResourceExhausted,
+            RegistryError::Limit { .. } | RegistryError::TooManyFailures(_) => {
+                Code::ResourceExhausted
+            }
             RegistryError::BadGuest
             | RegistryError::BadHost
             | RegistryError::HostNotAdmitted(_) => Code::Unauthenticated,

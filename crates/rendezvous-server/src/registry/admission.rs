@@ -2,6 +2,7 @@
 //! token, checked in constant time, with a decoy digest so that an unknown
 //! task costs what a wrong secret does and says the same.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use rendezvous_proto::Role;
@@ -34,12 +35,63 @@ pub(super) fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError
 
 impl Registry {
     /// Checks a guest's credential for `task_id`: the task's secret, or,
-    /// when `secret` is empty, a guest token (see [`crate::token`]).
+    /// when `secret` is empty, a guest token (see [`crate::token`]). Failures
+    /// count against `ip` and the task ([`crate::auth_limit`]).
     ///
     /// # Errors
     /// `Denied` for an unknown task, a wrong secret, or a token for another
-    /// task alike; `Token` for an invalid or expired token.
+    /// task alike; `Token` for an invalid or expired token;
+    /// `TooManyFailures` while `ip` or the task is locked, whatever the
+    /// credential.
     pub async fn authenticate_guest(
+        &self,
+        ip: Option<IpAddr>,
+        task_id: &TaskId,
+        secret: &str,
+        token: &str,
+    ) -> Result<Authenticated, RegistryError> {
+        self.failures
+            .check(ip, Some(task_id))
+            .map_err(RegistryError::TooManyFailures)?;
+        let result = self.check_guest_credential(task_id, secret, token).await;
+        if let Err(RegistryError::Denied | RegistryError::Token(_)) = &result
+            && let Some(locked) = self.failures.failed(ip, Some(task_id))
+        {
+            tracing::warn!(
+                client_ip = ?ip, task = %task_id, retry_after_ms = locked.retry_after.as_millis(),
+                "too many failed authentications: locked"
+            );
+        }
+        result
+    }
+
+    /// Admits a host that presented `token` (see
+    /// [`HostAdmission::admit`](super::HostAdmission::admit)),
+    /// under the same limits on failures as guests, per client IP.
+    ///
+    /// # Errors
+    /// `HostNotAdmitted`, or `TooManyFailures` while `ip` is locked.
+    pub fn admit_host(
+        &self,
+        ip: Option<IpAddr>,
+        token: Option<&str>,
+    ) -> Result<Owner, RegistryError> {
+        self.failures
+            .check(ip, None)
+            .map_err(RegistryError::TooManyFailures)?;
+        let result = self.config.host_admission.admit(token);
+        if result.is_err()
+            && let Some(locked) = self.failures.failed(ip, None)
+        {
+            tracing::warn!(
+                client_ip = ?ip, retry_after_ms = locked.retry_after.as_millis(),
+                "too many refused host registrations: locked"
+            );
+        }
+        result
+    }
+
+    async fn check_guest_credential(
         &self,
         task_id: &TaskId,
         secret: &str,

@@ -54,6 +54,10 @@ pub enum RegistryError {
     /// text says what to do.
     #[error("{0}")]
     HostNotAdmitted(String),
+    /// Too many failed authentications from this client IP, or on this
+    /// task: locked for a while, whatever the credential.
+    #[error("{0}")]
+    TooManyFailures(crate::auth_limit::TooManyFailures),
     /// The host has gone.
     #[error("the host has disconnected")]
     HostGone,

@@ -42,6 +42,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
+use crate::auth_limit::FailureLimits;
 use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig};
 use crate::metrics::{Connected, Metrics};
 
@@ -105,6 +106,8 @@ pub struct Registry {
     decoy: Digest,
     /// Counters of what passed through, and the gauges' home.
     metrics: Arc<Metrics>,
+    /// Failed authentications per client IP and per task.
+    failures: FailureLimits,
 }
 
 impl Registry {
@@ -121,6 +124,7 @@ impl Registry {
         config.limits.input_bytes = config.limits.input_bytes.min(MAX_INPUT_BYTES);
         config.relay.max_output_message_bytes =
             config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
+        let failures = FailureLimits::new(config.failure_quotas);
         Self {
             config,
             store,
@@ -128,6 +132,7 @@ impl Registry {
             guests: Mutex::default(),
             decoy: Digest::of(&new_token()),
             metrics: Arc::new(Metrics::new()),
+            failures,
         }
     }
 
