@@ -23,8 +23,10 @@ use tonic::transport::Channel;
 async fn own_channel(server: &TestServer) -> Channel {
     rendezvous_proto::endpoint::endpoint(&server.url)
         .unwrap()
-        .initial_stream_window_size(64 * 1024)
-        .initial_connection_window_size(64 * 1024)
+        .map_endpoint(|e| {
+            e.initial_stream_window_size(64 * 1024)
+                .initial_connection_window_size(64 * 1024)
+        })
         .connect()
         .await
         .unwrap()
@@ -656,8 +658,10 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
     // fetch over HTTP/1.1 does; only the acknowledged window holds it.
     let channel = rendezvous_proto::endpoint::endpoint(&server.url)
         .unwrap()
-        .initial_stream_window_size(8 * 1024 * 1024)
-        .initial_connection_window_size(8 * 1024 * 1024)
+        .map_endpoint(|e| {
+            e.initial_stream_window_size(8 * 1024 * 1024)
+                .initial_connection_window_size(8 * 1024 * 1024)
+        })
         .connect()
         .await
         .unwrap();

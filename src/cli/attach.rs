@@ -68,7 +68,7 @@ pub async fn run(args: AttachArgs) -> anyhow::Result<i32> {
     // no escape sequences: stdin bytes all go to the session.
     let interactive = std::io::stdin().is_terminal();
     let (cols, rows) = terminal_size().unwrap_or((0, 0));
-    let client = Client::connect(&args.guest.server).await?;
+    let client = Client::connect_with(&args.guest.server, &args.guest.tls.options()?).await?;
     let options = AttachOptions {
         host_name: args.host,
         session_id: args.session,

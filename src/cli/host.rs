@@ -27,6 +27,8 @@ pub struct HostArgs {
     /// URL of the rendezvous server (http:// or https://).
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8080")]
     server: String,
+    #[command(flatten)]
+    tls: crate::cli::tls_args::TlsArgs,
     /// The task to publish: 1-128 characters of A-Z a-z 0-9 . _ : -
     #[arg(long, value_name = "ID")]
     task_id: String,
@@ -82,6 +84,7 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
 /// and returns), or until the server refuses the host for good.
 pub async fn run(args: HostArgs) -> anyhow::Result<()> {
     let mut builder = Host::builder(args.server)
+        .tls(args.tls.options()?)
         .task_id(args.task_id)
         .name(args.name)
         // The shells must not inherit the secrets from our environment.

@@ -7,4 +7,5 @@ pub mod guest_args;
 pub mod host;
 pub mod serve;
 pub mod sessions;
+pub mod tls_args;
 pub mod token;

@@ -1,6 +1,7 @@
 //! `rendezvous serve`: the rendezvous server.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
+use rendezvous_server::tls::{TlsConfig, TlsError};
 use rendezvous_server::token::TokenKey;
 use rendezvous_server::{Limits, Server, ServerConfig};
 
@@ -81,6 +83,34 @@ pub struct ServeArgs {
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
     pub max_connections: usize,
+    /// Serve TLS with this certificate chain (PEM, leaf first). Needs
+    /// --tls-key. Both files are read again on SIGHUP: new connections get
+    /// the new certificate, open ones go on; a bad file keeps the old one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TLS_CERT",
+        requires = "tls_key",
+        conflicts_with = "tls_self_signed"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with an ephemeral self-signed certificate, for trials
+    /// (valid for localhost, 127.0.0.1, ::1 and the listen address). Prints
+    /// its SHA-256 fingerprint for clients' --server-fingerprint.
+    #[arg(long)]
+    pub tls_self_signed: bool,
+    /// Serve cleartext on an address that is not loopback: only for a
+    /// server behind a TLS proxy (e.g. Caddy) that terminates TLS for it.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_self_signed"])]
+    pub insecure: bool,
 }
 
 impl ServeArgs {
@@ -198,11 +228,60 @@ pub fn parse_origin(s: &str) -> Result<http::HeaderValue, String> {
     http::HeaderValue::from_str(s).map_err(|_| bad())
 }
 
-/// Runs `rendezvous serve` until Ctrl-C or SIGTERM.
+/// Refuses cleartext on an address that is not loopback (127.0.0.0/8,
+/// ::1) unless `insecure` says a TLS proxy is in front.
+///
+/// # Errors
+/// The sentence that names the ways out: `--tls-cert`/`--tls-key`,
+/// `--tls-self-signed`, or `--insecure` behind a TLS proxy.
+pub fn check_cleartext(listen: SocketAddr, tls: bool, insecure: bool) -> anyhow::Result<()> {
+    if tls || insecure || listen.ip().to_canonical().is_loopback() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "refusing to serve cleartext on {listen}, which is not a loopback address: \
+         serve TLS with --tls-cert FILE --tls-key FILE (or --tls-self-signed for a trial), \
+         or pass --insecure if this server is behind a TLS proxy that terminates TLS for it"
+    )
+}
+
+impl ServeArgs {
+    /// The TLS configuration these flags describe: the certificate files,
+    /// a new self-signed certificate, or none.
+    ///
+    /// # Errors
+    /// The [`TlsError`] of a file that cannot be used.
+    pub fn tls(&self) -> anyhow::Result<Option<TlsConfig>> {
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            return Ok(Some(TlsConfig::from_files(cert, key)?));
+        }
+        if self.tls_self_signed {
+            return Ok(Some(TlsConfig::self_signed(self.listen.ip())?));
+        }
+        Ok(None)
+    }
+}
+
+/// Runs `rendezvous serve` until Ctrl-C or SIGTERM; SIGHUP reloads the
+/// TLS certificate files and the host token file.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let server = Server::bind(args.listen, args.config()?)
+    // Before binding: a refused address is never exposed, not even briefly.
+    let tls_wanted = args.tls_cert.is_some() || args.tls_self_signed;
+    check_cleartext(args.listen, tls_wanted, args.insecure)?;
+    let config = args.config()?;
+    let tls = args.tls()?;
+    // Installed before anything is printed, so that a SIGHUP sent once the
+    // address is known reloads (the TLS files, the host token file) rather
+    // than kills.
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
+    let host_tokens = config.host_admission.tokens.clone();
+    let mut server = Server::bind(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(tls) = &tls {
+        server = server.with_tls(tls.clone());
+    }
     let addr = server.local_addr()?;
     let metrics_listener = match args.metrics_listen {
         Some(metrics_addr) => {
@@ -235,40 +314,77 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         println!("rendezvous: host registration is open (loopback or --allow-open-registration)");
     }
-    // Listening for SIGHUP before saying we listen: its default action
-    // would end the process.
-    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot listen for SIGHUP")?;
-    let reload = reload_on_sighup(hangups, admission.tokens.clone());
-    println!("rendezvous: listening on http://{addr}");
+    let scheme = match &tls {
+        Some(tls) => {
+            match tls.files() {
+                Some((cert, _)) => println!(
+                    "rendezvous: TLS certificate {}, SHA-256 fingerprint {}",
+                    cert.display(),
+                    tls.fingerprint()
+                ),
+                None => println!(
+                    "rendezvous: self-signed TLS certificate (for trials); \
+                     clients pin it with --server-fingerprint {}",
+                    tls.fingerprint()
+                ),
+            }
+            "https"
+        }
+        None => "http",
+    };
+    println!("rendezvous: listening on {scheme}://{addr}");
+    let reloads = reload_on_hangup(tls, host_tokens, hangups);
     tokio::select! {
         result = server.run(shutdown_signal()) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
-        () = reload => {}
+        () = reloads => {}
     }
     Ok(())
 }
 
-/// Reloads what can be reloaded (the host token file) on each SIGHUP, for
-/// as long as the server runs. A file that fails to load is logged, and
-/// what was loaded before stays in force.
-async fn reload_on_sighup(
-    mut hangups: tokio::signal::unix::Signal,
+/// Reloads what can be reloaded on each SIGHUP, for as long as the
+/// server runs: the TLS certificate files (as [`TlsConfig::reload`] does)
+/// and the host token file. A file that cannot be used is logged, and what
+/// was loaded before stays in force. Returns only if the signal stream
+/// ends.
+async fn reload_on_hangup(
+    tls: Option<TlsConfig>,
     host_tokens: Option<Arc<HostTokenFile>>,
+    mut hangups: tokio::signal::unix::Signal,
 ) {
     while hangups.recv().await.is_some() {
-        if let Some(file) = &host_tokens {
-            match file.reload() {
-                Ok(count) => tracing::info!(
-                    path = %file.path().display(), tokens = count, "host token file reloaded"
+        if let Some(tls) = &tls {
+            let reloading = tls.clone();
+            // Reading the files blocks: off the runtime's threads.
+            match tokio::task::spawn_blocking(move || reloading.reload()).await {
+                Ok(Ok(fingerprint)) => tracing::info!(
+                    %fingerprint,
+                    "SIGHUP: reloaded the TLS certificate; new connections use it"
                 ),
-                Err(e) => tracing::error!(
-                    error = %e, "host token file not reloaded: the previous tokens stay in force"
+                Ok(Err(TlsError::NotFromFiles)) => tracing::info!(
+                    "SIGHUP: a self-signed certificate has no files to reload; keeping it"
                 ),
+                Ok(Err(error)) => tracing::error!(
+                    %error,
+                    "SIGHUP: cannot reload the TLS certificate; keeping the old one"
+                ),
+                Err(error) => tracing::error!(%error, "SIGHUP: the reload failed"),
+            }
+        }
+        if let Some(file) = host_tokens.clone() {
+            let path = file.path().display().to_string();
+            match tokio::task::spawn_blocking(move || file.reload()).await {
+                Ok(Ok(count)) => tracing::info!(
+                    %path, tokens = count, "SIGHUP: reloaded the host token file"
+                ),
+                Ok(Err(error)) => tracing::error!(
+                    %error,
+                    "SIGHUP: cannot reload the host token file; the previous tokens stay in force"
+                ),
+                Err(error) => tracing::error!(%error, "SIGHUP: the reload failed"),
             }
         }
     }
-    std::future::pending().await
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd
@@ -292,7 +408,7 @@ pub async fn shutdown_signal() {
 mod tests {
     use clap::Parser;
 
-    use super::{ServeArgs, parse_origin};
+    use super::{ServeArgs, check_cleartext, parse_origin};
 
     #[derive(Debug, Parser)]
     struct Cli {
@@ -369,6 +485,61 @@ mod tests {
         ])
         .unwrap();
         assert!(!admitted.host_admission.is_open());
+    }
+
+    #[test]
+    fn tls_flags_go_together_and_exclude_insecure() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: super::ServeArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from([&["serve"], args].concat());
+        let both = parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap();
+        assert!(both.args.tls_cert.is_some() && both.args.tls_key.is_some());
+        assert!(parse(&["--tls-self-signed"]).unwrap().args.tls_self_signed);
+        for bad in [
+            &["--tls-cert", "c.pem"][..],
+            &["--tls-key", "k.pem"],
+            &[
+                "--tls-self-signed",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem",
+            ],
+            &["--insecure", "--tls-self-signed"],
+            &["--insecure", "--tls-cert", "c.pem", "--tls-key", "k.pem"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cleartext_off_loopback_needs_tls_or_insecure() {
+        for loopback in [
+            "127.0.0.1:80",
+            "127.1.2.3:80",
+            "[::1]:80",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(check_cleartext(loopback.parse().unwrap(), false, false).is_ok());
+        }
+        for exposed in ["0.0.0.0:80", "[::]:80", "192.0.2.1:80", "[2001:db8::1]:80"] {
+            let addr = exposed.parse().unwrap();
+            let error = check_cleartext(addr, false, false).unwrap_err().to_string();
+            for needed in [
+                "--tls-cert",
+                "--tls-self-signed",
+                "--insecure",
+                "behind a TLS proxy",
+            ] {
+                assert!(error.contains(needed), "{error}");
+            }
+            assert!(check_cleartext(addr, true, false).is_ok());
+            assert!(check_cleartext(addr, false, true).is_ok());
+        }
     }
 
     #[test]

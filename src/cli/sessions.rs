@@ -17,7 +17,7 @@ pub struct SessionsArgs {
 /// shows as one line whose SESSION is `-`; see
 /// [`rendezvous_guest::listing::format_sessions`].
 pub async fn run(args: SessionsArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.guest.server).await?;
+    let client = Client::connect_with(&args.guest.server, &args.guest.tls.options()?).await?;
     let hosts = client
         .list_sessions(&args.guest.task_id, &args.guest.secret)
         .await?;

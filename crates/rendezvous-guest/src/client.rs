@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use rendezvous_proto::endpoint::endpoint;
+use rendezvous_proto::endpoint::ServerEndpoint;
 use rendezvous_proto::flow::GUEST_WINDOW_MESSAGES;
 use rendezvous_proto::ids::{HostName, TaskId};
 use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
+use rendezvous_proto::tls::TlsOptions;
 use rendezvous_proto::v1::guest_service_client::GuestServiceClient;
 use rendezvous_proto::v1::{
     AckRequest, AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest,
@@ -145,17 +146,29 @@ impl AttachOptions {
 }
 
 impl Client {
-    /// Connects to the server at `server` (`http://` or `https://`).
+    /// Connects to the server at `server` (`http://` or `https://`, which
+    /// trusts the platform's root certificates).
     ///
     /// # Errors
     /// [`GuestError::InvalidUrl`] for a bad URL, [`GuestError::Unreachable`]
     /// when no connection can be made.
     pub async fn connect(server: &str) -> Result<Self, GuestError> {
+        Self::connect_with(server, &TlsOptions::default()).await
+    }
+
+    /// Connects to the `https://` server at `server`, trusting it as `tls`
+    /// says: a CA certificate, or a pinned fingerprint of its certificate.
+    ///
+    /// # Errors
+    /// [`GuestError::InvalidUrl`] for a bad URL or unusable TLS options,
+    /// [`GuestError::Unreachable`] when no connection can be made; for a
+    /// refused certificate its reason starts with "TLS certificate".
+    pub async fn connect_with(server: &str, tls: &TlsOptions) -> Result<Self, GuestError> {
         let context = ErrorContext {
             server: server.into(),
             secret: None,
         };
-        let channel = endpoint(server)?
+        let channel = ServerEndpoint::new(server, tls)?
             .connect()
             .await
             .map_err(|error| context.unreachable(&error))?;
@@ -168,7 +181,16 @@ impl Client {
     /// # Errors
     /// [`GuestError::InvalidUrl`] for a bad URL.
     pub fn connect_lazy(server: &str) -> Result<Self, GuestError> {
-        let channel = endpoint(server)?.connect_lazy();
+        Self::connect_lazy_with(server, &TlsOptions::default())
+    }
+
+    /// [`connect_lazy`](Self::connect_lazy), trusting the server as `tls`
+    /// says (see [`connect_with`](Self::connect_with)).
+    ///
+    /// # Errors
+    /// [`GuestError::InvalidUrl`] for a bad URL or unusable TLS options.
+    pub fn connect_lazy_with(server: &str, tls: &TlsOptions) -> Result<Self, GuestError> {
+        let channel = ServerEndpoint::new(server, tls)?.connect_lazy();
         Ok(Self::new(channel, server.into()))
     }
 

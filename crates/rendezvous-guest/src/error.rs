@@ -16,7 +16,7 @@ use crate::secret::Secret;
 /// An error of the guest client. Its `Display` is a sentence for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum GuestError {
-    /// The server URL cannot be used.
+    /// The server URL, or the TLS options for it, cannot be used.
     #[error(transparent)]
     InvalidUrl(#[from] EndpointError),
 

@@ -47,6 +47,7 @@ pub use client::{
 pub use error::GuestError;
 pub use events::{Event, EventReader, describe_exit, exit_code};
 pub use rendezvous_proto::ids::{HostName, TaskId};
+pub use rendezvous_proto::tls::{Fingerprint, TlsOptions};
 pub use rendezvous_proto::v1::{
     Attached, ExitStatus, HostInfo, Lagged, Output, Role, SessionInfo, WindowSize,
 };

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use rendezvous_proto::endpoint::ServerEndpoint;
 use rendezvous_proto::ids::{
     DEFAULT_HOST_NAME, HostName, TaskId, check_labels, check_secret_strength,
 };
-use tonic::transport::Endpoint;
+use rendezvous_proto::tls::TlsOptions;
 
 use crate::pty::CommandSpec;
 use crate::secret::Secret;
@@ -34,6 +35,7 @@ pub struct HostBuilder {
     env_remove: Vec<OsString>,
     current_dir: Option<PathBuf>,
     labels: BTreeMap<String, String>,
+    tls: TlsOptions,
 }
 
 /// Everything a built host knows; only valid values.
@@ -41,7 +43,7 @@ pub struct HostBuilder {
 pub(crate) struct Config {
     /// The server URL as given, without a trailing `/`.
     pub(crate) server: String,
-    pub(crate) endpoint: Endpoint,
+    pub(crate) endpoint: ServerEndpoint,
     pub(crate) task_id: TaskId,
     pub(crate) host_name: HostName,
     pub(crate) secret: Secret,
@@ -66,7 +68,17 @@ impl HostBuilder {
             env_remove: Vec::new(),
             current_dir: None,
             labels: BTreeMap::new(),
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// Which `https://` server to trust: a CA certificate (PEM) or a
+    /// pinned SHA-256 fingerprint of the server's certificate (see
+    /// [`TlsOptions`]). Default: the platform's root certificates. Only
+    /// for an `https://` server URL.
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The task this host serves (required): 1–128 characters of
@@ -155,7 +167,10 @@ impl HostBuilder {
     ///
     /// # Errors
     /// - [`HostError::InvalidServerUrl`]: the URL is not `http://` or
-    ///   `https://`, or does not parse.
+    ///   `https://`, or does not parse; or the [`tls`](Self::tls) options
+    ///   cannot be used (both a CA and a pin, a CA PEM without a
+    ///   certificate, options for an `http://` URL, or, for `https://`
+    ///   without options, a machine without root certificates).
     /// - [`HostError::MissingTaskId`]: no task ID.
     /// - [`HostError::InvalidName`]: the task ID or host name breaks the
     ///   charset or length rule.
@@ -171,7 +186,7 @@ impl HostBuilder {
     /// - [`HostError::Random`]: generating the secret failed.
     pub fn build(self) -> Result<Host, HostError> {
         let server = self.server.trim_end_matches('/').to_owned();
-        let endpoint = rendezvous_proto::endpoint::endpoint(&server)?;
+        let endpoint = ServerEndpoint::new(&server, &self.tls)?;
         let task_id = TaskId::new(self.task_id.ok_or(HostError::MissingTaskId)?)?;
         let host_name = HostName::new(self.name.unwrap_or_else(|| DEFAULT_HOST_NAME.to_owned()))?;
         let secret = match self.secret {

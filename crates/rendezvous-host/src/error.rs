@@ -47,7 +47,8 @@ pub enum HostError {
     #[error("invalid labels: {0}")]
     InvalidLabel(String),
 
-    /// The server URL is not a usable `http://` or `https://` URL.
+    /// The server URL is not a usable `http://` or `https://` URL, or the
+    /// TLS options for it cannot be used.
     #[error(transparent)]
     InvalidServerUrl(#[from] EndpointError),
 

@@ -45,5 +45,6 @@ pub use control::MAX_SESSIONS;
 pub use error::HostError;
 pub use host::{Host, REREGISTER_WINDOW};
 pub use pty::{DEFAULT_COLS, DEFAULT_ROWS, TERM};
+pub use rendezvous_proto::tls::{Fingerprint, TlsOptions};
 pub use secret::GENERATED_SECRET_BYTES;
 pub use status::HostStatus;

@@ -1,7 +1,7 @@
 //! Rendezvous wire types: the messages and gRPC stubs generated from
 //! `proto/rendezvous/v1/rendezvous.proto`, plus the small helpers every party
-//! shares (ID validation, message sizes, flow control). No relay or
-//! transport logic lives here.
+//! shares (ID validation, message sizes, flow control, and the client's
+//! connection: `endpoint`, with TLS in `tls`). No relay logic lives here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -16,5 +16,6 @@ pub mod endpoint;
 pub mod flow;
 pub mod ids;
 pub mod message_size;
+pub mod tls;
 
 pub use v1::*;

@@ -19,7 +19,9 @@
 //!   on an address of its own;
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it; [`Server::spawn`] runs it
-//!   as a [`RunningServer`] (demo, bench, tests).
+//!   as a [`RunningServer`] (demo, bench, tests);
+//! - [`tls`]: the listener's certificate (files reloaded on SIGHUP, or
+//!   self-signed), ALPN and HSTS.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -53,6 +55,7 @@ pub mod session;
 mod status;
 mod task_stream;
 pub mod terminal_replies;
+pub mod tls;
 pub mod token;
 
 pub use config::{Limits, ServerConfig};

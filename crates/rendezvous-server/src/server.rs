@@ -1,6 +1,6 @@
-//! The listener: one port for gRPC (HTTP/2 cleartext), gRPC-Web (HTTP/1.1
-//! and HTTP/2) and plain HTTP, with a cap on connections and a graceful
-//! shutdown.
+//! The listener: one port for gRPC (HTTP/2), gRPC-Web (HTTP/1.1 and
+//! HTTP/2) and plain HTTP, in cleartext or over TLS ([`crate::tls`]), with
+//! a cap on connections and a graceful shutdown.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,14 +14,18 @@ use hyper_util::service::TowerToHyperService;
 use rendezvous_proto::guest_service_server::GuestServiceServer;
 use rendezvous_proto::host_service_server::HostServiceServer;
 use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio_util::either::Either;
+use tonic::transport::server::TcpConnectInfo;
+use tower_http::add_extension::AddExtension;
 
 use crate::config::ServerConfig;
 use crate::guest_service::GuestApi;
 use crate::host_service::HostApi;
 use crate::registry::Registry;
+use crate::tls::{TLS_HANDSHAKE_TIMEOUT, TlsConfig};
 
 /// Interval of HTTP/2 PINGs the server sends on each connection, in ms
 /// (20 s): finds dead peers, keeps NAT entries open.
@@ -106,6 +110,8 @@ impl Drop for ShutdownOnDrop {
 pub struct Server {
     listener: TcpListener,
     registry: Arc<Registry>,
+    /// `Some`: every connection is TLS (see [`Server::with_tls`]).
+    tls: Option<TlsConfig>,
 }
 
 impl Server {
@@ -118,7 +124,24 @@ impl Server {
         Ok(Self {
             listener,
             registry: Arc::new(Registry::new(config)),
+            tls: None,
         })
+    }
+
+    /// Serves TLS with `tls` on every connection, instead of cleartext:
+    /// the handshake (at most [`TLS_HANDSHAKE_TIMEOUT`]) runs in each
+    /// connection's task, ALPN offers `h2` and `http/1.1`, and every HTTP
+    /// response carries `Strict-Transport-Security` (see [`crate::tls`]).
+    /// Keep a clone of `tls` to [`reload`](TlsConfig::reload) it.
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS configuration, when the server serves TLS.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The address the server listens on.
@@ -172,10 +195,20 @@ impl Server {
     /// those are closed. Dropping the returned future instead stops at once:
     /// every connection is dropped and every session ended.
     ///
+    /// With TLS, each connection's handshake runs in its own task, within
+    /// [`TLS_HANDSHAKE_TIMEOUT`] (and, for a refused connection, within
+    /// [`REFUSED_CONNECTION_TIME`]); a failed handshake closes only that
+    /// connection, logged at debug level.
+    ///
     /// # Errors
     /// Only a failure to accept that is not about one connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        let app = Self::app(self.registry.clone());
+        let mut app = Self::app(self.registry.clone());
+        let mut refuse = refusal_app(self.registry.config().limits.connections);
+        if self.tls.is_some() {
+            app = app.layer(crate::tls::hsts_layer());
+            refuse = refuse.layer(crate::tls::hsts_layer());
+        }
         let connections = Arc::new(Semaphore::new(self.registry.config().limits.connections));
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -190,7 +223,6 @@ impl Server {
             .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
             .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
-        let refuse = refusal_app(self.registry.config().limits.connections);
         let refusals = Arc::new(Semaphore::new(MAX_REFUSED_CONNECTIONS));
         // Every connection task belongs to this set: dropping `run` (or
         // leaving it) aborts them, and the guard ends every session.
@@ -213,16 +245,26 @@ impl Server {
                 () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
-            let io = TokioIo::new(stream);
+            let tls = self.tls.as_ref().map(TlsConfig::acceptor);
             if let Ok(permit) = connections.clone().try_acquire_owned() {
                 let served = ServedConnection::new(&self.registry);
-                let service = TowerToHyperService::new(app.clone());
-                let conn = graceful.watch(
-                    builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                );
+                // The peer's address, for `Request::remote_addr` (the
+                // failure limits, the logs).
+                let info = TcpConnectInfo {
+                    local_addr: stream.local_addr().ok(),
+                    remote_addr: Some(peer),
+                };
+                let service = TowerToHyperService::new(AddExtension::new(app.clone(), info));
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tasks.spawn(async move {
+                    let Some(io) = handshake(stream, tls, peer).await else {
+                        return;
+                    };
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection_with_upgrades(io, service)
+                            .into_owned(),
+                    );
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
@@ -234,13 +276,20 @@ impl Server {
                 tracing::warn!(%peer, "connection limit reached");
                 self.registry.metrics().connections_refused.inc();
                 let service = TowerToHyperService::new(refuse.clone());
-                let conn = graceful.watch(
-                    builder
-                        .serve_connection_with_upgrades(io, service)
-                        .into_owned(),
-                );
+                let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tasks.spawn(async move {
-                    let _ = tokio::time::timeout(REFUSED_CONNECTION_TIME, conn).await;
+                    let served = async move {
+                        let Some(io) = handshake(stream, tls, peer).await else {
+                            return;
+                        };
+                        let conn = watcher.watch(
+                            builder
+                                .serve_connection_with_upgrades(io, service)
+                                .into_owned(),
+                        );
+                        let _ = conn.await;
+                    };
+                    let _ = tokio::time::timeout(REFUSED_CONNECTION_TIME, served).await;
                     drop(permit);
                 });
             } else {
@@ -261,6 +310,34 @@ impl Server {
     }
 }
 
+/// A connection's stream as hyper reads it: TCP, or TLS over TCP.
+type ConnectionIo = TokioIo<Either<TcpStream, tokio_rustls::server::TlsStream<TcpStream>>>;
+
+/// The stream to serve HTTP on: `stream` itself without TLS, else after a
+/// TLS handshake of at most [`TLS_HANDSHAKE_TIMEOUT`]; `None` when the
+/// handshake failed or took too long (logged at debug level: scanners and
+/// clients that distrust the certificate do this all day).
+async fn handshake(
+    stream: TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    peer: SocketAddr,
+) -> Option<ConnectionIo> {
+    let Some(acceptor) = tls else {
+        return Some(TokioIo::new(Either::Left(stream)));
+    };
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(TokioIo::new(Either::Right(stream))),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// A server running on the current tokio runtime, from [`Server::spawn`]:
 /// what `demo`, `bench` and the tests run. Dropping it stops the server at
 /// once, as [`RunningServer::crash`] does.
@@ -268,6 +345,8 @@ impl Server {
 pub struct RunningServer {
     addr: SocketAddr,
     registry: Arc<Registry>,
+    /// The TLS configuration, shared with the running server.
+    tls: Option<TlsConfig>,
     /// Resolves `run`'s shutdown future.
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The task running [`Server::run`].
@@ -282,6 +361,7 @@ impl Server {
     pub fn spawn(self) -> std::io::Result<RunningServer> {
         let addr = self.local_addr()?;
         let registry = self.registry.clone();
+        let tls = self.tls.clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(self.run(async move {
             let _ = stopped.await;
@@ -289,6 +369,7 @@ impl Server {
         Ok(RunningServer {
             addr,
             registry,
+            tls,
             shutdown: Some(shutdown),
             task: tokio_util::task::AbortOnDropHandle::new(task),
         })
@@ -301,9 +382,17 @@ impl RunningServer {
         self.addr
     }
 
-    /// The server's URL for clients: `http://ADDR`.
+    /// The server's URL for clients: `https://ADDR` with TLS, else
+    /// `http://ADDR`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// The TLS configuration, when the server serves TLS: reloading it
+    /// changes the certificate of the running server's next handshakes.
+    pub fn tls(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref()
     }
 
     /// The server's registry.

@@ -37,6 +37,7 @@ impl TestHost {
     /// `PS1="$ "`, registered.
     pub async fn with_command(server: &TestServer, task_id: &str, command: Vec<String>) -> Self {
         let host = rendezvous_host::Host::builder(&server.url)
+            .tls(server.client_tls.clone())
             .task_id(task_id)
             .command(&command[0], &command[1..])
             .env("PS1", "$ ")

@@ -7,13 +7,16 @@
 //! - [`Transcript`]: a guest's events with `until(marker)`, `until_exit()`
 //!   and one deadline; [`TermGuest`]: a native guest on the Terminal call;
 //! - [`proxy::CutProxy`]: a TCP proxy that holds and cuts connections;
-//! - [`held_output`]: waits until a session's output stops growing.
+//! - [`held_output`]: waits until a session's output stops growing;
+//! - [`tls`]: a test CA and its certificates, for servers started with
+//!   [`TestServer::with_tls`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod host;
 pub mod proxy;
 mod server;
+pub mod tls;
 mod transcript;
 
 use std::time::Duration;

@@ -4,7 +4,10 @@
 use std::io;
 use std::net::SocketAddr;
 
+use rendezvous_proto::endpoint::ServerEndpoint;
 use rendezvous_proto::guest_service_client::GuestServiceClient;
+use rendezvous_proto::tls::{TlsOptions, client_config};
+use rendezvous_server::tls::TlsConfig;
 use rendezvous_server::{RunningServer, Server, ServerConfig};
 use tonic::transport::Channel;
 use tower::util::BoxCloneService;
@@ -22,13 +25,19 @@ pub enum Stop {
 }
 
 /// A `rendezvous-server` on `127.0.0.1:0` (or an address of the test's),
-/// in this process. Dropping it crashes it.
+/// in this process, in cleartext or (see [`TestServer::with_tls`]) TLS.
+/// Dropping it crashes it.
 #[derive(Debug)]
 pub struct TestServer {
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` with TLS.
     pub url: String,
     /// The address it listens on.
     pub addr: SocketAddr,
+    /// How the kit's clients (channels, guests, [`crate::TestHost`]) trust
+    /// this server: the default for cleartext.
+    pub client_tls: TlsOptions,
+    /// The server's TLS configuration, for a test to reload.
+    pub tls: Option<TlsConfig>,
     running: Option<RunningServer>,
 }
 
@@ -55,8 +64,31 @@ impl TestServer {
         Ok(Self {
             url: running.url(),
             addr: running.local_addr(),
+            client_tls: TlsOptions::default(),
+            tls: None,
             running: Some(running),
         })
+    }
+
+    /// A TLS server with `config` and `tls` on a free loopback port, whose
+    /// clients in the kit trust it as `client_tls` says (e.g.
+    /// [`crate::tls::TestCa::trust`]). Its URL is `https://127.0.0.1:PORT`,
+    /// so the certificate must name `127.0.0.1` (or be pinned).
+    pub async fn with_tls(config: ServerConfig, tls: TlsConfig, client_tls: TlsOptions) -> Self {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("an address");
+        let running = Server::bind(addr, config)
+            .await
+            .expect("bind 127.0.0.1:0")
+            .with_tls(tls.clone())
+            .spawn()
+            .expect("spawn the server");
+        Self {
+            url: running.url(),
+            addr: running.local_addr(),
+            client_tls,
+            tls: Some(tls),
+            running: Some(running),
+        }
     }
 
     /// Stops the server and waits until it has stopped.
@@ -77,7 +109,7 @@ impl TestServer {
 
     /// A new HTTP/2 connection to the server, as the clients make them.
     pub async fn channel(&self) -> Channel {
-        rendezvous_proto::endpoint::endpoint(&self.url)
+        ServerEndpoint::new(&self.url, &self.client_tls)
             .expect("the test server's URL")
             .connect()
             .await
@@ -103,18 +135,37 @@ impl TestServer {
                 )
             }
             Transport::GrpcWebHttp1 | Transport::GrpcWebHttp2 => {
-                let http = hyper_util::client::legacy::Client::builder(
+                let http2 = transport == Transport::GrpcWebHttp2;
+                let mut builder = hyper_util::client::legacy::Client::builder(
                     hyper_util::rt::TokioExecutor::new(),
-                )
-                .http2_only(transport == Transport::GrpcWebHttp2)
-                .build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
-                BoxCloneService::new(
+                );
+                builder.http2_only(http2);
+                let layers = || {
                     tower::ServiceBuilder::new()
                         .map_response(|r: http::Response<_>| r.map(tonic::body::Body::new))
                         .map_err(tonic::codegen::StdError::from)
                         .layer(tonic_web::GrpcWebClientLayer::new())
-                        .service(http),
-                )
+                };
+                if self.tls.is_some() {
+                    // ALPN offers the one protocol used (hyper-rustls sets
+                    // it from enable_http1/enable_http2).
+                    let config = client_config(&self.client_tls, &[])
+                        .expect("the test server's TLS options");
+                    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                        .with_tls_config(config)
+                        .https_only();
+                    let connector = if http2 {
+                        connector.enable_http2().build()
+                    } else {
+                        connector.enable_http1().build()
+                    };
+                    let http =
+                        builder.build::<_, tonic_web::GrpcWebCall<tonic::body::Body>>(connector);
+                    BoxCloneService::new(layers().service(http))
+                } else {
+                    let http = builder.build_http::<tonic_web::GrpcWebCall<tonic::body::Body>>();
+                    BoxCloneService::new(layers().service(http))
+                }
             }
         };
         GuestServiceClient::with_origin(service, self.url.parse().expect("the test server's URL"))
