@@ -548,6 +548,7 @@ async fn each_limit_gives_resource_exhausted_naming_it() {
             guests_per_session: 2,
             input_bytes: 16,
             connections: 8,
+            ..Limits::default()
         },
         ..ServerConfig::default()
     };

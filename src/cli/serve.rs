@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
+use rendezvous_server::connection::ConnectionTimeouts;
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::tls::{TlsConfig, TlsError};
@@ -29,6 +30,37 @@ pub struct ServeArgs {
     /// guests.
     #[arg(long, default_value_t = rendezvous_server::session::RETAINED_OUTPUT_BYTES)]
     pub retained_output_bytes: usize,
+    /// Hosts connected at once, server-wide.
+    #[arg(long, default_value_t = Limits::default().hosts)]
+    pub max_hosts: usize,
+    /// Hosts one client IP may have connected at once.
+    #[arg(long, default_value_t = Limits::default().hosts_per_ip)]
+    pub max_hosts_per_ip: usize,
+    /// Sessions open at once, server-wide.
+    #[arg(long, default_value_t = Limits::default().sessions)]
+    pub max_sessions: usize,
+    /// Bytes of retained output all sessions together may hold (each
+    /// session reserves --retained-output-bytes when it opens).
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().retained_output_bytes)]
+    pub max_retained_output_bytes: u64,
+    /// Guests attached at once, server-wide.
+    #[arg(long, default_value_t = Limits::default().guests)]
+    pub max_guests: usize,
+    /// TCP connections one client IP may hold at once; more are closed.
+    #[arg(long, default_value_t = Limits::default().connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Requests (streams) one client IP may have open at once.
+    #[arg(long, default_value_t = Limits::default().streams_per_ip)]
+    pub max_streams_per_ip: usize,
+    /// HTTP/1.1 request headers must arrive within this (slowloris).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// A new connection must start its first request within this.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub first_request_timeout: Duration,
+    /// A connection with no open request is closed after this.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub idle_connection_timeout: Duration,
     /// Hosts one task may connect at once.
     #[arg(long, default_value_t = Limits::default().hosts_per_task)]
     pub max_hosts_per_task: usize,
@@ -141,11 +173,18 @@ impl ServeArgs {
                 ..RelayConfig::default()
             },
             limits: Limits {
+                hosts: self.max_hosts,
+                hosts_per_ip: self.max_hosts_per_ip,
+                sessions: self.max_sessions,
+                retained_output_bytes: self.max_retained_output_bytes,
+                guests: self.max_guests,
                 hosts_per_task: self.max_hosts_per_task,
                 sessions_per_host: self.max_sessions_per_host,
                 guests_per_session: self.max_guests_per_session,
                 input_bytes: self.max_input_bytes,
                 connections: self.max_connections,
+                connections_per_ip: self.max_connections_per_ip,
+                streams_per_ip: self.max_streams_per_ip,
             },
             allowed_origins: self.allowed_origins.clone(),
             token_key,
@@ -155,6 +194,11 @@ impl ServeArgs {
                 max_lifetime: self.max_session_lifetime,
             },
             failure_quotas: FailureQuotas::default(),
+            connection_timeouts: ConnectionTimeouts {
+                header_read: self.header_read_timeout,
+                first_request: self.first_request_timeout,
+                idle: self.idle_connection_timeout,
+            },
         })
     }
 

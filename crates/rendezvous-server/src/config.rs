@@ -81,8 +81,23 @@ pub mod limit_name {
     /// [`rendezvous_proto::message_size::MAX_MESSAGE_BYTES`]: one encoded
     /// message on any RPC. Fixed by the protocol, not by a flag.
     pub const MESSAGE_BYTES: &str = "bytes per message";
+    /// [`Limits::hosts`](super::Limits::hosts).
+    pub const HOSTS: &str = "hosts";
+    /// [`Limits::hosts_per_ip`](super::Limits::hosts_per_ip).
+    pub const HOSTS_PER_IP: &str = "hosts per client IP";
+    /// [`Limits::sessions`](super::Limits::sessions).
+    pub const SESSIONS: &str = "sessions";
+    /// [`Limits::retained_output_bytes`](super::Limits::retained_output_bytes).
+    pub const RETAINED_OUTPUT_BYTES: &str = "retained output bytes";
+    /// [`Limits::guests`](super::Limits::guests).
+    pub const GUESTS: &str = "guests";
     /// Every name above.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 11] = [
+        HOSTS,
+        HOSTS_PER_IP,
+        SESSIONS,
+        RETAINED_OUTPUT_BYTES,
+        GUESTS,
         HOSTS_PER_TASK,
         OWNERS_PER_TASK_ID,
         SESSIONS_PER_HOST,
@@ -93,9 +108,23 @@ pub mod limit_name {
 }
 
 /// Limits the server enforces. Going over one gives `RESOURCE_EXHAUSTED`
-/// with a message that names it; what already runs is not affected.
+/// with a message that names it; what already runs is not affected. The
+/// server-wide defaults are sized for one VM of a few GiB.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    /// Hosts connected at once, server-wide (default 4096).
+    pub hosts: usize,
+    /// Hosts one client IP may have connected at once (default 256).
+    pub hosts_per_ip: usize,
+    /// Sessions open at once, server-wide (default 4096).
+    pub sessions: usize,
+    /// Bytes of retained output all sessions together may hold, in bytes
+    /// (default 2 GiB). Each session reserves its whole retained output
+    /// ([`RelayConfig::retained_output_bytes`]) when it opens, so with the
+    /// default 1 MiB this admits 2048 sessions.
+    pub retained_output_bytes: u64,
+    /// Guests attached at once, server-wide (default 16384).
+    pub guests: usize,
     /// Hosts connected under one task (default 32).
     pub hosts_per_task: usize,
     /// Sessions open on one host (default 64).
@@ -108,16 +137,29 @@ pub struct Limits {
     /// TCP connections the server serves at once (default 4096). Requests
     /// on further connections get `RESOURCE_EXHAUSTED` (gRPC) or 503 (HTTP).
     pub connections: usize,
+    /// TCP connections one client IP may hold at once (default 512);
+    /// further ones are closed at once.
+    pub connections_per_ip: usize,
+    /// Requests (streams) one client IP may have open at once, over all its
+    /// connections (default 2048); further ones get `RESOURCE_EXHAUSTED`.
+    pub streams_per_ip: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            hosts: 4096,
+            hosts_per_ip: 256,
+            sessions: 4096,
+            retained_output_bytes: 2 * 1024 * 1024 * 1024,
+            guests: 16_384,
             hosts_per_task: 32,
             sessions_per_host: 64,
             guests_per_session: 64,
             input_bytes: 64 * 1024,
             connections: 4096,
+            connections_per_ip: 512,
+            streams_per_ip: 2048,
         }
     }
 }
@@ -168,4 +210,6 @@ pub struct ServerConfig {
     /// How many failed authentications a client IP, or a task, may have
     /// (see [`crate::auth_limit`]).
     pub failure_quotas: crate::auth_limit::FailureQuotas,
+    /// When idle connections are closed.
+    pub connection_timeouts: crate::connection::ConnectionTimeouts,
 }

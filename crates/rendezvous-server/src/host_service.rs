@@ -61,9 +61,10 @@ impl HostService for HostApi {
     ) -> Result<Response<ControlStream>, Status> {
         // Admission first: a host that is not admitted is refused before
         // the server reads anything it sends.
+        let ip = client_ip(&request);
         let owner = self
             .registry
-            .admit_host(client_ip(&request), host_token(request.metadata()))
+            .admit_host(ip, host_token(request.metadata()))
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {
@@ -76,7 +77,7 @@ impl HostService for HostApi {
         };
         let registration = self
             .registry
-            .register_host(owner, &hello)
+            .register_host(owner, ip, &hello)
             .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let host = registration.host;

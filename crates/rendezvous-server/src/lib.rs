@@ -38,6 +38,7 @@
 pub mod auth;
 pub mod auth_limit;
 pub mod config;
+pub mod connection;
 
 mod first_message;
 pub mod guest_service;

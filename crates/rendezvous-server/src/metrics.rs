@@ -52,6 +52,9 @@ pub struct Metrics {
     /// Connections refused or answered `RESOURCE_EXHAUSTED` because of the
     /// connection limit.
     pub connections_refused: Counter,
+    /// Connections closed for idling (no request within the first-request
+    /// timeout, or none open for the idle timeout).
+    pub idle_connections_closed: Counter,
     /// Output bytes received from hosts.
     pub host_output_bytes: Counter,
     /// Output bytes sent to guests (each guest counts its own copy).
@@ -88,6 +91,7 @@ impl Metrics {
             guests: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
+            idle_connections_closed: Counter::default(),
             host_output_bytes: Counter::default(),
             guest_output_bytes: Counter::default(),
             guest_input_bytes: Counter::default(),
@@ -115,6 +119,11 @@ impl Metrics {
                 "connections_refused",
                 "Connections refused at the connection limit",
                 &metrics.connections_refused,
+            ),
+            (
+                "idle_connections_closed",
+                "Connections closed for idling: no request in time, or none open for the idle timeout",
+                &metrics.idle_connections_closed,
             ),
             (
                 "host_output_bytes",

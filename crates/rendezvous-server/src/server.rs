@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::IntoResponse;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -19,9 +18,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::either::Either;
 use tonic::transport::server::TcpConnectInfo;
-use tower_http::add_extension::AddExtension;
 
 use crate::config::ServerConfig;
+use crate::connection::{ConnectionService, IDLE_CLOSE_GRACE, Idle, PerIp, Streams};
 use crate::guest_service::GuestApi;
 use crate::host_service::HostApi;
 use crate::registry::Registry;
@@ -53,6 +52,16 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// host's Control and Data streams, or one client's guests.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
+/// Largest header list an HTTP/2 request may carry, in bytes (16 KiB;
+/// hyper's default is 16 MiB). gRPC and gRPC-Web requests carry a few
+/// hundred bytes.
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Most streams a client may open and reset before the server has
+/// accepted them, per connection (20, hyper's default, set here so that it
+/// cannot move): the bound against rapid-reset floods (CVE-2023-44487).
+pub const HTTP2_MAX_PENDING_RESET_STREAMS: usize = 20;
+
 /// How long shutdown waits for connections to close, in ms (5 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
@@ -71,24 +80,7 @@ fn refusal_app(limit: usize) -> axum::Router {
     );
     let refuse = move |request: axum::extract::Request| {
         let message = message.clone();
-        async move {
-            let grpc = request
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/grpc"));
-            if grpc {
-                tonic::Status::resource_exhausted(message)
-                    .into_http::<axum::body::Body>()
-                    .into_response()
-            } else {
-                (
-                    http::StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{message}\n"),
-                )
-                    .into_response()
-            }
-        }
+        async move { crate::status::refusal(request.headers(), message) }
     };
     axum::Router::new()
         .fallback(refuse)
@@ -223,6 +215,19 @@ impl Server {
             .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
             .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
+        let limits = self.registry.config().limits;
+        let timeouts = self.registry.config().connection_timeouts;
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeouts.header_read);
+        builder
+            .http2()
+            .max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+            .max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_RESET_STREAMS));
+        let closing = tokio_util::sync::CancellationToken::new();
+        // Connections and open requests per client IP.
+        let per_ip = Arc::new(PerIp::default());
         let refusals = Arc::new(Semaphore::new(MAX_REFUSED_CONNECTIONS));
         // Every connection task belongs to this set: dropping `run` (or
         // leaving it) aborts them, and the guard ends every session.
@@ -246,29 +251,63 @@ impl Server {
             };
             let _ = stream.set_nodelay(true);
             let tls = self.tls.as_ref().map(TlsConfig::acceptor);
+            let Some(ip_share) = per_ip.connection(peer.ip(), limits.connections_per_ip) else {
+                // One client IP holds its share of connections: close.
+                tracing::warn!(%peer, "connection limit per client IP reached");
+                self.registry.metrics().connections_refused.inc();
+                continue;
+            };
             if let Ok(permit) = connections.clone().try_acquire_owned() {
                 let served = ServedConnection::new(&self.registry);
                 // The peer's address, for `Request::remote_addr` (the
-                // failure limits, the logs).
+                // failure limits, the logs), and the requests counted for
+                // the idle timeout and the per-IP stream limit.
                 let info = TcpConnectInfo {
                     local_addr: stream.local_addr().ok(),
                     remote_addr: Some(peer),
                 };
-                let service = TowerToHyperService::new(AddExtension::new(app.clone(), info));
-                let (builder, watcher) = (builder.clone(), graceful.watcher());
+                let streams = Streams::default();
+                let service = TowerToHyperService::new(ConnectionService::new(
+                    app.clone(),
+                    info,
+                    streams.clone(),
+                    per_ip.clone(),
+                    limits.streams_per_ip,
+                ));
+                let (builder, closing) = (builder.clone(), closing.clone());
+                let metrics = self.registry.metrics().clone();
                 tasks.spawn(async move {
                     let Some(io) = handshake(stream, tls, peer).await else {
                         return;
                     };
-                    let conn = watcher.watch(
-                        builder
-                            .serve_connection_with_upgrades(io, service)
-                            .into_owned(),
-                    );
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    let conn = builder
+                        .serve_connection_with_upgrades(io, service)
+                        .into_owned();
+                    tokio::pin!(conn);
+                    let idle = tokio::select! {
+                        result = conn.as_mut() => {
+                            if let Err(e) = result {
+                                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            }
+                            drop((permit, served, ip_share));
+                            return;
+                        }
+                        idle = streams.idle(timeouts) => Some(idle),
+                        () = closing.cancelled() => None,
+                    };
+                    if let Some(idle) = idle {
+                        tracing::debug!(%peer, ?idle, "closing an idle connection");
+                        metrics.idle_connections_closed.inc();
+                        if idle == Idle::NoRequest {
+                            // Nothing was asked, so nothing is owed: close.
+                            drop((permit, served, ip_share));
+                            return;
+                        }
                     }
-                    drop((permit, served));
+                    conn.as_mut().graceful_shutdown();
+                    let grace = if idle.is_some() { IDLE_CLOSE_GRACE } else { SHUTDOWN_GRACE };
+                    let _ = tokio::time::timeout(grace, conn).await;
+                    drop((permit, served, ip_share));
                 });
             } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
                 // Over the limit: answer what this connection asks with
@@ -278,6 +317,7 @@ impl Server {
                 let service = TowerToHyperService::new(refuse.clone());
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tasks.spawn(async move {
+                    let _ip_share = ip_share;
                     let served = async move {
                         let Some(io) = handshake(stream, tls, peer).await else {
                             return;
@@ -298,11 +338,13 @@ impl Server {
             }
         }
         tracing::info!("shutting down");
+        closing.cancel();
         self.registry.shutdown();
-        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        let drained = async {
+            graceful.shutdown().await;
+            while tasks.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
             tracing::warn!("connections still open after the shutdown grace period");
         }
         tasks.shutdown().await;

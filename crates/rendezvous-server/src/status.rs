@@ -6,6 +6,27 @@ use crate::metrics::Metrics;
 use crate::registry::RegistryError;
 use crate::session::SessionError;
 
+/// A `RESOURCE_EXHAUSTED` answer with `message` for a request with
+/// `headers`: a gRPC status for gRPC and gRPC-Web, else 503 with the text.
+pub(crate) fn refusal(headers: &http::HeaderMap, message: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        Status::resource_exhausted(message)
+            .into_http::<axum::body::Body>()
+            .into_response()
+    } else {
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            format!("{message}\n"),
+        )
+            .into_response()
+    }
+}
+
 /// The client's IP address, when the listener recorded the connection's
 /// peer (tonic's `TcpConnectInfo`). Behind a proxy, it is the proxy's.
 pub(crate) fn client_ip<T>(request: &tonic::Request<T>) -> Option<std::net::IpAddr> {

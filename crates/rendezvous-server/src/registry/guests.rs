@@ -115,6 +115,13 @@ impl Registry {
             max_guests: self.config.limits.guests_per_session,
             ..new
         };
+        let resuming = new.resume_guest.is_some();
+        if !resuming && lock(&self.guests).attached.len() >= self.config.limits.guests {
+            return Err(RegistryError::Limit {
+                name: limit_name::GUESTS,
+                value: self.config.limits.guests,
+            });
+        }
         let fresh_token = new_token();
         let digest = Digest::of(&fresh_token);
         let fresh_id = uuid::Uuid::new_v4().simple().to_string();

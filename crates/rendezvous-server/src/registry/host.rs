@@ -23,6 +23,8 @@ pub struct Host {
     pub(super) id: String,
     /// Who the host was admitted as, and so whose task it serves.
     pub(super) owner: Owner,
+    /// The client IP it registered from, when known.
+    pub(super) ip: Option<std::net::IpAddr>,
     pub(super) task_id: TaskId,
     pub(super) name: HostName,
     pub(super) token: Digest,
@@ -115,7 +117,8 @@ impl Registry {
     /// at its maximum lifetime ([`SessionTimeouts`](crate::config::SessionTimeouts)).
     ///
     /// # Errors
-    /// `Limit` (sessions per host), `HostGone`.
+    /// `Limit` (sessions, retained output bytes, sessions per host),
+    /// `HostGone`.
     pub async fn open_session(
         &self,
         host: &Arc<Host>,
@@ -128,6 +131,7 @@ impl Registry {
             rows,
             self.config.relay,
         ));
+        self.check_session_limits()?;
         {
             let mut sessions = lock(&host.sessions);
             if sessions.len() >= self.config.limits.sessions_per_host {
@@ -152,6 +156,28 @@ impl Registry {
         }
         watchdog::spawn(host, &session, self.config.timeouts);
         Ok(session)
+    }
+
+    /// The server-wide session limits, before a session opens: the count,
+    /// and the retained output each session reserves.
+    fn check_session_limits(&self) -> Result<(), RegistryError> {
+        let limits = self.config.limits;
+        let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
+        let open: usize = hosts.iter().map(|h| lock(&h.sessions).len()).sum();
+        if open >= limits.sessions {
+            return Err(RegistryError::Limit {
+                name: limit_name::SESSIONS,
+                value: limits.sessions,
+            });
+        }
+        let each = self.config.relay.retained_output_bytes as u64;
+        if (open as u64 + 1).saturating_mul(each) > limits.retained_output_bytes {
+            return Err(RegistryError::Limit {
+                name: limit_name::RETAINED_OUTPUT_BYTES,
+                value: usize::try_from(limits.retained_output_bytes).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
     }
 
     /// Finds the session a host's Data stream serves.

@@ -32,6 +32,7 @@
 //! | [`GuestStream`](crate::guest_stream::GuestStream) | the response stream | the transport adapter: events at the guest's cursor |
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
@@ -43,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Digest, new_token};
 use crate::auth_limit::FailureLimits;
-use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig};
+use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig, limit_name};
 use crate::metrics::{Connected, Metrics};
 
 mod admission;
@@ -165,10 +166,12 @@ impl Registry {
     ///
     /// # Errors
     /// `Invalid` (names, weak secrets, labels), `Denied` (other secrets),
-    /// `HostNameTaken`, `Limit` (hosts per task, owners per task ID).
+    /// `HostNameTaken`, `Limit` (hosts, hosts per client IP `ip`, hosts per
+    /// task, owners per task ID).
     pub async fn register_host(
         &self,
         owner: Owner,
+        ip: Option<IpAddr>,
         hello: &rendezvous_proto::Hello,
     ) -> Result<Registration, RegistryError> {
         let task_id = TaskId::new(hello.task_id.as_str())
@@ -191,6 +194,7 @@ impl Registry {
         let host = Arc::new(Host {
             id: uuid::Uuid::new_v4().simple().to_string(),
             owner: owner.clone(),
+            ip,
             task_id: task_id.clone(),
             name: name.clone(),
             token: Digest::of(&host_token),
@@ -200,6 +204,7 @@ impl Registry {
             sessions: Mutex::default(),
             closed: CancellationToken::new(),
         });
+        self.check_host_limits(ip)?;
         let record = TaskRecord {
             secret: Digest::of(&hello.secret),
             read_only_secret: (!hello.read_only_secret.is_empty())
@@ -226,6 +231,32 @@ impl Registry {
             host_token,
             control: control_rx,
         })
+    }
+
+    /// The server-wide and per-IP host limits, before a host registers.
+    fn check_host_limits(&self, ip: Option<IpAddr>) -> Result<(), RegistryError> {
+        let limits = self.config.limits;
+        let inner = lock(&self.inner);
+        if inner.hosts_by_id.len() >= limits.hosts {
+            return Err(RegistryError::Limit {
+                name: limit_name::HOSTS,
+                value: limits.hosts,
+            });
+        }
+        if let Some(ip) = ip
+            && inner
+                .hosts_by_id
+                .values()
+                .filter(|h| h.ip == Some(ip))
+                .count()
+                >= limits.hosts_per_ip
+        {
+            return Err(RegistryError::Limit {
+                name: limit_name::HOSTS_PER_IP,
+                value: limits.hosts_per_ip,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a host and ends its sessions with "host disconnected". Safe

@@ -26,7 +26,7 @@ async fn hostless_tasks_are_bounded_and_the_oldest_goes_first() {
     let registry = Registry::new(ServerConfig::default());
     for i in 0..MAX_HOSTLESS_TASKS + 3 {
         let registration = registry
-            .register_host(Owner::open(), &hello(&format!("t{i}")))
+            .register_host(Owner::open(), None, &hello(&format!("t{i}")))
             .await
             .unwrap();
         registry.unregister_host(&registration.host);
@@ -53,12 +53,12 @@ async fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
     let store = Arc::new(MemoryTaskStore::new());
     let registry = Registry::with_store(ServerConfig::default(), store.clone());
     let first = registry
-        .register_host(Owner::open(), &hello("t"))
+        .register_host(Owner::open(), None, &hello("t"))
         .await
         .unwrap();
     registry.unregister_host(&first.host);
     let _second = registry
-        .register_host(Owner::open(), &hello("t"))
+        .register_host(Owner::open(), None, &hello("t"))
         .await
         .unwrap();
     // The stale hostless entry (from the first host) is pruned later
@@ -76,7 +76,7 @@ async fn a_host_that_returns_keeps_its_task_past_the_grace_period() {
 async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() {
     let registry = Arc::new(Registry::new(ServerConfig::default()));
     let registration = registry
-        .register_host(Owner::open(), &hello("t"))
+        .register_host(Owner::open(), None, &hello("t"))
         .await
         .unwrap();
     let host = registration.host;
@@ -120,14 +120,19 @@ async fn a_secret_is_measured_in_characters_as_the_host_measures_it() {
         ..hello("t")
     };
     assert!(matches!(
-        registry.register_host(Owner::open(), &short).await,
+        registry.register_host(Owner::open(), None, &short).await,
         Err(RegistryError::Invalid(_))
     ));
     let long = rendezvous_proto::Hello {
         secret: "éèêëàâäôöûü".repeat(2),
         ..hello("t")
     };
-    assert!(registry.register_host(Owner::open(), &long).await.is_ok());
+    assert!(
+        registry
+            .register_host(Owner::open(), None, &long)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]
@@ -137,14 +142,16 @@ async fn labels_over_a_bound_are_refused_naming_it() {
     many.labels = (0..=MAX_LABELS)
         .map(|i| (format!("k{i}"), "v".to_owned()))
         .collect();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(Owner::open(), &many).await
+    let Err(RegistryError::Invalid(message)) =
+        registry.register_host(Owner::open(), None, &many).await
     else {
         panic!("too many labels were accepted");
     };
     assert!(message.contains("33 labels"), "{message}");
     let mut long = hello("t");
     long.labels = [("k".to_owned(), "v".repeat(MAX_LABEL_BYTES + 1))].into();
-    let Err(RegistryError::Invalid(message)) = registry.register_host(Owner::open(), &long).await
+    let Err(RegistryError::Invalid(message)) =
+        registry.register_host(Owner::open(), None, &long).await
     else {
         panic!("a long label was accepted");
     };
