@@ -139,3 +139,92 @@ async fn another_origin_is_refused() {
         .unwrap();
     assert_eq!(send(asset).await.status(), http::StatusCode::FORBIDDEN);
 }
+
+fn with_host(mut request: http::Request<Full<Bytes>>, host: &str) -> http::Request<Full<Bytes>> {
+    request
+        .headers_mut()
+        .insert("host", http::HeaderValue::from_str(host).unwrap());
+    request
+}
+
+fn task_page(url: &str) -> http::Request<Full<Bytes>> {
+    http::Request::get(format!("{url}/t/frame-test"))
+        .body(Full::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn no_site_may_frame_the_task_page_unless_listed() {
+    let server = server().await;
+    let response = send(task_page(&server.url)).await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.ends_with("; frame-ancestors 'none'"), "{csp}");
+    assert_eq!(response.headers()["x-frame-options"], "DENY");
+
+    let listed = TestServer::with_config(ServerConfig {
+        frame_ancestors: vec![http::HeaderValue::from_static("https://ci.example.com")],
+        ..ServerConfig::default()
+    })
+    .await;
+    let response = send(task_page(&listed.url)).await;
+    let csp = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.ends_with("; frame-ancestors https://ci.example.com"),
+        "{csp}"
+    );
+    assert!(response.headers().get("x-frame-options").is_none());
+}
+
+#[tokio::test]
+async fn a_public_url_defeats_dns_rebinding() {
+    // A page on evil.test that rebinds its name to the server's address:
+    // its requests carry Host and Origin evil.test, so they look
+    // same-origin to a server that trusts Host.
+    let rebound = "evil.test";
+    let rebound_origin = "http://evil.test";
+    let trusting = server().await;
+    let host = TestHost::start(&trusting, "rebind").await;
+    let response = send(with_host(
+        list_sessions(&trusting.url, rebound_origin, &host),
+        rebound,
+    ))
+    .await;
+    assert_eq!(
+        grpc_status(response).await,
+        "0",
+        "without a public URL, Host is trusted"
+    );
+
+    let public = format!("http://rdv.test:{}", 9);
+    let pinned = TestServer::with_config(ServerConfig {
+        public_url: Some(rendezvous_server::origin::PublicUrl::parse(&public).unwrap()),
+        ..ServerConfig::default()
+    })
+    .await;
+    let host = TestHost::start(&pinned, "rebind").await;
+    let response = send(with_host(
+        list_sessions(&pinned.url, rebound_origin, &host),
+        rebound,
+    ))
+    .await;
+    assert_eq!(grpc_status(response).await, "7", "PERMISSION_DENIED");
+    let response = send(with_host(task_page(&pinned.url), rebound)).await;
+    assert_eq!(response.status(), http::StatusCode::MISDIRECTED_REQUEST);
+    // The public name works, from a page and for gRPC-Web.
+    let response = send(with_host(task_page(&pinned.url), "rdv.test:9")).await;
+    assert!(response.status().is_success(), "{}", response.status());
+    let response = send(with_host(
+        list_sessions(&pinned.url, &public, &host),
+        "rdv.test:9",
+    ))
+    .await;
+    assert_eq!(grpc_status(response).await, "0");
+    // Native clients (no Origin) use whatever name they connect with.
+    assert_eq!(host.list_hosts(&pinned).await.len(), 1);
+}

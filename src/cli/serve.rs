@@ -10,6 +10,7 @@ use anyhow::Context;
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
+use rendezvous_server::origin::PublicUrl;
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::tls::{TlsConfig, TlsError};
@@ -79,6 +80,17 @@ pub struct ServeArgs {
     /// the terminal. Repeatable. Requests from other origins are refused.
     #[arg(long = "allowed-origin", value_name = "ORIGIN", value_parser = parse_origin)]
     pub allowed_origins: Vec<http::HeaderValue>,
+    /// An origin (scheme://host[:port]) that may show the task page in a
+    /// frame, e.g. a CI front end. Repeatable. Default: none may
+    /// (frame-ancestors 'none', X-Frame-Options DENY).
+    #[arg(long = "frame-ancestor", value_name = "ORIGIN", value_parser = parse_origin)]
+    pub frame_ancestors: Vec<http::HeaderValue>,
+    /// The URL people open (scheme://host[:port]), e.g.
+    /// https://rendezvous.example.com: browsers' requests must name it in
+    /// Host and Origin, against DNS rebinding. Native clients may use any
+    /// name. Default: judge by the Host header.
+    #[arg(long, value_name = "URL", value_parser = PublicUrl::parse, env = "RENDEZVOUS_PUBLIC_URL")]
+    pub public_url: Option<PublicUrl>,
     /// A file holding the key (at least 32 bytes; surrounding whitespace is
     /// ignored) that signs guest tokens: with it, guests may present a
     /// token from `rendezvous token` instead of the task's secret.
@@ -199,6 +211,8 @@ impl ServeArgs {
                 first_request: self.first_request_timeout,
                 idle: self.idle_connection_timeout,
             },
+            frame_ancestors: self.frame_ancestors.clone(),
+            public_url: self.public_url.clone(),
         })
     }
 

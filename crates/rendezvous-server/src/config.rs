@@ -212,4 +212,11 @@ pub struct ServerConfig {
     pub failure_quotas: crate::auth_limit::FailureQuotas,
     /// When idle connections are closed.
     pub connection_timeouts: crate::connection::ConnectionTimeouts,
+    /// Origins (`scheme://host[:port]`) that may frame the task page
+    /// (`frame-ancestors`); empty, the default, lets none (and sends
+    /// `X-Frame-Options: DENY`).
+    pub frame_ancestors: Vec<http::HeaderValue>,
+    /// The server's public URL, pinning the `Host` and `Origin` browsers
+    /// must send (against DNS rebinding); `None` judges by `Host`.
+    pub public_url: Option<crate::origin::PublicUrl>,
 }

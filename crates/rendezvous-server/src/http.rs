@@ -14,17 +14,51 @@ use rust_embed::RustEmbed;
 #[folder = "../../web-guest/dist/"]
 struct WebGuest;
 
-/// Content-Security-Policy of the task page: everything from this server;
-/// xterm.js sets inline styles.
+/// Content-Security-Policy of the task page, before `frame-ancestors`:
+/// everything from this server; xterm.js sets inline styles.
 const TASK_PAGE_CSP: &str = "default-src 'self'; style-src 'self' 'unsafe-inline'; \
      img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'";
 
+/// The task page's framing headers: CSP with `frame-ancestors` (the listed
+/// origins, or `'none'`), and `X-Frame-Options: DENY` for old browsers when
+/// none may frame it.
+#[derive(Debug, Clone)]
+struct Framing {
+    csp: HeaderValue,
+    deny: bool,
+}
+
+impl Framing {
+    fn new(ancestors: &[HeaderValue]) -> Self {
+        let list = if ancestors.is_empty() {
+            "'none'".to_owned()
+        } else {
+            ancestors
+                .iter()
+                .map(|a| String::from_utf8_lossy(a.as_bytes()).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let csp = format!("{TASK_PAGE_CSP}; frame-ancestors {list}");
+        Self {
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static(TASK_PAGE_CSP)),
+            deny: ancestors.is_empty(),
+        }
+    }
+}
+
 /// The HTTP routes: `/`, `/t/{task_id}`, `/assets/{*file}`, `/healthz`,
-/// `/readyz`.
-pub fn router() -> Router {
+/// `/readyz`. `frame_ancestors` may frame the task page (none when
+/// empty).
+pub fn router(frame_ancestors: &[HeaderValue]) -> Router {
+    let framing = std::sync::Arc::new(Framing::new(frame_ancestors));
     Router::new()
         .route("/", get(index))
-        .route("/t/{task_id}", get(task_page))
+        .route(
+            "/t/{task_id}",
+            get(move |path| task_page(path, framing.clone())),
+        )
         .route("/assets/{*file}", get(asset))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }))
@@ -37,7 +71,7 @@ async fn index() -> &'static str {
 /// The task page. It is the same page for every task, so it reveals nothing
 /// about which tasks exist; the secret stays in the URL fragment, which
 /// browsers never send.
-async fn task_page(Path(task_id): Path<String>) -> Response {
+async fn task_page(Path(task_id): Path<String>, framing: std::sync::Arc<Framing>) -> Response {
     if TaskId::new(task_id).is_err() {
         return (StatusCode::NOT_FOUND, "invalid task ID\n").into_response();
     }
@@ -48,17 +82,14 @@ async fn task_page(Path(task_id): Path<String>) -> Response {
         )
             .into_response();
     };
-    (
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/html; charset=utf-8"),
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(TASK_PAGE_CSP),
-            ),
+            (header::CONTENT_SECURITY_POLICY, framing.csp.clone()),
             (
                 header::REFERRER_POLICY,
                 HeaderValue::from_static("no-referrer"),
@@ -70,7 +101,13 @@ async fn task_page(Path(task_id): Path<String>) -> Response {
         ],
         file.data,
     )
-        .into_response()
+        .into_response();
+    if framing.deny {
+        response
+            .headers_mut()
+            .insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    response
 }
 
 async fn asset(Path(file): Path<String>) -> Response {

@@ -169,12 +169,16 @@ impl Server {
                 crate::message_limit::limit_messages,
             ))
             .layer(tonic_web::GrpcWebLayer::new());
-        let allowed = registry.config().allowed_origins.clone();
-        crate::http::router()
+        let config = registry.config();
+        let policy = crate::origin::OriginPolicy {
+            allowed: config.allowed_origins.clone(),
+            public: config.public_url.clone(),
+        };
+        crate::http::router(&config.frame_ancestors)
             .merge(grpc)
-            .layer(crate::origin::cors(&allowed))
+            .layer(crate::origin::cors(&policy.allowed))
             .layer(axum::middleware::from_fn_with_state(
-                Arc::new(allowed),
+                Arc::new(policy),
                 crate::origin::check,
             ))
     }
