@@ -21,7 +21,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the rendezvous server: gRPC, gRPC-Web and the web guest on one port.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
     /// Publish shells of this machine under a task ID.
     Host(cli::host::HostArgs),
     /// Open a shell, or join a session, from this terminal.
@@ -68,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         .build()?;
     let code = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await.map(|()| 0),
+            Command::Serve(args) => cli::serve::run(*args).await.map(|()| 0),
             Command::Host(args) => cli::host::run(args).await.map(|()| 0),
             Command::Attach(args) => cli::attach::run(args).await,
             Command::Sessions(args) => cli::sessions::run(args).await.map(|()| 0),
