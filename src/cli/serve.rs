@@ -9,6 +9,7 @@ use anyhow::Context;
 
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
+use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::tls::{TlsConfig, TlsError};
@@ -52,6 +53,30 @@ pub struct ServeArgs {
     /// token from `rendezvous token` instead of the task's secret.
     #[arg(long, value_name = "PATH", env = "RENDEZVOUS_TOKEN_KEY_FILE")]
     pub token_key_file: Option<std::path::PathBuf>,
+    /// A JWKS file (JSON `{"keys": [...]}`) of public keys that check guest
+    /// tokens signed by your CI system's own key (RS256, ES256, EdDSA; the
+    /// token's `kid` picks the key). Read at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TOKEN_JWKS_FILE",
+        conflicts_with_all = ["token_public_key_file", "token_jwks_url"]
+    )]
+    pub token_jwks_file: Option<PathBuf>,
+    /// One PEM public key (BEGIN PUBLIC KEY: RSA, EC P-256 or Ed25519)
+    /// that checks guest tokens signed by its private key. Read at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TOKEN_PUBLIC_KEY_FILE",
+        conflicts_with = "token_jwks_url"
+    )]
+    pub token_public_key_file: Option<PathBuf>,
+    /// A JWKS URL (https://, or http:// on loopback) whose keys check guest
+    /// tokens signed by your CI system. Cached; fetched again for an
+    /// unknown `kid` at most once a minute, and hourly.
+    #[arg(long, value_name = "URL", env = "RENDEZVOUS_TOKEN_JWKS_URL")]
+    pub token_jwks_url: Option<String>,
     /// A file of host tokens, one per line as `NAME TOKEN` (or a bare
     /// TOKEN): only hosts presenting one of them (`host --host-token`)
     /// register, and each task belongs to the token's NAME. Reloaded on
@@ -134,6 +159,7 @@ impl ServeArgs {
             .map(read_token_key)
             .transpose()?;
         let host_admission = self.host_admission()?;
+        let token_public_keys = self.token_public_keys()?;
         Ok(ServerConfig {
             relay: RelayConfig {
                 retained_output_bytes: self.retained_output_bytes,
@@ -155,7 +181,31 @@ impl ServeArgs {
                 max_lifetime: self.max_session_lifetime,
             },
             failure_quotas: FailureQuotas::default(),
+            token_public_keys,
         })
+    }
+
+    /// The public keys for guest tokens, from `--token-jwks-file`,
+    /// `--token-public-key-file` or `--token-jwks-url`.
+    fn token_public_keys(&self) -> anyhow::Result<Option<KeySource>> {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        if let Some(path) = &self.token_jwks_file {
+            let keys = KeySet::from_jwks(&read(path, "JWKS file")?)
+                .with_context(|| format!("cannot use the JWKS file {}", path.display()))?;
+            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
+        }
+        if let Some(path) = &self.token_public_key_file {
+            let keys = KeySet::from_pem(&read(path, "public key file")?)
+                .with_context(|| format!("cannot use the public key file {}", path.display()))?;
+            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
+        }
+        if let Some(url) = &self.token_jwks_url {
+            return Ok(Some(KeySource::Remote(Arc::new(RemoteJwks::new(url)?))));
+        }
+        Ok(None)
     }
 
     /// Which hosts may register, from `--host-token-file` and
@@ -485,6 +535,54 @@ mod tests {
         ])
         .unwrap();
         assert!(!admitted.host_admission.is_open());
+    }
+
+    #[test]
+    fn guest_token_public_keys_come_from_one_file_or_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        std::fs::write(
+            &jwks,
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{x}"}}]}}"#),
+        )
+        .unwrap();
+        let jwks = jwks.to_str().unwrap();
+        assert!(
+            config(&["--token-jwks-file", jwks])
+                .unwrap()
+                .token_public_keys
+                .is_some()
+        );
+        assert!(config(&[]).unwrap().token_public_keys.is_none());
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, r#"{"keys":[]}"#).unwrap();
+        let error = format!(
+            "{:#}",
+            config(&["--token-jwks-file", empty.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(error.contains("no usable public key"), "{error}");
+        let error = format!(
+            "{:#}",
+            config(&["--token-jwks-url", "http://ci.example.com/jwks"]).unwrap_err()
+        );
+        assert!(error.contains("https://"), "{error}");
+        assert!(
+            config(&["--token-jwks-url", "https://ci.example.com/jwks"])
+                .unwrap()
+                .token_public_keys
+                .is_some()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--token-jwks-file",
+                jwks,
+                "--token-jwks-url",
+                "https://ci.example.com/jwks"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

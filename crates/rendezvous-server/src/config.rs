@@ -168,4 +168,8 @@ pub struct ServerConfig {
     /// How many failed authentications a client IP, or a task, may have
     /// (see [`crate::auth_limit`]).
     pub failure_quotas: crate::auth_limit::FailureQuotas,
+    /// Public keys for guest tokens signed by a CI system's own key
+    /// (RS256, ES256, EdDSA; see [`crate::jwks`]); `None` accepts only
+    /// HS256 tokens under `token_key`.
+    pub token_public_keys: Option<crate::jwks::KeySource>,
 }
