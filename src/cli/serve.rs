@@ -10,6 +10,7 @@ use anyhow::Context;
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
+use rendezvous_server::oidc::OidcIssuer;
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::tls::{TlsConfig, TlsError};
@@ -84,6 +85,32 @@ pub struct ServeArgs {
     /// loopback --listen address or with --allow-open-registration.
     #[arg(long, value_name = "PATH", env = "RENDEZVOUS_HOST_TOKEN_FILE")]
     pub host_token_file: Option<std::path::PathBuf>,
+    /// Admit hosts that present a CI identity token (OIDC ID token) from
+    /// this issuer, e.g. https://token.actions.githubusercontent.com or
+    /// https://gitlab.com; repeatable. Each is admitted as the owner
+    /// `oidc:{iss}:{sub}`. Needs --host-oidc-audience.
+    #[arg(
+        long = "host-oidc-issuer",
+        value_name = "URL",
+        requires = "host_oidc_audience"
+    )]
+    pub host_oidc_issuers: Vec<String>,
+    /// The audience (`aud`) identity tokens must name: e.g. this server's
+    /// URL; hosts request their token for it (`host --oidc-audience`).
+    #[arg(long, value_name = "AUD", requires = "host_oidc_issuers")]
+    pub host_oidc_audience: Option<String>,
+    /// A claim every identity token must have with this value, e.g.
+    /// repository_owner=acme; repeatable, all must hold.
+    #[arg(
+        long = "host-oidc-require",
+        value_name = "CLAIM=VALUE",
+        requires = "host_oidc_issuers"
+    )]
+    pub host_oidc_require: Vec<rendezvous_server::oidc::ClaimRule>,
+    /// The issuers' keys as a JWKS file, for set-ups that cannot reach
+    /// them; otherwise they come from ISSUER/.well-known/openid-configuration.
+    #[arg(long, value_name = "FILE", requires = "host_oidc_issuers")]
+    pub host_oidc_jwks_file: Option<PathBuf>,
     /// Let any host register, for any task ID, on a non-loopback --listen
     /// address (without --host-token-file). Only for a network where every
     /// client is trusted: anyone who reaches the server can publish a shell
@@ -211,11 +238,17 @@ impl ServeArgs {
     /// Which hosts may register, from `--host-token-file` and
     /// `--allow-open-registration`.
     fn host_admission(&self) -> anyhow::Result<HostAdmission> {
-        if let Some(path) = &self.host_token_file {
-            let tokens = HostTokenFile::load(path)?;
+        let oidc = self.oidc_issuers()?;
+        let tokens = self
+            .host_token_file
+            .as_deref()
+            .map(HostTokenFile::load)
+            .transpose()?;
+        if tokens.is_some() || !oidc.is_empty() {
             return Ok(HostAdmission {
-                tokens: Some(Arc::new(tokens)),
+                tokens: tokens.map(Arc::new),
                 open: false,
+                oidc,
             });
         }
         if !self.listen.ip().is_loopback() && !self.allow_open_registration {
@@ -230,7 +263,37 @@ impl ServeArgs {
         Ok(HostAdmission {
             tokens: None,
             open: true,
+            oidc: Vec::new(),
         })
+    }
+
+    /// The issuers of `--host-oidc-issuer`, with the audience, rules and
+    /// keys the other `--host-oidc-*` flags give them all.
+    fn oidc_issuers(&self) -> anyhow::Result<Vec<Arc<OidcIssuer>>> {
+        let Some(audience) = &self.host_oidc_audience else {
+            return Ok(Vec::new());
+        };
+        let keys = match &self.host_oidc_jwks_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+                Some(
+                    KeySet::from_jwks(&bytes)
+                        .with_context(|| format!("cannot use the JWKS file {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        self.host_oidc_issuers
+            .iter()
+            .map(|issuer| {
+                let rules = self.host_oidc_require.clone();
+                Ok(Arc::new(match &keys {
+                    Some(keys) => OidcIssuer::with_keys(issuer, audience, rules, keys.clone()),
+                    None => OidcIssuer::discovered(issuer, audience, rules)?,
+                }))
+            })
+            .collect()
     }
 }
 
@@ -583,6 +646,49 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn oidc_issuers_admit_hosts_off_loopback_and_need_an_audience() {
+        let issuer = "https://token.actions.githubusercontent.com";
+        let admitted = config(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--host-oidc-issuer",
+            issuer,
+            "--host-oidc-audience",
+            "https://rendezvous.example.com",
+            "--host-oidc-require",
+            "repository_owner=acme",
+        ])
+        .unwrap();
+        assert!(!admitted.host_admission.is_open());
+        assert_eq!(admitted.host_admission.oidc.len(), 1);
+        assert_eq!(admitted.host_admission.oidc[0].issuer(), issuer);
+        assert!(Cli::try_parse_from(["serve", "--host-oidc-issuer", issuer]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--host-oidc-issuer",
+                issuer,
+                "--host-oidc-audience",
+                "a",
+                "--host-oidc-require",
+                "no-equals-sign"
+            ])
+            .is_err()
+        );
+        let error = format!(
+            "{:#}",
+            config(&[
+                "--host-oidc-issuer",
+                "http://issuer.example.com",
+                "--host-oidc-audience",
+                "a"
+            ])
+            .unwrap_err()
+        );
+        assert!(error.contains("https://"), "{error}");
     }
 
     #[test]

@@ -64,6 +64,7 @@ impl HostService for HostApi {
         let owner = self
             .registry
             .admit_host(client_ip(&request), host_token(request.metadata()))
+            .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {

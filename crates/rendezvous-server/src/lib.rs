@@ -10,7 +10,8 @@
 //!   the secret; [`jwks`]: the public keys that check tokens signed by
 //!   other parties (guest tokens, CI identity tokens);
 //! - [`registry`]: task → hosts → sessions, the guest index, and
-//!   admission (secrets, tokens);
+//!   admission (secrets, tokens); [`oidc`]: hosts admitted by their CI
+//!   job's identity token;
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters; a host's
 //!   Data stream, with its credit in messages, is `host_data`, a guest's
 //!   event stream [`guest_stream`];
@@ -50,6 +51,7 @@ pub mod jwks;
 mod message_limit;
 pub mod metrics;
 pub mod metrics_http;
+pub mod oidc;
 pub mod origin;
 pub mod registry;
 pub mod server;

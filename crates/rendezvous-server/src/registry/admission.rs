@@ -76,7 +76,7 @@ impl Registry {
     ///
     /// # Errors
     /// `HostNotAdmitted`, or `TooManyFailures` while `ip` is locked.
-    pub fn admit_host(
+    pub async fn admit_host(
         &self,
         ip: Option<IpAddr>,
         token: Option<&str>,
@@ -84,7 +84,7 @@ impl Registry {
         self.failures
             .check(ip, None)
             .map_err(RegistryError::TooManyFailures)?;
-        let result = self.config.host_admission.admit(token);
+        let result = self.config.host_admission.admit(token).await;
         if result.is_err()
             && let Some(locked) = self.failures.failed(ip, None)
         {
