@@ -42,6 +42,7 @@ fn config(tokens: &Arc<HostTokenFile>) -> ServerConfig {
         host_admission: HostAdmission {
             tokens: Some(tokens.clone()),
             open: false,
+            oidc: Vec::new(),
         },
         ..ServerConfig::default()
     }

@@ -125,6 +125,7 @@ async fn host_tokens_cannot_be_guessed_quickly_either() {
         host_admission: rendezvous_server::registry::HostAdmission {
             tokens: Some(tokens),
             open: false,
+            oidc: Vec::new(),
         },
         ..ServerConfig::default()
     })

@@ -9,7 +9,9 @@ use std::io::Write as _;
 use std::str::FromStr;
 
 use anyhow::Context as _;
-use rendezvous_host::{Host, HostStatus};
+use rendezvous_host::{
+    GITHUB_REQUEST_TOKEN_ENV, GITHUB_REQUEST_URL_ENV, Host, HostStatus, IdTokenSource,
+};
 
 /// Environment variable that may carry `--secret`. Removed from the
 /// environment of the shells the host starts.
@@ -45,6 +47,18 @@ pub struct HostArgs {
     /// environment variable: other users can see command lines.
     #[arg(long, env = HOST_TOKEN_ENV, hide_env_values = true)]
     host_token: Option<SecretArg>,
+    /// Without --host-token, present the CI job's identity token for this
+    /// audience (the server's --host-oidc-audience). On GitHub Actions the
+    /// host requests it itself, anew for each connection (the job needs
+    /// `permissions: id-token: write`).
+    #[arg(long, value_name = "AUD", env = "RENDEZVOUS_OIDC_AUDIENCE")]
+    oidc_audience: Option<String>,
+    /// Without --host-token, present the identity token held in this
+    /// environment variable (GitLab CI: the name of an `id_tokens:` entry,
+    /// whose `aud` is set there). The variable is removed from the
+    /// shells' environment.
+    #[arg(long, value_name = "VAR", conflicts_with = "oidc_audience")]
+    oidc_token_env: Option<String>,
     /// This host's name within the task, when a task has several hosts.
     #[arg(long, value_name = "NAME", default_value = "default")]
     name: String,
@@ -80,9 +94,43 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// Where the CI identity token comes from, by `--oidc-token-env` or
+/// `--oidc-audience` (GitHub Actions' endpoint); `None` without either.
+///
+/// # Errors
+/// When the variable named is unset, or `--oidc-audience` is given
+/// outside GitHub Actions.
+fn id_token_source(args: &HostArgs) -> anyhow::Result<Option<IdTokenSource>> {
+    if let Some(var) = &args.oidc_token_env {
+        let token = std::env::var(var).map_err(|_| {
+            anyhow::anyhow!(
+                "--oidc-token-env {var}: the variable is not set; on GitLab CI, add \
+                 `id_tokens: {var}: aud: AUDIENCE` to the job"
+            )
+        })?;
+        return Ok(Some(IdTokenSource::fixed(token)));
+    }
+    let Some(audience) = &args.oidc_audience else {
+        return Ok(None);
+    };
+    IdTokenSource::github_actions_from_env(audience)
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--oidc-audience needs GitHub Actions' {GITHUB_REQUEST_URL_ENV} and \
+                 {GITHUB_REQUEST_TOKEN_ENV}: give the job `permissions: id-token: write`, \
+                 or use --oidc-token-env VAR elsewhere"
+            )
+        })
+}
+
 /// Runs `rendezvous host` until Ctrl-C or SIGTERM (then ends every session
 /// and returns), or until the server refuses the host for good.
 pub async fn run(args: HostArgs) -> anyhow::Result<()> {
+    let id_token = match args.host_token {
+        Some(_) => None,
+        None => id_token_source(&args)?,
+    };
     let mut builder = Host::builder(args.server)
         .tls(args.tls.options()?)
         .task_id(args.task_id)
@@ -90,9 +138,17 @@ pub async fn run(args: HostArgs) -> anyhow::Result<()> {
         // The shells must not inherit the secrets from our environment.
         .env_remove(SECRET_ENV)
         .env_remove(READ_ONLY_SECRET_ENV)
-        .env_remove(HOST_TOKEN_ENV);
+        .env_remove(HOST_TOKEN_ENV)
+        // Nor the means to mint the job's identity tokens.
+        .env_remove(GITHUB_REQUEST_URL_ENV)
+        .env_remove(GITHUB_REQUEST_TOKEN_ENV);
+    if let Some(var) = &args.oidc_token_env {
+        builder = builder.env_remove(var);
+    }
     if let Some(SecretArg(token)) = args.host_token {
         builder = builder.host_token(token);
+    } else if let Some(source) = id_token {
+        builder = builder.id_token(source);
     }
     if let Some(SecretArg(secret)) = args.secret {
         builder = builder.secret(secret);
@@ -175,6 +231,41 @@ mod tests {
         assert_eq!(cli.args.command, ["bash", "-l"]);
         assert!(!format!("{cli:?}").contains("a-secret-of-enough-length"));
         assert!(!format!("{cli:?}").contains("a-host-token-of-enough-length"));
+    }
+
+    #[test]
+    fn identity_tokens_come_from_the_named_variable_or_github_actions() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["host", "--task-id", "t"], args].concat())
+                .unwrap()
+                .args
+        };
+        let error = id_token_source(&parse(&["--oidc-token-env", "RENDEZVOUS_TEST_UNSET_VAR"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("id_tokens:"), "{error}");
+        assert!(id_token_source(&parse(&[])).unwrap().is_none());
+        // Outside GitHub Actions (the test's environment has no
+        // ACTIONS_ID_TOKEN_REQUEST_URL), an audience alone says what is
+        // missing.
+        if std::env::var_os(GITHUB_REQUEST_URL_ENV).is_none() {
+            let error = id_token_source(&parse(&["--oidc-audience", "aud"]))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("id-token: write"), "{error}");
+        }
+        assert!(
+            Cli::try_parse_from([
+                "host",
+                "--task-id",
+                "t",
+                "--oidc-audience",
+                "a",
+                "--oidc-token-env",
+                "V"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use anyhow::Context;
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
+use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
+use rendezvous_server::oidc::OidcIssuer;
 use rendezvous_server::origin::PublicUrl;
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::session::RelayConfig;
@@ -96,6 +98,30 @@ pub struct ServeArgs {
     /// token from `rendezvous token` instead of the task's secret.
     #[arg(long, value_name = "PATH", env = "RENDEZVOUS_TOKEN_KEY_FILE")]
     pub token_key_file: Option<std::path::PathBuf>,
+    /// A JWKS file (JSON `{"keys": [...]}`) of public keys that check guest
+    /// tokens signed by your CI system's own key (RS256, ES256, EdDSA; the
+    /// token's `kid` picks the key). Read at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TOKEN_JWKS_FILE",
+        conflicts_with_all = ["token_public_key_file", "token_jwks_url"]
+    )]
+    pub token_jwks_file: Option<PathBuf>,
+    /// One PEM public key (BEGIN PUBLIC KEY: RSA, EC P-256 or Ed25519)
+    /// that checks guest tokens signed by its private key. Read at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_TOKEN_PUBLIC_KEY_FILE",
+        conflicts_with = "token_jwks_url"
+    )]
+    pub token_public_key_file: Option<PathBuf>,
+    /// A JWKS URL (https://, or http:// on loopback) whose keys check guest
+    /// tokens signed by your CI system. Cached; fetched again for an
+    /// unknown `kid` at most once a minute, and hourly.
+    #[arg(long, value_name = "URL", env = "RENDEZVOUS_TOKEN_JWKS_URL")]
+    pub token_jwks_url: Option<String>,
     /// A file of host tokens, one per line as `NAME TOKEN` (or a bare
     /// TOKEN): only hosts presenting one of them (`host --host-token`)
     /// register, and each task belongs to the token's NAME. Reloaded on
@@ -103,6 +129,32 @@ pub struct ServeArgs {
     /// loopback --listen address or with --allow-open-registration.
     #[arg(long, value_name = "PATH", env = "RENDEZVOUS_HOST_TOKEN_FILE")]
     pub host_token_file: Option<std::path::PathBuf>,
+    /// Admit hosts that present a CI identity token (OIDC ID token) from
+    /// this issuer, e.g. https://token.actions.githubusercontent.com or
+    /// https://gitlab.com; repeatable. Each is admitted as the owner
+    /// `oidc:{iss}:{sub}`. Needs --host-oidc-audience.
+    #[arg(
+        long = "host-oidc-issuer",
+        value_name = "URL",
+        requires = "host_oidc_audience"
+    )]
+    pub host_oidc_issuers: Vec<String>,
+    /// The audience (`aud`) identity tokens must name: e.g. this server's
+    /// URL; hosts request their token for it (`host --oidc-audience`).
+    #[arg(long, value_name = "AUD", requires = "host_oidc_issuers")]
+    pub host_oidc_audience: Option<String>,
+    /// A claim every identity token must have with this value, e.g.
+    /// repository_owner=acme; repeatable, all must hold.
+    #[arg(
+        long = "host-oidc-require",
+        value_name = "CLAIM=VALUE",
+        requires = "host_oidc_issuers"
+    )]
+    pub host_oidc_require: Vec<rendezvous_server::oidc::ClaimRule>,
+    /// The issuers' keys as a JWKS file, for set-ups that cannot reach
+    /// them; otherwise they come from ISSUER/.well-known/openid-configuration.
+    #[arg(long, value_name = "FILE", requires = "host_oidc_issuers")]
+    pub host_oidc_jwks_file: Option<PathBuf>,
     /// Let any host register, for any task ID, on a non-loopback --listen
     /// address (without --host-token-file). Only for a network where every
     /// client is trusted: anyone who reaches the server can publish a shell
@@ -178,6 +230,7 @@ impl ServeArgs {
             .map(read_token_key)
             .transpose()?;
         let host_admission = self.host_admission()?;
+        let token_public_keys = self.token_public_keys()?;
         Ok(ServerConfig {
             relay: RelayConfig {
                 retained_output_bytes: self.retained_output_bytes,
@@ -213,17 +266,47 @@ impl ServeArgs {
             },
             frame_ancestors: self.frame_ancestors.clone(),
             public_url: self.public_url.clone(),
+            token_public_keys,
         })
+    }
+
+    /// The public keys for guest tokens, from `--token-jwks-file`,
+    /// `--token-public-key-file` or `--token-jwks-url`.
+    fn token_public_keys(&self) -> anyhow::Result<Option<KeySource>> {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the {what} {}", path.display()))
+        };
+        if let Some(path) = &self.token_jwks_file {
+            let keys = KeySet::from_jwks(&read(path, "JWKS file")?)
+                .with_context(|| format!("cannot use the JWKS file {}", path.display()))?;
+            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
+        }
+        if let Some(path) = &self.token_public_key_file {
+            let keys = KeySet::from_pem(&read(path, "public key file")?)
+                .with_context(|| format!("cannot use the public key file {}", path.display()))?;
+            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
+        }
+        if let Some(url) = &self.token_jwks_url {
+            return Ok(Some(KeySource::Remote(Arc::new(RemoteJwks::new(url)?))));
+        }
+        Ok(None)
     }
 
     /// Which hosts may register, from `--host-token-file` and
     /// `--allow-open-registration`.
     fn host_admission(&self) -> anyhow::Result<HostAdmission> {
-        if let Some(path) = &self.host_token_file {
-            let tokens = HostTokenFile::load(path)?;
+        let oidc = self.oidc_issuers()?;
+        let tokens = self
+            .host_token_file
+            .as_deref()
+            .map(HostTokenFile::load)
+            .transpose()?;
+        if tokens.is_some() || !oidc.is_empty() {
             return Ok(HostAdmission {
-                tokens: Some(Arc::new(tokens)),
+                tokens: tokens.map(Arc::new),
                 open: false,
+                oidc,
             });
         }
         if !self.listen.ip().is_loopback() && !self.allow_open_registration {
@@ -238,7 +321,37 @@ impl ServeArgs {
         Ok(HostAdmission {
             tokens: None,
             open: true,
+            oidc: Vec::new(),
         })
+    }
+
+    /// The issuers of `--host-oidc-issuer`, with the audience, rules and
+    /// keys the other `--host-oidc-*` flags give them all.
+    fn oidc_issuers(&self) -> anyhow::Result<Vec<Arc<OidcIssuer>>> {
+        let Some(audience) = &self.host_oidc_audience else {
+            return Ok(Vec::new());
+        };
+        let keys = match &self.host_oidc_jwks_file {
+            Some(path) => {
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+                Some(
+                    KeySet::from_jwks(&bytes)
+                        .with_context(|| format!("cannot use the JWKS file {}", path.display()))?,
+                )
+            }
+            None => None,
+        };
+        self.host_oidc_issuers
+            .iter()
+            .map(|issuer| {
+                let rules = self.host_oidc_require.clone();
+                Ok(Arc::new(match &keys {
+                    Some(keys) => OidcIssuer::with_keys(issuer, audience, rules, keys.clone()),
+                    None => OidcIssuer::discovered(issuer, audience, rules)?,
+                }))
+            })
+            .collect()
     }
 }
 
@@ -543,6 +656,97 @@ mod tests {
         ])
         .unwrap();
         assert!(!admitted.host_admission.is_open());
+    }
+
+    #[test]
+    fn guest_token_public_keys_come_from_one_file_or_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+        std::fs::write(
+            &jwks,
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"{x}"}}]}}"#),
+        )
+        .unwrap();
+        let jwks = jwks.to_str().unwrap();
+        assert!(
+            config(&["--token-jwks-file", jwks])
+                .unwrap()
+                .token_public_keys
+                .is_some()
+        );
+        assert!(config(&[]).unwrap().token_public_keys.is_none());
+        let empty = dir.path().join("empty.json");
+        std::fs::write(&empty, r#"{"keys":[]}"#).unwrap();
+        let error = format!(
+            "{:#}",
+            config(&["--token-jwks-file", empty.to_str().unwrap()]).unwrap_err()
+        );
+        assert!(error.contains("no usable public key"), "{error}");
+        let error = format!(
+            "{:#}",
+            config(&["--token-jwks-url", "http://ci.example.com/jwks"]).unwrap_err()
+        );
+        assert!(error.contains("https://"), "{error}");
+        assert!(
+            config(&["--token-jwks-url", "https://ci.example.com/jwks"])
+                .unwrap()
+                .token_public_keys
+                .is_some()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--token-jwks-file",
+                jwks,
+                "--token-jwks-url",
+                "https://ci.example.com/jwks"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn oidc_issuers_admit_hosts_off_loopback_and_need_an_audience() {
+        let issuer = "https://token.actions.githubusercontent.com";
+        let admitted = config(&[
+            "--listen",
+            "0.0.0.0:8080",
+            "--host-oidc-issuer",
+            issuer,
+            "--host-oidc-audience",
+            "https://rendezvous.example.com",
+            "--host-oidc-require",
+            "repository_owner=acme",
+        ])
+        .unwrap();
+        assert!(!admitted.host_admission.is_open());
+        assert_eq!(admitted.host_admission.oidc.len(), 1);
+        assert_eq!(admitted.host_admission.oidc[0].issuer(), issuer);
+        assert!(Cli::try_parse_from(["serve", "--host-oidc-issuer", issuer]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "serve",
+                "--host-oidc-issuer",
+                issuer,
+                "--host-oidc-audience",
+                "a",
+                "--host-oidc-require",
+                "no-equals-sign"
+            ])
+            .is_err()
+        );
+        let error = format!(
+            "{:#}",
+            config(&[
+                "--host-oidc-issuer",
+                "http://issuer.example.com",
+                "--host-oidc-audience",
+                "a"
+            ])
+            .unwrap_err()
+        );
+        assert!(error.contains("https://"), "{error}");
     }
 
     #[test]

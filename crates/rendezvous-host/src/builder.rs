@@ -29,6 +29,7 @@ pub struct HostBuilder {
     secret: Option<Secret>,
     read_only_secret: Option<Secret>,
     host_token: Option<Secret>,
+    id_token: Option<crate::IdTokenSource>,
     name: Option<String>,
     command: Option<(OsString, Vec<OsString>)>,
     env: Vec<(OsString, OsString)>,
@@ -50,6 +51,9 @@ pub(crate) struct Config {
     pub(crate) read_only_secret: Option<Secret>,
     /// Presented on every Control call, as `authorization: Bearer TOKEN`.
     pub(crate) host_token: Option<Secret>,
+    /// Asked for a token on every Control call when there is no
+    /// `host_token`.
+    pub(crate) id_token: Option<crate::IdTokenSource>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) command: CommandSpec,
 }
@@ -62,6 +66,7 @@ impl HostBuilder {
             secret: None,
             read_only_secret: None,
             host_token: None,
+            id_token: None,
             name: None,
             command: None,
             env: Vec::new(),
@@ -110,6 +115,16 @@ impl HostBuilder {
     /// identity it names. Printable ASCII without spaces.
     pub fn host_token(mut self, token: impl Into<String>) -> Self {
         self.host_token = Some(Secret::new(token.into()));
+        self
+    }
+
+    /// Where to get the CI job's identity token, for a server that admits
+    /// hosts by it (`serve --host-oidc-issuer`): asked anew on every
+    /// Control call (GitHub's tokens live minutes), presented as
+    /// `authorization: Bearer TOKEN`. Ignored when a
+    /// [`host_token`](Self::host_token) is given.
+    pub fn id_token(mut self, source: crate::IdTokenSource) -> Self {
+        self.id_token = Some(source);
         self
     }
 
@@ -223,6 +238,7 @@ impl HostBuilder {
             secret,
             read_only_secret: self.read_only_secret,
             host_token: self.host_token,
+            id_token: self.id_token,
             labels: self.labels,
             command,
         }))

@@ -81,8 +81,19 @@ pub(crate) async fn connect(
     // The queue is empty and its receiver alive: this cannot fail.
     let _ = outbound.try_send(hello(config));
     let mut request = tonic::Request::new(ReceiverStream::new(requests));
-    if let Some(token) = &config.host_token {
-        // `build` checked that it is printable ASCII.
+    let id_token = match (&config.host_token, &config.id_token) {
+        (None, Some(source)) => tokio::select! {
+            token = source.token() => match token {
+                Ok(token) => Some(token),
+                Err(e) => return lost(e.to_string()),
+            },
+            () = stopped(stop) => return ConnectionEnd::Stopped,
+        },
+        _ => None,
+    };
+    if let Some(token) = config.host_token.as_ref().or(id_token.as_ref()) {
+        // `build` checked a host token; an identity token that is not
+        // printable ASCII is not sent (the server then says it lacks one).
         if let Ok(mut value) =
             tonic::metadata::MetadataValue::try_from(format!("Bearer {}", token.expose()))
         {

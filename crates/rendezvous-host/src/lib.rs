@@ -25,7 +25,7 @@
 //! PTY and its Data stream; `session/input` its downward half), `credit`
 //! (output credit on a Data stream), `pty` (a process on a PTY), `processes`
 //! (ending all processes of a session),
-//! `secret`, `status`, `error`; reconnect delays come from `rendezvous_proto::backoff`.
+//! `id_token` (the CI job's OIDC identity token), `secret`, `status`, `error`; reconnect delays come from `rendezvous_proto::backoff`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +34,7 @@ mod control;
 mod credit;
 mod error;
 mod host;
+mod id_token;
 mod processes;
 mod pty;
 mod secret;
@@ -44,6 +45,10 @@ pub use builder::{HostBuilder, MAX_LABEL_BYTES, MAX_LABELS};
 pub use control::MAX_SESSIONS;
 pub use error::HostError;
 pub use host::{Host, REREGISTER_WINDOW};
+pub use id_token::{
+    GITHUB_REQUEST_TOKEN_ENV, GITHUB_REQUEST_URL_ENV, ID_TOKEN_TIMEOUT, IdTokenError,
+    IdTokenSource, MAX_ID_TOKEN_RESPONSE_BYTES,
+};
 pub use pty::{DEFAULT_COLS, DEFAULT_ROWS, TERM};
 pub use rendezvous_proto::tls::{Fingerprint, TlsOptions};
 pub use secret::GENERATED_SECRET_BYTES;

@@ -1,7 +1,7 @@
 //! Rendezvous wire types: the messages and gRPC stubs generated from
 //! `proto/rendezvous/v1/rendezvous.proto`, plus the small helpers every party
 //! shares (ID validation, message sizes, flow control, and the client's
-//! connection: `endpoint`, with TLS in `tls`). No relay logic lives here.
+//! connection: `endpoint`, with TLS in `tls`; one bounded HTTP GET in `fetch`). No relay logic lives here.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -13,6 +13,7 @@ pub mod v1 {
 
 pub mod backoff;
 pub mod endpoint;
+pub mod fetch;
 pub mod flow;
 pub mod ids;
 pub mod message_size;

@@ -219,4 +219,8 @@ pub struct ServerConfig {
     /// The server's public URL, pinning the `Host` and `Origin` browsers
     /// must send (against DNS rebinding); `None` judges by `Host`.
     pub public_url: Option<crate::origin::PublicUrl>,
+    /// Public keys for guest tokens signed by a CI system's own key
+    /// (RS256, ES256, EdDSA; see [`crate::jwks`]); `None` accepts only
+    /// HS256 tokens under `token_key`.
+    pub token_public_keys: Option<crate::jwks::KeySource>,
 }

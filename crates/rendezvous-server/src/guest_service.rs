@@ -56,11 +56,24 @@ impl GuestApi {
             .transpose()
             .map_err(invalid)?;
         let refused = |e| refused(self.registry.metrics(), e);
-        let Authenticated { role, hosts, .. } = self
+        let Authenticated {
+            role,
+            hosts,
+            only_host,
+            only_session,
+            ..
+        } = self
             .registry
             .authenticate_guest(ip, &task_id, &req.secret, &req.token)
             .await
             .map_err(refused)?;
+        // A guest token bound to one host or session reaches nothing else
+        // (and, bound to a session, opens no new shell).
+        if only_host.is_some_and(|h| h != name.as_str())
+            || only_session.is_some_and(|s| session_id.as_ref().is_none_or(|id| id.as_str() != s))
+        {
+            return Err(RegistryError::Denied.into());
+        }
         if hosts.is_empty() {
             return Err(RegistryError::NoHost.into());
         }

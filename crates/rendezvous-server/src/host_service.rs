@@ -65,6 +65,7 @@ impl HostService for HostApi {
         let owner = self
             .registry
             .admit_host(ip, host_token(request.metadata()))
+            .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
         let Some(HostControlRequest {

@@ -7,9 +7,11 @@
 //! - [`terminal_replies`]: which guest input is a terminal's automatic
 //!   reply, forwarded from the primary writer only;
 //! - [`token`]: guest tokens (JWT) a CI system mints instead of sharing
-//!   the secret;
+//!   the secret; [`jwks`]: the public keys that check tokens signed by
+//!   other parties (guest tokens, CI identity tokens);
 //! - [`registry`]: task → hosts → sessions, the guest index, and
-//!   admission (secrets, tokens);
+//!   admission (secrets, tokens); [`oidc`]: hosts admitted by their CI
+//!   job's identity token;
 //! - [`host_service`], [`guest_service`]: thin gRPC adapters; a host's
 //!   Data stream, with its credit in messages, is `host_data`, a guest's
 //!   event stream [`guest_stream`];
@@ -46,9 +48,11 @@ pub mod guest_stream;
 mod host_data;
 pub mod host_service;
 pub mod http;
+pub mod jwks;
 mod message_limit;
 pub mod metrics;
 pub mod metrics_http;
+pub mod oidc;
 pub mod origin;
 pub mod registry;
 pub mod server;

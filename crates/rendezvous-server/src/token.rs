@@ -2,8 +2,13 @@
 //! that its web front end can embed a terminal without ever holding the
 //! task's secret.
 //!
-//! A token is a JWT signed with HMAC-SHA256 (HS256) under the server's token
-//! key (`rendezvous serve --token-key-file`). Claims:
+//! A token is a JWT signed either with HMAC-SHA256 (HS256) under the
+//! server's token key (`rendezvous serve --token-key-file`), or by the CI
+//! system's own private key, RS256, ES256 or EdDSA (also RS384…PS512 and
+//! ES384), checked with its public keys (`--token-jwks-file`,
+//! `--token-public-key-file` or `--token-jwks-url`; see [`crate::jwks`]:
+//! the header's `kid` picks the key, and its `alg` must be that key's).
+//! Claims, the same whoever signed:
 //! - `task_id`: the task;
 //! - `owner`: who the task belongs to, as its host was admitted (`open`, or
 //!   `token:NAME` for a host token; see
@@ -14,7 +19,10 @@
 //! - `exp`: expiry, seconds since the Unix epoch, at most
 //!   [`MAX_TOKEN_TTL`] ahead, checked on every use, not only when minted;
 //! - `nbf` (optional): not valid before, seconds since the Unix epoch;
-//! - `sub` (optional): who the token was given to, for the logs.
+//! - `sub` (optional): who the token was given to, for the logs;
+//! - `host` (optional): the only host name the token attaches to;
+//! - `session` (optional): the only session ID the token attaches to (it
+//!   then joins that session and never opens a new shell).
 //!
 //! `rendezvous token` mints one; any JWT library can too. A guest presents
 //! it in `token` instead of `secret`. No leeway is allowed on `exp` or
@@ -26,6 +34,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rendezvous_proto::Role;
 use serde::{Deserialize, Serialize};
 
+use crate::jwks::KeySource;
 use crate::registry::Owner;
 
 /// Shortest token key, in bytes: HS256 keys should be at least as long as
@@ -80,6 +89,12 @@ pub struct GuestClaims {
     /// Who the token was given to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    /// The only host name the token attaches to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// The only session ID the token attaches to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// What a valid guest token grants.
@@ -93,6 +108,10 @@ pub struct Grant {
     pub role: Role,
     /// Who the token was given to, if it says.
     pub sub: Option<String>,
+    /// The only host name it attaches to, if it says.
+    pub host: Option<String>,
+    /// The only session ID it attaches to, if it says.
+    pub session: Option<String>,
 }
 
 fn now() -> Duration {
@@ -155,6 +174,8 @@ impl TokenKey {
             exp: (now + ttl).as_secs(),
             nbf: Some(now.as_secs()),
             sub: sub.map(str::to_owned),
+            host: None,
+            session: None,
         };
         self.sign(&claims)
     }
@@ -175,33 +196,66 @@ impl TokenKey {
     /// [`TokenError::Lifetime`] (`exp` more than [`MAX_TOKEN_TTL`] ahead),
     /// or [`TokenError::Invalid`] for anything else wrong with it.
     pub fn verify(&self, token: &str) -> Result<Grant, TokenError> {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_audience(&[AUDIENCE]);
-        validation.set_required_spec_claims(&["exp", "aud"]);
-        validation.validate_nbf = true;
-        validation.leeway = 0;
-        let data = jsonwebtoken::decode::<GuestClaims>(token, &self.decoding, &validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Invalid,
-            })?;
-        let claims = data.claims;
-        if claims.exp > (now() + MAX_TOKEN_TTL).as_secs() {
-            return Err(TokenError::Lifetime);
-        }
-        let role = match claims.role.as_str() {
-            "read-write" => Role::ReadWrite,
-            "read-only" => Role::ReadOnly,
-            _ => return Err(TokenError::Invalid),
-        };
-        Ok(Grant {
-            task_id: claims.task_id,
-            owner: Owner::from_claim(&claims.owner),
-            role,
-            sub: claims.sub,
-        })
+        check_claims(token, &self.decoding, Algorithm::HS256)
     }
+}
+
+/// Checks a guest token signed either way: HS256 with `hmac`, or with one
+/// of `public`'s keys (the header's `kid` and `alg` decide which).
+///
+/// # Errors
+/// As [`TokenKey::verify`]; [`TokenError::Invalid`] also when the server
+/// has no key of the token's kind, the `kid` is unknown, or the `alg` is
+/// not its key's.
+pub async fn verify(
+    token: &str,
+    hmac: Option<&TokenKey>,
+    public: Option<&KeySource>,
+) -> Result<Grant, TokenError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+    if header.alg == Algorithm::HS256 {
+        return hmac.ok_or(TokenError::Invalid)?.verify(token);
+    }
+    let (key, algorithm) = public
+        .ok_or(TokenError::Invalid)?
+        .select(&header)
+        .await
+        .map_err(|_| TokenError::Invalid)?;
+    check_claims(token, &key, algorithm)
+}
+
+/// Checks `token`'s signature with `key` under `algorithm` only, and its
+/// claims, as the module docs say.
+fn check_claims(token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<Grant, TokenError> {
+    let mut validation = Validation::new(algorithm);
+    validation.set_audience(&[AUDIENCE]);
+    validation.set_required_spec_claims(&["exp", "aud"]);
+    validation.validate_nbf = true;
+    validation.leeway = 0;
+    let data = jsonwebtoken::decode::<GuestClaims>(token, key, &validation).map_err(|e| match e
+        .kind()
+    {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+        jsonwebtoken::errors::ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        _ => TokenError::Invalid,
+    })?;
+    let claims = data.claims;
+    if claims.exp > (now() + MAX_TOKEN_TTL).as_secs() {
+        return Err(TokenError::Lifetime);
+    }
+    let role = match claims.role.as_str() {
+        "read-write" => Role::ReadWrite,
+        "read-only" => Role::ReadOnly,
+        _ => return Err(TokenError::Invalid),
+    };
+    Ok(Grant {
+        task_id: claims.task_id,
+        owner: Owner::from_claim(&claims.owner),
+        role,
+        sub: claims.sub,
+        host: claims.host,
+        session: claims.session,
+    })
 }
 
 /// The claim value for `role`.
@@ -229,6 +283,8 @@ mod tests {
             exp,
             nbf: None,
             sub: None,
+            host: None,
+            session: None,
         }
     }
 
@@ -251,6 +307,8 @@ mod tests {
                 owner,
                 role: Role::ReadOnly,
                 sub: Some("alice".into()),
+                host: None,
+                session: None,
             })
         );
     }

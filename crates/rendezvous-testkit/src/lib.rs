@@ -9,11 +9,15 @@
 //! - [`proxy::CutProxy`]: a TCP proxy that holds and cuts connections;
 //! - [`held_output`]: waits until a session's output stops growing;
 //! - [`tls`]: a test CA and its certificates, for servers started with
-//!   [`TestServer::with_tls`].
+//!   [`TestServer::with_tls`];
+//! - [`jwt`]: signing keys (RSA, P-256, Ed25519), their JWKS, and a
+//!   loopback HTTP server for JWKS, discovery documents and token
+//!   endpoints.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod host;
+pub mod jwt;
 pub mod proxy;
 mod server;
 pub mod tls;

@@ -10,7 +10,6 @@ use rendezvous_proto::ids::{TaskId, check_secret_strength};
 
 use super::{Host, Owner, Registry, RegistryError, lock};
 use crate::auth::Digest;
-use crate::token::TokenError;
 
 /// Who a guest's credential makes it.
 #[derive(Debug)]
@@ -23,6 +22,12 @@ pub struct Authenticated {
     pub owner: Owner,
     /// Who a guest token was given to (its `sub`), if it says.
     pub sub: Option<String>,
+    /// The only host name a guest token attaches to (its `host`), if it
+    /// says; the caller enforces it.
+    pub only_host: Option<String>,
+    /// The only session ID a guest token attaches to (its `session`), if
+    /// it says; the caller enforces it.
+    pub only_session: Option<String>,
 }
 
 pub(super) fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
@@ -71,7 +76,7 @@ impl Registry {
     ///
     /// # Errors
     /// `HostNotAdmitted`, or `TooManyFailures` while `ip` is locked.
-    pub fn admit_host(
+    pub async fn admit_host(
         &self,
         ip: Option<IpAddr>,
         token: Option<&str>,
@@ -79,7 +84,7 @@ impl Registry {
         self.failures
             .check(ip, None)
             .map_err(RegistryError::TooManyFailures)?;
-        let result = self.config.host_admission.admit(token);
+        let result = self.config.host_admission.admit(token).await;
         if result.is_err()
             && let Some(locked) = self.failures.failed(ip, None)
         {
@@ -100,12 +105,13 @@ impl Registry {
         if !secret.is_empty() || token.is_empty() {
             return self.authenticate(task_id, secret).await;
         }
-        let key = self
-            .config
-            .token_key
-            .as_ref()
-            .ok_or(RegistryError::Token(TokenError::Invalid))?;
-        let grant = key.verify(token).map_err(RegistryError::Token)?;
+        let grant = crate::token::verify(
+            token,
+            self.config.token_key.as_ref(),
+            self.config.token_public_keys.as_ref(),
+        )
+        .await
+        .map_err(RegistryError::Token)?;
         if task_id.as_str() != grant.task_id
             || self.store.task(&grant.owner, task_id).await.is_none()
         {
@@ -116,6 +122,8 @@ impl Registry {
             hosts: lock(&self.inner).hosts(&grant.owner, task_id),
             owner: grant.owner,
             sub: grant.sub,
+            only_host: grant.host,
+            only_session: grant.session,
         })
     }
 
@@ -153,6 +161,8 @@ impl Registry {
                 hosts: lock(&self.inner).hosts(&owner, task_id),
                 owner,
                 sub: None,
+                only_host: None,
+                only_session: None,
             });
         }
         Err(RegistryError::Denied)

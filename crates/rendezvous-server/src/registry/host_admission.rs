@@ -3,9 +3,11 @@
 //! A host presents a host token (`authorization: Bearer TOKEN` on its
 //! Control call). The server holds the tokens of `--host-token-file` as
 //! digests, each with a name, and admits a host whose token is one of them
-//! as the owner `token:NAME`. Without a host token file the server runs with
-//! open registration (the owner `open`), which `rendezvous serve` allows
-//! only on loopback or with `--allow-open-registration`.
+//! as the owner `token:NAME`. Or it presents its CI job's identity token
+//! (a JWT; see [`crate::oidc`]), admitted as `oidc:{iss}:{sub}`; both
+//! kinds may be configured, and either admits. Without either the server
+//! runs with open registration (the owner `open`), which `rendezvous
+//! serve` allows only on loopback or with `--allow-open-registration`.
 //!
 //! Tasks are kept per owner (see [`TaskStore`](super::TaskStore)): a host
 //! admitted as another owner never reaches a task, its guests or its
@@ -34,8 +36,9 @@ pub const MAX_HOST_TOKEN_NAME_LEN: usize = 64;
 pub const MAX_HOST_TOKENS: usize = 10_000;
 
 /// Who a task belongs to: the identity its first host was admitted as.
-/// Printed as `open` (open registration) or `token:NAME` (a host token of
-/// that name). Guest tokens name it in their `owner` claim.
+/// Printed as `open` (open registration), `token:NAME` (a host token of
+/// that name) or `oidc:{iss}:{sub}` (a CI identity token). Guest tokens
+/// name it in their `owner` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Owner(String);
 
@@ -48,6 +51,12 @@ impl Owner {
     /// The owner for the host token named `name`.
     pub fn token(name: &str) -> Self {
         Self(format!("token:{name}"))
+    }
+
+    /// The owner for a CI identity token from issuer `iss` with subject
+    /// `sub`: `oidc:{iss}:{sub}`.
+    pub fn oidc(iss: &str, sub: &str) -> Self {
+        Self(format!("oidc:{iss}:{sub}"))
     }
 
     /// An owner as printed (the `owner` claim of a guest token).
@@ -244,10 +253,15 @@ fn read_tokens(path: &Path) -> Result<Tokens, HostTokenFileError> {
 #[derive(Debug, Clone)]
 pub struct HostAdmission {
     /// Host tokens (`--host-token-file`). When set, only hosts with one of
-    /// them register, and `open` is ignored.
+    /// them (or an identity token `oidc` admits) register, and `open` is
+    /// ignored.
     pub tokens: Option<Arc<HostTokenFile>>,
     /// Open registration: any host registers, as the owner `open`.
     pub open: bool,
+    /// Issuers of CI identity tokens (`--host-oidc-issuer`). When any is
+    /// set, a host whose bearer is a JWT from one of them registers, and
+    /// `open` is ignored.
+    pub oidc: Vec<Arc<crate::oidc::OidcIssuer>>,
 }
 
 impl Default for HostAdmission {
@@ -256,6 +270,7 @@ impl Default for HostAdmission {
         Self {
             tokens: None,
             open: true,
+            oidc: Vec::new(),
         }
     }
 }
@@ -263,37 +278,64 @@ impl Default for HostAdmission {
 impl HostAdmission {
     /// Whether hosts register without a credential.
     pub fn is_open(&self) -> bool {
-        self.tokens.is_none() && self.open
+        self.tokens.is_none() && self.oidc.is_empty() && self.open
     }
 
     /// The owner a host with `token` (from [`HOST_TOKEN_METADATA`], without
-    /// `Bearer `; `None` when absent) is admitted as.
+    /// `Bearer `; `None` when absent) is admitted as: a host token of the
+    /// file, else, when it looks like a JWT, an identity token of a
+    /// configured issuer (which may fetch the issuer's keys).
     ///
     /// # Errors
-    /// [`RegistryError::HostNotAdmitted`] (`UNAUTHENTICATED`) when a host
-    /// token is required and missing or unknown, or registration is closed.
-    pub fn admit(&self, token: Option<&str>) -> Result<Owner, RegistryError> {
-        if let Some(file) = &self.tokens {
-            let Some(token) = token else {
-                return Err(RegistryError::HostNotAdmitted(
-                    "this server admits only hosts with a host token: pass --host-token \
-                     or set RENDEZVOUS_HOST_TOKEN"
-                        .into(),
+    /// [`RegistryError::HostNotAdmitted`] (`UNAUTHENTICATED`) when a
+    /// credential is required and missing, unknown or refused (the message
+    /// says why), or registration is closed.
+    pub async fn admit(&self, token: Option<&str>) -> Result<Owner, RegistryError> {
+        let refused = |why: String| Err(RegistryError::HostNotAdmitted(why));
+        if self.tokens.is_none() && self.oidc.is_empty() {
+            if self.open {
+                return Ok(Owner::open());
+            }
+            return refused(
+                "this server admits no hosts: its operator has configured no admission mode".into(),
+            );
+        }
+        let Some(token) = token else {
+            return refused(match (&self.tokens, self.oidc.is_empty()) {
+                (Some(_), true) => "this server admits only hosts with a host token: pass \
+                                    --host-token or set RENDEZVOUS_HOST_TOKEN"
+                    .into(),
+                (None, _) => "this server admits only hosts with a CI identity token: run \
+                              in a CI job with OIDC tokens (GitHub Actions: `permissions: \
+                              id-token: write`; GitLab: `id_tokens:` with --oidc-token-env)"
+                    .into(),
+                (Some(_), false) => "this server admits only hosts with a host token \
+                                     (--host-token) or a CI identity token"
+                    .into(),
+            });
+        };
+        if let Some(owner) = self.tokens.as_ref().and_then(|file| file.admit(token)) {
+            return Ok(owner);
+        }
+        if !self.oidc.is_empty() && crate::oidc::looks_like_jwt(token) {
+            let Some(iss) = crate::oidc::claimed_issuer(token) else {
+                return refused("the CI identity token has no issuer (iss)".into());
+            };
+            let Some(issuer) = self.oidc.iter().find(|i| i.issuer() == iss) else {
+                return refused(format!(
+                    "the CI identity token was refused: {}",
+                    crate::oidc::OidcError::UnknownIssuer(iss)
                 ));
             };
-            return file.admit(token).ok_or_else(|| {
-                RegistryError::HostNotAdmitted(
-                    "the host token is not one this server admits: check RENDEZVOUS_HOST_TOKEN \
-                     with the server's operator"
-                        .into(),
-                )
-            });
+            return issuer
+                .admit(token)
+                .await
+                .or_else(|e| refused(format!("the CI identity token was refused: {e}")));
         }
-        if self.open {
-            return Ok(Owner::open());
-        }
-        Err(RegistryError::HostNotAdmitted(
-            "this server admits no hosts: its operator has configured no admission mode".into(),
-        ))
+        refused(
+            "the host token is not one this server admits: check RENDEZVOUS_HOST_TOKEN \
+             with the server's operator"
+                .into(),
+        )
     }
 }

@@ -294,8 +294,8 @@ fn token_file(name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn host_token_files_name_their_tokens_and_refuse_bad_lines() {
+#[tokio::test]
+async fn host_token_files_name_their_tokens_and_refuse_bad_lines() {
     let path = token_file(
         "good",
         "# comment\n\n  ci-runners  token-one-0123456789abcdef  \ntoken-two-0123456789abcdef\nci-runners token-three-0123456789abcdef\n",
@@ -304,27 +304,28 @@ fn host_token_files_name_their_tokens_and_refuse_bad_lines() {
     let admission = HostAdmission {
         tokens: Some(Arc::new(file)),
         open: true,
+        oidc: Vec::new(),
     };
     assert!(!admission.is_open());
-    let admit = |t| admission.admit(Some(t)).map(|o| o.to_string());
+    let admit = async |t| admission.admit(Some(t)).await.map(|o| o.to_string());
     assert_eq!(
-        admit("token-one-0123456789abcdef").unwrap(),
+        admit("token-one-0123456789abcdef").await.unwrap(),
         "token:ci-runners"
     );
     // Two tokens of one name (rotation) admit the same owner.
     assert_eq!(
-        admit("token-three-0123456789abcdef").unwrap(),
+        admit("token-three-0123456789abcdef").await.unwrap(),
         "token:ci-runners"
     );
-    let bare = admit("token-two-0123456789abcdef").unwrap();
+    let bare = admit("token-two-0123456789abcdef").await.unwrap();
     let hex = Digest::of("token-two-0123456789abcdef").short_hex();
     assert_eq!(bare, format!("token:{hex}"));
     assert!(matches!(
-        admission.admit(Some("token-four-0123456789abcdef")),
+        admission.admit(Some("token-four-0123456789abcdef")).await,
         Err(RegistryError::HostNotAdmitted(_))
     ));
     assert!(matches!(
-        admission.admit(None),
+        admission.admit(None).await,
         Err(RegistryError::HostNotAdmitted(_))
     ));
     for (name, text, fragment) in [
@@ -355,15 +356,19 @@ fn host_token_files_name_their_tokens_and_refuse_bad_lines() {
     );
 }
 
-#[test]
-fn closed_registration_admits_nobody() {
+#[tokio::test]
+async fn closed_registration_admits_nobody() {
     let closed = HostAdmission {
         tokens: None,
         open: false,
+        oidc: Vec::new(),
     };
     assert!(matches!(
-        closed.admit(Some("anything-at-all-0123456789")),
+        closed.admit(Some("anything-at-all-0123456789")).await,
         Err(RegistryError::HostNotAdmitted(_))
     ));
-    assert_eq!(HostAdmission::default().admit(None).unwrap(), Owner::open());
+    assert_eq!(
+        HostAdmission::default().admit(None).await.unwrap(),
+        Owner::open()
+    );
 }
