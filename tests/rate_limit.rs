@@ -9,7 +9,7 @@ use rendezvous_host::{Host, HostError};
 use rendezvous_proto::ListSessionsRequest;
 use rendezvous_server::ServerConfig;
 use rendezvous_server::auth_limit::{FailureQuota, FailureQuotas};
-use rendezvous_testkit::{DEADLINE, TestHost, TestServer};
+use rendezvous_testkit::{DEADLINE, TestHost, TestServer, host_token_file};
 use tonic::Code;
 
 fn quota(burst: u32, refill_ms: u64) -> FailureQuota {
@@ -111,22 +111,13 @@ async fn a_guessed_task_is_locked_while_other_tasks_work() {
 
 #[tokio::test]
 async fn host_tokens_cannot_be_guessed_quickly_either() {
-    let dir = std::env::temp_dir().join(format!("rendezvous-rl-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("host-tokens");
-    std::fs::write(&path, "ci the-real-host-token-0123456789\n").unwrap();
-    let tokens =
-        std::sync::Arc::new(rendezvous_server::registry::HostTokenFile::load(&path).unwrap());
+    let (_dir, tokens) = host_token_file("ci the-real-host-token-0123456789\n");
     let server = TestServer::with_config(ServerConfig {
         failure_quotas: FailureQuotas {
             per_ip: quota(2, 60_000),
             per_task: quota(1_000, 1),
         },
-        host_admission: rendezvous_server::registry::HostAdmission {
-            tokens: Some(tokens),
-            open: false,
-            oidc: Vec::new(),
-        },
+        host_admission: rendezvous_server::registry::HostAdmission::with_tokens(tokens),
         ..ServerConfig::default()
     })
     .await;

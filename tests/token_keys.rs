@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, Header};
-use rendezvous_proto::Role;
+use rendezvous_proto::{ListSessionsRequest, Role};
 use rendezvous_server::ServerConfig;
 use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
 use rendezvous_server::token::{self, GuestClaims, TokenError, TokenKey};
@@ -290,6 +290,47 @@ async fn tokens_bound_to_a_host_or_session_reach_only_that() {
         .await
         .unwrap();
     assert_eq!(joined.attached.session_id, session);
+
+    // Listing shows only what the token may reach.
+    let list = |token: String| {
+        let server = &server;
+        async move {
+            server
+                .guest_client()
+                .await
+                .list_sessions(ListSessionsRequest {
+                    task_id: "pk-bound".into(),
+                    token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .hosts
+        }
+    };
+    let everything = list(ec.sign(&claims("pk-bound"))).await;
+    assert_eq!(
+        everything[0].sessions.len(),
+        3,
+        "two shells here, one by this_host"
+    );
+    let listed = list(one_session).await;
+    assert_eq!(listed.len(), 1);
+    let ids: Vec<&str> = listed[0]
+        .sessions
+        .iter()
+        .map(|s| s.session_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        [session.as_str()],
+        "only the token's session is listed"
+    );
+    assert!(
+        list(ec.sign(&other_host)).await.is_empty(),
+        "another host's token lists no host"
+    );
 }
 
 #[tokio::test]

@@ -223,4 +223,6 @@ pub struct ServerConfig {
     /// (RS256, ES256, EdDSA; see [`crate::jwks`]); `None` accepts only
     /// HS256 tokens under `token_key`.
     pub token_public_keys: Option<crate::jwks::KeySource>,
+    /// Where audit events go ([`crate::audit`]); off by default.
+    pub audit: crate::audit::AuditLog,
 }

@@ -16,11 +16,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::{INPUT_TIMEOUT, limit_name};
 use crate::first_message::first_message;
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::metrics::Metrics;
-use crate::registry::{Authenticated, JoinedGuest, Registry, RegistryError};
+use crate::registry::{Authenticated, JoinedGuest, Registry, RegistryError, guest_credential};
 use crate::session::{NewGuest, Session};
 use crate::status::{client_ip, refused};
 
@@ -59,9 +60,10 @@ impl GuestApi {
         let Authenticated {
             role,
             hosts,
+            owner,
+            sub,
             only_host,
             only_session,
-            ..
         } = self
             .registry
             .authenticate_guest(ip, &task_id, &req.secret, &req.token)
@@ -108,7 +110,7 @@ impl GuestApi {
             max_guests: usize::MAX,
         };
         let JoinedGuest {
-            handle: guest,
+            handle: mut guest,
             token,
             attachment,
         } = self.registry.add_guest(&session, new).map_err(refused)?;
@@ -117,6 +119,27 @@ impl GuestApi {
             task = %host.task_id(), host = %host.name(), session = session.id(),
             guest = guest.id(), ?role, resumed = attachment.resumed, "guest attached"
         );
+        let audit = self.registry.audit();
+        if audit.is_on() {
+            let (kind, credential) = guest_credential(&req.secret, &req.token);
+            let event = AuditEvent::new(AuditKind::GuestAttached)
+                .task(&task_id)
+                .owner(&owner)
+                .host(host.name())
+                .session(session.id())
+                .guest(guest.id())
+                .role(role)
+                .client_ip(ip)
+                .token_sub(sub.as_deref())
+                .credential(kind, audit.fingerprint(credential));
+            let attached = if attachment.resumed {
+                event.clone().reason("resumed")
+            } else {
+                event.clone()
+            };
+            audit.record(&attached);
+            guest.audit_detach(event);
+        }
         if req.window_bytes > 0 {
             session.set_window(guest.id(), req.window_bytes);
         }
@@ -314,13 +337,25 @@ impl GuestService for GuestApi {
         let ip = client_ip(&request);
         let req = request.into_inner();
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
-        let Authenticated { hosts, .. } = self
+        let Authenticated {
+            hosts,
+            only_host,
+            only_session,
+            ..
+        } = self
             .registry
             .authenticate_guest(ip, &task_id, &req.secret, &req.token)
             .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
+        // A token bound to one host or session lists only what it may
+        // attach to.
         let hosts = hosts
             .iter()
+            .filter(|host| {
+                only_host
+                    .as_deref()
+                    .is_none_or(|h| h == host.name().as_str())
+            })
             .map(|host| HostInfo {
                 host_name: host.name().to_string(),
                 labels: host.labels().clone(),
@@ -328,6 +363,7 @@ impl GuestService for GuestApi {
                 sessions: host
                     .sessions()
                     .iter()
+                    .filter(|s| only_session.as_deref().is_none_or(|id| id == s.id()))
                     .map(|s| {
                         let size = s.size();
                         SessionInfo {

@@ -13,9 +13,10 @@ use rendezvous_proto::{
 use tokio_stream::wrappers::{IntervalStream, ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::audit::{AuditEvent, AuditKind};
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::first_message::first_message;
-use crate::registry::{HOST_TOKEN_METADATA, Host, Registry, gone};
+use crate::registry::{HOST_TOKEN_METADATA, Host, Registry, gone, host_credential_kind};
 use crate::status::{client_ip, refused};
 use crate::task_stream::TaskStream;
 
@@ -47,6 +48,13 @@ impl Drop for HostGuard {
     fn drop(&mut self) {
         tracing::info!(task = %self.host.task_id(), host = %self.host.name(), "host left");
         self.registry.unregister_host(&self.host);
+        self.registry.audit().record(
+            &AuditEvent::new(AuditKind::HostLeft)
+                .task(self.host.task_id())
+                .owner(self.host.owner())
+                .host(self.host.name())
+                .client_ip(self.host.ip()),
+        );
     }
 }
 
@@ -62,9 +70,15 @@ impl HostService for HostApi {
         // Admission first: a host that is not admitted is refused before
         // the server reads anything it sends.
         let ip = client_ip(&request);
+        let token = host_token(request.metadata());
+        let audit = self.registry.audit();
+        let credential = (
+            host_credential_kind(token),
+            audit.fingerprint(token.unwrap_or_default()),
+        );
         let owner = self
             .registry
-            .admit_host(ip, host_token(request.metadata()))
+            .admit_host(ip, token)
             .await
             .map_err(|e| refused(self.registry.metrics(), e))?;
         let mut inbound = request.into_inner();
@@ -76,15 +90,29 @@ impl HostService for HostApi {
                 "the first Control message must be Hello",
             ));
         };
-        let registration = self
-            .registry
-            .register_host(owner, ip, &hello)
-            .await
-            .map_err(|e| refused(self.registry.metrics(), e))?;
+        let event = |kind| {
+            AuditEvent::new(kind)
+                .task(&hello.task_id)
+                .host(&hello.host_name)
+                .client_ip(ip)
+                .credential(credential.0, credential.1.clone())
+        };
+        let registration = match self.registry.register_host(owner.clone(), ip, &hello).await {
+            Ok(registration) => registration,
+            Err(e) => {
+                audit.record(&event(AuditKind::HostRefused).owner(&owner).reason(&e));
+                return Err(refused(self.registry.metrics(), e));
+            }
+        };
         let host = registration.host;
         tracing::info!(
             task = %host.task_id(), host = %host.name(), owner = %host.owner(),
             "host registered"
+        );
+        audit.record(
+            &event(AuditKind::HostRegistered)
+                .host(host.name())
+                .owner(host.owner()),
         );
         let registered = HostControlResponse {
             message: Some(host_control_response::Message::Registered(Registered {

@@ -22,6 +22,8 @@
 //! - [`origin`]: which web origins may use the server (CORS);
 //! - [`server`]: one listener for all of it; [`Server::spawn`] runs it
 //!   as a [`RunningServer`] (demo, bench, tests);
+//! - [`audit`]: the audit log, one event per registration, attach,
+//!   detach, failed authentication, rate-limit trip and session end;
 //! - [`tls`]: the listener's certificate (files reloaded on SIGHUP, or
 //!   self-signed), ALPN and HSTS.
 //!
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod auth;
 pub mod auth_limit;
 pub mod config;

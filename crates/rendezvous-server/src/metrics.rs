@@ -171,6 +171,17 @@ impl Metrics {
         metrics
     }
 
+    /// Registers `audit`'s count of dropped events, as
+    /// `rendezvous_audit_events_dropped_total`.
+    pub fn with_audit(mut self, audit: &crate::audit::AuditLog) -> Self {
+        self.registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the audit file's queue was full",
+            audit.dropped().clone(),
+        );
+        self
+    }
+
     /// Counts one refusal at `limit`.
     pub fn refused_at(&self, limit: &'static str) {
         self.limit_refusals

@@ -7,6 +7,8 @@
 //! - [`Transcript`]: a guest's events with `until(marker)`, `until_exit()`
 //!   and one deadline; [`TermGuest`]: a native guest on the Terminal call;
 //! - [`proxy::CutProxy`]: a TCP proxy that holds and cuts connections;
+//! - [`ProcessOutput`]: a `rendezvous` binary as a child process, what it
+//!   prints kept for the test;
 //! - [`held_output`]: waits until a session's output stops growing;
 //! - [`tls`]: a test CA and its certificates, for servers started with
 //!   [`TestServer::with_tls`];
@@ -18,16 +20,41 @@
 
 mod host;
 pub mod jwt;
+mod process;
 pub mod proxy;
 mod server;
 pub mod tls;
 mod transcript;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rendezvous_server::registry::HostTokenFile;
+
 pub use host::{TestHost, bash};
+pub use process::ProcessOutput;
 pub use server::{AnyGuestClient, Stop, TRANSPORTS, TestServer, Transport};
 pub use transcript::{TermGuest, Transcript};
+
+/// A new temporary directory, removed when the returned guard drops; its
+/// name starts with `rendezvous-{what}-`.
+pub fn temp_dir(what: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("rendezvous-{what}-"))
+        .tempdir()
+        .expect("create a temporary directory")
+}
+
+/// A host token file (`serve --host-token-file`) holding `lines`, each
+/// `NAME TOKEN`, in a temporary directory that lives as long as the
+/// returned guard; rewrite [`HostTokenFile::path`] and reload to change it.
+pub fn host_token_file(lines: &str) -> (tempfile::TempDir, Arc<HostTokenFile>) {
+    let dir = temp_dir("host-tokens");
+    let path = dir.path().join("host-tokens");
+    std::fs::write(&path, lines).expect("write the host token file");
+    let file = HostTokenFile::load(&path).expect("load the host token file");
+    (dir, Arc::new(file))
+}
 
 /// How long any wait in a test may take before the test fails (20 s).
 pub const DEADLINE: Duration = Duration::from_secs(20);

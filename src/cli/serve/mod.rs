@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use rendezvous_server::audit::{AuditKey, AuditLog};
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
@@ -181,6 +182,23 @@ pub struct ServeArgs {
     /// background tab); read-only guests never hold it back.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration, env = "RENDEZVOUS_STALLED_GUEST_TIMEOUT")]
     pub stalled_guest_timeout: Duration,
+    /// Write the audit log (host registrations, attaches and detaches,
+    /// failed authentications, rate-limit trips, session ends) to FILE as
+    /// JSON lines, or with `-` into this log (target rendezvous::audit).
+    /// FILE is appended to, created with mode 0600, and reopened on SIGHUP
+    /// (for logrotate). Credentials appear only as keyed fingerprints.
+    #[arg(long, value_name = "FILE|-", env = "RENDEZVOUS_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+    /// The key (at least 32 bytes, raw) of the audit log's credential
+    /// fingerprints (HMAC-SHA256), so that they compare across restarts
+    /// and replicas. Default: a random key per start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "audit_log",
+        env = "RENDEZVOUS_AUDIT_KEY_FILE"
+    )]
+    pub audit_key_file: Option<PathBuf>,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -273,7 +291,23 @@ impl ServeArgs {
             frame_ancestors: self.frame_ancestors.clone(),
             public_url: self.public_url.clone(),
             token_public_keys,
+            audit: self.audit_log()?,
         })
+    }
+
+    /// The audit log the flags name; off without --audit-log.
+    fn audit_log(&self) -> anyhow::Result<AuditLog> {
+        let Some(path) = &self.audit_log else {
+            return Ok(AuditLog::default());
+        };
+        let key = match &self.audit_key_file {
+            Some(file) => AuditKey::from_file(file)?,
+            None => AuditKey::random(),
+        };
+        if path.as_os_str() == "-" {
+            return Ok(AuditLog::to_log(key));
+        }
+        Ok(AuditLog::to_file(path, key)?)
     }
 }
 
@@ -407,7 +441,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         None => "http",
     };
     println!("rendezvous: listening on {scheme}://{addr}");
-    let reloads = reload_on_hangup(tls, host_tokens, hangups);
+    let audit = server.registry().audit().clone();
+    match &args.audit_log {
+        Some(path) if path.as_os_str() == "-" => {
+            println!("rendezvous: audit events go to this log")
+        }
+        Some(path) => println!("rendezvous: audit log {}", path.display()),
+        None => {}
+    }
+    let reloads = reload_on_hangup(tls, host_tokens, audit, hangups);
     tokio::select! {
         result = server.run(shutdown_signal()) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
@@ -418,15 +460,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// Reloads what can be reloaded on each SIGHUP, for as long as the
 /// server runs: the TLS certificate files (as [`TlsConfig::reload`] does)
-/// and the host token file. A file that cannot be used is logged, and what
+/// and the host token file; and reopens the audit file. A file that cannot be used is logged, and what
 /// was loaded before stays in force. Returns only if the signal stream
 /// ends.
 async fn reload_on_hangup(
     tls: Option<TlsConfig>,
     host_tokens: Option<Arc<HostTokenFile>>,
+    audit: AuditLog,
     mut hangups: tokio::signal::unix::Signal,
 ) {
     while hangups.recv().await.is_some() {
+        audit.reopen();
         if let Some(tls) = &tls {
             let reloading = tls.clone();
             // Reading the files blocks: off the runtime's threads.

@@ -9,6 +9,7 @@ use rendezvous_proto::Role;
 use rendezvous_proto::ids::{TaskId, check_secret_strength};
 
 use super::{Host, Owner, Registry, RegistryError, lock};
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::Digest;
 
 /// Who a guest's credential makes it.
@@ -28,6 +29,25 @@ pub struct Authenticated {
     /// The only session ID a guest token attaches to (its `session`), if
     /// it says; the caller enforces it.
     pub only_session: Option<String>,
+}
+
+/// The kind of a guest's credential, for the audit log, and the
+/// credential itself: the secret, unless only a token was sent.
+pub(crate) fn guest_credential<'a>(secret: &'a str, token: &'a str) -> (&'static str, &'a str) {
+    if !secret.is_empty() || token.is_empty() {
+        ("secret", secret)
+    } else {
+        ("guest_token", token)
+    }
+}
+
+/// The kind of a host's admission credential, for the audit log.
+pub(crate) fn host_credential_kind(token: Option<&str>) -> &'static str {
+    match token {
+        None => "none",
+        Some(t) if crate::oidc::looks_like_jwt(t) => "oidc_token",
+        Some(_) => "host_token",
+    }
 }
 
 pub(super) fn check_secret(secret: &str, what: &str) -> Result<(), RegistryError> {
@@ -59,13 +79,27 @@ impl Registry {
             .check(ip, Some(task_id))
             .map_err(RegistryError::TooManyFailures)?;
         let result = self.check_guest_credential(task_id, secret, token).await;
-        if let Err(RegistryError::Denied | RegistryError::Token(_)) = &result
-            && let Some(locked) = self.failures.failed(ip, Some(task_id))
-        {
-            tracing::warn!(
-                client_ip = ?ip, task = %task_id, retry_after_ms = locked.retry_after.as_millis(),
-                "too many failed authentications: locked"
+        if let Err(error @ (RegistryError::Denied | RegistryError::Token(_))) = &result {
+            let (kind, credential) = guest_credential(secret, token);
+            self.audit().record(
+                &AuditEvent::new(AuditKind::AuthFailed)
+                    .task(task_id)
+                    .client_ip(ip)
+                    .credential(kind, self.audit().fingerprint(credential))
+                    .reason(error),
             );
+            if let Some(locked) = self.failures.failed(ip, Some(task_id)) {
+                tracing::warn!(
+                    client_ip = ?ip, task = %task_id, retry_after_ms = locked.retry_after.as_millis(),
+                    "too many failed authentications: locked"
+                );
+                self.audit().record(
+                    &AuditEvent::new(AuditKind::RateLimited)
+                        .task(task_id)
+                        .client_ip(ip)
+                        .reason(locked),
+                );
+            }
         }
         result
     }
@@ -85,13 +119,27 @@ impl Registry {
             .check(ip, None)
             .map_err(RegistryError::TooManyFailures)?;
         let result = self.config.host_admission.admit(token).await;
-        if result.is_err()
-            && let Some(locked) = self.failures.failed(ip, None)
-        {
-            tracing::warn!(
-                client_ip = ?ip, retry_after_ms = locked.retry_after.as_millis(),
-                "too many refused host registrations: locked"
+        if let Err(error) = &result {
+            self.audit().record(
+                &AuditEvent::new(AuditKind::HostRefused)
+                    .client_ip(ip)
+                    .credential(
+                        host_credential_kind(token),
+                        self.audit().fingerprint(token.unwrap_or_default()),
+                    )
+                    .reason(error),
             );
+            if let Some(locked) = self.failures.failed(ip, None) {
+                tracing::warn!(
+                    client_ip = ?ip, retry_after_ms = locked.retry_after.as_millis(),
+                    "too many refused host registrations: locked"
+                );
+                self.audit().record(
+                    &AuditEvent::new(AuditKind::RateLimited)
+                        .client_ip(ip)
+                        .reason(locked),
+                );
+            }
         }
         result
     }

@@ -9,6 +9,7 @@ use rendezvous_proto::Role;
 
 use super::ended_guests::EndedGuests;
 use super::{Registry, RegistryError, lock};
+use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::{Digest, new_token};
 use crate::config::limit_name;
 use crate::session::{Attachment, NewGuest, Session, SessionError};
@@ -57,6 +58,8 @@ pub struct GuestHandle {
     session: Arc<Session>,
     guest_id: String,
     attachment: u64,
+    /// Recorded in the audit log when the guest detaches.
+    detach_event: Option<Box<AuditEvent>>,
 }
 
 impl GuestHandle {
@@ -74,6 +77,12 @@ impl GuestHandle {
     pub fn attachment(&self) -> u64 {
         self.attachment
     }
+
+    /// Records `event`, as [`AuditKind::GuestDetached`], when the guest
+    /// detaches.
+    pub fn audit_detach(&mut self, event: AuditEvent) {
+        self.detach_event = Some(Box::new(event));
+    }
 }
 
 impl Drop for GuestHandle {
@@ -81,6 +90,16 @@ impl Drop for GuestHandle {
         self.session.detach(&self.guest_id, self.attachment);
         let ended = self.session.has_ended();
         if let Some(registry) = self.registry.upgrade() {
+            if let Some(event) = self.detach_event.take() {
+                let reason = if ended {
+                    "the session ended"
+                } else {
+                    "the guest's stream closed"
+                };
+                registry
+                    .audit()
+                    .record(&event.with_kind(AuditKind::GuestDetached).reason(reason));
+            }
             let mut guests = lock(&registry.guests);
             // A guest that resumed on another stream stays indexed.
             if guests
@@ -162,6 +181,7 @@ impl Registry {
             session: session.clone(),
             guest_id: attached.guest_id.clone(),
             attachment: attached.attachment,
+            detach_event: None,
         };
         Ok(JoinedGuest {
             handle,

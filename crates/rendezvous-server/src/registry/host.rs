@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Owner, Registry, RegistryError, gone, lock, watchdog};
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::auth::Digest;
 use crate::config::limit_name;
 use crate::session::Session;
@@ -36,6 +37,8 @@ pub struct Host {
     pub(super) sessions: Mutex<BTreeMap<String, Arc<Session>>>,
     /// Cancelled when the host is unregistered; ends its streams.
     pub(super) closed: CancellationToken,
+    /// Where the end of each session is recorded.
+    pub(super) audit: AuditLog,
 }
 
 impl Host {
@@ -74,6 +77,11 @@ impl Host {
         lock(&self.sessions).values().cloned().collect()
     }
 
+    /// The client IP the host registered from, when known.
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ip
+    }
+
     /// The labels the host published.
     pub fn labels(&self) -> &HashMap<String, String> {
         &self.labels
@@ -88,14 +96,37 @@ impl Host {
     /// close it (best effort: a full control queue means the host is gone
     /// or stuck, and its Data stream ends anyway).
     pub fn end_session(&self, session: &Session, status: ExitStatus) {
+        let reason = end_reason(&status);
         session.finish(status);
         if lock(&self.sessions).remove(session.id()).is_some() {
+            self.audit.record(
+                &AuditEvent::new(AuditKind::SessionEnded)
+                    .task(&self.task_id)
+                    .owner(&self.owner)
+                    .host(&self.name)
+                    .session(session.id())
+                    .reason(reason),
+            );
             let _ = self.control.try_send(HostControlResponse {
                 message: Some(host_control_response::Message::CloseSession(CloseSession {
                     session_id: session.id().to_owned(),
                 })),
             });
         }
+    }
+}
+
+/// Why a session ended, in words: the server's message, or how the
+/// process exited.
+fn end_reason(status: &ExitStatus) -> String {
+    use rendezvous_proto::exit_status::Status;
+    match (&status.status, status.message.is_empty()) {
+        (_, false) => status.message.clone(),
+        (Some(Status::Code(code)), true) => format!("the process exited with code {code}"),
+        (Some(Status::Signal(signal)), true) => {
+            format!("the process was killed by signal {signal}")
+        }
+        (None, true) => "the session ended".into(),
     }
 }
 

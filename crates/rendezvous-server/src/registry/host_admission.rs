@@ -276,6 +276,15 @@ impl Default for HostAdmission {
 }
 
 impl HostAdmission {
+    /// Admits only the hosts with a token of `file` (`--host-token-file`).
+    pub fn with_tokens(file: Arc<HostTokenFile>) -> Self {
+        Self {
+            tokens: Some(file),
+            open: false,
+            oidc: Vec::new(),
+        }
+    }
+
     /// Whether hosts register without a credential.
     pub fn is_open(&self) -> bool {
         self.tokens.is_none() && self.oidc.is_empty() && self.open

@@ -42,6 +42,7 @@ use rendezvous_proto::message_size::MAX_DATA_BYTES;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
 use crate::auth::{Digest, new_token};
 use crate::auth_limit::FailureLimits;
 use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig, limit_name};
@@ -60,6 +61,7 @@ mod watchdog;
 
 pub use admission::Authenticated;
 use admission::check_secret;
+pub(crate) use admission::{guest_credential, host_credential_kind};
 pub use error::RegistryError;
 use guests::GuestIndex;
 pub use guests::{GuestEntry, GuestHandle, JoinedGuest};
@@ -126,13 +128,14 @@ impl Registry {
         config.relay.max_output_message_bytes =
             config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
         let failures = FailureLimits::new(config.failure_quotas);
+        let metrics = Arc::new(Metrics::new().with_audit(&config.audit));
         Self {
             config,
             store,
             inner: Mutex::default(),
             guests: Mutex::default(),
             decoy: Digest::of(&new_token()),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             failures,
         }
     }
@@ -140,6 +143,11 @@ impl Registry {
     /// The server's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The server's audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.config.audit
     }
 
     /// What is connected now, for the metrics' gauges.
@@ -203,6 +211,7 @@ impl Registry {
             control: control_tx,
             sessions: Mutex::default(),
             closed: CancellationToken::new(),
+            audit: self.config.audit.clone(),
         });
         self.check_host_limits(ip)?;
         let record = TaskRecord {
