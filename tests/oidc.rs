@@ -294,3 +294,36 @@ async fn on_github_actions_the_host_requests_its_token_for_the_audience() {
         Some("api-version=2.0&audience=https%3A%2F%2Frendezvous%2Etest")
     );
 }
+
+#[tokio::test]
+async fn a_failed_discovery_is_not_fetched_again_on_every_host_then_recovers() {
+    let http = DocumentServer::start().await;
+    let iss = http.url("");
+    let admission = admission(&iss);
+    let token = issuer_key().sign(&claims(&iss));
+    let discovery = "/.well-known/openid-configuration";
+    for _ in 0..3 {
+        let refused = admission.admit(Some(&token)).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("cannot get the issuer's keys"),
+            "{refused}"
+        );
+    }
+    assert_eq!(http.hits(discovery), 1, "one fetch for three hosts");
+    // The issuer is back: a host is admitted once the retry time passed.
+    http.set(
+        discovery,
+        json!({ "issuer": iss, "jwks_uri": http.url("/jwks") }).to_string(),
+    );
+    http.set("/jwks", jwks(&[issuer_key()]));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while admission.admit(Some(&token)).await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        http.hits(discovery),
+        2,
+        "fetched again once, after the retry time"
+    );
+}

@@ -22,7 +22,7 @@ async fn server() -> TestServer {
 }
 
 /// Mints a token with the `rendezvous token` command, as a CI system would.
-fn mint_with_cli(task_id: &str, read_only: bool) -> String {
+fn mint_with_cli(task_id: &str, extra: &[&str]) -> String {
     let dir = std::env::temp_dir().join(format!("rendezvous-token-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     // One file per task: tests run in parallel.
@@ -37,10 +37,7 @@ fn mint_with_cli(task_id: &str, read_only: bool) -> String {
         "600",
         "--key-file",
     ]);
-    command.arg(&key_file);
-    if read_only {
-        command.arg("--read-only");
-    }
+    command.arg(&key_file).args(extra);
     let out = command.output().expect("run rendezvous token");
     assert!(
         out.status.success(),
@@ -61,7 +58,7 @@ fn with_token(host: &TestHost, session_id: &str, token: &str) -> rendezvous_prot
 async fn a_read_write_token_opens_a_shell_without_the_secret() {
     let server = server().await;
     let host = TestHost::start(&server, "tok-rw").await;
-    let token = mint_with_cli("tok-rw", false);
+    let token = mint_with_cli("tok-rw", &[]);
     assert!(!token.contains(&host.secret));
     let mut guest = TermGuest::open(&server, with_token(&host, "", &token))
         .await
@@ -78,7 +75,7 @@ async fn a_read_only_token_may_only_watch() {
     let writer = TermGuest::open(&server, host.attach_request(""))
         .await
         .unwrap();
-    let token = mint_with_cli("tok-ro", true);
+    let token = mint_with_cli("tok-ro", &["--read-only"]);
     let refused = TermGuest::open(&server, with_token(&host, "", &token))
         .await
         .err()
@@ -91,6 +88,37 @@ async fn a_read_only_token_may_only_watch() {
     .await
     .unwrap();
     assert_eq!(watcher.attached.role(), Role::ReadOnly);
+}
+
+#[tokio::test]
+async fn a_token_minted_for_one_session_joins_only_that_session() {
+    let server = server().await;
+    let host = TestHost::start(&server, "tok-one").await;
+    let first = TermGuest::open(&server, host.attach_request(""))
+        .await
+        .unwrap();
+    let second = TermGuest::open(&server, host.attach_request(""))
+        .await
+        .unwrap();
+    let session = first.attached.session_id.as_str();
+    let token = mint_with_cli("tok-one", &["--session", session, "--host", "default"]);
+    for target in ["", second.attached.session_id.as_str()] {
+        let refused = TermGuest::open(&server, with_token(&host, target, &token))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{target:?} was reached"));
+        assert_eq!(refused.code(), Code::PermissionDenied);
+    }
+    let joined = TermGuest::open(&server, with_token(&host, session, &token))
+        .await
+        .unwrap();
+    assert_eq!(joined.attached.session_id, session);
+    let elsewhere = mint_with_cli("tok-one", &["--host", "another-host"]);
+    let refused = TermGuest::open(&server, with_token(&host, session, &elsewhere))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.code(), Code::PermissionDenied);
 }
 
 #[tokio::test]

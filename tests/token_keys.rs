@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, Header};
 use rendezvous_proto::{ListSessionsRequest, Role};
 use rendezvous_server::ServerConfig;
-use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
+use rendezvous_server::jwks::{KeyFile, KeyFileFormat, KeySet, KeySource, RemoteJwks};
 use rendezvous_server::token::{self, GuestClaims, TokenError, TokenKey};
 use rendezvous_testkit::jwt::{DocumentServer, SigningKey, jwks};
 use rendezvous_testkit::{TermGuest, TestHost, TestServer};
@@ -406,4 +406,37 @@ async fn an_unreachable_jwks_url_refuses_tokens_and_is_not_hammered() {
     }
     assert_eq!(http.hits("/missing"), 1);
     assert!(RemoteJwks::new("http://192.0.2.1/jwks").is_err());
+}
+
+#[tokio::test]
+async fn a_reloaded_key_file_checks_tokens_of_its_new_keys_only() {
+    let [rsa, ec, _] = keys();
+    let dir = rendezvous_testkit::temp_dir("key-file");
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks(&[rsa])).unwrap();
+    let file = Arc::new(KeyFile::load(&path, KeyFileFormat::Jwks).unwrap());
+    let server = server_with(KeySource::File(file.clone())).await;
+    let host = TestHost::start(&server, "pk-reload").await;
+    let attach = |token: String| {
+        let request = with_token(&host, "", &token);
+        let server = &server;
+        async move { TermGuest::open(server, request).await.map(|_| ()) }
+    };
+    assert!(attach(rsa.sign(&claims("pk-reload"))).await.is_ok());
+    assert!(
+        attach(ec.sign(&claims("pk-reload"))).await.is_err(),
+        "a key not in the file"
+    );
+
+    // Rotated: the new key checks tokens, the old one no longer does.
+    std::fs::write(&path, jwks(&[ec])).unwrap();
+    assert_eq!(file.reload().unwrap(), 1);
+    assert!(attach(ec.sign(&claims("pk-reload"))).await.is_ok());
+    assert!(attach(rsa.sign(&claims("pk-reload"))).await.is_err());
+
+    // A broken file keeps the keys in force.
+    std::fs::write(&path, "{ not json").unwrap();
+    let error = file.reload().unwrap_err().to_string();
+    assert!(error.contains("jwks.json"), "{error}");
+    assert!(attach(ec.sign(&claims("pk-reload"))).await.is_ok());
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use rendezvous_proto::Role;
 use rendezvous_proto::ids::TaskId;
 use rendezvous_server::registry::Owner;
+use rendezvous_server::token::GuestClaims;
 
 /// Arguments of `rendezvous token`.
 #[derive(Debug, clap::Args)]
@@ -28,6 +29,14 @@ pub struct TokenArgs {
     /// Grant read-only access: the guest may watch sessions, not type.
     #[arg(long)]
     pub read_only: bool,
+    /// Reach only the host of this name (its `host` claim): other hosts of
+    /// the task refuse the token.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Only join this session ID (its `session` claim): no new shell, no
+    /// other session.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
     /// Lifetime in seconds (1 to 604800, i.e. 7 days).
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     pub ttl_secs: u64,
@@ -41,13 +50,16 @@ pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
     } else {
         Role::ReadWrite
     };
-    let token = key.mint(
+    let mut claims = GuestClaims::new(
         args.task_id.as_str(),
         &Owner::from_claim(&args.owner),
         role,
         Duration::from_secs(args.ttl_secs),
-        args.subject.as_deref(),
     )?;
+    claims.sub = args.subject;
+    claims.host = args.host;
+    claims.session = args.session;
+    let token = key.sign(&claims)?;
     println!("{token}");
     Ok(())
 }

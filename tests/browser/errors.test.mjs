@@ -1,5 +1,6 @@
 // Errors in plain words, each naming the next step, never a blank terminal:
-// wrong secret or unknown task (one message), the session has ended, the
+// wrong secret or unknown task (one message), the session has ended (its
+// process exited, or the server ended it for idling), the
 // host has gone (while attached, and while the page was away), and the
 // server is unreachable (retried until it is back).
 
@@ -34,6 +35,21 @@ describe("errors in plain words", () => {
     const text = await waitForStatus(page, "ended");
     assert.equal(text, "Session ended with exit code 3. Open a new shell to continue.");
     await waitForLine(page, "[rendezvous: session ended with exit code 3]");
+  });
+
+  test("a session idle too long: the server's reason, in plain words", async (t) => {
+    const serve = await startServe({ extraArgs: ["--session-idle-timeout", "2s"] });
+    t.after(() => serve.stop());
+    const host = await startHost({ server: serve.server, taskId: "idle-1", secret: newSecret() });
+    t.after(() => host.stop());
+    const page = await open(host.url, t);
+    await waitForStatus(page, "connected");
+    const text = await waitForStatus(page, "ended");
+    assert.equal(
+      text,
+      "Session ended: no input or output for 2 s (the server's --session-idle-timeout). Open a new shell to continue.",
+    );
+    await waitForLine(page, "[rendezvous: session ended: no input or output for 2 s (the server's --session-idle-timeout)]");
   });
 
   test("the host has gone while attached", async (t) => {

@@ -367,11 +367,79 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Where public keys come from: a file read at start, or a URL.
+/// How a [`KeyFile`] is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFileFormat {
+    /// A JWKS (`{"keys": [...]}`), as [`KeySet::from_jwks`] reads it.
+    Jwks,
+    /// One PEM public key, as [`KeySet::from_pem`] reads it.
+    Pem,
+}
+
+/// Public keys from a file (`--token-jwks-file`, `--token-public-key-file`,
+/// `--host-oidc-jwks-file`), read again by [`KeyFile::reload`] (on SIGHUP),
+/// so that keys rotate without a restart.
+#[derive(Debug)]
+pub struct KeyFile {
+    path: std::path::PathBuf,
+    format: KeyFileFormat,
+    keys: Mutex<Arc<KeySet>>,
+}
+
+impl KeyFile {
+    /// Reads the keys in `path`.
+    ///
+    /// # Errors
+    /// [`JwksError::Malformed`] when the file cannot be read (the message
+    /// names it) or holds no usable key.
+    pub fn load(path: &std::path::Path, format: KeyFileFormat) -> Result<Self, JwksError> {
+        Ok(Self {
+            path: path.to_owned(),
+            format,
+            keys: Mutex::new(Arc::new(read_key_file(path, format)?)),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Reads the file again and uses its keys from now on; returns how
+    /// many there are. Tokens already checked stay checked.
+    ///
+    /// # Errors
+    /// As [`KeyFile::load`]; the keys loaded before stay in force.
+    pub fn reload(&self) -> Result<usize, JwksError> {
+        let keys = read_key_file(&self.path, self.format)?;
+        let count = keys.len();
+        *lock(&self.keys) = Arc::new(keys);
+        Ok(count)
+    }
+
+    /// The keys in force.
+    pub fn keys(&self) -> Arc<KeySet> {
+        lock(&self.keys).clone()
+    }
+}
+
+fn read_key_file(path: &std::path::Path, format: KeyFileFormat) -> Result<KeySet, JwksError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| JwksError::Malformed(format!("cannot read {}: {e}", path.display())))?;
+    match format {
+        KeyFileFormat::Jwks => KeySet::from_jwks(&bytes),
+        KeyFileFormat::Pem => KeySet::from_pem(&bytes),
+    }
+    .map_err(|e| JwksError::Malformed(format!("{}: {e}", path.display())))
+}
+
+/// Where public keys come from: fixed keys, a file, or a URL.
 #[derive(Debug, Clone)]
 pub enum KeySource {
-    /// A JWKS or PEM file's keys.
+    /// Keys given once (e.g. by an embedding program).
     Fixed(Arc<KeySet>),
+    /// A JWKS or PEM file's keys, reloadable.
+    File(Arc<KeyFile>),
     /// A JWKS URL's keys, cached.
     Remote(Arc<RemoteJwks>),
 }
@@ -384,6 +452,7 @@ impl KeySource {
     pub async fn select(&self, header: &Header) -> Result<(DecodingKey, Algorithm), JwksError> {
         match self {
             Self::Fixed(keys) => keys.select(header),
+            Self::File(file) => file.keys().select(header),
             Self::Remote(remote) => remote.select(header).await,
         }
     }

@@ -21,8 +21,8 @@
 //! which guest tokens then name in their `owner` claim.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::Validation;
 use serde::Deserialize;
@@ -34,6 +34,10 @@ use crate::registry::Owner;
 /// Clock skew allowed on `exp` and `nbf` of an identity token, in seconds
 /// (30 s).
 pub const CLOCK_LEEWAY: Duration = Duration::from_secs(30);
+
+/// How long after a failed discovery of an issuer it is tried again, in
+/// ms (10 s); meanwhile hosts get the failure's error at once.
+pub const DISCOVERY_RETRY: Duration = Duration::from_millis(10_000);
 
 /// Largest discovery document accepted, in bytes (64 KiB).
 pub const MAX_DISCOVERY_BYTES: usize = 64 * 1024;
@@ -103,8 +107,9 @@ impl std::str::FromStr for ClaimRule {
 enum IssuerKeys {
     /// A JWKS file (`--host-oidc-jwks-file`).
     Fixed(KeySource),
-    /// The issuer's discovery document's `jwks_uri`, found on first use.
-    Discovered(OnceCell<KeySource>),
+    /// The issuer's discovery document's `jwks_uri`, found on first use;
+    /// and the last failed discovery, when and why.
+    Discovered(OnceCell<KeySource>, Mutex<Option<(Instant, String)>>),
 }
 
 /// One trusted issuer of CI identity tokens, with its audience and claim
@@ -140,18 +145,29 @@ impl OidcIssuer {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             rules,
-            keys: IssuerKeys::Discovered(OnceCell::new()),
+            keys: IssuerKeys::Discovered(OnceCell::new(), Mutex::new(None)),
         })
     }
 
     /// An issuer whose keys are `keys` (a JWKS file, for set-ups without
     /// a network path to the issuer).
     pub fn with_keys(issuer: &str, audience: &str, rules: Vec<ClaimRule>, keys: KeySet) -> Self {
+        Self::with_key_source(issuer, audience, rules, KeySource::Fixed(Arc::new(keys)))
+    }
+
+    /// An issuer whose keys come from `keys`, e.g. a [`KeySource::File`]
+    /// reloaded on SIGHUP.
+    pub fn with_key_source(
+        issuer: &str,
+        audience: &str,
+        rules: Vec<ClaimRule>,
+        keys: KeySource,
+    ) -> Self {
         Self {
             issuer: issuer.to_owned(),
             audience: audience.to_owned(),
             rules,
-            keys: IssuerKeys::Fixed(KeySource::Fixed(Arc::new(keys))),
+            keys: IssuerKeys::Fixed(keys),
         }
     }
 
@@ -160,13 +176,46 @@ impl OidcIssuer {
         &self.issuer
     }
 
-    /// The issuer's keys, discovering them on first use. A failed
-    /// discovery is tried again on the next use.
-    async fn keys(&self) -> Result<&KeySource, OidcError> {
+    /// The file its keys come from, if they do (to reload it).
+    pub fn key_file(&self) -> Option<&Arc<crate::jwks::KeyFile>> {
         match &self.keys {
-            IssuerKeys::Fixed(keys) => Ok(keys),
-            IssuerKeys::Discovered(cell) => cell.get_or_try_init(|| self.discover()).await,
+            IssuerKeys::Fixed(KeySource::File(file)) => Some(file),
+            _ => None,
         }
+    }
+
+    /// The issuer's keys, discovering them on first use. A failed
+    /// discovery is tried again [`DISCOVERY_RETRY`] later at the
+    /// earliest; until then hosts get its error at once, so that hosts
+    /// with tokens of an issuer that is down cannot make the server fetch
+    /// from it on every attempt.
+    async fn keys(&self) -> Result<&KeySource, OidcError> {
+        let (cell, failed) = match &self.keys {
+            IssuerKeys::Fixed(keys) => return Ok(keys),
+            IssuerKeys::Discovered(cell, failed) => (cell, failed),
+        };
+        if let Some(keys) = cell.get() {
+            return Ok(keys);
+        }
+        let last = failed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some((at, why)) = last
+            && at.elapsed() < DISCOVERY_RETRY
+        {
+            return Err(OidcError::Keys(why));
+        }
+        cell.get_or_try_init(|| self.discover())
+            .await
+            .inspect_err(|e| {
+                let why = match e {
+                    OidcError::Keys(why) => why.clone(),
+                    other => other.to_string(),
+                };
+                *failed.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some((Instant::now(), why));
+            })
     }
 
     async fn discover(&self) -> Result<KeySource, OidcError> {

@@ -52,6 +52,13 @@ pub const HTTP2_STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// host's Control and Data streams, or one client's guests.
 pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 
+/// Most response bytes buffered for one HTTP/2 stream beyond what its
+/// peer's window lets through, in bytes (64 KiB; hyper's default is 400
+/// KiB). A guest that reads nothing holds about this much, plus one output
+/// message, in the server: hundreds of never-read Attach streams stay a
+/// few MiB per connection.
+pub const HTTP2_MAX_SEND_BUF_BYTES: usize = 64 * 1024;
+
 /// Largest header list an HTTP/2 request may carry, in bytes (16 KiB;
 /// hyper's default is 16 MiB). gRPC and gRPC-Web requests carry a few
 /// hundred bytes.
@@ -217,6 +224,7 @@ impl Server {
             .initial_connection_window_size(HTTP2_CONNECTION_WINDOW_BYTES)
             .initial_stream_window_size(HTTP2_STREAM_WINDOW_BYTES)
             .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+            .max_send_buf_size(HTTP2_MAX_SEND_BUF_BYTES)
             .keep_alive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
             .keep_alive_timeout(HTTP2_KEEPALIVE_TIMEOUT);
         let limits = self.registry.config().limits;

@@ -114,6 +114,37 @@ pub struct Grant {
     pub session: Option<String>,
 }
 
+impl GuestClaims {
+    /// The claims of a token for `owner`'s task `task_id` with `role`,
+    /// valid from now for `ttl`; no `sub`, `host` or `session` yet (set
+    /// them, then [`TokenKey::sign`]).
+    ///
+    /// # Errors
+    /// [`TokenError::Lifetime`] when `ttl` is 0 or over [`MAX_TOKEN_TTL`].
+    pub fn new(
+        task_id: &str,
+        owner: &Owner,
+        role: Role,
+        ttl: Duration,
+    ) -> Result<Self, TokenError> {
+        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
+            return Err(TokenError::Lifetime);
+        }
+        let now = now();
+        Ok(Self {
+            task_id: task_id.to_owned(),
+            owner: owner.as_str().to_owned(),
+            role: role_name(role).to_owned(),
+            aud: AUDIENCE.to_owned(),
+            exp: (now + ttl).as_secs(),
+            nbf: Some(now.as_secs()),
+            sub: None,
+            host: None,
+            session: None,
+        })
+    }
+}
+
 fn now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,21 +193,8 @@ impl TokenKey {
         ttl: Duration,
         sub: Option<&str>,
     ) -> Result<String, TokenError> {
-        if ttl.is_zero() || ttl > MAX_TOKEN_TTL {
-            return Err(TokenError::Lifetime);
-        }
-        let now = now();
-        let claims = GuestClaims {
-            task_id: task_id.to_owned(),
-            owner: owner.as_str().to_owned(),
-            role: role_name(role).to_owned(),
-            aud: AUDIENCE.to_owned(),
-            exp: (now + ttl).as_secs(),
-            nbf: Some(now.as_secs()),
-            sub: sub.map(str::to_owned),
-            host: None,
-            session: None,
-        };
+        let mut claims = GuestClaims::new(task_id, owner, role, ttl)?;
+        claims.sub = sub.map(str::to_owned);
         self.sign(&claims)
     }
 

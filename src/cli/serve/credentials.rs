@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use rendezvous_server::jwks::{KeySet, KeySource, RemoteJwks};
+use rendezvous_server::jwks::{KeyFile, KeyFileFormat, KeySource, RemoteJwks};
 use rendezvous_server::oidc::OidcIssuer;
 use rendezvous_server::registry::{HostAdmission, HostTokenFile};
 use rendezvous_server::token::TokenKey;
@@ -14,21 +14,19 @@ use super::ServeArgs;
 
 impl ServeArgs {
     /// The public keys for guest tokens, from `--token-jwks-file`,
-    /// `--token-public-key-file` or `--token-jwks-url`.
+    /// `--token-public-key-file` (both reloaded on SIGHUP) or
+    /// `--token-jwks-url`.
     pub(super) fn token_public_keys(&self) -> anyhow::Result<Option<KeySource>> {
-        let read = |path: &std::path::Path, what: &str| {
-            std::fs::read(path)
-                .with_context(|| format!("cannot read the {what} {}", path.display()))
-        };
-        if let Some(path) = &self.token_jwks_file {
-            let keys = KeySet::from_jwks(&read(path, "JWKS file")?)
-                .with_context(|| format!("cannot use the JWKS file {}", path.display()))?;
-            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
-        }
-        if let Some(path) = &self.token_public_key_file {
-            let keys = KeySet::from_pem(&read(path, "public key file")?)
-                .with_context(|| format!("cannot use the public key file {}", path.display()))?;
-            return Ok(Some(KeySource::Fixed(Arc::new(keys))));
+        let files = [
+            (&self.token_jwks_file, KeyFileFormat::Jwks),
+            (&self.token_public_key_file, KeyFileFormat::Pem),
+        ];
+        for (path, format) in files {
+            if let Some(path) = path {
+                return Ok(Some(KeySource::File(Arc::new(KeyFile::load(
+                    path, format,
+                )?))));
+            }
         }
         if let Some(url) = &self.token_jwks_url {
             return Ok(Some(KeySource::Remote(Arc::new(RemoteJwks::new(url)?))));
@@ -75,14 +73,10 @@ impl ServeArgs {
             return Ok(Vec::new());
         };
         let keys = match &self.host_oidc_jwks_file {
-            Some(path) => {
-                let bytes = std::fs::read(path)
-                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
-                Some(
-                    KeySet::from_jwks(&bytes)
-                        .with_context(|| format!("cannot use the JWKS file {}", path.display()))?,
-                )
-            }
+            Some(path) => Some(KeySource::File(Arc::new(KeyFile::load(
+                path,
+                KeyFileFormat::Jwks,
+            )?))),
             None => None,
         };
         self.host_oidc_issuers
@@ -90,7 +84,9 @@ impl ServeArgs {
             .map(|issuer| {
                 let rules = self.host_oidc_require.clone();
                 Ok(Arc::new(match &keys {
-                    Some(keys) => OidcIssuer::with_keys(issuer, audience, rules, keys.clone()),
+                    Some(keys) => {
+                        OidcIssuer::with_key_source(issuer, audience, rules, keys.clone())
+                    }
                     None => OidcIssuer::discovered(issuer, audience, rules)?,
                 }))
             })

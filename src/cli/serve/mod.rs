@@ -20,6 +20,7 @@ use rendezvous_server::audit::{AuditKey, AuditLog};
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
+use rendezvous_server::jwks::{KeyFile, KeySource};
 use rendezvous_server::origin::PublicUrl;
 use rendezvous_server::registry::HostTokenFile;
 use rendezvous_server::session::RelayConfig;
@@ -107,7 +108,7 @@ pub struct ServeArgs {
     pub token_key_file: Option<std::path::PathBuf>,
     /// A JWKS file (JSON `{"keys": [...]}`) of public keys that check guest
     /// tokens signed by your CI system's own key (RS256, ES256, EdDSA; the
-    /// token's `kid` picks the key). Read at start.
+    /// token's `kid` picks the key). Reloaded on SIGHUP.
     #[arg(
         long,
         value_name = "FILE",
@@ -116,7 +117,8 @@ pub struct ServeArgs {
     )]
     pub token_jwks_file: Option<PathBuf>,
     /// One PEM public key (BEGIN PUBLIC KEY: RSA, EC P-256 or Ed25519)
-    /// that checks guest tokens signed by its private key. Read at start.
+    /// that checks guest tokens signed by its private key. Reloaded on
+    /// SIGHUP.
     #[arg(
         long,
         value_name = "FILE",
@@ -159,7 +161,8 @@ pub struct ServeArgs {
     )]
     pub host_oidc_require: Vec<rendezvous_server::oidc::ClaimRule>,
     /// The issuers' keys as a JWKS file, for set-ups that cannot reach
-    /// them; otherwise they come from ISSUER/.well-known/openid-configuration.
+    /// them (reloaded on SIGHUP); otherwise they come from
+    /// ISSUER/.well-known/openid-configuration.
     #[arg(long, value_name = "FILE", requires = "host_oidc_issuers")]
     pub host_oidc_jwks_file: Option<PathBuf>,
     /// Let any host register, for any task ID, on a non-loopback --listen
@@ -384,6 +387,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
     let host_tokens = config.host_admission.tokens.clone();
+    let key_files = key_files(&config);
     let mut server = Server::bind(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -449,7 +453,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => println!("rendezvous: audit log {}", path.display()),
         None => {}
     }
-    let reloads = reload_on_hangup(tls, host_tokens, audit, hangups);
+    let reloads = reload_on_hangup(
+        Reloadable {
+            tls,
+            host_tokens,
+            key_files,
+            audit,
+        },
+        hangups,
+    );
     tokio::select! {
         result = server.run(shutdown_signal()) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
@@ -458,17 +470,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads what can be reloaded on each SIGHUP, for as long as the
-/// server runs: the TLS certificate files (as [`TlsConfig::reload`] does)
-/// and the host token file; and reopens the audit file. A file that cannot be used is logged, and what
-/// was loaded before stays in force. Returns only if the signal stream
-/// ends.
-async fn reload_on_hangup(
+/// The public key files of `config` (guest tokens', identity tokens'),
+/// each once.
+fn key_files(config: &ServerConfig) -> Vec<Arc<KeyFile>> {
+    let mut files: Vec<Arc<KeyFile>> = Vec::new();
+    let token_keys = match &config.token_public_keys {
+        Some(KeySource::File(file)) => Some(file),
+        _ => None,
+    };
+    let oidc = config
+        .host_admission
+        .oidc
+        .iter()
+        .filter_map(|i| i.key_file());
+    for file in token_keys.into_iter().chain(oidc) {
+        if !files.iter().any(|f| Arc::ptr_eq(f, file)) {
+            files.push(file.clone());
+        }
+    }
+    files
+}
+
+/// What SIGHUP reloads.
+struct Reloadable {
     tls: Option<TlsConfig>,
     host_tokens: Option<Arc<HostTokenFile>>,
+    key_files: Vec<Arc<KeyFile>>,
     audit: AuditLog,
-    mut hangups: tokio::signal::unix::Signal,
-) {
+}
+
+/// Reloads what can be reloaded on each SIGHUP, for as long as the
+/// server runs: the TLS certificate files (as [`TlsConfig::reload`] does),
+/// the host token file and the public key files; and reopens the audit
+/// file. A file that cannot be used is logged, and what was loaded before
+/// stays in force. Returns only if the signal stream ends.
+async fn reload_on_hangup(reloadable: Reloadable, mut hangups: tokio::signal::unix::Signal) {
+    let Reloadable {
+        tls,
+        host_tokens,
+        key_files,
+        audit,
+    } = reloadable;
     while hangups.recv().await.is_some() {
         audit.reopen();
         if let Some(tls) = &tls {
@@ -498,6 +540,19 @@ async fn reload_on_hangup(
                 Ok(Err(error)) => tracing::error!(
                     %error,
                     "SIGHUP: cannot reload the host token file; the previous tokens stay in force"
+                ),
+                Err(error) => tracing::error!(%error, "SIGHUP: the reload failed"),
+            }
+        }
+        for file in &key_files {
+            let (path, file) = (file.path().display().to_string(), file.clone());
+            match tokio::task::spawn_blocking(move || file.reload()).await {
+                Ok(Ok(count)) => {
+                    tracing::info!(%path, keys = count, "SIGHUP: reloaded the public key file");
+                }
+                Ok(Err(error)) => tracing::error!(
+                    %error,
+                    "SIGHUP: cannot reload the public key file; the previous keys stay in force"
                 ),
                 Err(error) => tracing::error!(%error, "SIGHUP: the reload failed"),
             }

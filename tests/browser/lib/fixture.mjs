@@ -40,6 +40,14 @@ export function useDemoAndBrowser(launchOptions = {}, ready = async () => {}) {
   after(async () => {
     await fixture.browser?.close();
     await fixture.demo?.stop();
+    // Once a file's tests are done its process must exit. Once it hung
+    // with nothing left to run; should that happen again, say what holds
+    // the event loop and fail, instead of hanging the whole suite. The
+    // timer is unref'd: it never keeps a healthy process alive.
+    setTimeout(() => {
+      console.log(`# the test process did not exit; still open: ${process.getActiveResourcesInfo().join(", ")}`);
+      process.exit(1);
+    }, 30_000).unref();
   });
   return fixture;
 }

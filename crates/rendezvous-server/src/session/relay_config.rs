@@ -5,13 +5,16 @@ use std::time::Duration;
 /// Default bound of a session's retained output, in bytes (1 MiB).
 pub const RETAINED_OUTPUT_BYTES: usize = 1024 * 1024;
 
-/// Default largest output message sent to a guest, in bytes (256 KiB).
-/// Output that piled up at a guest's cursor goes out joined up to this. A
-/// browser pays for every message (a read of the response, gRPC-Web
-/// framing, protobuf decoding, a `terminal.write`), so fewer, larger
-/// messages render a flood faster; 64 KiB rendered 20 MB about 10 % slower
-/// (`tests/browser/measure-render.mjs`).
-pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 256 * 1024;
+/// Default largest output message sent to a guest, in bytes (64 KiB).
+/// Output that piled up at a guest's cursor goes out joined up to this.
+/// It is also what a guest that reads nothing holds in the server: hyper
+/// takes one whole message from the stream before the guest's HTTP/2
+/// window stops it, so each never-read stream holds one message plus the
+/// send buffer ([`crate::server::HTTP2_MAX_SEND_BUF_BYTES`]). 256 KiB
+/// rendered a 20 MB flood in a browser about 10 % faster
+/// (`tests/browser/measure-render.mjs`), for four times the memory per
+/// stalled stream; library users may raise it.
+pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Default distance, in bytes, by which the fastest guest may trail the end
 /// of the output stream before the host is paused (256 KiB).

@@ -63,15 +63,18 @@ fn a_chunk_is_shared_by_all_guests_that_keep_up_without_a_copy() {
 #[test]
 fn output_that_piled_up_goes_out_joined_up_to_the_message_limit() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    // Host chunks of 32 KiB, as a host under a flood sends them.
-    for _ in 0..10 {
+    // Host chunks of 32 KiB, as a host under a flood sends them: one
+    // message's worth and 48 KiB more.
+    let chunks = MAX_OUTPUT_MESSAGE_BYTES / (32 * 1024) + 1;
+    for _ in 0..chunks {
         s.push_output(&[b'x'; 32 * 1024]);
     }
+    s.push_output(&[b'x'; 16 * 1024]);
     let (_, first) = output(s.read("g", 0));
     assert_eq!(first.len(), MAX_OUTPUT_MESSAGE_BYTES);
     let (off, rest) = output(s.read("g", first.len() as u64));
     assert_eq!(off, MAX_OUTPUT_MESSAGE_BYTES as u64);
-    assert_eq!(rest.len(), 10 * 32 * 1024 - MAX_OUTPUT_MESSAGE_BYTES);
+    assert_eq!(rest.len(), 48 * 1024);
 }
 
 #[tokio::test]
