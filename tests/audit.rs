@@ -244,5 +244,8 @@ async fn a_rate_limit_trip_is_recorded() {
         .iter()
         .filter(|e| e["event"] == "auth_failed")
         .count();
-    assert_eq!(failures, denied, "each refused attempt up to the trip is recorded");
+    assert_eq!(
+        failures, denied,
+        "each refused attempt up to the trip is recorded"
+    );
 }
