@@ -139,12 +139,15 @@ pub async fn publish_and_hold(
             log_line(&event.to_string());
             notifier.event(event);
         });
-        tokio::select! {
-            e = held => end = Some(e),
-            () = announce => {}
-            () = socket.serve(handle) => {}
-            () = crate::cli::serve::shutdown_signal() => end = Some(HoldEnd::HostStopped),
-        }
+        let ended = async {
+            tokio::select! {
+                e = held => Some(e),
+                () = announce => None,
+                () = crate::cli::serve::shutdown_signal() => Some(HoldEnd::HostStopped),
+            }
+        };
+        // `wait` clients get the end before the socket goes.
+        end = socket.serve_until(handle, ended).await;
     };
     let result = host.run(body).await;
     notifier.finish().await;

@@ -348,11 +348,12 @@ impl Hold {
                 }
             },
         };
-        let mut rules = Rules::new(options, Instant::now());
+        let started = Instant::now();
+        let mut rules = Rules::new(options, started);
         let mut known = self.guests.borrow_and_update().clone();
         if known.count() == 0 {
             emit(HoldEvent::Waiting {
-                for_: rules.remaining(Instant::now()),
+                for_: rules.remaining(started),
             });
         } else {
             rules.phase = Phase::Attached;

@@ -30,6 +30,9 @@ pub const MAX_CONTROL_LINE_BYTES: usize = 4096;
 /// its answer (10 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long connections may take to finish once the hold has ended (2 s).
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Connections served at once (16); more wait in the listen backlog.
 const MAX_CONTROL_CONNECTIONS: usize = 16;
 
@@ -161,10 +164,23 @@ impl ControlSocket {
     /// a task its owner aborts). Connections from another uid are closed
     /// unanswered; each connection carries one request.
     pub async fn serve(&self, hold: HoldHandle) {
+        self.serve_until(hold, std::future::pending::<()>()).await;
+    }
+
+    /// Serves requests for `hold` until `until` resolves; then stops
+    /// accepting and gives the connections open (a `wait` following the
+    /// hold to its end) up to 2 s to finish. Returns `until`'s output.
+    pub async fn serve_until<F: std::future::Future>(
+        &self,
+        hold: HoldHandle,
+        until: F,
+    ) -> F::Output {
         let uid = rustix::process::getuid().as_raw();
         let mut connections = JoinSet::new();
-        loop {
+        tokio::pin!(until);
+        let output = loop {
             tokio::select! {
+                output = &mut until => break output,
                 accepted = self.listener.accept(), if connections.len() < MAX_CONTROL_CONNECTIONS => {
                     let Ok((stream, _)) = accepted else { continue };
                     if stream.peer_cred().map(|c| c.uid()).ok() != Some(uid) {
@@ -175,7 +191,13 @@ impl ControlSocket {
                 }
                 Some(_) = connections.join_next() => {}
             }
-        }
+        };
+        drop(hold);
+        let _ = tokio::time::timeout(FINISH_TIMEOUT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        output
     }
 }
 
