@@ -1,9 +1,11 @@
 //! `rendezvous`: live shells inside running CI jobs.
 //!
-//! One binary, seven roles: `serve` (the rendezvous server), `host` (publish a
-//! PTY from a CI job), `attach` and `sessions` (a native guest), `demo`
-//! (server + host on loopback, for a first try), `bench` (the relay's
-//! speed and memory), and `token` (guest tokens for embedding).
+//! One binary, several roles: `serve` (the rendezvous server), `host`
+//! (publish a PTY from a CI job), `run`, `wait`, `continue` and `extend`
+//! (the CI debugging workflow: hold a job while a person works in it),
+//! `attach` and `sessions` (a native guest), `demo` (server + host on
+//! loopback, for a first try), `bench` (the relay's speed and memory), and
+//! `token` (guest tokens for embedding).
 #![forbid(unsafe_code)]
 
 mod cli;
@@ -24,6 +26,15 @@ enum Command {
     Serve(Box<cli::serve::ServeArgs>),
     /// Publish shells of this machine under a task ID.
     Host(cli::host::HostArgs),
+    /// Run a CI step; when it fails (or always), publish shells and hold
+    /// the job until `rendezvous continue` or a timeout.
+    Run(Box<cli::run::RunArgs>),
+    /// Hold the job on the host started by `host --detach`.
+    Wait(cli::control::WaitArgs),
+    /// End the hold (from a shell of the task): the job goes on.
+    Continue(cli::control::ContinueArgs),
+    /// Hold the job at least DURATION longer (from a shell of the task).
+    Extend(cli::control::ExtendArgs),
     /// Open a shell, or join a session, from this terminal.
     Attach(cli::attach::AttachArgs),
     /// List a task's hosts and their sessions.
@@ -41,7 +52,15 @@ fn main() {
     // `attach` owns the terminal: its logs would corrupt the screen, so it
     // logs only warnings, to stderr, and only when RUST_LOG asks for more.
     let default_filter = match cli.command {
-        Command::Attach(_) | Command::Sessions(_) | Command::Token(_) | Command::Bench(_) => "warn",
+        Command::Attach(_)
+        | Command::Sessions(_)
+        | Command::Token(_)
+        | Command::Bench(_)
+        | Command::Continue(_)
+        | Command::Extend(_)
+        | Command::Wait(_)
+        // The step's log gets the workflow's own lines, not the host's.
+        | Command::Run(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -69,7 +88,11 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => cli::serve::run(*args).await.map(|()| 0),
-            Command::Host(args) => cli::host::run(args).await.map(|()| 0),
+            Command::Host(args) => cli::host::run(args).await,
+            Command::Run(args) => cli::run::run(*args).await,
+            Command::Wait(args) => cli::control::wait(args).await,
+            Command::Continue(args) => cli::control::continue_(args).await,
+            Command::Extend(args) => cli::control::extend(args).await,
             Command::Attach(args) => cli::attach::run(args).await,
             Command::Sessions(args) => cli::sessions::run(args).await.map(|()| 0),
             Command::Demo(args) => cli::demo::run(args).await.map(|()| 0),

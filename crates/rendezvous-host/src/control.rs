@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::builder::Config;
+use crate::guests::GuestsTx;
 use crate::pty::{self, PtySize};
 use crate::session::{self, CloseReason};
 use crate::{HostError, HostStatus};
@@ -58,6 +59,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 pub(crate) async fn connect(
     config: &Config,
     status: &watch::Sender<HostStatus>,
+    guests: &GuestsTx,
     stop: &mut watch::Receiver<bool>,
 ) -> ConnectionEnd {
     let lost = |reason: String| ConnectionEnd::Lost {
@@ -144,6 +146,7 @@ pub(crate) async fn connect(
         outbound,
         host_id: registered.host_id,
         host_token: registered.host_token,
+        guests: guests.clone(),
         sessions: JoinSet::new(),
         open: HashMap::new(),
     };
@@ -165,6 +168,8 @@ pub(crate) async fn connect(
         }
     };
     connection.end_sessions(reason).await;
+    // The server detaches every guest of a lost host; we may not hear it.
+    guests.clear();
     end
 }
 
@@ -179,6 +184,8 @@ struct Connection<'a> {
     host_id: String,
     /// Presented on each Data stream; never logged.
     host_token: String,
+    /// Who is attached, and their input; told to each session.
+    guests: GuestsTx,
     /// The running sessions' tasks; dropping the set aborts them.
     sessions: JoinSet<()>,
     /// Session ID → its task and the sender that closes it. An entry is
@@ -217,6 +224,21 @@ impl Connection<'_> {
             }
             Some(host_control_response::Message::Registered(_)) => {
                 tracing::debug!("ignoring a second Registered");
+            }
+            Some(host_control_response::Message::GuestAttached(attached)) => {
+                let resumed = attached.resumed;
+                let guest = self.guests.attached(attached);
+                tracing::info!(
+                    session_id = guest.session_id,
+                    role = %guest.role,
+                    sub = guest.sub.as_deref().unwrap_or(""),
+                    resumed,
+                    "guest attached"
+                );
+            }
+            Some(host_control_response::Message::GuestDetached(detached)) => {
+                tracing::info!(session_id = detached.session_id, "guest detached");
+                self.guests.detached(&detached);
             }
             // A message newer than this host.
             None => tracing::debug!("ignoring an unknown control message"),
@@ -269,6 +291,7 @@ impl Connection<'_> {
                 self.client.clone(),
                 data_open,
                 process,
+                self.guests.clone(),
                 closed,
             ))
             .id();
@@ -377,6 +400,8 @@ fn message_name(message: Option<&host_control_response::Message>) -> &'static st
         Some(host_control_response::Message::OpenSession(_)) => "OpenSession",
         Some(host_control_response::Message::CloseSession(_)) => "CloseSession",
         Some(host_control_response::Message::Ping(_)) => "Ping",
+        Some(host_control_response::Message::GuestAttached(_)) => "GuestAttached",
+        Some(host_control_response::Message::GuestDetached(_)) => "GuestDetached",
         None => "an unknown message",
     }
 }

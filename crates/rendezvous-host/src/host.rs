@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::builder::{Config, HostBuilder};
 use crate::control::{self, ConnectionEnd};
+use crate::guests::{Guests, GuestsTx};
 use crate::{HostError, HostStatus};
 use rendezvous_proto::backoff::Backoff;
 
@@ -30,6 +31,9 @@ pub struct Host {
     /// The current state; `run` changes it, [`Host::status`] subscribers
     /// read it.
     status: watch::Sender<HostStatus>,
+    /// Who is attached and their input; the control connection and the
+    /// sessions change it, [`Host::guests`] subscribers read it.
+    guests: GuestsTx,
 }
 
 impl Host {
@@ -44,6 +48,7 @@ impl Host {
         Self {
             config,
             status: watch::Sender::new(HostStatus::Connecting),
+            guests: GuestsTx(watch::Sender::new(Guests::default())),
         }
     }
 
@@ -80,6 +85,14 @@ impl Host {
     /// it ends (`changed()` returns an error) when the host is dropped.
     pub fn status(&self) -> watch::Receiver<HostStatus> {
         self.status.subscribe()
+    }
+
+    /// Watches who is attached to this host's sessions (as the server
+    /// reports it) and how much input they sent: what a
+    /// [`Hold`](crate::hold::Hold) decides by. Only the latest state is
+    /// kept; the channel ends when the host is dropped.
+    pub fn guests(&self) -> watch::Receiver<Guests> {
+        self.guests.0.subscribe()
     }
 
     /// Connects, registers, and serves sessions until `shutdown` resolves
@@ -143,25 +156,26 @@ impl Host {
         let mut lost_registration: Option<Instant> = None;
         loop {
             self.status.send_replace(HostStatus::Connecting);
-            let reason = match control::connect(&self.config, &self.status, &mut stop).await {
-                ConnectionEnd::Stopped => return Ok(()),
-                ConnectionEnd::Lost { reason, registered } => {
-                    if registered {
-                        backoff.reset();
-                        lost_registration = Some(Instant::now());
+            let reason =
+                match control::connect(&self.config, &self.status, &self.guests, &mut stop).await {
+                    ConnectionEnd::Stopped => return Ok(()),
+                    ConnectionEnd::Lost { reason, registered } => {
+                        if registered {
+                            backoff.reset();
+                            lost_registration = Some(Instant::now());
+                        }
+                        reason
                     }
-                    reason
-                }
-                ConnectionEnd::Refused(HostError::AlreadyExists(message))
-                    if lost_registration.is_some_and(|t| t.elapsed() < REREGISTER_WINDOW) =>
-                {
-                    format!("host name still registered from the lost connection: {message}")
-                }
-                ConnectionEnd::Refused(error) => {
-                    tracing::debug!(%error, "the server refused this host");
-                    return Err(error);
-                }
-            };
+                    ConnectionEnd::Refused(HostError::AlreadyExists(message))
+                        if lost_registration.is_some_and(|t| t.elapsed() < REREGISTER_WINDOW) =>
+                    {
+                        format!("host name still registered from the lost connection: {message}")
+                    }
+                    ConnectionEnd::Refused(error) => {
+                        tracing::debug!(%error, "the server refused this host");
+                        return Err(error);
+                    }
+                };
             let after = backoff.next_delay();
             tracing::warn!(%reason, ?after, "not connected; retrying");
             self.status

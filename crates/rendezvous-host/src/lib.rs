@@ -26,6 +26,10 @@
 //! (output credit on a Data stream), `pty` (a process on a PTY), `processes`
 //! (ending all processes of a session),
 //! `id_token` (the CI job's OIDC identity token), `secret`, `status`, `error`; reconnect delays come from `rendezvous_proto::backoff`.
+//! `guests` (who is attached, as the server reports it, and their input)
+//! and [`hold`] (holding a CI job while a person works in it: wait for a
+//! guest, idle and linger rules, continue and extend, and the control
+//! socket the shells reach it by) make the CI debugging workflow.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -33,6 +37,8 @@ mod builder;
 mod control;
 mod credit;
 mod error;
+mod guests;
+pub mod hold;
 mod host;
 mod id_token;
 mod processes;
@@ -44,6 +50,7 @@ mod status;
 pub use builder::{HostBuilder, MAX_LABEL_BYTES, MAX_LABELS};
 pub use control::MAX_SESSIONS;
 pub use error::HostError;
+pub use guests::{AttachedGuest, GuestRole, Guests};
 pub use host::{Host, REREGISTER_WINDOW};
 pub use id_token::{
     GITHUB_REQUEST_TOKEN_ENV, GITHUB_REQUEST_URL_ENV, ID_TOKEN_TIMEOUT, IdTokenError,

@@ -1,6 +1,7 @@
 //! One bounded HTTP GET, for the small documents the server and the host
 //! fetch from other services: a JWKS or an OpenID discovery document (the
-//! server), a CI job's identity token (the host).
+//! server), a CI job's identity token (the host); and one bounded POST of
+//! a JSON body ([`post_json`]), for the CI workflow's webhooks.
 //!
 //! Each call opens one HTTP/1.1 connection, sends one request, reads at
 //! most `max_bytes` of the body and gives up after `timeout` in all. No
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -38,7 +39,7 @@ pub enum FetchError {
         /// What went wrong.
         why: String,
     },
-    /// The answer's status is not 200.
+    /// The answer's status is not 200 (for a POST: not 2xx).
     #[error("{host} answered HTTP {status}")]
     Status {
         /// The URL's host and port.
@@ -112,22 +113,75 @@ pub async fn get(
     max_bytes: usize,
     timeout: Duration,
 ) -> Result<Bytes, FetchError> {
+    let request = Request::get("/").body(Empty::<Bytes>::new());
+    send(url, request, headers, max_bytes, timeout, |s| {
+        s == StatusCode::OK
+    })
+    .await
+}
+
+/// POSTs `body` as `application/json` to `url` (with `headers`), and
+/// returns the body of a 2xx answer (at most 64 KiB is read).
+///
+/// # Errors
+/// As [`get`], with any 2xx status taken for success.
+pub async fn post_json(
+    url: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<Bytes, FetchError> {
+    let request = Request::post("/")
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body));
+    send(url, request, headers, 64 * 1024, timeout, |s| {
+        s.is_success()
+    })
+    .await
+}
+
+/// Sends `request` (its URI is replaced by `url`'s path) with `headers`.
+async fn send<B>(
+    url: &str,
+    request: Result<Request<B>, http::Error>,
+    headers: HeaderMap,
+    max_bytes: usize,
+    timeout: Duration,
+    accept: fn(StatusCode) -> bool,
+) -> Result<Bytes, FetchError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let uri = check_url(url)?;
     let authority = uri
         .authority()
         .map_or_else(String::new, ToString::to_string);
     let host = authority.clone();
-    tokio::time::timeout(timeout, get_once(uri, authority, headers, max_bytes))
+    let mut request = request.map_err(|e| FetchError::Transport {
+        host: host.clone(),
+        why: e.to_string(),
+    })?;
+    request.headers_mut().extend(headers);
+    let exchange = send_once(uri, authority, request, max_bytes, accept);
+    tokio::time::timeout(timeout, exchange)
         .await
         .map_err(|_| FetchError::Timeout { host, timeout })?
 }
 
-async fn get_once(
+async fn send_once<B>(
     uri: Uri,
     authority: String,
-    headers: HeaderMap,
+    mut request: Request<B>,
     max_bytes: usize,
-) -> Result<Bytes, FetchError> {
+    accept: fn(StatusCode) -> bool,
+) -> Result<Bytes, FetchError>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let transport = |why: String| FetchError::Transport {
         host: authority.clone(),
         why,
@@ -135,12 +189,18 @@ async fn get_once(
     let path = uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    let mut request = Request::get(path)
-        .header(http::header::HOST, authority.as_str())
-        .header(http::header::USER_AGENT, "rendezvous")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| transport(e.to_string()))?;
-    request.headers_mut().extend(headers);
+    *request.uri_mut() = path
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| transport(e.to_string()))?;
+    let headers = request.headers_mut();
+    headers.insert(
+        http::header::HOST,
+        http::HeaderValue::from_str(&authority).map_err(|e| transport(e.to_string()))?,
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("rendezvous"),
+    );
     if uri.scheme_str() == Some("https") {
         let config = client_config(&TlsOptions::default(), &[ALPN_HTTP1])
             .map_err(|e| transport(e.to_string()))?;
@@ -148,27 +208,31 @@ async fn get_once(
             .connect(&uri)
             .await
             .map_err(|e| transport(e.to_string()))?;
-        exchange(TokioIo::new(tls), request, &authority, max_bytes).await
+        exchange(TokioIo::new(tls), request, &authority, max_bytes, accept).await
     } else {
         let host = uri.host().unwrap_or_default();
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let tcp = TcpStream::connect((host, uri.port_u16().unwrap_or(80)))
             .await
             .map_err(|e| transport(e.to_string()))?;
-        exchange(TokioIo::new(tcp), request, &authority, max_bytes).await
+        exchange(TokioIo::new(tcp), request, &authority, max_bytes, accept).await
     }
 }
 
 /// Sends `request` on a new HTTP/1.1 connection over `io` and reads the
 /// answer, driving the connection in this task (nothing is spawned).
-async fn exchange<I>(
+async fn exchange<I, B>(
     io: I,
-    request: Request<Empty<Bytes>>,
+    request: Request<B>,
     authority: &str,
     max_bytes: usize,
+    accept: fn(StatusCode) -> bool,
 ) -> Result<Bytes, FetchError>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let transport = |why: String| FetchError::Transport {
         host: authority.to_owned(),
@@ -183,7 +247,7 @@ where
             .await
             .map_err(|e| transport(e.to_string()))?;
         let status = response.status();
-        if status != StatusCode::OK {
+        if !accept(status) {
             return Err(FetchError::Status {
                 host: authority.to_owned(),
                 status,

@@ -115,6 +115,7 @@ impl GuestApi {
             attachment,
         } = self.registry.add_guest(&session, new).map_err(refused)?;
         let cursor = attachment.cursor;
+        guest.tell_host(&host, role, sub.as_deref(), attachment.resumed);
         tracing::info!(
             task = %host.task_id(), host = %host.name(), session = session.id(),
             guest = guest.id(), ?role, resumed = attachment.resumed, "guest attached"

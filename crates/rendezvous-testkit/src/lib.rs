@@ -12,6 +12,8 @@
 //! - [`held_output`]: waits until a session's output stops growing;
 //! - [`tls`]: a test CA and its certificates, for servers started with
 //!   [`TestServer::with_tls`];
+//! - [`WebhookServer`]: a loopback HTTP server that keeps the JSON bodies
+//!   POSTed to it (`--notify-url`);
 //! - [`jwt`]: signing keys (RSA, P-256, Ed25519), their JWKS, and a
 //!   loopback HTTP server for JWKS, discovery documents and token
 //!   endpoints.
@@ -25,6 +27,7 @@ pub mod proxy;
 mod server;
 pub mod tls;
 mod transcript;
+mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +38,7 @@ pub use host::{TestHost, bash};
 pub use process::ProcessOutput;
 pub use server::{AnyGuestClient, Stop, TRANSPORTS, TestServer, Transport};
 pub use transcript::{TermGuest, Transcript};
+pub use webhook::WebhookServer;
 
 /// A new temporary directory, removed when the returned guard drops; its
 /// name starts with `rendezvous-{what}-`.

@@ -64,6 +64,16 @@ impl ProcessOutput {
     /// Waits until a stdout line starts with `prefix`, and returns the rest
     /// of that line.
     pub async fn stdout_line(&mut self, prefix: &str) -> String {
+        self.line(prefix, Self::stdout).await
+    }
+
+    /// Waits until a stderr line starts with `prefix`, and returns the rest
+    /// of that line.
+    pub async fn stderr_line(&mut self, prefix: &str) -> String {
+        self.line(prefix, Self::stderr).await
+    }
+
+    async fn line(&mut self, prefix: &str, text: fn(&Self) -> String) -> String {
         let found = |text: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(prefix))
@@ -71,7 +81,7 @@ impl ProcessOutput {
         };
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if let Some(rest) = found(&self.stdout()) {
+            if let Some(rest) = found(&text(self)) {
                 return rest;
             }
             // Err: both streams ended; Elapsed: the deadline passed.
@@ -86,6 +96,23 @@ impl ProcessOutput {
                 );
             }
         }
+    }
+
+    /// Waits (at most [`DEADLINE`]) for the child to exit by itself and
+    /// its output to be read to the end; returns its exit status.
+    pub async fn exited(&mut self) -> std::process::ExitStatus {
+        let status = match tokio::time::timeout(DEADLINE, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the child"),
+            Err(_) => panic!(
+                "the child did not exit in time; stdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            ),
+        };
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(DEADLINE, reader).await;
+        }
+        status
     }
 
     /// Sends SIGTERM and waits for the child to exit and its output to be

@@ -271,6 +271,8 @@ async fn control_loop(
             // The server ends the Data stream itself; nothing to kill.
             Some(host_control_response::Message::CloseSession(_))
             | Some(host_control_response::Message::Registered(_))
+            | Some(host_control_response::Message::GuestAttached(_))
+            | Some(host_control_response::Message::GuestDetached(_))
             | None => {}
         }
     }

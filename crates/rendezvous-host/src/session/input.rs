@@ -8,6 +8,7 @@ use rendezvous_proto::flow::HOST_INPUT_CREDIT_MESSAGES;
 use rendezvous_proto::{HostDataResponse, host_data_response};
 use tokio::sync::{mpsc, watch};
 
+use crate::guests::GuestsTx;
 use crate::pty::{PtySize, PtyWriter};
 
 /// Reads `inbound` until the stream ends (normally or not), never waiting
@@ -16,12 +17,14 @@ use crate::pty::{PtySize, PtyWriter};
 /// [`HOST_INPUT_CREDIT_MESSAGES`] Input messages past what `written`
 /// reports, so the queue to the PTY writer never fills, and the server
 /// never leaves this stream's frames unread on the host's connection.
+/// Each Input message counts in `guests` (the hold's idle rule).
 pub(super) async fn pump_input<S>(
     session_id: &str,
     mut inbound: S,
     writer: PtyWriter,
     acked: watch::Sender<u64>,
     written: watch::Sender<u64>,
+    guests: &GuestsTx,
 ) where
     S: Stream<Item = Result<HostDataResponse, tonic::Status>> + Unpin,
 {
@@ -44,6 +47,7 @@ pub(super) async fn pump_input<S>(
             };
             match message {
                 Some(host_data_response::Message::Input(data)) => {
+                    guests.input();
                     // Fails only once the writer is gone, with the stream.
                     let _ = inputs.send(data).await;
                 }

@@ -24,6 +24,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::credit;
+use crate::guests::GuestsTx;
 use crate::processes::SessionProcesses;
 use crate::pty::{self, PtyProcess};
 use input::pump_input;
@@ -81,6 +82,7 @@ pub(crate) async fn run(
     mut client: HostServiceClient<Channel>,
     open: DataOpen,
     mut process: PtyProcess,
+    guests: GuestsTx,
     close: oneshot::Receiver<CloseReason>,
 ) {
     let session_id = open.session_id.clone();
@@ -102,7 +104,7 @@ pub(crate) async fn run(
     match opened {
         Ok(response) => {
             let inbound = response.into_inner();
-            relay(&session_id, process, outbound, inbound, close).await;
+            relay(&session_id, process, outbound, inbound, &guests, close).await;
         }
         Err(status) => {
             tracing::warn!(
@@ -127,7 +129,7 @@ enum Ended {
 }
 
 /// Relays one session between its PTY `process` and a Data stream
-/// (`outbound` up, `inbound` down) until the process exits, the stream
+/// (`outbound` up, `inbound` down), counting input in `guests`, until the process exits, the stream
 /// ends, or `close` resolves; then ends the session's processes.
 ///
 /// The outbound messages are Output chunks in PTY order, then (unless the
@@ -139,6 +141,7 @@ pub(crate) async fn relay<S>(
     process: PtyProcess,
     outbound: mpsc::Sender<HostDataRequest>,
     inbound: S,
+    guests: &GuestsTx,
     close: impl Future<Output = CloseReason>,
 ) where
     S: Stream<Item = Result<HostDataResponse, tonic::Status>> + Unpin,
@@ -153,7 +156,7 @@ pub(crate) async fn relay<S>(
     let (acked_tx, acked_rx) = watch::channel(0u64);
     let (written_tx, written_rx) = watch::channel(0u64);
     let mut input = Box::pin(pump_input(
-        session_id, inbound, writer, acked_tx, written_tx,
+        session_id, inbound, writer, acked_tx, written_tx, guests,
     ));
     let ended = {
         let output = async {

@@ -41,7 +41,17 @@ impl Harness {
         let (close, close_rx) = oneshot::channel();
         let relay = tokio::spawn(async move {
             let close = async move { close_rx.await.unwrap_or(CloseReason::HostShutdown) };
-            relay("s1", process, up_tx, ReceiverStream::new(down_rx), close).await;
+            let guests =
+                crate::guests::GuestsTx(tokio::sync::watch::Sender::new(Default::default()));
+            relay(
+                "s1",
+                process,
+                up_tx,
+                ReceiverStream::new(down_rx),
+                &guests,
+                close,
+            )
+            .await;
         });
         Self {
             up,

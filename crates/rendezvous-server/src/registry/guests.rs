@@ -5,9 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use rendezvous_proto::Role;
+use rendezvous_proto::{
+    GuestAttached, GuestDetached, HostControlResponse, Role, host_control_response,
+};
+use tokio::sync::mpsc;
 
 use super::ended_guests::EndedGuests;
+use super::host::Host;
 use super::{Registry, RegistryError, lock};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::{Digest, new_token};
@@ -60,7 +64,14 @@ pub struct GuestHandle {
     attachment: u64,
     /// Recorded in the audit log when the guest detaches.
     detach_event: Option<Box<AuditEvent>>,
+    /// The host's control queue, told GuestDetached when the guest
+    /// detaches (set by [`GuestHandle::tell_host`]).
+    host_control: Option<mpsc::Sender<HostControlResponse>>,
 }
+
+/// Longest `sub` told to a host, in bytes (256); a longer one is cut at a
+/// character boundary.
+pub const MAX_TOLD_SUB_BYTES: usize = 256;
 
 impl GuestHandle {
     /// The guest's ID.
@@ -83,11 +94,50 @@ impl GuestHandle {
     pub fn audit_detach(&mut self, event: AuditEvent) {
         self.detach_event = Some(Box::new(event));
     }
+
+    /// Tells `host` that this guest attached (GuestAttached on its control
+    /// stream, with `role`, the guest token's `sub` and whether it
+    /// resumed), and that it detached when this handle drops. Best effort:
+    /// a full control queue drops the message (the host is stuck or gone),
+    /// and never delays the guest.
+    pub fn tell_host(&mut self, host: &Host, role: Role, sub: Option<&str>, resumed: bool) {
+        let mut sub = sub.unwrap_or_default();
+        if sub.len() > MAX_TOLD_SUB_BYTES {
+            let mut end = MAX_TOLD_SUB_BYTES;
+            while !sub.is_char_boundary(end) {
+                end -= 1;
+            }
+            sub = &sub[..end];
+        }
+        let control = host.control_sender();
+        let _ = control.try_send(HostControlResponse {
+            message: Some(host_control_response::Message::GuestAttached(
+                GuestAttached {
+                    guest_id: self.guest_id.clone(),
+                    session_id: self.session.id().to_owned(),
+                    role: role.into(),
+                    sub: sub.to_owned(),
+                    resumed,
+                },
+            )),
+        });
+        self.host_control = Some(control);
+    }
 }
 
 impl Drop for GuestHandle {
     fn drop(&mut self) {
         self.session.detach(&self.guest_id, self.attachment);
+        if let Some(control) = self.host_control.take() {
+            let _ = control.try_send(HostControlResponse {
+                message: Some(host_control_response::Message::GuestDetached(
+                    GuestDetached {
+                        guest_id: self.guest_id.clone(),
+                        session_id: self.session.id().to_owned(),
+                    },
+                )),
+            });
+        }
         let ended = self.session.has_ended();
         if let Some(registry) = self.registry.upgrade() {
             if let Some(event) = self.detach_event.take() {
@@ -182,6 +232,7 @@ impl Registry {
             guest_id: attached.guest_id.clone(),
             attachment: attached.attachment,
             detach_event: None,
+            host_control: None,
         };
         Ok(JoinedGuest {
             handle,

@@ -92,6 +92,12 @@ impl Host {
         self.connected_at
     }
 
+    /// A sender into the host's bounded control queue (64 messages), for
+    /// notices such as GuestAttached; use `try_send`, never wait on it.
+    pub(super) fn control_sender(&self) -> mpsc::Sender<HostControlResponse> {
+        self.control.clone()
+    }
+
     /// Ends a session with `status` and forgets it. The host is told to
     /// close it (best effort: a full control queue means the host is gone
     /// or stuck, and its Data stream ends anyway).

@@ -38,7 +38,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rendezvous/v1/rendezvous.proto.
  */
 export const file_rendezvous_v1_rendezvous: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLgAQoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIAEIJCgdtZXNzYWdlIlgKClJlZ2lzdGVyZWQSDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhYKDmd1ZXN0X3VybF9wYXRoGAMgASgJEg0KBW93bmVyGAQgASgJIj0KC09wZW5TZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNIiIKDENsb3NlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJIhUKBFBpbmcSDQoFbm9uY2UYASABKAQilwEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABITCglpbnB1dF9hY2sYBCABKARIAEIJCgdtZXNzYWdlIkMKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJInEKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIABIUCgpvdXRwdXRfYWNrGAMgASgESABCCQoHbWVzc2FnZSJJCgpFeGl0U3RhdHVzEg4KBGNvZGUYASABKAVIABIQCgZzaWduYWwYAiABKAVIABIPCgdtZXNzYWdlGAMgASgJQggKBnN0YXR1cyIoCgpXaW5kb3dTaXplEgwKBGNvbHMYASABKA0SDAoEcm93cxgCIAEoDSKUAgoNQXR0YWNoUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg4KBnNlY3JldBgCIAEoCRIRCglob3N0X25hbWUYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIMCgRjb2xzGAUgASgNEgwKBHJvd3MYBiABKA0SGgoNcmVzdW1lX29mZnNldBgHIAEoBEgAiAEBEg0KBXRva2VuGAggASgJEhQKDHdpbmRvd19ieXRlcxgJIAEoDRIXCg9yZXN1bWVfZ3Vlc3RfaWQYCiABKAkSGgoScmVzdW1lX2d1ZXN0X3Rva2VuGAsgASgJEhcKD3dpbmRvd19tZXNzYWdlcxgMIAEoDUIQCg5fcmVzdW1lX29mZnNldCLqAQoKR3Vlc3RFdmVudBIrCghhdHRhY2hlZBgBIAEoCzIXLnJlbmRlenZvdXMudjEuQXR0YWNoZWRIABInCgZvdXRwdXQYAiABKAsyFS5yZW5kZXp2b3VzLnYxLk91dHB1dEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABInCgZsYWdnZWQYBCABKAsyFS5yZW5kZXp2b3VzLnYxLkxhZ2dlZEgAEikKBHNpemUYBSABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIAEIHCgVldmVudCKkAQoIQXR0YWNoZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghndWVzdF9pZBgCIAEoCRITCgtndWVzdF90b2tlbhgDIAEoCRIhCgRyb2xlGAQgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEhEKCWhvc3RfbmFtZRgFIAEoCRIPCgdyZXN1bWVkGAYgASgIEhYKDm5leHRfaW5wdXRfc2VxGAcgASgEIiYKBk91dHB1dBIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCIeCgZMYWdnZWQSFAoMbWlzc2VkX2J5dGVzGAEgASgEIlQKEFNlbmRJbnB1dFJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSCwoDc2VxGAMgASgEEgwKBGRhdGEYBCABKAwiEwoRU2VuZElucHV0UmVzcG9uc2UiUgoNUmVzaXplUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIMCgRjb2xzGAMgASgNEgwKBHJvd3MYBCABKA0iEAoOUmVzaXplUmVzcG9uc2UiVQoKQWNrUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIOCgZvZmZzZXQYAyABKAQSEAoIbWVzc2FnZXMYBCABKAQiDQoLQWNrUmVzcG9uc2UitQEKD1Rlcm1pbmFsUmVxdWVzdBIuCgZhdHRhY2gYASABKAsyHC5yZW5kZXp2b3VzLnYxLkF0dGFjaFJlcXVlc3RIABIPCgVpbnB1dBgCIAEoDEgAEisKBnJlc2l6ZRgDIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEikKA2FjaxgEIAEoCzIaLnJlbmRlenZvdXMudjEuVGVybWluYWxBY2tIAEIJCgdtZXNzYWdlIi8KC1Rlcm1pbmFsQWNrEg4KBm9mZnNldBgBIAEoBBIQCghtZXNzYWdlcxgCIAEoBCJFChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEg0KBXRva2VuGAMgASgJIj4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKBWhvc3RzGAEgAygLMhcucmVuZGV6dm91cy52MS5Ib3N0SW5mbyLNAQoISG9zdEluZm8SEQoJaG9zdF9uYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLnJlbmRlenZvdXMudjEuSG9zdEluZm8uTGFiZWxzRW50cnkSHAoUY29ubmVjdGVkX2F0X3VuaXhfbXMYAyABKAMSLAoIc2Vzc2lvbnMYBCADKAsyGi5yZW5kZXp2b3VzLnYxLlNlc3Npb25JbmZvGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihQEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgEIAEoAxITCgtndWVzdF9jb3VudBgFIAEoDRIVCg1vdXRwdXRfb2Zmc2V0GAYgASgEKkUKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhMKD1JPTEVfUkVBRF9XUklURRABEhIKDlJPTEVfUkVBRF9PTkxZEAIysAEKC0hvc3RTZXJ2aWNlElQKB0NvbnRyb2wSIS5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVxdWVzdBoiLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXNwb25zZSgBMAESSwoERGF0YRIeLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXF1ZXN0Gh8ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlc3BvbnNlKAEwATLMAwoMR3Vlc3RTZXJ2aWNlEkMKBkF0dGFjaBIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudDABEk4KCVNlbmRJbnB1dBIfLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVxdWVzdBogLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVzcG9uc2USRQoGUmVzaXplEhwucmVuZGV6dm91cy52MS5SZXNpemVSZXF1ZXN0Gh0ucmVuZGV6dm91cy52MS5SZXNpemVSZXNwb25zZRJJCghUZXJtaW5hbBIeLnJlbmRlenZvdXMudjEuVGVybWluYWxSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50KAEwARI8CgNBY2sSGS5yZW5kZXp2b3VzLnYxLkFja1JlcXVlc3QaGi5yZW5kZXp2b3VzLnYxLkFja1Jlc3BvbnNlElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLQAgoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIABI2Cg5ndWVzdF9hdHRhY2hlZBgFIAEoCzIcLnJlbmRlenZvdXMudjEuR3Vlc3RBdHRhY2hlZEgAEjYKDmd1ZXN0X2RldGFjaGVkGAYgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdERldGFjaGVkSABCCQoHbWVzc2FnZSJYCgpSZWdpc3RlcmVkEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRIWCg5ndWVzdF91cmxfcGF0aBgDIAEoCRINCgVvd25lchgEIAEoCSI9CgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDSIiCgxDbG9zZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCSIVCgRQaW5nEg0KBW5vbmNlGAEgASgEInYKDUd1ZXN0QXR0YWNoZWQSEAoIZ3Vlc3RfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIhCgRyb2xlGAMgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEgsKA3N1YhgEIAEoCRIPCgdyZXN1bWVkGAUgASgIIjUKDUd1ZXN0RGV0YWNoZWQSEAoIZ3Vlc3RfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCSKXAQoPSG9zdERhdGFSZXF1ZXN0EicKBG9wZW4YASABKAsyFy5yZW5kZXp2b3VzLnYxLkRhdGFPcGVuSAASEAoGb3V0cHV0GAIgASgMSAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEhMKCWlucHV0X2FjaxgEIAEoBEgAQgkKB21lc3NhZ2UiQwoIRGF0YU9wZW4SDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkicQoQSG9zdERhdGFSZXNwb25zZRIPCgVpbnB1dBgBIAEoDEgAEisKBnJlc2l6ZRgCIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEhQKCm91dHB1dF9hY2sYAyABKARIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIpQCCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNEhcKD3Jlc3VtZV9ndWVzdF9pZBgKIAEoCRIaChJyZXN1bWVfZ3Vlc3RfdG9rZW4YCyABKAkSFwoPd2luZG93X21lc3NhZ2VzGAwgASgNQhAKDl9yZXN1bWVfb2Zmc2V0IuoBCgpHdWVzdEV2ZW50EisKCGF0dGFjaGVkGAEgASgLMhcucmVuZGV6dm91cy52MS5BdHRhY2hlZEgAEicKBm91dHB1dBgCIAEoCzIVLnJlbmRlenZvdXMudjEuT3V0cHV0SAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEicKBmxhZ2dlZBgEIAEoCzIVLnJlbmRlenZvdXMudjEuTGFnZ2VkSAASKQoEc2l6ZRgFIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAQgcKBWV2ZW50IqQBCghBdHRhY2hlZBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGd1ZXN0X2lkGAIgASgJEhMKC2d1ZXN0X3Rva2VuGAMgASgJEiEKBHJvbGUYBCABKA4yEy5yZW5kZXp2b3VzLnYxLlJvbGUSEQoJaG9zdF9uYW1lGAUgASgJEg8KB3Jlc3VtZWQYBiABKAgSFgoObmV4dF9pbnB1dF9zZXEYByABKAQiJgoGT3V0cHV0Eg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMIh4KBkxhZ2dlZBIUCgxtaXNzZWRfYnl0ZXMYASABKAQiVAoQU2VuZElucHV0UmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRILCgNzZXEYAyABKAQSDAoEZGF0YRgEIAEoDCITChFTZW5kSW5wdXRSZXNwb25zZSJSCg1SZXNpemVSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgwKBGNvbHMYAyABKA0SDAoEcm93cxgEIAEoDSIQCg5SZXNpemVSZXNwb25zZSJVCgpBY2tSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEg4KBm9mZnNldBgDIAEoBBIQCghtZXNzYWdlcxgEIAEoBCINCgtBY2tSZXNwb25zZSK1AQoPVGVybWluYWxSZXF1ZXN0Ei4KBmF0dGFjaBgBIAEoCzIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdEgAEg8KBWlucHV0GAIgASgMSAASKwoGcmVzaXplGAMgASgLMhkucmVuZGV6dm91cy52MS5XaW5kb3dTaXplSAASKQoDYWNrGAQgASgLMhoucmVuZGV6dm91cy52MS5UZXJtaW5hbEFja0gAQgkKB21lc3NhZ2UiLwoLVGVybWluYWxBY2sSDgoGb2Zmc2V0GAEgASgEEhAKCG1lc3NhZ2VzGAIgASgEIkUKE0xpc3RTZXNzaW9uc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSDQoFdG9rZW4YAyABKAkiPgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoFaG9zdHMYASADKAsyFy5yZW5kZXp2b3VzLnYxLkhvc3RJbmZvIs0BCghIb3N0SW5mbxIRCglob3N0X25hbWUYASABKAkSMwoGbGFiZWxzGAIgAygLMiMucmVuZGV6dm91cy52MS5Ib3N0SW5mby5MYWJlbHNFbnRyeRIcChRjb25uZWN0ZWRfYXRfdW5peF9tcxgDIAEoAxIsCghzZXNzaW9ucxgEIAMoCzIaLnJlbmRlenZvdXMudjEuU2Vzc2lvbkluZm8aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoLU2Vzc2lvbkluZm8SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2xzGAIgASgNEgwKBHJvd3MYAyABKA0SGgoSc3RhcnRlZF9hdF91bml4X21zGAQgASgDEhMKC2d1ZXN0X2NvdW50GAUgASgNEhUKDW91dHB1dF9vZmZzZXQYBiABKAQqRQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEwoPUk9MRV9SRUFEX1dSSVRFEAESEgoOUk9MRV9SRUFEX09OTFkQAjKwAQoLSG9zdFNlcnZpY2USVAoHQ29udHJvbBIhLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXF1ZXN0GiIucmVuZGV6dm91cy52MS5Ib3N0Q29udHJvbFJlc3BvbnNlKAEwARJLCgREYXRhEh4ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlcXVlc3QaHy5yZW5kZXp2b3VzLnYxLkhvc3REYXRhUmVzcG9uc2UoATABMswDCgxHdWVzdFNlcnZpY2USQwoGQXR0YWNoEhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50MAESTgoJU2VuZElucHV0Eh8ucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXF1ZXN0GiAucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXNwb25zZRJFCgZSZXNpemUSHC5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlcXVlc3QaHS5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlc3BvbnNlEkkKCFRlcm1pbmFsEh4ucmVuZGV6dm91cy52MS5UZXJtaW5hbFJlcXVlc3QaGS5yZW5kZXp2b3VzLnYxLkd1ZXN0RXZlbnQoATABEjwKA0FjaxIZLnJlbmRlenZvdXMudjEuQWNrUmVxdWVzdBoaLnJlbmRlenZvdXMudjEuQWNrUmVzcG9uc2USVwoMTGlzdFNlc3Npb25zEiIucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiMucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZWIGcHJvdG8z");
 
 /**
  * Host → server on the Control stream.
@@ -209,6 +209,27 @@ export type HostControlResponse = Message<"rendezvous.v1.HostControlResponse"> &
      */
     value: Ping;
     case: "ping";
+  } | {
+    /**
+     * A guest attached to one of this host's sessions, or resumed on a new
+     * stream. For the host's hold (see `rendezvous run`); the host need not
+     * answer. Sent best effort: when the control queue is full it is
+     * dropped.
+     *
+     * @generated from field: rendezvous.v1.GuestAttached guest_attached = 5;
+     */
+    value: GuestAttached;
+    case: "guestAttached";
+  } | {
+    /**
+     * A guest's stream ended (it left, its connection broke, or its session
+     * ended). A guest that resumes on a new stream while its old one is
+     * still open is attached twice and detached twice.
+     *
+     * @generated from field: rendezvous.v1.GuestDetached guest_detached = 6;
+     */
+    value: GuestDetached;
+    case: "guestDetached";
   } | { case: undefined; value?: undefined };
 };
 
@@ -334,6 +355,77 @@ export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
   messageDesc(file_rendezvous_v1_rendezvous, 8);
 
 /**
+ * A guest attached to a session of this host.
+ *
+ * @generated from message rendezvous.v1.GuestAttached
+ */
+export type GuestAttached = Message<"rendezvous.v1.GuestAttached"> & {
+  /**
+   * The server-chosen guest ID (not a credential: the unary calls need the
+   * guest's token as well).
+   *
+   * @generated from field: string guest_id = 1;
+   */
+  guestId: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * @generated from field: rendezvous.v1.Role role = 3;
+   */
+  role: Role;
+
+  /**
+   * The guest token's `sub` claim; empty for a guest with a secret, or a
+   * token without one. At most 256 bytes.
+   *
+   * @generated from field: string sub = 4;
+   */
+  sub: string;
+
+  /**
+   * Whether the guest resumed (see AttachRequest.resume_guest_id).
+   *
+   * @generated from field: bool resumed = 5;
+   */
+  resumed: boolean;
+};
+
+/**
+ * Describes the message rendezvous.v1.GuestAttached.
+ * Use `create(GuestAttachedSchema)` to create a new message.
+ */
+export const GuestAttachedSchema: GenMessage<GuestAttached> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 9);
+
+/**
+ * A guest's stream ended.
+ *
+ * @generated from message rendezvous.v1.GuestDetached
+ */
+export type GuestDetached = Message<"rendezvous.v1.GuestDetached"> & {
+  /**
+   * @generated from field: string guest_id = 1;
+   */
+  guestId: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message rendezvous.v1.GuestDetached.
+ * Use `create(GuestDetachedSchema)` to create a new message.
+ */
+export const GuestDetachedSchema: GenMessage<GuestDetached> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 10);
+
+/**
  * Host → server on a Data stream.
  *
  * @generated from message rendezvous.v1.HostDataRequest
@@ -385,7 +477,7 @@ export type HostDataRequest = Message<"rendezvous.v1.HostDataRequest"> & {
  * Use `create(HostDataRequestSchema)` to create a new message.
  */
 export const HostDataRequestSchema: GenMessage<HostDataRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 9);
+  messageDesc(file_rendezvous_v1_rendezvous, 11);
 
 /**
  * The first message of a Data stream.
@@ -414,7 +506,7 @@ export type DataOpen = Message<"rendezvous.v1.DataOpen"> & {
  * Use `create(DataOpenSchema)` to create a new message.
  */
 export const DataOpenSchema: GenMessage<DataOpen> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 10);
+  messageDesc(file_rendezvous_v1_rendezvous, 12);
 
 /**
  * Server → host on a Data stream.
@@ -462,7 +554,7 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
  * Use `create(HostDataResponseSchema)` to create a new message.
  */
 export const HostDataResponseSchema: GenMessage<HostDataResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 11);
+  messageDesc(file_rendezvous_v1_rendezvous, 13);
 
 /**
  * How a session's process ended.
@@ -504,7 +596,7 @@ export type ExitStatus = Message<"rendezvous.v1.ExitStatus"> & {
  * Use `create(ExitStatusSchema)` to create a new message.
  */
 export const ExitStatusSchema: GenMessage<ExitStatus> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 12);
+  messageDesc(file_rendezvous_v1_rendezvous, 14);
 
 /**
  * A terminal size in character cells.
@@ -528,7 +620,7 @@ export type WindowSize = Message<"rendezvous.v1.WindowSize"> & {
  * Use `create(WindowSizeSchema)` to create a new message.
  */
 export const WindowSizeSchema: GenMessage<WindowSize> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 13);
+  messageDesc(file_rendezvous_v1_rendezvous, 15);
 
 /**
  * What a guest asks to attach to.
@@ -642,7 +734,7 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
  * Use `create(AttachRequestSchema)` to create a new message.
  */
 export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 14);
+  messageDesc(file_rendezvous_v1_rendezvous, 16);
 
 /**
  * One event on a guest's stream.
@@ -691,7 +783,7 @@ export type GuestEvent = Message<"rendezvous.v1.GuestEvent"> & {
  * Use `create(GuestEventSchema)` to create a new message.
  */
 export const GuestEventSchema: GenMessage<GuestEvent> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 15);
+  messageDesc(file_rendezvous_v1_rendezvous, 17);
 
 /**
  * The first event on a guest's stream.
@@ -754,7 +846,7 @@ export type Attached = Message<"rendezvous.v1.Attached"> & {
  * Use `create(AttachedSchema)` to create a new message.
  */
 export const AttachedSchema: GenMessage<Attached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 16);
+  messageDesc(file_rendezvous_v1_rendezvous, 18);
 
 /**
  * Output bytes of the session.
@@ -780,7 +872,7 @@ export type Output = Message<"rendezvous.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 17);
+  messageDesc(file_rendezvous_v1_rendezvous, 19);
 
 /**
  * The guest fell behind the retained output; missed_bytes were skipped and
@@ -800,7 +892,7 @@ export type Lagged = Message<"rendezvous.v1.Lagged"> & {
  * Use `create(LaggedSchema)` to create a new message.
  */
 export const LaggedSchema: GenMessage<Lagged> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 18);
+  messageDesc(file_rendezvous_v1_rendezvous, 20);
 
 /**
  * @generated from message rendezvous.v1.SendInputRequest
@@ -836,7 +928,7 @@ export type SendInputRequest = Message<"rendezvous.v1.SendInputRequest"> & {
  * Use `create(SendInputRequestSchema)` to create a new message.
  */
 export const SendInputRequestSchema: GenMessage<SendInputRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 19);
+  messageDesc(file_rendezvous_v1_rendezvous, 21);
 
 /**
  * @generated from message rendezvous.v1.SendInputResponse
@@ -849,7 +941,7 @@ export type SendInputResponse = Message<"rendezvous.v1.SendInputResponse"> & {
  * Use `create(SendInputResponseSchema)` to create a new message.
  */
 export const SendInputResponseSchema: GenMessage<SendInputResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 20);
+  messageDesc(file_rendezvous_v1_rendezvous, 22);
 
 /**
  * @generated from message rendezvous.v1.ResizeRequest
@@ -881,7 +973,7 @@ export type ResizeRequest = Message<"rendezvous.v1.ResizeRequest"> & {
  * Use `create(ResizeRequestSchema)` to create a new message.
  */
 export const ResizeRequestSchema: GenMessage<ResizeRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 21);
+  messageDesc(file_rendezvous_v1_rendezvous, 23);
 
 /**
  * @generated from message rendezvous.v1.ResizeResponse
@@ -894,7 +986,7 @@ export type ResizeResponse = Message<"rendezvous.v1.ResizeResponse"> & {
  * Use `create(ResizeResponseSchema)` to create a new message.
  */
 export const ResizeResponseSchema: GenMessage<ResizeResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 22);
+  messageDesc(file_rendezvous_v1_rendezvous, 24);
 
 /**
  * @generated from message rendezvous.v1.AckRequest
@@ -931,7 +1023,7 @@ export type AckRequest = Message<"rendezvous.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 23);
+  messageDesc(file_rendezvous_v1_rendezvous, 25);
 
 /**
  * @generated from message rendezvous.v1.AckResponse
@@ -944,7 +1036,7 @@ export type AckResponse = Message<"rendezvous.v1.AckResponse"> & {
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 24);
+  messageDesc(file_rendezvous_v1_rendezvous, 26);
 
 /**
  * A request on the Terminal stream.
@@ -991,7 +1083,7 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
  * Use `create(TerminalRequestSchema)` to create a new message.
  */
 export const TerminalRequestSchema: GenMessage<TerminalRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 25);
+  messageDesc(file_rendezvous_v1_rendezvous, 27);
 
 /**
  * What a Terminal guest has processed (see AckRequest).
@@ -1019,7 +1111,7 @@ export type TerminalAck = Message<"rendezvous.v1.TerminalAck"> & {
  * Use `create(TerminalAckSchema)` to create a new message.
  */
 export const TerminalAckSchema: GenMessage<TerminalAck> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 26);
+  messageDesc(file_rendezvous_v1_rendezvous, 28);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsRequest
@@ -1048,7 +1140,7 @@ export type ListSessionsRequest = Message<"rendezvous.v1.ListSessionsRequest"> &
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 27);
+  messageDesc(file_rendezvous_v1_rendezvous, 29);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsResponse
@@ -1065,7 +1157,7 @@ export type ListSessionsResponse = Message<"rendezvous.v1.ListSessionsResponse">
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 28);
+  messageDesc(file_rendezvous_v1_rendezvous, 30);
 
 /**
  * One host of a task.
@@ -1101,7 +1193,7 @@ export type HostInfo = Message<"rendezvous.v1.HostInfo"> & {
  * Use `create(HostInfoSchema)` to create a new message.
  */
 export const HostInfoSchema: GenMessage<HostInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 29);
+  messageDesc(file_rendezvous_v1_rendezvous, 31);
 
 /**
  * One session (PTY) of a host.
@@ -1150,7 +1242,7 @@ export type SessionInfo = Message<"rendezvous.v1.SessionInfo"> & {
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema: GenMessage<SessionInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 30);
+  messageDesc(file_rendezvous_v1_rendezvous, 32);
 
 /**
  * A guest's role in a session.
