@@ -182,6 +182,46 @@ async fn a_failing_step_opens_a_shell_and_continue_lets_the_job_go_on_with_its_c
 }
 
 #[tokio::test]
+async fn the_posix_snippet_installs_nothing_when_rendezvous_is_there_and_runs_the_step() {
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/ci/rendezvous.sh");
+    let script = format!(
+        ". '{}'\n\
+         rendezvous_install || exit 9\n\
+         rendezvous run --on-failure --wait-for-guest 60s -- sh -c 'exit 6'\n\
+         echo \"after the step: $?\"\n",
+        snippet.display()
+    );
+    let server = TestServer::start().await;
+    let (mut job, _dir) = Job::new(&server, "ci-snippet", &script).start();
+    let guest = job.guest(&server).await;
+    continue_in(&guest, "").await;
+    assert_eq!(job.code().await, 0);
+    assert!(
+        job.out.stdout().contains("after the step: 6"),
+        "{}",
+        job.out.stderr()
+    );
+
+    // Without the binary and without a way to get it, it says what to set.
+    let script = format!(
+        "PATH=/usr/bin:/bin\n. '{}'\nrendezvous_install\necho \"install: $?\"\n",
+        snippet.display()
+    );
+    let (mut job, _dir) = Job::new(&server, "ci-snippet-2", &script).start();
+    assert_eq!(job.code().await, 0);
+    assert!(
+        job.out.stdout().contains("install: 1"),
+        "{}",
+        job.out.stdout()
+    );
+    assert!(
+        job.out.stderr().contains("set RENDEZVOUS_BINARY_URL"),
+        "{}",
+        job.out.stderr()
+    );
+}
+
+#[tokio::test]
 async fn continue_with_an_exit_code_replaces_the_steps() {
     let server = TestServer::start().await;
     let (mut job, _dir) = Job::new(&server, "ci-exit-code", FAILING_STEP).start();
@@ -250,21 +290,49 @@ async fn the_hold_lingers_after_the_last_guest_leaves_and_then_ends() {
 }
 
 #[tokio::test]
-async fn extend_holds_the_job_past_max_hold() {
+async fn extend_holds_the_job_past_the_linger() {
     let server = TestServer::start().await;
-    let script = "rendezvous run --max-hold 8s -- false";
+    let script = "rendezvous run --wait-for-guest 60s --linger 1s -- false";
     let (mut job, _dir) = Job::new(&server, "ci-extend", script).start();
     let mut guest = job.guest(&server).await;
-    type_in(&mut guest, "rendezvous extend 60s", "at the earliest").await;
+    type_in(&mut guest, "rendezvous extend 4s", "rendezvous: holding").await;
     job.out
-        .stderr_line("rendezvous: extended: holding at least 1m from now")
+        .stderr_line("rendezvous: extended: holding at least 4s from now")
         .await;
-    // Past --max-hold, the shell still answers and the job still runs.
-    type_in(&mut guest, "sleep 9; echo still-$((1+1))", "still-2").await;
-    assert!(job.out.child.try_wait().unwrap().is_none());
-    continue_in(&guest, "").await;
+    drop(guest);
+    let left = std::time::Instant::now();
+    job.out
+        .stderr_line("rendezvous: the last guest left; holding 1s")
+        .await;
     assert_eq!(job.code().await, 1);
-    assert!(!job.out.stderr().contains("timed out"));
+    // A lower bound only: a slow machine makes it longer, never shorter.
+    assert!(
+        left.elapsed() >= Duration::from_secs(3),
+        "the 1s linger ended the hold after {:?}, inside the extension",
+        left.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn max_hold_is_a_hard_cap_that_extend_cannot_pass() {
+    let server = TestServer::start().await;
+    let script = "rendezvous run --max-hold 4s -- false";
+    let (mut job, _dir) = Job::new(&server, "ci-max-hold", script).start();
+    let mut guest = job.guest(&server).await;
+    type_in(&mut guest, "rendezvous extend 60s", "rendezvous: holding").await;
+    job.out
+        .stderr_line("rendezvous: extended by 1m, but --max-hold ends the hold in")
+        .await;
+    // A guest is attached and asked for a minute more: the cap ends the
+    // hold anyway.
+    assert_eq!(job.code().await, 1);
+    assert!(
+        job.out
+            .stderr()
+            .contains("timed out: held for the maximum of 4s"),
+        "{}",
+        job.out.stderr()
+    );
 }
 
 #[tokio::test]
@@ -279,6 +347,12 @@ async fn a_detached_host_serves_the_whole_job_and_wait_holds_it_at_the_end() {
     let (mut job, _dir) = job.start();
     let guest = job.guest(&server).await;
     job.out.stdout_line("the job runs").await;
+    // `wait` has started the hold and names the guest attached (a
+    // `continue` typed before that would end the hold at once, without
+    // the line).
+    job.out
+        .stderr_line("rendezvous: guest attached (read-write)")
+        .await;
     continue_in(&guest, " --exit-code 5").await;
     assert_eq!(job.code().await, 0);
     assert!(
@@ -286,11 +360,6 @@ async fn a_detached_host_serves_the_whole_job_and_wait_holds_it_at_the_end() {
         "{}{}",
         job.out.stdout(),
         job.out.stderr()
-    );
-    let stderr = job.out.stderr();
-    assert!(
-        stderr.contains("rendezvous: guest attached (read-write)"),
-        "{stderr}"
     );
     // The background host ends with the wait.
     let deadline = tokio::time::Instant::now() + rendezvous_testkit::DEADLINE;
@@ -403,7 +472,7 @@ async fn the_github_action_runs_the_step_and_sets_its_outputs() {
         .env("RDV_LINGER", "")
         .env("RDV_NO_LINK_IN_LOG", "true")
         .env("RDV_BINARY_URL", "")
-        .env("RDV_GIT_URL", "https://example.invalid/rendezvous")
+        .env("RDV_GIT_URL", "")
         .env("RENDEZVOUS_HOST_TOKEN", "")
         .env("RENDEZVOUS_NOTIFY_URL", "");
     let (mut running, dir) = job.start();

@@ -15,8 +15,9 @@
 #   trap 'rendezvous wait --wait-for-guest 5m' EXIT
 #   ./ci/test.sh
 
-# Puts the binary on PATH: a release binary your operator hosts
-# (RENDEZVOUS_BINARY_URL), else cargo install from RENDEZVOUS_GIT_URL.
+# Puts the binary on PATH, unless it is there already: a release binary
+# your operator hosts (RENDEZVOUS_BINARY_URL), else cargo install from the
+# repository RENDEZVOUS_GIT_URL names. Fails, saying so, without either.
 rendezvous_install() {
   command -v rendezvous >/dev/null 2>&1 && return 0
   if [ -n "${RENDEZVOUS_BINARY_URL:-}" ]; then
@@ -26,7 +27,10 @@ rendezvous_install() {
       chmod +x "$dir/rendezvous" || return 1
     PATH="$dir:$PATH"
     export PATH
+  elif [ -n "${RENDEZVOUS_GIT_URL:-}" ]; then
+    cargo install --locked --git "$RENDEZVOUS_GIT_URL" rendezvous
   else
-    cargo install --locked --git "${RENDEZVOUS_GIT_URL:-https://example.invalid/rendezvous}" rendezvous
+    echo "rendezvous is not on PATH: set RENDEZVOUS_BINARY_URL (a release binary your operator hosts) or RENDEZVOUS_GIT_URL (the repository to cargo install from)" >&2
+    return 1
   fi
 }

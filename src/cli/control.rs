@@ -109,7 +109,7 @@ fn describe(status: &HoldStatus) -> String {
     match (status.holding, status.remaining) {
         (false, _) => "no hold is running yet; nothing to extend".to_owned(),
         (true, Some(left)) => format!(
-            "holding; the hold ends in {} at the earliest",
+            "holding; the hold ends in {} if nothing changes",
             humantime::format_duration(Duration::from_secs(left.as_secs()))
         ),
         (true, None) => "holding while a guest is attached".to_owned(),

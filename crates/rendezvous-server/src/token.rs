@@ -97,6 +97,11 @@ pub struct GuestClaims {
     pub session: Option<String>,
 }
 
+/// Longest `sub` a [`Grant`] carries, in bytes (256): a longer claim is
+/// cut at a character boundary, so that logs, the audit log and the
+/// host's notices stay bounded.
+pub const MAX_SUB_BYTES: usize = 256;
+
 /// What a valid guest token grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -106,7 +111,8 @@ pub struct Grant {
     pub owner: Owner,
     /// The role.
     pub role: Role,
-    /// Who the token was given to, if it says.
+    /// Who the token was given to, if it says (at most
+    /// [`MAX_SUB_BYTES`]).
     pub sub: Option<String>,
     /// The only host name it attaches to, if it says.
     pub host: Option<String>,
@@ -270,10 +276,22 @@ fn check_claims(token: &str, key: &DecodingKey, algorithm: Algorithm) -> Result<
         task_id: claims.task_id,
         owner: Owner::from_claim(&claims.owner),
         role,
-        sub: claims.sub,
+        sub: claims.sub.map(cut_sub),
         host: claims.host,
         session: claims.session,
     })
+}
+
+/// `sub` cut to [`MAX_SUB_BYTES`] at a character boundary.
+fn cut_sub(mut sub: String) -> String {
+    if sub.len() > MAX_SUB_BYTES {
+        let mut end = MAX_SUB_BYTES;
+        while !sub.is_char_boundary(end) {
+            end -= 1;
+        }
+        sub.truncate(end);
+    }
+    sub
 }
 
 /// The claim value for `role`.
@@ -329,6 +347,23 @@ mod tests {
                 session: None,
             })
         );
+    }
+
+    #[test]
+    fn a_long_sub_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(200); // 400 bytes
+        let token = key()
+            .mint(
+                "build-1",
+                &Owner::open(),
+                Role::ReadWrite,
+                Duration::from_secs(60),
+                Some(&long),
+            )
+            .unwrap();
+        let sub = key().verify(&token).unwrap().sub.unwrap();
+        assert_eq!(sub.len(), MAX_SUB_BYTES);
+        assert!(long.starts_with(&sub));
     }
 
     #[test]

@@ -45,9 +45,18 @@ impl fmt::Display for HoldEvent {
                 "the last guest left; holding {} for them to come back",
                 human(*for_)
             ),
-            Self::Extended { by } => {
+            Self::Extended { by, capped: None } => {
                 write!(f, "extended: holding at least {} from now", human(*by))
             }
+            Self::Extended {
+                by,
+                capped: Some(left),
+            } => write!(
+                f,
+                "extended by {}, but --max-hold ends the hold in {}",
+                human(*by),
+                human(*left)
+            ),
             Self::Ended(end) => end.fmt(f),
         }
     }
@@ -102,10 +111,19 @@ mod tests {
         );
         assert_eq!(
             HoldEvent::Extended {
-                by: Duration::from_secs(1800)
+                by: Duration::from_secs(1800),
+                capped: None,
             }
             .to_string(),
             "extended: holding at least 30m from now"
+        );
+        assert_eq!(
+            HoldEvent::Extended {
+                by: Duration::from_secs(3600),
+                capped: Some(Duration::from_secs(600)),
+            }
+            .to_string(),
+            "extended by 1h, but --max-hold ends the hold in 10m"
         );
     }
 }

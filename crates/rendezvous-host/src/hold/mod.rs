@@ -13,7 +13,8 @@
 //!
 //! [`HoldHandle::continue_job`] ends it at once (optionally with an exit
 //! code for the job's step); [`HoldHandle::extend`] keeps it at least that
-//! long from now, past every rule above. Every change is a [`HoldEvent`].
+//! long from now, past the phase's rule, but never past
+//! [`HoldOptions::max_hold`], a hard cap. Every change is a [`HoldEvent`].
 //!
 //! `socket` serves the handle on a Unix socket, so that
 //! `rendezvous continue` and `rendezvous extend` work from any shell of
@@ -141,10 +142,13 @@ pub enum HoldEvent {
         /// How long.
         for_: Duration,
     },
-    /// `extend`: the hold goes on at least `by` from now.
+    /// `extend`: the hold goes on at least `by` from now, or until
+    /// [`HoldOptions::max_hold`] if that comes first.
     Extended {
-        /// The extension.
+        /// The extension asked for.
         by: Duration,
+        /// Time left to `max_hold` when it cut the extension short.
+        capped: Option<Duration>,
     },
     /// The hold ended.
     Ended(HoldEnd),
@@ -214,8 +218,8 @@ impl HoldHandle {
             .map_err(|_| HoldError::Ended)
     }
 
-    /// Holds at least `by` from now, past the wait, linger and max-hold
-    /// rules; returns the state after.
+    /// Holds at least `by` from now, past the wait, idle and linger rules
+    /// but not past `max_hold`; returns the state after.
     ///
     /// # Errors
     /// [`HoldError::Ended`] when the hold is over.
@@ -390,8 +394,8 @@ impl Hold {
                     Command::Continue(exit_code) => break HoldEnd::Continued { exit_code },
                     Command::Extend(by, reply) => {
                         let now = Instant::now();
-                        rules.extend(now, by);
-                        emit(HoldEvent::Extended { by });
+                        let capped = rules.extend(now, by);
+                        emit(HoldEvent::Extended { by, capped });
                         let _ = reply.send(status(true, &known, rules.remaining(now)));
                     }
                     Command::Status(reply) => {

@@ -53,12 +53,13 @@ impl Rules {
                 None => (since + o.idle_timeout, Timeout::Idle(o.idle_timeout)),
             }),
         };
+        // `extend` pushes the phase's rule back, never the cap.
         let cap = o.max_hold.map(|d| (self.started + d, Timeout::MaxHold(d)));
         let later = |(at, why): (Instant, Timeout)| match self.not_before {
             Some(nb) if nb > at => (nb, why),
             _ => (at, why),
         };
-        match (phase.map(later), cap.map(later)) {
+        match (phase.map(later), cap) {
             (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
             (a, b) => a.or(b),
         }
@@ -88,10 +89,13 @@ impl Rules {
         }
     }
 
-    /// Holds at least `by` from `now`.
-    pub(super) fn extend(&mut self, now: Instant, by: Duration) {
+    /// Holds at least `by` from `now`, up to the cap; returns the time
+    /// left to the cap when it cuts the extension short.
+    pub(super) fn extend(&mut self, now: Instant, by: Duration) -> Option<Duration> {
         let until = now + by;
         self.not_before = Some(self.not_before.map_or(until, |nb| nb.max(until)));
+        let cap = self.started + self.options.max_hold?;
+        (cap < until).then(|| cap.saturating_duration_since(now))
     }
 }
 
@@ -173,7 +177,22 @@ mod tests {
     }
 
     #[test]
-    fn extend_goes_past_every_rule_and_never_shortens() {
+    fn extend_goes_past_the_phase_rules_and_never_shortens() {
+        let t0 = Instant::now();
+        let o = HoldOptions {
+            wait_for_guest: Some(5 * S),
+            ..options()
+        };
+        let mut rules = Rules::new(o, t0);
+        assert_eq!(rules.remaining(t0), Some(5 * S));
+        assert_eq!(rules.extend(t0 + 2 * S, 30 * S), None);
+        assert_eq!(rules.remaining(t0 + 2 * S), Some(30 * S));
+        assert_eq!(rules.extend(t0 + 2 * S, S), None);
+        assert_eq!(rules.remaining(t0 + 2 * S), Some(30 * S));
+    }
+
+    #[test]
+    fn max_hold_is_a_hard_cap_that_extend_cannot_pass() {
         let t0 = Instant::now();
         let o = HoldOptions {
             wait_for_guest: Some(5 * S),
@@ -181,10 +200,11 @@ mod tests {
             ..options()
         };
         let mut rules = Rules::new(o, t0);
-        assert_eq!(rules.remaining(t0), Some(5 * S));
-        rules.extend(t0 + 2 * S, 30 * S);
-        assert_eq!(rules.remaining(t0 + 2 * S), Some(30 * S));
-        rules.extend(t0 + 2 * S, S);
-        assert_eq!(rules.remaining(t0 + 2 * S), Some(30 * S));
+        assert_eq!(rules.extend(t0 + 2 * S, 30 * S), Some(6 * S), "cut short");
+        assert_eq!(
+            rules.deadline(),
+            Some((t0 + 8 * S, Timeout::MaxHold(8 * S)))
+        );
+        assert_eq!(rules.extend(t0 + 2 * S, 3 * S), None, "within the cap");
     }
 }

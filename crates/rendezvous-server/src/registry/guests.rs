@@ -69,10 +69,6 @@ pub struct GuestHandle {
     host_control: Option<mpsc::Sender<HostControlResponse>>,
 }
 
-/// Longest `sub` told to a host, in bytes (256); a longer one is cut at a
-/// character boundary.
-pub const MAX_TOLD_SUB_BYTES: usize = 256;
-
 impl GuestHandle {
     /// The guest's ID.
     pub fn id(&self) -> &str {
@@ -101,14 +97,8 @@ impl GuestHandle {
     /// a full control queue drops the message (the host is stuck or gone),
     /// and never delays the guest.
     pub fn tell_host(&mut self, host: &Host, role: Role, sub: Option<&str>, resumed: bool) {
-        let mut sub = sub.unwrap_or_default();
-        if sub.len() > MAX_TOLD_SUB_BYTES {
-            let mut end = MAX_TOLD_SUB_BYTES;
-            while !sub.is_char_boundary(end) {
-                end -= 1;
-            }
-            sub = &sub[..end];
-        }
+        // `sub` is bounded by the token's check (token::MAX_SUB_BYTES).
+        let sub = sub.unwrap_or_default();
         let control = host.control_sender();
         let _ = control.try_send(HostControlResponse {
             message: Some(host_control_response::Message::GuestAttached(

@@ -64,7 +64,7 @@ use admission::check_secret;
 pub(crate) use admission::{guest_credential, host_credential_kind};
 pub use error::RegistryError;
 use guests::GuestIndex;
-pub use guests::{GuestEntry, GuestHandle, JoinedGuest, MAX_TOLD_SUB_BYTES};
+pub use guests::{GuestEntry, GuestHandle, JoinedGuest};
 pub use host::{Host, Registration};
 pub use host_admission::{
     HOST_TOKEN_METADATA, HostAdmission, HostTokenFile, HostTokenFileError, MAX_HOST_TOKEN_NAME_LEN,
