@@ -14,6 +14,7 @@ use std::time::Duration;
 use rendezvous_host::{Host, HostError};
 use rendezvous_proto::{AttachRequest, ListSessionsRequest, Role};
 use rendezvous_server::ServerConfig;
+use rendezvous_server::auth_limit::{FailureQuota, FailureQuotas};
 use rendezvous_server::registry::{HostAdmission, HostTokenFile, Owner};
 use rendezvous_server::token::TokenKey;
 use rendezvous_testkit::{DEADLINE, Stop, TermGuest, TestHost, TestServer, bash};
@@ -37,7 +38,19 @@ fn token_file(test: &str, lines: &str) -> PathBuf {
 }
 
 fn config(tokens: &Arc<HostTokenFile>) -> ServerConfig {
+    // These tests poll for a task that the server does not know yet (after
+    // a restart, before the host is back): each poll is a failed
+    // authentication, which the default limits would soon lock out
+    // (tests/rate_limit.rs tests those).
+    let generous = FailureQuota {
+        burst: 100_000,
+        refill: Duration::from_millis(1),
+    };
     ServerConfig {
+        failure_quotas: FailureQuotas {
+            per_ip: generous,
+            per_task: generous,
+        },
         token_key: Some(TokenKey::new(TOKEN_KEY).unwrap()),
         host_admission: HostAdmission {
             tokens: Some(tokens.clone()),

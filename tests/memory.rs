@@ -122,11 +122,12 @@ const CONNECTIONS: usize = 3;
 /// as the guests-per-session limit (64) makes it need.
 const TARGET_SESSIONS: usize = 10;
 
-/// Most memory one Attach stream that reads nothing may hold in the
-/// server, in KiB: one output message (64 KiB), the HTTP/2 send buffer
-/// (64 KiB), and the stream's own state (about 40 KiB), with room for the
-/// allocator. The README states it. (With hyper's default 400 KiB send
-/// buffer, this attack measured 404 KiB a stream.)
+/// Most memory one Attach stream that reads and acknowledges nothing may
+/// hold in the server, in KiB: one output message (64 KiB until the guest
+/// acks), the HTTP/2 send buffer (64 KiB), and the stream's own state
+/// (about 40 KiB), with room for the allocator. The README states it.
+/// (With full-size messages and hyper's 400 KiB send buffer, this attack
+/// measured 404 KiB a stream.)
 const MAX_KIB_PER_STALLED_STREAM: u64 = 200;
 
 /// Reads `stream` to its end in the background: a guest that keeps up.

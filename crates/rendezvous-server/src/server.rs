@@ -55,8 +55,7 @@ pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
 /// Most response bytes buffered for one HTTP/2 stream beyond what its
 /// peer's window lets through, in bytes (64 KiB; hyper's default is 400
 /// KiB). A guest that reads nothing holds about this much, plus one output
-/// message, in the server: hundreds of never-read Attach streams stay a
-/// few MiB per connection.
+/// message (see [`crate::session::UNACKED_MESSAGE_BYTES`]), in the server.
 pub const HTTP2_MAX_SEND_BUF_BYTES: usize = 64 * 1024;
 
 /// Largest header list an HTTP/2 request may carry, in bytes (16 KiB;

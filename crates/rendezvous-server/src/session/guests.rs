@@ -58,6 +58,10 @@ pub(crate) struct Guest {
     /// attaches. The guest's stream enforces the window; only the guest's
     /// acks change this.
     pub(crate) acked_messages: u64,
+    /// Whether the guest has acknowledged anything on its current stream:
+    /// until it does, its output messages are at most
+    /// [`UNACKED_MESSAGE_BYTES`](super::UNACKED_MESSAGE_BYTES).
+    pub(crate) has_acked: bool,
     /// When the guest last acknowledged something, or (without a byte
     /// window) was sent output, or attached; a lag jump does not count. A
     /// read-write guest that is behind stops holding the host back
@@ -252,6 +256,7 @@ impl Guests {
                 window: None,
                 acked: joining.cursor,
                 acked_messages: 0,
+                has_acked: false,
                 last_progress: now,
                 joined: carried.joined,
                 token: carried.token,

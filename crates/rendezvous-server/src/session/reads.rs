@@ -5,7 +5,9 @@
 use std::time::Instant;
 
 use super::output::Found;
-use super::{MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, Read, Session, SessionError, lock};
+use super::{
+    MAX_WINDOW_BYTES, MIN_WINDOW_BYTES, Read, Session, SessionError, UNACKED_MESSAGE_BYTES, lock,
+};
 
 impl Session {
     /// Reads output for the guest's stream with this `attachment` number at
@@ -29,6 +31,9 @@ impl Session {
             return Read::Replaced;
         }
         let mut max = self.config.max_output_message_bytes;
+        if st.guests.get(guest_id).is_some_and(|g| !g.has_acked) {
+            max = max.min(UNACKED_MESSAGE_BYTES);
+        }
         if let Some(guest) = st.guests.get(guest_id)
             && let Some(window) = guest.window
             && cursor >= st.output.start()
@@ -115,6 +120,7 @@ impl Session {
         }
         if moved {
             guest.last_progress = Instant::now();
+            guest.has_acked = true;
         }
         drop(st);
         if moved {

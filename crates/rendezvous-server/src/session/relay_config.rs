@@ -5,16 +5,23 @@ use std::time::Duration;
 /// Default bound of a session's retained output, in bytes (1 MiB).
 pub const RETAINED_OUTPUT_BYTES: usize = 1024 * 1024;
 
-/// Default largest output message sent to a guest, in bytes (64 KiB).
-/// Output that piled up at a guest's cursor goes out joined up to this.
-/// It is also what a guest that reads nothing holds in the server: hyper
-/// takes one whole message from the stream before the guest's HTTP/2
-/// window stops it, so each never-read stream holds one message plus the
-/// send buffer ([`crate::server::HTTP2_MAX_SEND_BUF_BYTES`]). 256 KiB
-/// rendered a 20 MB flood in a browser about 10 % faster
-/// (`tests/browser/measure-render.mjs`), for four times the memory per
-/// stalled stream; library users may raise it.
-pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 64 * 1024;
+/// Default largest output message sent to a guest, in bytes (256 KiB).
+/// Output that piled up at a guest's cursor goes out joined up to this. A
+/// browser pays for every message (a read of the response, gRPC-Web
+/// framing, protobuf decoding, a `terminal.write`), so fewer, larger
+/// messages render a flood faster: 64 KiB rendered 20 MB 1.5 to 1.7 times
+/// as slowly (`tests/browser/measure-render.mjs`). Until a guest has
+/// acknowledged output (`Ack`, as the web guest and `rendezvous attach`
+/// do), its messages are at most [`UNACKED_MESSAGE_BYTES`].
+pub const MAX_OUTPUT_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Largest output message to a guest that has not acknowledged anything
+/// yet, in bytes (64 KiB). A stream that reads nothing holds one message
+/// in the server (hyper takes a whole message from the stream before the
+/// guest's HTTP/2 window stops it), so a client that opens streams and
+/// never reads or acks holds a quarter of what it would with full-size
+/// messages.
+pub const UNACKED_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Default distance, in bytes, by which the fastest guest may trail the end
 /// of the output stream before the host is paused (256 KiB).

@@ -77,6 +77,24 @@ fn output_that_piled_up_goes_out_joined_up_to_the_message_limit() {
     assert_eq!(rest.len(), 48 * 1024);
 }
 
+#[test]
+fn a_guest_gets_small_messages_until_it_acknowledges_something() {
+    let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+    s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
+    for _ in 0..12 {
+        s.push_output(&[b'x'; 32 * 1024]);
+    }
+    let (_, first) = output(s.read("g", 0));
+    assert_eq!(first.len(), UNACKED_MESSAGE_BYTES);
+    s.ack("g", first.len() as u64, 1).unwrap();
+    let (_, second) = output(s.read("g", first.len() as u64));
+    assert_eq!(
+        second.len(),
+        MAX_OUTPUT_MESSAGE_BYTES,
+        "full size once it acked"
+    );
+}
+
 #[tokio::test]
 async fn a_guest_with_a_window_gets_nothing_past_its_acks() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
