@@ -52,7 +52,7 @@ impl Seen {
                 .expect("the session does not end");
             match update {
                 Update::Event(Event::Output(output)) => self.output.extend_from_slice(&output.data),
-                Update::Event(Event::Size(_) | Event::Lagged(_)) => {}
+                Update::Event(Event::Size(_) | Event::Lagged(_) | Event::HostState(_)) => {}
                 Update::Event(Event::Exit(exit)) => panic!("unexpected {exit:?}"),
                 Update::Disconnected { .. } => self.disconnects += 1,
                 Update::Reconnected {

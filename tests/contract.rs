@@ -194,6 +194,7 @@ impl RawHost {
                 host_id: self.registered.host_id.clone(),
                 host_token: self.registered.host_token.clone(),
                 session_id: session_id.into(),
+                input_applied: 0,
             })),
         })
         .await
@@ -641,6 +642,7 @@ async fn data_refuses_an_unknown_host_or_a_bad_host_token_as_unauthenticated() {
         host_id: "no-such-host".into(),
         host_token: "not-a-token".into(),
         session_id: "s".into(),
+        input_applied: 0,
     });
     assert_eq!(data_code(&server, open).await, Code::Unauthenticated);
 }

@@ -64,7 +64,7 @@ impl Reader {
                 match self.events.next_event().await.expect("the stream goes on") {
                     Some(Event::Output(out)) => self.output.extend_from_slice(&out.data),
                     Some(Event::Lagged(l)) => panic!("lagged by {} bytes", l.missed_bytes),
-                    Some(Event::Size(_)) => {}
+                    Some(Event::Size(_) | Event::HostState(_)) => {}
                     Some(Event::Exit(exit)) => panic!("the session ended: {exit:?}"),
                     None => panic!("the stream ended"),
                 }

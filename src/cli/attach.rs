@@ -147,6 +147,14 @@ async fn relay(
                 // Another guest resized the session; this terminal's size is
                 // its user's to choose.
                 Some(Update::Event(Event::Size(_))) => {}
+                Some(Update::Event(Event::HostState(state))) => {
+                    let line = if state.reconnecting {
+                        format!("\r\n[rendezvous: {}]\r\n", state.message)
+                    } else {
+                        "\r\n[rendezvous: the host is back]\r\n".to_owned()
+                    };
+                    write_all(&mut std::io::stderr(), line.as_bytes())?;
+                }
                 Some(Update::Event(Event::Exit(status))) => return Ok(Ending::Exited(status)),
                 Some(Update::Disconnected { reason, retry_in }) => {
                     let line = format!(

@@ -35,6 +35,12 @@ pub struct PublishArgs {
     pub server: String,
     #[command(flatten)]
     pub tls: crate::cli::tls_args::TlsArgs,
+    /// How long the shells keep running after the connection to the
+    /// server is lost, while the host reconnects; it then resumes them
+    /// where they were (guests see no gap). 0 ends them at once. The
+    /// server keeps them at most its --max-grace-period (30m by default).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::cli::serve::parse_duration, env = "RENDEZVOUS_GRACE_PERIOD")]
+    pub grace_period: std::time::Duration,
     /// The task to publish: 1-128 characters of A-Z a-z 0-9 . _ : -
     /// Default on GitHub Actions `github-RUN_ID-ATTEMPT-JOB`, on GitLab CI
     /// `gitlab-CI_JOB_ID`.
@@ -153,6 +159,7 @@ impl PublishArgs {
             .tls(self.tls.options()?)
             .task_id(self.task_id()?)
             .name(self.name.clone())
+            .grace_period(self.grace_period)
             // The shells must not inherit the secrets from our environment.
             .env_remove(SECRET_ENV)
             .env_remove(READ_ONLY_SECRET_ENV)

@@ -337,6 +337,12 @@ export class Attachment {
               this.setStatus({ ...this.current, ptySize: { cols: event.value.cols, rows: event.value.rows } });
             }
             break;
+          case "hostState":
+            // The host lost its server and is expected back: the page stays
+            // attached, and its input waits in the server's queue.
+            this.write(event.value.reconnecting ? `\r\n[rendezvous: ${event.value.message}]\r\n` : "\r\n[rendezvous: the host is back]\r\n");
+            this.warn(event.value.reconnecting ? `Host reconnecting: ${event.value.message}` : null);
+            break;
           case "exit":
             this.onExit(event.value);
             return true;

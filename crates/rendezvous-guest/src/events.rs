@@ -3,7 +3,8 @@
 
 use rendezvous_proto::flow::GUEST_ACK_EVERY_MESSAGES;
 use rendezvous_proto::v1::{
-    Attached, ExitStatus, GuestEvent, Lagged, Output, WindowSize, exit_status, guest_event,
+    Attached, ExitStatus, GuestEvent, HostState, Lagged, Output, WindowSize, exit_status,
+    guest_event,
 };
 use tokio::sync::watch;
 use tonic::Streaming;
@@ -20,6 +21,9 @@ pub enum Event {
     Lagged(Lagged),
     /// The session's terminal size changed (another guest resized it).
     Size(WindowSize),
+    /// The session's host lost its connection and is expected back
+    /// (`reconnecting`), or is back. The stream stays open meanwhile.
+    HostState(HostState),
     /// The session's process ended. The server ends the stream after this.
     Exit(ExitStatus),
 }
@@ -201,6 +205,7 @@ impl EventReader {
                     Event::Lagged(lagged)
                 }
                 Some(guest_event::Event::Size(size)) => Event::Size(size),
+                Some(guest_event::Event::HostState(state)) => Event::HostState(state),
                 Some(guest_event::Event::Exit(exit)) => Event::Exit(exit),
             };
             return Ok(Some(event));
@@ -227,6 +232,7 @@ fn event_name(event: &guest_event::Event) -> &'static str {
         guest_event::Event::Exit(_) => "Exit",
         guest_event::Event::Lagged(_) => "Lagged",
         guest_event::Event::Size(_) => "Size",
+        guest_event::Event::HostState(_) => "HostState",
     }
 }
 

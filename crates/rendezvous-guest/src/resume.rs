@@ -266,7 +266,7 @@ impl ResumingTerminal {
                                     self.next_offset = events.next_offset();
                                 }
                                 Event::Exit(_) => self.state = State::Ended,
-                                Event::Size(_) => {}
+                                Event::Size(_) | Event::HostState(_) => {}
                             }
                             return Ok(Some(Update::Event(event)));
                         }

@@ -97,7 +97,7 @@ impl Watch {
             }
             Some(Event::Size(size)) => self.sizes.push(*size),
             Some(Event::Lagged(lagged)) => self.lags.push(lagged.missed_bytes),
-            Some(Event::Exit(_)) | None => {}
+            Some(Event::Exit(_) | Event::HostState(_)) | None => {}
         }
         event
     }

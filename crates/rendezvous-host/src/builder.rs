@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use rendezvous_proto::endpoint::ServerEndpoint;
 use rendezvous_proto::ids::{
@@ -13,6 +14,7 @@ use rendezvous_proto::tls::TlsOptions;
 
 use crate::pty::CommandSpec;
 use crate::secret::Secret;
+use crate::session::RETAINED_OUTPUT_BYTES;
 use crate::{Host, HostError};
 
 pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
@@ -37,7 +39,13 @@ pub struct HostBuilder {
     current_dir: Option<PathBuf>,
     labels: BTreeMap<String, String>,
     tls: TlsOptions,
+    grace_period: Duration,
+    retained_output_bytes: usize,
 }
+
+/// Default of [`HostBuilder::grace_period`], in ms (5 min): how long a host
+/// keeps its sessions' processes running after it lost its server.
+pub const GRACE_PERIOD: Duration = Duration::from_millis(5 * 60 * 1000);
 
 /// Everything a built host knows; only valid values.
 #[derive(Debug)]
@@ -56,6 +64,10 @@ pub(crate) struct Config {
     pub(crate) id_token: Option<crate::IdTokenSource>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) command: CommandSpec,
+    /// See [`HostBuilder::grace_period`].
+    pub(crate) grace_period: Duration,
+    /// See [`HostBuilder::retained_output_bytes`].
+    pub(crate) retained_output_bytes: usize,
 }
 
 impl HostBuilder {
@@ -74,7 +86,34 @@ impl HostBuilder {
             current_dir: None,
             labels: BTreeMap::new(),
             tls: TlsOptions::default(),
+            grace_period: GRACE_PERIOD,
+            retained_output_bytes: RETAINED_OUTPUT_BYTES,
         }
+    }
+
+    /// How long the host keeps its sessions' processes running after it
+    /// loses its connection to the server, reconnecting meanwhile, so that
+    /// it resumes them where they were (default [`GRACE_PERIOD`], 5 min;
+    /// the server grants at most its own `--max-grace-period`, 30 min by
+    /// default). Guests stay attached and are told that the host is
+    /// reconnecting. When it is over, the sessions end, and their guests
+    /// are told why. [`Duration::ZERO`] turns resuming off: a lost
+    /// connection ends every session at once.
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.grace_period = grace;
+        self
+    }
+
+    /// How many bytes of each session's output the host keeps beyond what
+    /// the server has confirmed taking (default [`RETAINED_OUTPUT_BYTES`],
+    /// 1 MiB, the server's default retained output): enough to refill a
+    /// restarted server for late joiners. While that many bytes are
+    /// unconfirmed (the server is away, or its guests are behind), the host
+    /// stops reading the PTY and the program waits; nothing is dropped.
+    /// Taken as at least 1.
+    pub fn retained_output_bytes(mut self, bytes: usize) -> Self {
+        self.retained_output_bytes = bytes.max(1);
+        self
     }
 
     /// Which `https://` server to trust: a CA certificate (PEM) or a
@@ -241,6 +280,8 @@ impl HostBuilder {
             id_token: self.id_token,
             labels: self.labels,
             command,
+            grace_period: self.grace_period,
+            retained_output_bytes: self.retained_output_bytes,
         }))
     }
 }

@@ -1,9 +1,10 @@
-//! One control connection: dial, Hello → Registered, then serve the
+//! One control connection: dial, Hello → Registered (resuming the last
+//! registration and its sessions when there was one), then serve the
 //! server's OpenSession / CloseSession / Ping until the connection ends.
-//! The connection owns the sessions it started and ends them all before it
-//! returns.
+//! The sessions belong to the host ([`Sessions`]), not to the connection:
+//! the connection runs one Data stream per session, and a lost connection
+//! leaves the sessions running for the next one to resume.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use rendezvous_proto::host_service_client::HostServiceClient;
@@ -12,7 +13,7 @@ use rendezvous_proto::{
     DataOpen, Hello, HostControlRequest, OpenSession, Pong, SessionFailed, host_control_request,
     host_control_response,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -20,8 +21,22 @@ use tonic::transport::Channel;
 use crate::builder::Config;
 use crate::guests::GuestsTx;
 use crate::pty::{self, PtySize};
-use crate::session::{self, CloseReason};
+use crate::session::stream::{self, StreamEnd};
+use crate::session::{CloseReason, live};
+use crate::sessions::Sessions;
 use crate::{HostError, HostStatus};
+
+/// How long a broken Data stream waits before it is opened again while its
+/// control connection still stands (1 s).
+const STREAM_RETRY: Duration = Duration::from_millis(1_000);
+
+/// What the last registration gave for resuming it.
+#[derive(Debug, Clone)]
+pub(crate) struct Resume {
+    pub(crate) host_id: String,
+    /// Never logged.
+    pub(crate) ticket: String,
+}
 
 /// Bound of the queue of messages waiting to go up the control stream, in
 /// messages (Pongs and SessionFailed, a few bytes each). When it is full,
@@ -55,12 +70,15 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Makes one control connection and serves it until it ends; sets
-/// `status` to Registered once the server accepts the Hello.
+/// `status` to Registered once the server accepts the Hello. With
+/// `resume`, the Hello resumes that registration and `sessions`.
 pub(crate) async fn connect(
     config: &Config,
     status: &watch::Sender<HostStatus>,
     guests: &GuestsTx,
     stop: &mut watch::Receiver<bool>,
+    sessions: &mut Sessions,
+    resume: &mut Option<Resume>,
 ) -> ConnectionEnd {
     let lost = |reason: String| ConnectionEnd::Lost {
         reason,
@@ -81,7 +99,7 @@ pub(crate) async fn connect(
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (outbound, requests) = mpsc::channel(CONTROL_QUEUE_MESSAGES);
     // The queue is empty and its receiver alive: this cannot fail.
-    let _ = outbound.try_send(hello(config));
+    let _ = outbound.try_send(hello(config, resume.as_ref(), sessions));
     let mut request = tonic::Request::new(ReceiverStream::new(requests));
     let id_token = match (&config.host_token, &config.id_token) {
         (None, Some(source)) => tokio::select! {
@@ -128,14 +146,30 @@ pub(crate) async fn connect(
         Ok(None) => return lost("the server closed the control stream before Registered".into()),
         Err(status) => return status_end(&status, false),
     };
-    // Never log the host token.
+    // Never log the host token or the ticket.
     tracing::info!(
         task_id = %config.task_id,
         host_name = %config.host_name,
         host_id = registered.host_id,
         owner = registered.owner,
+        resumed = registered.resumed,
+        sessions = sessions.len(),
         "registered"
     );
+    *resume = (registered.grace_period_ms > 0 && !config.grace_period.is_zero()).then(|| Resume {
+        host_id: registered.host_id.clone(),
+        ticket: registered.resume_ticket.clone(),
+    });
+    if !registered.resumed && !sessions.is_empty() {
+        tracing::warn!(
+            sessions = sessions.len(),
+            "the server did not resume this host's sessions; ending them"
+        );
+        sessions
+            .end_all(CloseReason::NotResumed, SESSIONS_END_TIMEOUT)
+            .await;
+        guests.clear();
+    }
     status.send_replace(HostStatus::Registered {
         host_id: registered.host_id.clone(),
     });
@@ -147,29 +181,41 @@ pub(crate) async fn connect(
         host_id: registered.host_id,
         host_token: registered.host_token,
         guests: guests.clone(),
-        sessions: JoinSet::new(),
-        open: HashMap::new(),
+        sessions,
+        streams: JoinSet::new(),
     };
-    let (end, reason) = loop {
+    for live in connection.sessions.all() {
+        connection.start_stream(live, Duration::ZERO);
+    }
+    let end = loop {
         tokio::select! {
-            () = stopped(stop) => break (ConnectionEnd::Stopped, CloseReason::HostShutdown),
+            () = stopped(stop) => break ConnectionEnd::Stopped,
             message = inbound.message() => match message {
                 Ok(Some(message)) => connection.handle(message.message).await,
-                Ok(None) => break (
-                    ConnectionEnd::Lost {
-                        reason: "the server closed the control stream".into(),
-                        registered: true,
-                    },
-                    CloseReason::HostDisconnected,
-                ),
-                Err(status) => break (status_end(&status, true), CloseReason::HostDisconnected),
+                Ok(None) => break ConnectionEnd::Lost {
+                    reason: "the server closed the control stream".into(),
+                    registered: true,
+                },
+                Err(status) => break status_end(&status, true),
             },
-            Some(done) = connection.sessions.join_next_with_id() => connection.session_done(done),
+            Some(done) = connection.streams.join_next() => connection.stream_done(done),
         }
+        connection.sessions.reap();
     };
-    connection.end_sessions(reason).await;
-    // The server detaches every guest of a lost host; we may not hear it.
-    guests.clear();
+    match &end {
+        ConnectionEnd::Stopped => connection.end_sessions(CloseReason::HostShutdown).await,
+        _ if resume.is_none() => connection.end_sessions(CloseReason::HostDisconnected).await,
+        _ => {
+            // Resumed by the next connection, within the grace period.
+            connection.streams.shutdown().await;
+            connection.sessions.disconnected();
+        }
+    }
+    if resume.is_none() {
+        // The server detaches every guest of a lost host; we may not hear
+        // it. A host that resumes keeps its guests.
+        guests.clear();
+    }
     end
 }
 
@@ -186,16 +232,11 @@ struct Connection<'a> {
     host_token: String,
     /// Who is attached, and their input; told to each session.
     guests: GuestsTx,
-    /// The running sessions' tasks; dropping the set aborts them.
-    sessions: JoinSet<()>,
-    /// Session ID → its task and the sender that closes it. An entry is
-    /// removed by CloseSession or when its task ends.
-    open: HashMap<String, OpenEntry>,
-}
-
-struct OpenEntry {
-    task: tokio::task::Id,
-    close: oneshot::Sender<CloseReason>,
+    /// The host's sessions, which outlive this connection.
+    sessions: &'a mut Sessions,
+    /// One Data stream per session, each ending with its session ID;
+    /// dropping the set aborts them.
+    streams: JoinSet<(String, StreamEnd)>,
 }
 
 impl Connection<'_> {
@@ -206,14 +247,14 @@ impl Connection<'_> {
                 self.open_session(open).await
             }
             Some(host_control_response::Message::CloseSession(close)) => {
-                match self.open.remove(&close.session_id) {
-                    Some(entry) => {
-                        let _ = entry.close.send(CloseReason::ClosedByServer);
-                    }
-                    None => tracing::debug!(
+                if self.sessions.contains(&close.session_id) {
+                    self.sessions
+                        .close(&close.session_id, CloseReason::ClosedByServer);
+                } else {
+                    tracing::debug!(
                         session_id = close.session_id,
                         "CloseSession for a session that is not running"
-                    ),
+                    );
                 }
             }
             Some(host_control_response::Message::Ping(ping)) => {
@@ -245,13 +286,13 @@ impl Connection<'_> {
         }
     }
 
-    /// Starts a PTY for `open` and a task for its Data stream; tells the
-    /// server SessionFailed when it cannot.
+    /// Starts a PTY for `open` and a Data stream for it; tells the server
+    /// SessionFailed when it cannot.
     async fn open_session(&mut self, open: OpenSession) {
         let session_id = open.session_id;
         let refuse = if session_id.is_empty() {
             Some("empty session ID".to_owned())
-        } else if self.open.contains_key(&session_id) {
+        } else if self.sessions.contains(&session_id) {
             Some("session ID already in use on this host".to_owned())
         } else if self.sessions.len() >= MAX_SESSIONS {
             Some(format!("host session limit reached ({MAX_SESSIONS})"))
@@ -279,23 +320,63 @@ impl Connection<'_> {
             rows = size.rows,
             "session started"
         );
-        let data_open = DataOpen {
+        let (live, close, task) = live::start(
+            session_id,
+            open.ticket,
+            process,
+            size,
+            self.config.retained_output_bytes,
+        );
+        self.sessions.insert(live.clone(), close, task);
+        self.start_stream(live, Duration::ZERO);
+    }
+
+    /// Opens a Data stream for `live` after `delay`.
+    fn start_stream(&mut self, live: live::LiveSession, delay: Duration) {
+        let client = self.client.clone();
+        let open = DataOpen {
             host_id: self.host_id.clone(),
             host_token: self.host_token.clone(),
-            session_id: session_id.clone(),
+            session_id: live.id.clone(),
+            input_applied: 0,
         };
-        let (close, closed) = oneshot::channel();
-        let task = self
-            .sessions
-            .spawn(session::run(
-                self.client.clone(),
-                data_open,
-                process,
-                self.guests.clone(),
-                closed,
-            ))
-            .id();
-        self.open.insert(session_id, OpenEntry { task, close });
+        let guests = self.guests.clone();
+        self.streams.spawn(async move {
+            tokio::time::sleep(delay).await;
+            let end = stream::run(client, open, &live, &guests).await;
+            (live.id.clone(), end)
+        });
+    }
+
+    /// A session's Data stream ended.
+    fn stream_done(&mut self, done: Result<(String, StreamEnd), tokio::task::JoinError>) {
+        let (session_id, end) = match done {
+            Ok(done) => done,
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!("a session's data stream panicked");
+                }
+                return;
+            }
+        };
+        match end {
+            StreamEnd::Finished => self.sessions.remove(&session_id),
+            StreamEnd::Gone(reason) => {
+                tracing::warn!(
+                    session_id,
+                    reason,
+                    "ending a session the server cannot continue"
+                );
+                self.sessions.close(&session_id, CloseReason::NotResumed);
+                self.sessions.remove(&session_id);
+            }
+            StreamEnd::Broken => {
+                if let Some(live) = self.sessions.get(&session_id) {
+                    tracing::info!(session_id, "data stream broke; opening it again");
+                    self.start_stream(live, STREAM_RETRY);
+                }
+            }
+        }
     }
 
     async fn session_failed(&self, session_id: String, message: String) {
@@ -317,52 +398,37 @@ impl Connection<'_> {
         let _ = self.outbound.send(request).await;
     }
 
-    /// Forgets a session whose task ended.
-    fn session_done(&mut self, done: Result<(tokio::task::Id, ()), tokio::task::JoinError>) {
-        let task = match done {
-            Ok((task, ())) => task,
-            Err(e) => {
-                if e.is_panic() {
-                    tracing::error!("a session task panicked");
-                }
-                e.id()
-            }
-        };
-        self.open.retain(|_, entry| entry.task != task);
-    }
-
-    /// Closes every session with `reason` and waits up to
-    /// [`SESSIONS_END_TIMEOUT`] for them to end; aborts the rest.
+    /// Closes every session with `reason`, and lets their Data streams send
+    /// the exit statuses for up to [`SESSIONS_END_TIMEOUT`]; then ends
+    /// what is left (SIGKILL) and forgets every session.
     async fn end_sessions(&mut self, reason: CloseReason) {
-        for (_, entry) in self.open.drain() {
-            let _ = entry.close.send(reason);
-        }
-        let all_ended = async {
-            while let Some(done) = self.sessions.join_next().await {
-                if let Err(e) = done
-                    && e.is_panic()
-                {
-                    tracing::error!("a session task panicked");
+        self.sessions.close_all(reason);
+        let deadline = tokio::time::Instant::now() + SESSIONS_END_TIMEOUT;
+        let streams_done = async {
+            while let Some(done) = self.streams.join_next().await {
+                if let Ok((session_id, StreamEnd::Finished)) = done {
+                    self.sessions.remove(&session_id);
                 }
             }
         };
-        if tokio::time::timeout(SESSIONS_END_TIMEOUT, all_ended)
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                sessions = self.sessions.len(),
-                "sessions did not end in time; aborting them"
-            );
-            // Aborting drops each session's `SessionProcesses`, which
-            // sends SIGKILL.
-            self.sessions.shutdown().await;
-        }
+        let _ = tokio::time::timeout_at(deadline, streams_done).await;
+        self.streams.shutdown().await;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.sessions.end_all(reason, left).await;
     }
 }
 
-/// The Hello that opens every control stream.
-fn hello(config: &Config) -> HostControlRequest {
+/// The Hello that opens every control stream; with `resume`, it resumes
+/// that registration and `sessions`.
+fn hello(config: &Config, resume: Option<&Resume>, sessions: &Sessions) -> HostControlRequest {
+    let (resume_ticket, resume_host_id, sessions) = match resume {
+        Some(resume) => (
+            resume.ticket.clone(),
+            resume.host_id.clone(),
+            sessions.resume_list(),
+        ),
+        None => Default::default(),
+    };
     HostControlRequest {
         message: Some(host_control_request::Message::Hello(Hello {
             task_id: config.task_id.as_str().to_owned(),
@@ -378,6 +444,10 @@ fn hello(config: &Config) -> HostControlRequest {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            grace_period_ms: u64::try_from(config.grace_period.as_millis()).unwrap_or(u64::MAX),
+            resume_ticket,
+            resume_host_id,
+            sessions,
         })),
     }
 }

@@ -9,8 +9,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::builder::{Config, HostBuilder};
-use crate::control::{self, ConnectionEnd};
+use crate::control::{self, ConnectionEnd, Resume, SESSIONS_END_TIMEOUT};
 use crate::guests::{Guests, GuestsTx};
+use crate::session::CloseReason;
+use crate::sessions::Sessions;
 use crate::{HostError, HostStatus};
 use rendezvous_proto::backoff::Backoff;
 
@@ -97,9 +99,13 @@ impl Host {
 
     /// Connects, registers, and serves sessions until `shutdown` resolves
     /// or the server refuses the host for good. Lost connections are
-    /// retried with backoff (0.5 s doubling up to 30 s, with jitter); each
-    /// loss ends all running sessions (their process groups get SIGHUP,
-    /// then SIGKILL after 2 s).
+    /// retried with backoff (0.5 s doubling up to 30 s, with jitter). The
+    /// sessions keep running meanwhile, for the
+    /// [grace period](HostBuilder::grace_period) (5 min by default), and
+    /// the next connection resumes them at exact offsets: output the
+    /// server missed is sent, input is applied once. When the grace period
+    /// is over (or it is zero), they end: their process groups get SIGHUP,
+    /// then SIGKILL after 2 s.
     ///
     /// On `shutdown`, every session's process group is ended, guests are
     /// told "host shut down" (waiting at most a few seconds for the server),
@@ -151,38 +157,85 @@ impl Host {
 
     /// Connects again and again until `stop` or a permanent error.
     async fn serve(&self, mut stop: watch::Receiver<bool>) -> Result<(), HostError> {
+        let mut sessions = Sessions::default();
+        let result = self.connect_loop(&mut stop, &mut sessions).await;
+        // Whatever is left (refused, or stopped while disconnected).
+        sessions
+            .end_all(CloseReason::HostShutdown, SESSIONS_END_TIMEOUT)
+            .await;
+        result
+    }
+
+    async fn connect_loop(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        sessions: &mut Sessions,
+    ) -> Result<(), HostError> {
         let mut backoff = Backoff::new();
         // When the last registered connection was lost.
         let mut lost_registration: Option<Instant> = None;
+        let mut resume: Option<Resume> = None;
         loop {
             self.status.send_replace(HostStatus::Connecting);
-            let reason =
-                match control::connect(&self.config, &self.status, &self.guests, &mut stop).await {
-                    ConnectionEnd::Stopped => return Ok(()),
-                    ConnectionEnd::Lost { reason, registered } => {
-                        if registered {
-                            backoff.reset();
-                            lost_registration = Some(Instant::now());
-                        }
-                        reason
+            let end = control::connect(
+                &self.config,
+                &self.status,
+                &self.guests,
+                stop,
+                sessions,
+                &mut resume,
+            )
+            .await;
+            let reason = match end {
+                ConnectionEnd::Stopped => return Ok(()),
+                ConnectionEnd::Lost { reason, registered } => {
+                    if registered {
+                        backoff.reset();
+                        lost_registration = Some(Instant::now());
                     }
-                    ConnectionEnd::Refused(HostError::AlreadyExists(message))
-                        if lost_registration.is_some_and(|t| t.elapsed() < REREGISTER_WINDOW) =>
-                    {
-                        format!("host name still registered from the lost connection: {message}")
-                    }
-                    ConnectionEnd::Refused(error) => {
-                        tracing::debug!(%error, "the server refused this host");
-                        return Err(error);
-                    }
-                };
+                    reason
+                }
+                ConnectionEnd::Refused(error) if !sessions.is_empty() && resume.is_some() => {
+                    // Not for good while sessions wait: the server may
+                    // be a replica or a restart still coming up.
+                    format!("the server refused the resume: {error}")
+                }
+                ConnectionEnd::Refused(HostError::AlreadyExists(message))
+                    if lost_registration.is_some_and(|t| t.elapsed() < REREGISTER_WINDOW) =>
+                {
+                    format!("host name still registered from the lost connection: {message}")
+                }
+                ConnectionEnd::Refused(error) => {
+                    tracing::debug!(%error, "the server refused this host");
+                    return Err(error);
+                }
+            };
             let after = backoff.next_delay();
-            tracing::warn!(%reason, ?after, "not connected; retrying");
+            tracing::warn!(%reason, ?after, sessions = sessions.len(), "not connected; retrying");
             self.status
                 .send_replace(HostStatus::Reconnecting { after, reason });
+            // The grace period runs from the loss of the last registered
+            // connection; past it, the sessions end.
+            let grace_ends = lost_registration
+                .filter(|_| !sessions.is_empty())
+                .map(|lost| lost + self.config.grace_period);
             tokio::select! {
                 () = tokio::time::sleep(after) => {}
-                () = control::stopped(&mut stop) => return Ok(()),
+                () = control::stopped(stop) => return Ok(()),
+                () = async {
+                    match grace_ends {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::warn!(
+                        sessions = sessions.len(),
+                        grace = ?self.config.grace_period,
+                        "the server did not come back within the grace period; ending the sessions"
+                    );
+                    sessions.end_all(CloseReason::GraceExpired, SESSIONS_END_TIMEOUT).await;
+                    self.guests.clear();
+                }
             }
         }
     }

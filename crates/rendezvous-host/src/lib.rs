@@ -45,9 +45,10 @@ mod processes;
 mod pty;
 mod secret;
 mod session;
+mod sessions;
 mod status;
 
-pub use builder::{HostBuilder, MAX_LABEL_BYTES, MAX_LABELS};
+pub use builder::{GRACE_PERIOD, HostBuilder, MAX_LABEL_BYTES, MAX_LABELS};
 pub use control::MAX_SESSIONS;
 pub use error::HostError;
 pub use guests::{AttachedGuest, GuestRole, Guests};
@@ -59,4 +60,5 @@ pub use id_token::{
 pub use pty::{DEFAULT_COLS, DEFAULT_ROWS, TERM};
 pub use rendezvous_proto::tls::{Fingerprint, TlsOptions};
 pub use secret::GENERATED_SECRET_BYTES;
+pub use session::RETAINED_OUTPUT_BYTES;
 pub use status::HostStatus;

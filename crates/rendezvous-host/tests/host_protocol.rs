@@ -444,7 +444,8 @@ async fn already_exists_is_permanent_on_the_first_connection() {
 async fn lost_connection_ends_sessions_and_reconnects(how: Stop) {
     let server = TestServer::start().await;
     let addr = server.addr;
-    let mut host = TestHost::spawn(host(&server));
+    // Without a grace period, as before resuming existed.
+    let mut host = TestHost::spawn(host(&server).grace_period(Duration::ZERO));
     let first_id = host.registered().await;
 
     let mut guest = Guest::new_shell(&server, 100, 30).await;
@@ -478,13 +479,93 @@ async fn lost_connection_ends_sessions_and_reconnects(how: Stop) {
 }
 
 #[tokio::test]
-async fn server_crash_ends_sessions_and_the_host_reconnects() {
+async fn without_a_grace_period_a_server_crash_ends_sessions_and_the_host_reconnects() {
     lost_connection_ends_sessions_and_reconnects(Stop::Crash).await;
 }
 
 #[tokio::test]
-async fn server_restart_ends_sessions_and_the_host_reconnects() {
+async fn without_a_grace_period_a_server_restart_ends_sessions_and_the_host_reconnects() {
     lost_connection_ends_sessions_and_reconnects(Stop::Graceful).await;
+}
+
+/// A server that crashes and comes back with the same state key: the host
+/// keeps its shell, resumes the session under the same ID, refills the
+/// server with the output it kept (output made while the server was away
+/// included), and a guest that joins the session sees all of it in order.
+#[tokio::test]
+async fn a_crashed_server_with_the_same_state_key_gets_the_session_back_from_the_host() {
+    let key = rendezvous_server::state_key::StateKey::random();
+    let config = || ServerConfig {
+        state_key: key.clone(),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::with_config(config()).await;
+    let addr = server.addr;
+    let mut host = TestHost::spawn(host(&server));
+    let first_id = host.registered().await;
+
+    let mut guest = Guest::new_shell(&server, 100, 30).await;
+    let session_id = guest.terminal.attached().session_id.clone();
+    let shell = guest.shell_number("shell", "$$").await;
+    // Output that goes on while the server is away.
+    guest
+        .type_text("stty -echo; echo started-$((2*3)); sleep 1; seq 1 3000; echo done-$((6*7))\n")
+        .await;
+    guest.until_text("started-6").await;
+    server.stop(Stop::Crash).await;
+    drop(guest);
+    timeout(
+        DEADLINE,
+        host.status
+            .wait_for(|status| !matches!(status, HostStatus::Registered { .. })),
+    )
+    .await
+    .expect("the host notices the lost connection")
+    .unwrap();
+
+    let server = TestServer::start_at(addr, config())
+        .await
+        .expect("bind the same port again");
+    let second_id = host.registered_other_than(None).await;
+    assert_eq!(second_id, first_id, "the host keeps its ID");
+    assert!(running(shell), "the shell survived the server crash");
+    let client = Client::connect(&server.url).await.unwrap();
+    let options = AttachOptions {
+        host_name: Some(HostName::new(HOST_NAME).unwrap()),
+        session_id: Some(session_id.clone()),
+        resume_offset: Some(0),
+        ..AttachOptions::new(TaskId::new(TASK).unwrap(), Secret::new(SECRET).unwrap())
+    };
+    let terminal = timeout(DEADLINE, client.terminal(options))
+        .await
+        .expect("attached in time")
+        .expect("the restored session accepts guests");
+    let mut joined = Guest {
+        _client: client,
+        terminal,
+        output: Vec::new(),
+        sizes: Vec::new(),
+    };
+    joined.until_text("done-42").await;
+    let text = String::from_utf8_lossy(&joined.output).into_owned();
+    let numbers: Vec<u32> = text
+        .split("\r\n")
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let from = numbers.iter().position(|&n| n == 1).expect("seq starts");
+    assert_eq!(
+        numbers[from..],
+        (1..=3000).collect::<Vec<u32>>()[..],
+        "every line once, in order"
+    );
+    assert!(
+        text.contains(&format!("shell-{shell}-end")),
+        "output from before the crash"
+    );
+    // The same shell takes input.
+    joined.type_text("echo again-$$\n").await;
+    joined.until_text(&format!("again-{shell}")).await;
+    host.shut_down().await.unwrap();
 }
 
 #[tokio::test]
@@ -507,5 +588,58 @@ async fn unstartable_command_is_reported_to_the_guest() {
         *host.status.borrow(),
         HostStatus::Registered { .. }
     ));
+    host.shut_down().await.unwrap();
+}
+
+/// The host's connection is cut (through a TCP proxy) while a command
+/// writes: the guest, attached directly, stays attached, is told that the
+/// host is reconnecting and then back, and gets every line once and in
+/// order; input typed during the cut reaches the same shell once.
+#[tokio::test]
+async fn a_cut_host_connection_resumes_with_no_gap_no_duplicate_and_input_once() {
+    let server = TestServer::start().await;
+    let proxy = rendezvous_testkit::proxy::CutProxy::start(&server.url).await;
+    let mut host = TestHost::spawn(
+        Host::builder(&proxy.url)
+            .task_id(TASK)
+            .name(HOST_NAME)
+            .secret(SECRET)
+            .command("bash", ["--norc", "--noprofile"])
+            .env("PS1", "$ "),
+    );
+    let first_id = host.registered().await;
+    let mut guest = Guest::new_shell(&server, 100, 30).await;
+    let shell = guest.shell_number("shell", "$$").await;
+    guest
+        .type_text("stty -echo; echo started-$((2*3)); sleep 1; seq 1 20000; echo done-$((6*7))\n")
+        .await;
+    guest.until_text("started-6").await;
+    proxy.cut();
+    // Typed while the host is away: it waits in the server's queue.
+    guest.type_text("echo typed-$((7*8))\n").await;
+    guest.until_text("done-42").await;
+    guest.until_text("typed-56").await;
+    let text = String::from_utf8_lossy(&guest.output).into_owned();
+    let numbers: Vec<u32> = text
+        .split("\r\n")
+        .filter_map(|line| line.trim().parse().ok())
+        .collect();
+    let from = numbers.iter().position(|&n| n == 1).expect("seq starts");
+    assert_eq!(
+        numbers[from..from + 20000],
+        (1..=20000).collect::<Vec<u32>>()[..],
+        "every line once, in order"
+    );
+    assert_eq!(
+        text.matches("typed-56").count(),
+        1,
+        "the input was applied once"
+    );
+    assert_eq!(
+        host.registered_other_than(None).await,
+        first_id,
+        "the same registration resumed"
+    );
+    assert!(running(shell));
     host.shut_down().await.unwrap();
 }

@@ -225,4 +225,22 @@ pub struct ServerConfig {
     pub token_public_keys: Option<crate::jwks::KeySource>,
     /// Where audit events go ([`crate::audit`]); off by default.
     pub audit: crate::audit::AuditLog,
+    /// The key resume tickets are signed with ([`crate::state_key`]);
+    /// random by default, so tickets work until the server stops.
+    pub state_key: crate::state_key::StateKey,
+    /// Longest time, in ms, the server keeps a disconnected host's
+    /// sessions for it to resume ([`MAX_GRACE_PERIOD`] by default); a host
+    /// asks for its own (`Hello.grace_period_ms`) and gets at most this.
+    pub max_grace_period: Option<Duration>,
+}
+
+/// Default of [`ServerConfig::max_grace_period`], in ms (30 min).
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_millis(30 * 60 * 1000);
+
+impl ServerConfig {
+    /// The grace period a host that asked for `wanted` gets: at most
+    /// [`ServerConfig::max_grace_period`].
+    pub fn grace_period(&self, wanted: Duration) -> Duration {
+        wanted.min(self.max_grace_period.unwrap_or(MAX_GRACE_PERIOD))
+    }
 }

@@ -1,6 +1,7 @@
 //! A guest's view of a session as a stream of events: Attached first, then
 //! the effective size whenever it changes, output at the guest's cursor,
-//! Lagged when the cursor fell out of the retained output, and Exit last.
+//! Lagged when the cursor fell out of the retained output, HostState when
+//! the host goes away and comes back, and Exit last.
 //! Both `Attach` and `Terminal` send this stream.
 
 use std::pin::Pin;
@@ -28,6 +29,8 @@ pub struct GuestStream {
     /// Offset of the next byte to send.
     cursor: u64,
     last_size: Option<WindowSize>,
+    /// Whether the guest was last told that the host is reconnecting.
+    told_reconnecting: bool,
     changed: watch::Receiver<u64>,
     done: bool,
     /// The guest resumed on another stream: this one ends with ABORTED.
@@ -56,6 +59,7 @@ impl GuestStream {
             attached: Some(attached),
             cursor,
             last_size: None,
+            told_reconnecting: false,
             changed,
             done: false,
             replaced: false,
@@ -137,6 +141,12 @@ impl GuestStream {
                     return None;
                 }
                 continue;
+            }
+            let host_state = session.host_state();
+            if host_state.reconnecting != self.told_reconnecting {
+                self.told_reconnecting = host_state.reconnecting;
+                self.sent += 1;
+                return event(Event::HostState(host_state));
             }
             let size = session.size();
             if self.last_size != Some(size) {

@@ -15,6 +15,13 @@
 //! cannot decode, a second DataOpen) ends the session and the call: the
 //! host receives the refusal as the Data stream's status, and guests an
 //! Exit whose message says that the server ended the session, and why.
+//!
+//! A stream that breaks, or ends without an exit status, of a host that
+//! asked for a grace period, leaves the session running: the host opens a
+//! new Data stream (after a reconnect, or at once), which starts with an
+//! `output_ack` at the session's end offset, so the host sends exactly the
+//! output the server lacks, and takes the input from the count the host
+//! gives (see [`crate::session::HostLink`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -25,27 +32,35 @@ use futures::{Stream, StreamExt};
 use rendezvous_proto::flow::{HOST_INPUT_CREDIT_MESSAGES, HOST_OUTPUT_CREDIT_MESSAGES};
 use rendezvous_proto::{ExitStatus, HostDataRequest, HostDataResponse, WindowSize};
 use rendezvous_proto::{host_data_request, host_data_response};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tonic::{Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::registry::{Host, gone};
-use crate::session::Session;
+use crate::session::{HostInputReader, HostLink, Session};
 use crate::task_stream::TaskStream;
 
 /// The response stream type of `HostService.Data`.
 pub type DataStream = Pin<Box<dyn Stream<Item = Result<HostDataResponse, Status>> + Send>>;
 
-/// Ends its session as "host gone" when dropped, unless it already ended:
-/// the Data stream's reader owns it.
+/// When dropped, ends its session as "host gone" unless it already ended,
+/// or, for a host that may resume, detaches the stream and leaves the
+/// session to the next one: the Data stream's reader owns it.
 struct SessionGuard {
     host: Arc<Host>,
     session: Arc<Session>,
+    /// The stream's number (see [`HostLink::stream`]).
+    stream: u64,
 }
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        if !self.session.has_ended() {
+        if self.session.has_ended() {
+            return;
+        }
+        if self.host.may_resume() {
+            self.session.detach_host(self.stream);
+        } else {
             self.host.end_session(
                 &self.session,
                 gone("the host closed the session without an exit status"),
@@ -54,44 +69,54 @@ impl Drop for SessionGuard {
     }
 }
 
-/// Serves the Data stream of `session` (already opened by `DataOpen`):
-/// `input` and `size` are what [`Session::attach_host`] handed over.
+/// Serves the Data stream of `session` (already opened by `DataOpen`),
+/// with the `link` [`Session::attach_host`] handed over.
 pub(crate) fn serve(
     host: Arc<Host>,
     session: Arc<Session>,
     inbound: Streaming<HostDataRequest>,
-    input: mpsc::Receiver<HostDataResponse>,
-    size: watch::Receiver<WindowSize>,
+    link: HostLink,
     metrics: Arc<Metrics>,
 ) -> DataStream {
-    let ended = session.ended().clone();
-    let (output_acked, output_acked_rx) = watch::channel(session.end_offset());
-    let (input_acked, input_acked_rx) = watch::channel(0u64);
+    let HostLink {
+        input,
+        size,
+        stream: number,
+        replaced,
+    } = link;
+    // Read after the link was made: the old stream, if any, can no longer
+    // add output, so this is exactly where the host must go on from.
+    let end = session.end_offset();
+    let (output_acked, output_acked_rx) = watch::channel(end);
     let (ending, ending_rx) = oneshot::channel();
     let reader = Reader {
-        guard: SessionGuard { host, session },
+        guard: SessionGuard {
+            host,
+            session: session.clone(),
+            stream: number,
+        },
+        replaced: replaced.clone(),
         ending: Some(ending),
         inbound,
         pending: VecDeque::with_capacity(HOST_OUTPUT_CREDIT_MESSAGES),
         exit: None,
         output_acked,
-        input_acked,
         metrics,
     };
     let task = tokio::spawn(reader.run());
     let outbound = Outbound {
+        session,
         input,
         size,
+        first_ack: Some(end),
         output_acked: output_acked_rx,
-        input_acked: input_acked_rx,
-        inputs_sent: 0,
     };
     let stream = futures::stream::unfold(outbound, |mut out| async move {
         out.next()
             .await
             .map(|message| (Ok::<_, Status>(message), out))
     })
-    .take_until(ended.cancelled_owned())
+    .take_until(replaced.cancelled_owned())
     .boxed();
     Box::pin(TaskStream::with_ending(stream, task, ending_rx))
 }
@@ -99,6 +124,9 @@ pub(crate) fn serve(
 /// Reads the host's messages into the session.
 struct Reader {
     guard: SessionGuard,
+    /// Cancelled when a newer Data stream (or the session's end) replaces
+    /// this one.
+    replaced: tokio_util::sync::CancellationToken,
     /// Ends the host's call with a status, once (see [`Reader::refuse`]).
     ending: Option<oneshot::Sender<Status>>,
     inbound: Streaming<HostDataRequest>,
@@ -109,8 +137,6 @@ struct Reader {
     exit: Option<ExitStatus>,
     /// The offset one past the output the session has taken.
     output_acked: watch::Sender<u64>,
-    /// How many Input messages the host has written to its PTY.
-    input_acked: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -150,11 +176,14 @@ impl Reader {
                 },
                 () = session.wait_for_room(), if !self.pending.is_empty() => {
                     if let Some(data) = self.pending.pop_front() {
-                        session.push_output(&data);
+                        if !session.push_host_output(self.guard.stream, &data) {
+                            // Replaced: the new stream takes it from here.
+                            return;
+                        }
                         self.output_acked.send_replace(session.end_offset());
                     }
                 }
-                () = session.ended().cancelled() => return,
+                () = self.replaced.cancelled() => return,
             }
         }
     }
@@ -197,13 +226,7 @@ impl Reader {
             }
             Some(host_data_request::Message::Exit(status)) => self.exit = Some(status),
             Some(host_data_request::Message::InputAck(count)) => {
-                self.input_acked.send_if_modified(|acked| {
-                    let forward = count > *acked;
-                    if forward {
-                        *acked = count;
-                    }
-                    forward
-                });
+                self.guard.session.ack_host_input(count);
             }
             Some(host_data_request::Message::Open(_)) => {
                 return Err(Status::invalid_argument(
@@ -220,12 +243,12 @@ impl Reader {
 /// What goes down to the host: output acknowledgements, resizes, and input
 /// within the host's input credit.
 struct Outbound {
-    input: mpsc::Receiver<HostDataResponse>,
+    session: Arc<Session>,
+    input: HostInputReader,
     size: watch::Receiver<WindowSize>,
+    /// The session's end offset when the stream began, sent first.
+    first_ack: Option<u64>,
     output_acked: watch::Receiver<u64>,
-    input_acked: watch::Receiver<u64>,
-    /// Input messages sent down this stream.
-    inputs_sent: u64,
 }
 
 impl Outbound {
@@ -233,8 +256,15 @@ impl Outbound {
     /// gone.
     async fn next(&mut self) -> Option<HostDataResponse> {
         let message = |m| Some(HostDataResponse { message: Some(m) });
+        if let Some(end) = self.first_ack.take() {
+            return message(host_data_response::Message::OutputAck(end));
+        }
         loop {
-            let credit = self.inputs_sent < *self.input_acked.borrow() + HOST_INPUT_CREDIT_MESSAGES;
+            let credit = self.input.next_number()
+                < self.session.host_input_acked() + HOST_INPUT_CREDIT_MESSAGES;
+            if credit && let Some(input) = self.input.try_next(&self.session) {
+                return Some(input);
+            }
             tokio::select! {
                 biased;
                 changed = self.output_acked.changed() => {
@@ -247,11 +277,11 @@ impl Outbound {
                     let size = *self.size.borrow_and_update();
                     return message(host_data_response::Message::Resize(size));
                 }
-                input = self.input.recv(), if credit => {
-                    self.inputs_sent += 1;
-                    return input;
+                changed = self.input.changed() => {
+                    if !changed {
+                        return None;
+                    }
                 }
-                changed = self.input_acked.changed(), if !credit => changed.ok()?,
             }
         }
     }

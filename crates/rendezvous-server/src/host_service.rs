@@ -37,24 +37,19 @@ impl HostApi {
     }
 }
 
-/// Unregisters its host when dropped: the Control stream's reader owns it,
-/// so a host leaves the registry however its stream ends.
+/// Tells the registry that its connection of the host ended when dropped:
+/// the Control stream's reader owns it, so the registry hears of it
+/// however the stream ends (see [`Registry::control_ended`]).
 struct HostGuard {
     registry: Arc<Registry>,
     host: Arc<Host>,
+    /// Which of the host's connections this is.
+    generation: u64,
 }
 
 impl Drop for HostGuard {
     fn drop(&mut self) {
-        tracing::info!(task = %self.host.task_id(), host = %self.host.name(), "host left");
-        self.registry.unregister_host(&self.host);
-        self.registry.audit().record(
-            &AuditEvent::new(AuditKind::HostLeft)
-                .task(self.host.task_id())
-                .owner(self.host.owner())
-                .host(self.host.name())
-                .client_ip(self.host.ip()),
-        );
+        self.registry.control_ended(&self.host, self.generation);
     }
 }
 
@@ -107,7 +102,7 @@ impl HostService for HostApi {
         let host = registration.host;
         tracing::info!(
             task = %host.task_id(), host = %host.name(), owner = %host.owner(),
-            "host registered"
+            resumed = registration.resumed, "host registered"
         );
         audit.record(
             &event(AuditKind::HostRegistered)
@@ -120,12 +115,18 @@ impl HostService for HostApi {
                 host_token: registration.host_token,
                 guest_url_path: format!("/t/{}", host.task_id()),
                 owner: host.owner().to_string(),
+                resume_ticket: registration.resume_ticket,
+                grace_period_ms: u64::try_from(host.grace_period().as_millis()).unwrap_or(u64::MAX),
+                resumed: registration.resumed,
             })),
         };
+        let (generation, connection_closed) = host.connection();
         let guard = HostGuard {
             registry: self.registry.clone(),
             host: host.clone(),
+            generation,
         };
+        let reader_closed = connection_closed.clone();
         // A message the server refuses after Registered (over the size
         // limit, undecodable) ends the call with that status, and so does a
         // host gone silent: both are transient to a host, which reconnects.
@@ -137,7 +138,7 @@ impl HostService for HostApi {
                 // KEEPALIVE_INTERVAL, so silence means the host is gone.
                 let next = tokio::select! {
                     next = tokio::time::timeout(KEEPALIVE_TIMEOUT, inbound.message()) => next,
-                    () = guard.host.closed().cancelled() => break None,
+                    () = reader_closed.cancelled() => break None,
                 };
                 match next {
                     Ok(Ok(Some(msg))) => match msg.message {
@@ -189,7 +190,7 @@ impl HostService for HostApi {
             }
         });
         let outbound = futures::stream::select(ReceiverStream::new(registration.control), pings)
-            .take_until(host.closed().clone().cancelled_owned());
+            .take_until(connection_closed.cancelled_owned());
         let stream = futures::stream::once(async move { registered })
             .chain(outbound)
             .map(Ok)
@@ -216,17 +217,14 @@ impl HostService for HostApi {
         let (host, session) =
             self.registry
                 .data_session(&open.host_id, &open.host_token, &open.session_id)?;
-        let Some((input, size)) = session.attach_host() else {
-            return Err(Status::failed_precondition(
-                "this session already has a Data stream, or has ended",
-            ));
+        let Some(link) = session.attach_host(open.input_applied) else {
+            return Err(Status::failed_precondition("this session has ended"));
         };
         Ok(Response::new(crate::host_data::serve(
             host,
             session,
             inbound,
-            input,
-            size,
+            link,
             self.registry.metrics().clone(),
         )))
     }

@@ -60,6 +60,7 @@ pub mod origin;
 pub mod registry;
 pub mod server;
 pub mod session;
+pub mod state_key;
 mod status;
 mod task_stream;
 pub mod terminal_replies;

@@ -72,7 +72,7 @@ impl From<RegistryError> for Status {
             RegistryError::BadGuest
             | RegistryError::BadHost
             | RegistryError::HostNotAdmitted(_) => Code::Unauthenticated,
-            RegistryError::HostGone => Code::Unavailable,
+            RegistryError::HostGone | RegistryError::HostReconnecting => Code::Unavailable,
             RegistryError::SessionEnded => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())

@@ -33,6 +33,8 @@ pub struct Transcript {
     pub sizes: Vec<WindowSize>,
     /// Bytes reported missed by Lagged events.
     pub lagged: u64,
+    /// Every HostState event, in order (`reconnecting` of each).
+    pub host_states: Vec<bool>,
     /// Acknowledges events as they are read, for a stream attached with a
     /// message window (`AttachRequest.window_messages`).
     acks: Option<Acks>,
@@ -57,6 +59,7 @@ impl Transcript {
             next_offset: None,
             sizes: Vec::new(),
             lagged: 0,
+            host_states: Vec::new(),
             acks: None,
         }
     }
@@ -119,6 +122,7 @@ impl Transcript {
                 self.output.extend_from_slice(&out.data);
             }
             guest_event::Event::Size(size) => self.sizes.push(*size),
+            guest_event::Event::HostState(state) => self.host_states.push(state.reconnecting),
             guest_event::Event::Lagged(lagged) => {
                 self.lagged += lagged.missed_bytes;
                 if let Some(next) = &mut self.next_offset {

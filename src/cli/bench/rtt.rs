@@ -81,7 +81,7 @@ async fn echo(term: &mut TerminalGuest, key: &Bytes) -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
-            Some(Event::Size(_) | Event::Attached(_)) => {}
+            Some(Event::Size(_) | Event::Attached(_) | Event::HostState(_)) => {}
             Some(Event::Lagged(_)) => bail!("the round-trip guest lagged"),
             Some(Event::Exit(_)) | None => bail!("the session ended during the round trips"),
         }

@@ -264,6 +264,7 @@ async fn control_loop(
                         host_id: host_id.clone(),
                         host_token: host_token.clone(),
                         session_id: open.session_id,
+                        input_applied: 0,
                     },
                     sessions.clone(),
                 ));

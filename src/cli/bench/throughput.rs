@@ -121,7 +121,7 @@ async fn run_inner(
                     }
                     Event::Lagged(l) => lagged += l.missed_bytes,
                     Event::Exit(_) => bail!("the session ended after {received} bytes"),
-                    Event::Attached(_) | Event::Size(_) => {}
+                    Event::Attached(_) | Event::Size(_) | Event::HostState(_) => {}
                 }
             }
             anyhow::Ok((received, lagged, Instant::now()))

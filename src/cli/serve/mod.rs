@@ -202,6 +202,19 @@ pub struct ServeArgs {
         env = "RENDEZVOUS_AUDIT_KEY_FILE"
     )]
     pub audit_key_file: Option<PathBuf>,
+    /// The key (at least 32 bytes, raw; e.g. `head -c 32 /dev/urandom >
+    /// FILE`) that signs resume tickets, so that hosts resume their
+    /// sessions after this server restarts, or on another replica with
+    /// the same file. Default: a random key per start (hosts then resume
+    /// only while this process runs).
+    #[arg(long, value_name = "FILE", env = "RENDEZVOUS_STATE_KEY_FILE")]
+    pub state_key_file: Option<PathBuf>,
+    /// Longest time a disconnected host's sessions are kept for it to
+    /// resume (each host asks for its own, `host --grace-period`, and gets
+    /// at most this). Guests stay attached meanwhile and are told that the
+    /// host is reconnecting.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "RENDEZVOUS_MAX_GRACE_PERIOD")]
+    pub max_grace_period: Duration,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -295,6 +308,11 @@ impl ServeArgs {
             public_url: self.public_url.clone(),
             token_public_keys,
             audit: self.audit_log()?,
+            state_key: match &self.state_key_file {
+                Some(path) => rendezvous_server::state_key::StateKey::from_file(path)?,
+                None => rendezvous_server::state_key::StateKey::random(),
+            },
+            max_grace_period: Some(self.max_grace_period),
         })
     }
 

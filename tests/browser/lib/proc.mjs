@@ -107,8 +107,10 @@ export async function startServe({ allowedOrigins = [], extraArgs = [] } = {}) {
  * `rendezvous host`, registered with `server`. Returns { url, stop, kill }:
  * url is the task page link it printed.
  */
-export async function startHost({ server, taskId, secret, name, readOnlySecret, labels = {}, command = ["bash", "--norc", "--noprofile"] }) {
-  const args = ["host", "--server", server, "--task-id", taskId];
+// gracePeriod: how long the host keeps its shells after losing the server
+// ("0" by default here, so that a killed host ends its sessions at once).
+export async function startHost({ server, taskId, secret, name, readOnlySecret, labels = {}, command = ["bash", "--norc", "--noprofile"], gracePeriod = "0" }) {
+  const args = ["host", "--server", server, "--task-id", taskId, "--grace-period", gracePeriod];
   if (name) args.push("--name", name);
   for (const [k, v] of Object.entries(labels)) args.push("--label", `${k}=${v}`);
   args.push("--", ...command);

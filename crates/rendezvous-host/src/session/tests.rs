@@ -1,65 +1,112 @@
-//! The relay over channels (the test plays the server), on a real PTY
+//! A session over channels (the test plays the server), on a real PTY
 //! running bash; and `read_ready` against a reader like a flooded PTY.
 
-use rendezvous_proto::{WindowSize, host_data_response};
-use tokio::io::AsyncRead;
+use std::time::Duration;
 
+use bytes::Bytes;
+use rendezvous_proto::{
+    ExitStatus, HostDataRequest, HostDataResponse, WindowSize, exit_status, host_data_request,
+    host_data_response,
+};
+use tokio::io::AsyncRead;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::live::{self, LiveSession};
+use super::stream::{self, StreamEnd};
 use super::*;
-use crate::pty::{CommandSpec, PtySize};
+use crate::pty::{self, CommandSpec, PtySize};
 
 /// Upper bound for anything a test waits for.
 const TEST_DEADLINE: Duration = Duration::from_secs(20);
 
 type Inbound = mpsc::Sender<Result<HostDataResponse, tonic::Status>>;
 
-/// A relay over channels: the test plays the server.
+/// A session and its current Data stream over channels.
 struct Harness {
-    /// What the relay sends up.
+    live: LiveSession,
+    /// What the stream sends up.
     up: mpsc::Receiver<HostDataRequest>,
     /// What the test sends down; dropping it ends the stream.
     down: Option<Inbound>,
     /// Fires the close signal.
     close: Option<oneshot::Sender<CloseReason>>,
-    /// The relay itself.
-    relay: tokio::task::JoinHandle<()>,
-    /// Output seen so far.
+    /// The session's task.
+    task: tokio::task::JoinHandle<()>,
+    /// The stream's relay.
+    relay: tokio::task::JoinHandle<StreamEnd>,
+    /// Output the "server" took, from offset 0.
     output: Vec<u8>,
 }
 
 impl Drop for Harness {
     fn drop(&mut self) {
         self.relay.abort();
+        self.task.abort();
     }
+}
+
+fn open_stream(
+    live: &LiveSession,
+    at: u64,
+) -> (
+    mpsc::Receiver<HostDataRequest>,
+    Inbound,
+    tokio::task::JoinHandle<StreamEnd>,
+) {
+    let (up_tx, up) = mpsc::channel(DATA_QUEUE_MESSAGES);
+    let (down, down_rx) = mpsc::channel(64);
+    // The server's first word: where its output ends.
+    down.try_send(Ok(HostDataResponse {
+        message: Some(host_data_response::Message::OutputAck(at)),
+    }))
+    .unwrap();
+    let live = live.clone();
+    let relay = tokio::spawn(async move {
+        let guests = crate::guests::GuestsTx(tokio::sync::watch::Sender::new(Default::default()));
+        stream::relay("s1", &live, up_tx, ReceiverStream::new(down_rx), &guests).await
+    });
+    (up, down, relay)
 }
 
 impl Harness {
     fn start() -> Self {
         let spec = CommandSpec::new("bash".into(), vec!["--norc".into(), "--noprofile".into()]);
-        let process = pty::spawn(&spec, PtySize::from_wire(80, 24)).unwrap();
-        let (up_tx, up) = mpsc::channel(DATA_QUEUE_MESSAGES);
-        let (down, down_rx) = mpsc::channel(4);
-        let (close, close_rx) = oneshot::channel();
-        let relay = tokio::spawn(async move {
-            let close = async move { close_rx.await.unwrap_or(CloseReason::HostShutdown) };
-            let guests =
-                crate::guests::GuestsTx(tokio::sync::watch::Sender::new(Default::default()));
-            relay(
-                "s1",
-                process,
-                up_tx,
-                ReceiverStream::new(down_rx),
-                &guests,
-                close,
-            )
-            .await;
-        });
+        let size = PtySize::from_wire(80, 24);
+        let process = pty::spawn(&spec, size).unwrap();
+        let (live, close, task) = live::start("s1".into(), String::new(), process, size, 1 << 20);
+        let task = tokio::spawn(task);
+        let (up, down, relay) = open_stream(&live, 0);
         Self {
+            live,
             up,
             down: Some(down),
             close: Some(close),
+            task,
             relay,
             output: Vec::new(),
         }
+    }
+
+    /// Breaks the stream and opens a new one, as a reconnect does; the
+    /// "server" has what it took.
+    async fn reconnect(&mut self) {
+        if let Some(down) = self.down.take() {
+            let _ = down
+                .send(Err(tonic::Status::unavailable("connection lost")))
+                .await;
+        }
+        let end = timeout(TEST_DEADLINE, &mut self.relay)
+            .await
+            .expect("relay did not return")
+            .unwrap();
+        assert_eq!(end, StreamEnd::Broken);
+        self.live.log.send_modify(|log| log.disconnected());
+        let (up, down, relay) = open_stream(&self.live, self.output.len() as u64);
+        self.up = up;
+        self.down = Some(down);
+        self.relay = relay;
     }
 
     async fn send(&self, message: host_data_response::Message) {
@@ -78,7 +125,7 @@ impl Harness {
         .await;
     }
 
-    /// Keeps output the relay sent, and acknowledges it as the server
+    /// Keeps output the stream sent, and acknowledges it as the server
     /// does once its session has taken it.
     async fn took(&mut self, data: &[u8]) {
         self.output.extend_from_slice(data);
@@ -97,8 +144,6 @@ impl Harness {
     async fn output_until(&mut self, needle: &str) {
         let needle_bytes = needle.as_bytes();
         let found = timeout(TEST_DEADLINE, async {
-            // Only the new bytes (and a needle's length before them)
-            // are searched, so long outputs stay cheap.
             let mut from = 0;
             while !self.output[from..]
                 .windows(needle_bytes.len())
@@ -141,10 +186,11 @@ impl Harness {
         // The server ends the stream; the relay then returns, having
         // sent nothing after the Exit.
         self.down = None;
-        timeout(TEST_DEADLINE, &mut self.relay)
+        let end = timeout(TEST_DEADLINE, &mut self.relay)
             .await
             .expect("relay did not return")
             .unwrap();
+        assert_eq!(end, StreamEnd::Finished);
         assert!(self.up.recv().await.is_none());
         exit
     }
@@ -175,7 +221,6 @@ async fn exit_is_sent_and_leftovers_killed_when_a_background_job_holds_the_pty()
         .skip(1)
         .find_map(|rest| rest.split('.').next()?.parse::<u32>().ok())
         .unwrap_or_else(|| panic!("no pid in {output:?}"));
-    // The relay has returned, so the session's processes were ended.
     timeout(TEST_DEADLINE, async {
         while std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .is_ok_and(|stat| !stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')))
@@ -228,32 +273,53 @@ async fn close_kills_the_process_and_reports_why() {
 }
 
 #[tokio::test]
-async fn broken_stream_ends_the_session_without_exit() {
+async fn a_broken_stream_leaves_the_session_running_and_the_next_one_resumes_exactly() {
     let mut h = Harness::start();
-    h.input("echo started\n").await;
+    h.input("stty -echo; echo started\n").await;
     h.output_until("started\r\n").await;
-    h.down
-        .as_ref()
-        .unwrap()
-        .send(Err(tonic::Status::unavailable("connection lost")))
-        .await
-        .unwrap();
-    timeout(TEST_DEADLINE, &mut h.relay)
-        .await
-        .expect("relay did not return")
-        .unwrap();
-    // Whatever output was queued, no Exit follows a broken stream.
-    while let Some(message) = h.up.recv().await {
-        assert!(
-            matches!(
-                message.message,
-                Some(
-                    host_data_request::Message::Output(_) | host_data_request::Message::InputAck(_)
-                )
-            ),
-            "{message:?}"
-        );
-    }
+    // Output that runs while no stream serves the session.
+    h.input("sleep 0.3; seq 1 20000; echo done-$((1+1))\n")
+        .await;
+    h.reconnect().await;
+    assert!(
+        !h.task.is_finished(),
+        "the shell survives the broken stream"
+    );
+    h.output_until("done-2").await;
+    let text = String::from_utf8_lossy(&h.output).into_owned();
+    let numbers: Vec<&str> = text
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+        .collect();
+    let expected: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
+    assert_eq!(
+        numbers, expected,
+        "no gap and no duplicate across the break"
+    );
+    // Input after the reconnect reaches the same shell, once.
+    h.input("echo again-$((2+3))\n").await;
+    h.output_until("again-5").await;
+}
+
+#[tokio::test]
+async fn the_reader_pauses_when_the_kept_output_is_unconfirmed() {
+    let mut h = Harness::start();
+    h.input("head -c 3000000 /dev/zero | tr '\\0' x; echo; echo done-$((1+1))\n")
+        .await;
+    // Nobody acknowledges: the log stops at its bound, with the process
+    // blocked on its writes.
+    timeout(TEST_DEADLINE, async {
+        while h.live.log.borrow().end() < 1 << 20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the log never filled");
+    let end = h.live.log.borrow().end();
+    assert!(end < (1 << 20) + READ_CHUNK_BYTES as u64, "{end}");
+    assert!(!h.task.is_finished());
+    // Acknowledging lets everything through.
+    h.output_until("done-2").await;
 }
 
 /// A reader like a PTY under a flood: at most `per_read` bytes a read,
@@ -321,25 +387,4 @@ fn a_lone_write_goes_up_at_once() {
     };
     assert_eq!(read_ready(&mut ended, &mut buf), 5);
     assert_eq!(read_ready(&mut ended, &mut buf), 0);
-}
-
-#[tokio::test]
-async fn a_stalled_stream_stops_the_pty_reader() {
-    let mut h = Harness::start();
-    // Far more output than the queue holds; nobody reads it yet.
-    h.input("head -c 2000000 /dev/zero | tr '\\0' x; echo; echo done-$((1+1))\n")
-        .await;
-    // The queue fills up to its bound and stays there: the reader is
-    // parked on the full queue, not buffering elsewhere.
-    timeout(TEST_DEADLINE, async {
-        while h.up.len() < DATA_QUEUE_MESSAGES {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("queue never filled");
-    assert_eq!(h.up.len(), DATA_QUEUE_MESSAGES);
-    assert!(!h.relay.is_finished());
-    // Reading again lets everything through.
-    h.output_until("done-2").await;
 }

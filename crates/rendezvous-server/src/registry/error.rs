@@ -61,4 +61,8 @@ pub enum RegistryError {
     /// The host has gone.
     #[error("the host has disconnected")]
     HostGone,
+    /// The host lost its connection and the server waits for it to
+    /// resume.
+    #[error("the host is reconnecting; try again in a moment")]
+    HostReconnecting,
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rendezvous_proto::ids::{HostName, SessionId, TaskId};
 use rendezvous_proto::{
@@ -28,17 +28,38 @@ pub struct Host {
     pub(super) ip: Option<std::net::IpAddr>,
     pub(super) task_id: TaskId,
     pub(super) name: HostName,
-    pub(super) token: Digest,
     pub(super) labels: HashMap<String, String>,
     pub(super) connected_at: SystemTime,
-    /// Control messages to the host (bounded).
-    pub(super) control: mpsc::Sender<HostControlResponse>,
+    /// How long the server keeps the host's sessions after its connection
+    /// is lost ([`Duration::ZERO`]: not at all).
+    pub(super) grace: Duration,
+    /// The control connection that serves the host now; a resume
+    /// replaces it.
+    pub(super) connection: Mutex<HostConnection>,
     /// Running sessions by ID. Sessions leave when they end.
     pub(super) sessions: Mutex<BTreeMap<String, Arc<Session>>>,
     /// Cancelled when the host is unregistered; ends its streams.
     pub(super) closed: CancellationToken,
     /// Where the end of each session is recorded.
     pub(super) audit: AuditLog,
+    /// Signs the sessions' resume tickets.
+    pub(super) state_key: crate::state_key::StateKey,
+}
+
+/// One control connection of a host.
+#[derive(Debug)]
+pub(super) struct HostConnection {
+    /// Counts the host's connections: 1 for the first.
+    pub(super) generation: u64,
+    /// Digest of the Data-stream token handed out with this connection.
+    pub(super) token: Digest,
+    /// Control messages to the host (bounded).
+    pub(super) control: mpsc::Sender<HostControlResponse>,
+    /// Cancelled when this connection is replaced or lost: ends its
+    /// control stream.
+    pub(super) closed: CancellationToken,
+    /// False once the connection is lost, until the host resumes.
+    pub(super) connected: bool,
 }
 
 impl Host {
@@ -65,6 +86,63 @@ impl Host {
     /// Cancelled when the host leaves the registry.
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
+    }
+
+    /// Whether a lost connection leaves the host's sessions running for it
+    /// to resume: it asked for a grace period, and the server granted one.
+    pub fn may_resume(&self) -> bool {
+        !self.grace.is_zero()
+    }
+
+    /// The grace period the host was granted ([`Duration::ZERO`]: none).
+    pub fn grace_period(&self) -> Duration {
+        self.grace
+    }
+
+    /// The current connection's number and its end token (cancelled when
+    /// it is lost or replaced).
+    pub fn connection(&self) -> (u64, CancellationToken) {
+        let connection = lock(&self.connection);
+        (connection.generation, connection.closed.clone())
+    }
+
+    /// Whether the host's control connection is up (false while the
+    /// server waits for it to resume).
+    pub fn is_connected(&self) -> bool {
+        lock(&self.connection).connected
+    }
+
+    /// Marks connection `generation` as lost; false if a newer connection
+    /// had already replaced it.
+    pub(super) fn disconnect(&self, generation: u64) -> bool {
+        let mut connection = lock(&self.connection);
+        if connection.generation != generation {
+            return false;
+        }
+        connection.connected = false;
+        connection.closed.cancel();
+        true
+    }
+
+    /// Whether connection `generation` is still the latest and is lost.
+    pub(super) fn lost_since(&self, generation: u64) -> bool {
+        let connection = lock(&self.connection);
+        connection.generation == generation && !connection.connected
+    }
+
+    /// Whether `token` is the current connection's Data-stream token.
+    pub(super) fn token_matches(&self, token: &str) -> bool {
+        lock(&self.connection).token.matches(token)
+    }
+
+    /// The resume ticket of session `session_id` of this host.
+    pub(super) fn session_ticket(&self, session_id: &str) -> String {
+        self.state_key.session_ticket(
+            &self.owner,
+            self.task_id.as_str(),
+            self.name.as_str(),
+            session_id,
+        )
     }
 
     /// The session with this ID, if it is running.
@@ -95,7 +173,7 @@ impl Host {
     /// A sender into the host's bounded control queue (64 messages), for
     /// notices such as GuestAttached; use `try_send`, never wait on it.
     pub(super) fn control_sender(&self) -> mpsc::Sender<HostControlResponse> {
-        self.control.clone()
+        lock(&self.connection).control.clone()
     }
 
     /// Ends a session with `status` and forgets it. The host is told to
@@ -113,7 +191,7 @@ impl Host {
                     .session(session.id())
                     .reason(reason),
             );
-            let _ = self.control.try_send(HostControlResponse {
+            let _ = self.control_sender().try_send(HostControlResponse {
                 message: Some(host_control_response::Message::CloseSession(CloseSession {
                     session_id: session.id().to_owned(),
                 })),
@@ -136,11 +214,26 @@ fn end_reason(status: &ExitStatus) -> String {
     }
 }
 
+/// Asks `host` to end session `session_id`, which the server does not
+/// have (best effort, as [`Host::end_session`]).
+pub(super) fn close_on_host(host: &Host, session_id: &str) {
+    let _ = host.control_sender().try_send(HostControlResponse {
+        message: Some(host_control_response::Message::CloseSession(CloseSession {
+            session_id: session_id.to_owned(),
+        })),
+    });
+}
+
 /// What a host gets back from [`Registry::register_host`].
 #[derive(Debug)]
 pub struct Registration {
     /// The registered host.
     pub host: Arc<Host>,
+    /// The host's resume ticket, sent in Registered.
+    pub resume_ticket: String,
+    /// Whether the host resumed (or was restored with) its earlier
+    /// registration.
+    pub resumed: bool,
     /// The host's Data-stream token, sent once in Registered.
     pub host_token: String,
     /// Control messages for the host's stream.
@@ -185,9 +278,14 @@ impl Registry {
                 session_id: session.id().to_owned(),
                 cols: size.cols,
                 rows: size.rows,
+                ticket: host.session_ticket(session.id()),
             })),
         };
-        if host.control.send(open).await.is_err() {
+        if !host.is_connected() {
+            host.end_session(&session, gone("the host is reconnecting"));
+            return Err(RegistryError::HostReconnecting);
+        }
+        if host.control_sender().send(open).await.is_err() {
             host.end_session(&session, gone("the host disconnected"));
             return Err(RegistryError::HostGone);
         }
@@ -197,7 +295,7 @@ impl Registry {
 
     /// The server-wide session limits, before a session opens: the count,
     /// and the retained output each session reserves.
-    fn check_session_limits(&self) -> Result<(), RegistryError> {
+    pub(super) fn check_session_limits(&self) -> Result<(), RegistryError> {
         let limits = self.config.limits;
         let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
         let open: usize = hosts.iter().map(|h| lock(&h.sessions).len()).sum();
@@ -232,7 +330,7 @@ impl Registry {
             .hosts_by_id
             .get(host_id)
             .cloned()
-            .filter(|h| h.token.matches(token))
+            .filter(|h| h.token_matches(token))
             .ok_or(RegistryError::BadHost)?;
         let session_id =
             SessionId::new(session_id).map_err(|e| RegistryError::Invalid(e.to_string()))?;

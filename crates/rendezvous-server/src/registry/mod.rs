@@ -34,7 +34,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rendezvous_proto::ExitStatus;
 use rendezvous_proto::ids::{HostName, TaskId, check_labels};
@@ -42,11 +42,12 @@ use rendezvous_proto::message_size::MAX_DATA_BYTES;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditEvent, AuditKind, AuditLog};
 use crate::auth::{Digest, new_token};
 use crate::auth_limit::FailureLimits;
 use crate::config::{HOST_CONTROL_QUEUE_MESSAGES, MAX_INPUT_BYTES, ServerConfig, limit_name};
 use crate::metrics::{Connected, Metrics};
+use crate::session::Session;
 
 mod admission;
 mod ended_guests;
@@ -65,6 +66,7 @@ pub(crate) use admission::{guest_credential, host_credential_kind};
 pub use error::RegistryError;
 use guests::GuestIndex;
 pub use guests::{GuestEntry, GuestHandle, JoinedGuest};
+use host::HostConnection;
 pub use host::{Host, Registration};
 pub use host_admission::{
     HOST_TOKEN_METADATA, HostAdmission, HostTokenFile, HostTokenFileError, MAX_HOST_TOKEN_NAME_LEN,
@@ -72,6 +74,10 @@ pub use host_admission::{
 };
 pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
 pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
+
+/// Most sessions a resuming host may name in its Hello (64, as many as
+/// `rendezvous-host` runs).
+pub const MAX_RESUME_SESSIONS: usize = 64;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -197,28 +203,85 @@ impl Registry {
         }
         check_labels(hello.labels.iter())
             .map_err(|e| RegistryError::Invalid(format!("invalid labels: {e}")))?;
-        let host_token = new_token();
-        let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
-        let host = Arc::new(Host {
-            id: uuid::Uuid::new_v4().simple().to_string(),
-            owner: owner.clone(),
-            ip,
-            task_id: task_id.clone(),
-            name: name.clone(),
-            token: Digest::of(&host_token),
-            labels: hello.labels.clone(),
-            connected_at: SystemTime::now(),
-            control: control_tx,
-            sessions: Mutex::default(),
-            closed: CancellationToken::new(),
-            audit: self.config.audit.clone(),
-        });
-        self.check_host_limits(ip)?;
+        if hello.sessions.len() > MAX_RESUME_SESSIONS {
+            return Err(RegistryError::Invalid(format!(
+                "a resuming host may name at most {MAX_RESUME_SESSIONS} sessions"
+            )));
+        }
         let record = TaskRecord {
             secret: Digest::of(&hello.secret),
             read_only_secret: (!hello.read_only_secret.is_empty())
                 .then(|| Digest::of(&hello.read_only_secret)),
         };
+        let grace = self
+            .config
+            .grace_period(Duration::from_millis(hello.grace_period_ms));
+        let key = &self.config.state_key;
+        let ticket_ok = !hello.resume_ticket.is_empty()
+            && key.verify_host_ticket(
+                &owner,
+                task_id.as_str(),
+                name.as_str(),
+                &hello.resume_host_id,
+                &hello.resume_ticket,
+            );
+        if ticket_ok {
+            let existing = lock(&self.inner)
+                .tasks
+                .get(&(owner.clone(), task_id.clone()))
+                .and_then(|hosts| hosts.get(&name).cloned());
+            if let Some(existing) = existing
+                && existing.id == hello.resume_host_id
+            {
+                // The same secrets as the task's, or no resume.
+                let same = self
+                    .store
+                    .task(&owner, &task_id)
+                    .await
+                    .is_some_and(|stored| stored.same_as(&record));
+                if !same {
+                    return Err(RegistryError::Denied);
+                }
+                return Ok(self.resume_host(&existing, hello));
+            }
+        }
+        let host_token = new_token();
+        let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
+        // A valid ticket for a host this server does not have (it
+        // restarted, or the host's grace ran out here): the host keeps its
+        // ID, and its sessions are restored below.
+        let id = if ticket_ok
+            && !lock(&self.inner)
+                .hosts_by_id
+                .contains_key(&hello.resume_host_id)
+        {
+            hello.resume_host_id.clone()
+        } else {
+            uuid::Uuid::new_v4().simple().to_string()
+        };
+        let restoring = ticket_ok && id == hello.resume_host_id;
+        let host = Arc::new(Host {
+            id,
+            owner: owner.clone(),
+            ip,
+            task_id: task_id.clone(),
+            name: name.clone(),
+            labels: hello.labels.clone(),
+            connected_at: SystemTime::now(),
+            grace,
+            connection: Mutex::new(HostConnection {
+                generation: 1,
+                token: Digest::of(&host_token),
+                control: control_tx,
+                closed: CancellationToken::new(),
+                connected: true,
+            }),
+            sessions: Mutex::default(),
+            closed: CancellationToken::new(),
+            audit: self.config.audit.clone(),
+            state_key: self.config.state_key.clone(),
+        });
+        self.check_host_limits(ip)?;
         self.store
             .add_host(
                 &owner,
@@ -228,18 +291,167 @@ impl Registry {
                 self.config.limits.hosts_per_task,
             )
             .await?;
-        let mut inner = lock(&self.inner);
-        inner
-            .tasks
-            .entry((owner, task_id))
-            .or_default()
-            .insert(name, host.clone());
-        inner.hosts_by_id.insert(host.id.clone(), host.clone());
+        {
+            let mut inner = lock(&self.inner);
+            inner
+                .tasks
+                .entry((owner, task_id))
+                .or_default()
+                .insert(name, host.clone());
+            inner.hosts_by_id.insert(host.id.clone(), host.clone());
+        }
+        let restored = if restoring {
+            self.restore_sessions(&host, &hello.sessions)
+        } else {
+            // None of them can be resumed here: the host ends them.
+            for session in &hello.sessions {
+                host::close_on_host(&host, &session.session_id);
+            }
+            false
+        };
         Ok(Registration {
+            resume_ticket: self.host_ticket(&host),
+            resumed: restored,
             host,
             host_token,
             control: control_rx,
         })
+    }
+
+    fn host_ticket(&self, host: &Host) -> String {
+        self.config.state_key.host_ticket(
+            &host.owner,
+            host.task_id.as_str(),
+            host.name.as_str(),
+            &host.id,
+        )
+    }
+
+    /// Hands `host` a new control connection: its old one (lost, or not
+    /// yet known to be) ends, its sessions carry on. Sessions the host no
+    /// longer runs end; sessions it runs that this server no longer has
+    /// are closed on the host.
+    fn resume_host(&self, host: &Arc<Host>, hello: &rendezvous_proto::Hello) -> Registration {
+        let host_token = new_token();
+        let (control_tx, control_rx) = mpsc::channel(HOST_CONTROL_QUEUE_MESSAGES);
+        {
+            let mut connection = lock(&host.connection);
+            connection.closed.cancel();
+            *connection = HostConnection {
+                generation: connection.generation + 1,
+                token: Digest::of(&host_token),
+                control: control_tx,
+                closed: CancellationToken::new(),
+                connected: true,
+            };
+        }
+        let running: std::collections::HashSet<&str> = hello
+            .sessions
+            .iter()
+            .map(|s| s.session_id.as_str())
+            .collect();
+        for session in host.sessions() {
+            if running.contains(session.id()) {
+                session.set_host_state(false, "the host is back");
+            } else {
+                host.end_session(&session, gone("the host no longer runs this session"));
+            }
+        }
+        for session in &hello.sessions {
+            if host.session(&session.session_id).is_none() {
+                host::close_on_host(host, &session.session_id);
+            }
+        }
+        Registration {
+            resume_ticket: self.host_ticket(host),
+            resumed: true,
+            host: host.clone(),
+            host_token,
+            control: control_rx,
+        }
+    }
+
+    /// Restores the sessions a host resumes with on a server that does not
+    /// have them: each one with a valid ticket (and within the limits)
+    /// starts again at the host's oldest kept byte; the host is asked to
+    /// close the others. Returns whether any was restored.
+    fn restore_sessions(
+        &self,
+        host: &Arc<Host>,
+        sessions: &[rendezvous_proto::ResumeSession],
+    ) -> bool {
+        let mut restored = false;
+        for resume in sessions {
+            let valid = rendezvous_proto::ids::SessionId::new(&resume.session_id).is_ok()
+                && self.config.state_key.verify_session_ticket(
+                    &host.owner,
+                    host.task_id.as_str(),
+                    host.name.as_str(),
+                    &resume.session_id,
+                    &resume.ticket,
+                )
+                && resume.start_offset <= resume.end_offset;
+            let within_limits = valid
+                && self.check_session_limits().is_ok()
+                && lock(&host.sessions).len() < self.config.limits.sessions_per_host;
+            if !within_limits || host.session(&resume.session_id).is_some() {
+                host::close_on_host(host, &resume.session_id);
+                continue;
+            }
+            let session = Arc::new(Session::restored(
+                resume.session_id.clone(),
+                resume.cols,
+                resume.rows,
+                self.config.relay,
+                resume.start_offset,
+                resume.input_applied,
+            ));
+            lock(&host.sessions).insert(session.id().to_owned(), session.clone());
+            watchdog::spawn(host, &session, self.config.timeouts);
+            restored = true;
+        }
+        restored
+    }
+
+    /// The control connection `generation` of `host` has ended. A host
+    /// with a grace period keeps its sessions, and guests are told it is
+    /// reconnecting, until it resumes or the grace period is over; any
+    /// other host is unregistered at once. Nothing happens if a newer
+    /// connection has already replaced that one.
+    pub fn control_ended(self: &Arc<Self>, host: &Arc<Host>, generation: u64) {
+        if !host.disconnect(generation) {
+            return;
+        }
+        if !host.may_resume() || host.closed.is_cancelled() {
+            self.unregister_host(host);
+            return;
+        }
+        let grace = host.grace_period();
+        let message = format!(
+            "the host lost its connection; waiting up to {} for it to come back",
+            watchdog::human(grace)
+        );
+        tracing::info!(
+            task = %host.task_id, host = %host.name, grace_ms = grace.as_millis() as u64,
+            "host disconnected; keeping its sessions for it to resume"
+        );
+        for session in host.sessions() {
+            session.set_host_state(true, &message);
+        }
+        let (registry, host) = (Arc::downgrade(self), Arc::downgrade(host));
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if let (Some(registry), Some(host)) = (registry.upgrade(), host.upgrade())
+                && host.lost_since(generation)
+            {
+                let message = format!(
+                    "the host did not come back within its grace period of {}",
+                    watchdog::human(grace)
+                );
+                tracing::info!(task = %host.task_id, host = %host.name, "{message}");
+                registry.unregister_host_with(&host, &message);
+            }
+        });
     }
 
     /// The server-wide and per-IP host limits, before a host registers.
@@ -271,6 +483,12 @@ impl Registry {
     /// Removes a host and ends its sessions with "host disconnected". Safe
     /// to call more than once.
     pub fn unregister_host(&self, host: &Arc<Host>) {
+        self.unregister_host_with(host, "the host disconnected");
+    }
+
+    /// Removes a host and ends its sessions with `message`. Safe to call
+    /// more than once.
+    pub fn unregister_host_with(&self, host: &Arc<Host>, message: &str) {
         let was_registered = {
             let mut inner = lock(&self.inner);
             inner.hosts_by_id.remove(&host.id);
@@ -292,10 +510,19 @@ impl Registry {
             // return.
             self.store
                 .remove_host(&host.owner, &host.task_id, &host.name);
+            tracing::info!(task = %host.task_id, host = %host.name, "host left");
+            self.audit().record(
+                &AuditEvent::new(AuditKind::HostLeft)
+                    .task(&host.task_id)
+                    .owner(&host.owner)
+                    .host(&host.name)
+                    .client_ip(host.ip),
+            );
         }
         host.closed.cancel();
+        lock(&host.connection).closed.cancel();
         for session in host.sessions() {
-            host.end_session(&session, gone("the host disconnected"));
+            host.end_session(&session, gone(message));
         }
     }
 

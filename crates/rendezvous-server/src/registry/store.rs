@@ -251,7 +251,7 @@ impl TaskStore for MemoryTaskStore {
 impl TaskRecord {
     /// Whether both records hold the same digests, in constant time for
     /// each digest.
-    fn same_as(&self, other: &TaskRecord) -> bool {
+    pub(crate) fn same_as(&self, other: &TaskRecord) -> bool {
         let read_only = match (&self.read_only_secret, &other.read_only_secret) {
             (None, None) => true,
             (Some(a), Some(b)) => a.same_as(b),

@@ -74,7 +74,7 @@ async fn watch(host: &Weak<Host>, session: &Weak<Session>, started: Instant, t: 
 }
 
 /// A duration as people say it: "30 min", "90 s", "2 h".
-fn human(d: Duration) -> String {
+pub(super) fn human(d: Duration) -> String {
     let secs = d.as_secs();
     if d.subsec_millis() != 0 || secs == 0 {
         format!("{} ms", d.as_millis())

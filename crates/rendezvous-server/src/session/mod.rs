@@ -46,6 +46,7 @@
 //!   signals (output changed, room for the host, ended) and lifecycle.
 
 mod guests;
+mod host_link;
 mod input;
 mod output;
 mod reads;
@@ -58,14 +59,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use rendezvous_proto::{ExitStatus, HostDataResponse, Role, WindowSize, host_data_response};
-use tokio::sync::{Notify, mpsc, watch};
+use rendezvous_proto::{ExitStatus, HostState, Role, WindowSize};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Digest;
 use crate::terminal_replies;
 pub use guests::{DEFAULT_SIZE, MAX_DEPARTED_GUESTS, RESUME_GRACE};
 use guests::{Guest, Guests, Joining, Pace, clamp_size};
+use host_link::HostInputQueue;
+pub use host_link::{HostInputReader, HostLink};
 use input::Accepted;
 pub use input::{MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS};
 pub use output::MERGE_CHUNK_BYTES;
@@ -172,8 +175,20 @@ struct State {
     /// guests, as in tmux.
     size: WindowSize,
     guests: Guests,
-    /// Whether a host Data stream has taken the input queue.
+    /// Whether a host Data stream has ever attached.
     host_attached: bool,
+    /// The number of the Data stream that serves the session now.
+    host_stream: Option<u64>,
+    /// Data streams attached so far.
+    host_streams: u64,
+    /// When `host_stream` last changed (or the session began).
+    host_stream_changed: Instant,
+    /// Cancelled when that stream is replaced or detached.
+    host_stream_token: Option<CancellationToken>,
+    /// Input for the host, kept until it has written it.
+    host_input: HostInputQueue,
+    /// Whether the host is away, as guests are told.
+    host_state: HostState,
     /// When the host last sent output or a guest's input was taken (or the
     /// session began): what the idle timeout measures from.
     last_activity: Instant,
@@ -218,10 +233,12 @@ pub struct Session {
     changed: watch::Sender<u64>,
     /// Woken when a guest's cursor moves, for a paused host.
     room: Notify,
-    /// Input for the host's Data stream.
-    input: mpsc::Sender<HostDataResponse>,
-    /// The receiving end, until the host's Data stream takes it.
-    input_rx: Mutex<Option<mpsc::Receiver<HostDataResponse>>>,
+    /// Room in the host input queue, in messages
+    /// ([`HOST_INPUT_QUEUE_MESSAGES`] when empty); closed when the session
+    /// ends.
+    input_room: Semaphore,
+    /// Bumped when input is queued or acknowledged, for the Data stream.
+    input_changed: watch::Sender<u64>,
     /// The PTY size, for the host's Data stream.
     size: watch::Sender<WindowSize>,
     /// Cancelled when the session ends; ends the host's Data stream.
@@ -238,24 +255,46 @@ impl Session {
     /// A new session of `cols` x `rows` cells (each clamped to 1..=1000; 0
     /// means 80x24), with no output yet.
     pub fn new(id: String, cols: u32, rows: u32, config: RelayConfig) -> Self {
+        Self::restored(id, cols, rows, config, 0, 0)
+    }
+
+    /// A session whose output stream starts at `start_offset`, and is
+    /// empty until the host sends it: one a host resumes on a server that
+    /// does not have it (restarted, or another replica), whose host has
+    /// written `input_applied` Input messages so far. Guests that resume
+    /// from an older offset get `Lagged` for the bytes before it.
+    pub fn restored(
+        id: String,
+        cols: u32,
+        rows: u32,
+        config: RelayConfig,
+        start_offset: u64,
+        input_applied: u64,
+    ) -> Self {
         let size = clamp_size(cols, rows);
-        let (input, input_rx) = mpsc::channel(HOST_INPUT_QUEUE_MESSAGES);
+        let now = Instant::now();
         Self {
             id,
             started_at: SystemTime::now(),
             config,
             state: Mutex::new(State {
-                output: RetainedOutput::new(config.retained_output_bytes),
+                output: RetainedOutput::starting_at(config.retained_output_bytes, start_offset),
                 exit: None,
                 size,
                 guests: Guests::default(),
                 host_attached: false,
-                last_activity: Instant::now(),
+                host_stream: None,
+                host_streams: 0,
+                host_stream_changed: now,
+                host_stream_token: None,
+                host_input: HostInputQueue::starting_at(input_applied),
+                host_state: HostState::default(),
+                last_activity: now,
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
-            input,
-            input_rx: Mutex::new(Some(input_rx)),
+            input_room: Semaphore::new(HOST_INPUT_QUEUE_MESSAGES),
+            input_changed: watch::Sender::new(0),
             size: watch::Sender::new(size),
             ended: CancellationToken::new(),
         }
@@ -308,40 +347,28 @@ impl Session {
         lock(&self.state).output.end()
     }
 
-    /// Hands the input queue and the PTY size to the host's Data stream.
-    /// Returns `None` when a Data stream already took them or the session
-    /// has ended.
-    pub fn attach_host(
-        &self,
-    ) -> Option<(
-        mpsc::Receiver<HostDataResponse>,
-        watch::Receiver<WindowSize>,
-    )> {
-        let mut st = lock(&self.state);
-        if st.exit.is_some() {
-            return None;
-        }
-        let rx = lock(&self.input_rx).take()?;
-        st.host_attached = true;
-        Some((rx, self.size.subscribe()))
-    }
-
     /// Appends host output. The bytes are copied once into the retained
     /// output, which then drops its oldest bytes to stay within
     /// `retained_output_bytes`. Output after the end is ignored.
     pub fn push_output(&self, data: &[u8]) {
+        self.push_output_if(data, |_| true);
+    }
+
+    /// [`Session::push_output`], if `current` holds under the lock.
+    fn push_output_if(&self, data: &[u8], current: impl FnOnce(&State) -> bool) -> bool {
         if data.is_empty() {
-            return;
+            return true;
         }
         {
             let mut st = lock(&self.state);
-            if st.exit.is_some() {
-                return;
+            if st.exit.is_some() || !current(&st) {
+                return false;
             }
             st.output.push(data);
             st.last_activity = Instant::now();
         }
         self.changed.send_modify(|v| *v += 1);
+        true
     }
 
     /// Waits until the host may send more output: no guest holds it back
@@ -392,8 +419,8 @@ impl Session {
             }
             st.exit = Some(status);
         }
-        // Drop input nobody will read, and wake everyone who waits.
-        lock(&self.input_rx).take();
+        // Refuse input from now on, and wake everyone who waits.
+        self.input_room.close();
         self.ended.cancel();
         self.changed.send_modify(|v| *v += 1);
         self.room.notify_one();
@@ -524,8 +551,8 @@ impl Session {
     ) -> Result<(), SessionError> {
         lock(&self.state).writer(guest_id)?;
         let permit = self
-            .input
-            .reserve()
+            .input_room
+            .acquire()
             .await
             .map_err(|_| SessionError::Ended)?;
         let mut st = lock(&self.state);
@@ -546,13 +573,14 @@ impl Session {
             out = Bytes::from(kept);
         }
         st.last_activity = Instant::now();
-        drop(st);
         if out.is_empty() {
             return Ok(());
         }
-        permit.send(HostDataResponse {
-            message: Some(host_data_response::Message::Input(out)),
-        });
+        // The room is given back when the host acknowledges the message.
+        permit.forget();
+        st.host_input.push(out);
+        drop(st);
+        self.input_changed.send_modify(|v| *v += 1);
         Ok(())
     }
 

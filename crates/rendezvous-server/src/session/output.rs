@@ -73,11 +73,18 @@ impl Slices {
 
 impl RetainedOutput {
     /// Empty output that will keep at most `limit` bytes.
+    #[cfg(test)]
     pub(crate) fn new(limit: usize) -> Self {
+        Self::starting_at(limit, 0)
+    }
+
+    /// Empty output whose first byte will have offset `start` (a session
+    /// restored from its host after a restart).
+    pub(crate) fn starting_at(limit: usize, start: u64) -> Self {
         Self {
             chunks: VecDeque::new(),
             bytes: 0,
-            end: 0,
+            end: start,
             limit,
         }
     }

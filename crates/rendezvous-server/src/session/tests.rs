@@ -3,6 +3,7 @@
 
 use super::*;
 use futures::FutureExt;
+use rendezvous_proto::host_data_response;
 
 fn small() -> RelayConfig {
     RelayConfig {
@@ -183,7 +184,7 @@ fn smallest_read_write_guest_sets_the_size() {
 #[tokio::test]
 async fn input_is_applied_in_order_exactly_once() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    let (mut rx, _) = s.attach_host().unwrap();
+    let mut rx = host_rx(&s);
     s.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
     s.send_input("g", 1, Bytes::from_static(b"b"))
         .await
@@ -228,7 +229,7 @@ fn rw<'a>(resume_guest: Option<(&'a str, &'a str)>) -> NewGuest<'a> {
     }
 }
 
-fn inputs(rx: &mut mpsc::Receiver<HostDataResponse>) -> Vec<u8> {
+fn inputs(rx: &mut HostRx<'_>) -> Vec<u8> {
     let mut got = Vec::new();
     while let Ok(msg) = rx.try_recv() {
         if let Some(host_data_response::Message::Input(b)) = msg.message {
@@ -241,7 +242,7 @@ fn inputs(rx: &mut mpsc::Receiver<HostDataResponse>) -> Vec<u8> {
 #[tokio::test]
 async fn a_resumed_guest_keeps_its_input_sequence_and_replaces_its_old_stream() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    let (mut rx, _) = s.attach_host().unwrap();
+    let mut rx = host_rx(&s);
     let first = s
         .attach_guest("g".into(), Digest::of("tok"), rw(None))
         .unwrap();
@@ -345,7 +346,7 @@ fn departed_guests_are_bounded() {
 #[tokio::test]
 async fn only_the_primary_writer_answers_terminal_queries() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    let (mut rx, _) = s.attach_host().unwrap();
+    let mut rx = host_rx(&s);
     for g in ["a", "b", "c"] {
         s.add_guest(g.into(), Role::ReadWrite, 80, 24, None);
     }
@@ -353,7 +354,7 @@ async fn only_the_primary_writer_answers_terminal_queries() {
     for g in ["a", "b", "c"] {
         s.send_input(g, 0, reply.clone()).await.unwrap();
     }
-    let inputs = |rx: &mut mpsc::Receiver<HostDataResponse>| {
+    let inputs = |rx: &mut HostRx<'_>| {
         let mut got = Vec::new();
         while let Ok(msg) = rx.try_recv() {
             if let Some(host_data_response::Message::Input(b)) = msg.message {
@@ -375,7 +376,7 @@ async fn only_the_primary_writer_answers_terminal_queries() {
 #[tokio::test]
 async fn read_only_guests_cannot_write() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
-    let (mut rx, _) = s.attach_host().unwrap();
+    let mut rx = host_rx(&s);
     s.add_guest("r".into(), Role::ReadOnly, 80, 24, None);
     let res = s.send_input("r", 0, Bytes::from_static(b"x")).await;
     assert_eq!(res, Err(SessionError::ReadOnly));
@@ -455,4 +456,23 @@ async fn a_stalled_writer_stops_holding_the_host_back() {
     let (_, _) = output(s.read("tab", 184));
     s.push_output(&[b'y'; 16]);
     assert!(s.wait_for_room().now_or_never().is_none());
+}
+
+/// The host's side of a session's input, for tests.
+struct HostRx<'a> {
+    s: &'a Session,
+    input: super::HostInputReader,
+}
+
+impl HostRx<'_> {
+    fn try_recv(&mut self) -> Result<rendezvous_proto::HostDataResponse, ()> {
+        self.input.try_recv(self.s)
+    }
+}
+
+fn host_rx(s: &Session) -> HostRx<'_> {
+    HostRx {
+        s,
+        input: s.attach_host(0).unwrap().input,
+    }
 }

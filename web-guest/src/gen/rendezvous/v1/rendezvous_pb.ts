@@ -38,7 +38,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rendezvous/v1/rendezvous.proto.
  */
 export const file_rendezvous_v1_rendezvous: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIrYBCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5Gi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLQAgoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIABI2Cg5ndWVzdF9hdHRhY2hlZBgFIAEoCzIcLnJlbmRlenZvdXMudjEuR3Vlc3RBdHRhY2hlZEgAEjYKDmd1ZXN0X2RldGFjaGVkGAYgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdERldGFjaGVkSABCCQoHbWVzc2FnZSJYCgpSZWdpc3RlcmVkEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRIWCg5ndWVzdF91cmxfcGF0aBgDIAEoCRINCgVvd25lchgEIAEoCSI9CgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDSIiCgxDbG9zZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCSIVCgRQaW5nEg0KBW5vbmNlGAEgASgEInYKDUd1ZXN0QXR0YWNoZWQSEAoIZ3Vlc3RfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIhCgRyb2xlGAMgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEgsKA3N1YhgEIAEoCRIPCgdyZXN1bWVkGAUgASgIIjUKDUd1ZXN0RGV0YWNoZWQSEAoIZ3Vlc3RfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCSKXAQoPSG9zdERhdGFSZXF1ZXN0EicKBG9wZW4YASABKAsyFy5yZW5kZXp2b3VzLnYxLkRhdGFPcGVuSAASEAoGb3V0cHV0GAIgASgMSAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEhMKCWlucHV0X2FjaxgEIAEoBEgAQgkKB21lc3NhZ2UiQwoIRGF0YU9wZW4SDwoHaG9zdF9pZBgBIAEoCRISCgpob3N0X3Rva2VuGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkicQoQSG9zdERhdGFSZXNwb25zZRIPCgVpbnB1dBgBIAEoDEgAEisKBnJlc2l6ZRgCIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEhQKCm91dHB1dF9hY2sYAyABKARIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIpQCCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNEhcKD3Jlc3VtZV9ndWVzdF9pZBgKIAEoCRIaChJyZXN1bWVfZ3Vlc3RfdG9rZW4YCyABKAkSFwoPd2luZG93X21lc3NhZ2VzGAwgASgNQhAKDl9yZXN1bWVfb2Zmc2V0IuoBCgpHdWVzdEV2ZW50EisKCGF0dGFjaGVkGAEgASgLMhcucmVuZGV6dm91cy52MS5BdHRhY2hlZEgAEicKBm91dHB1dBgCIAEoCzIVLnJlbmRlenZvdXMudjEuT3V0cHV0SAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEicKBmxhZ2dlZBgEIAEoCzIVLnJlbmRlenZvdXMudjEuTGFnZ2VkSAASKQoEc2l6ZRgFIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAQgcKBWV2ZW50IqQBCghBdHRhY2hlZBISCgpzZXNzaW9uX2lkGAEgASgJEhAKCGd1ZXN0X2lkGAIgASgJEhMKC2d1ZXN0X3Rva2VuGAMgASgJEiEKBHJvbGUYBCABKA4yEy5yZW5kZXp2b3VzLnYxLlJvbGUSEQoJaG9zdF9uYW1lGAUgASgJEg8KB3Jlc3VtZWQYBiABKAgSFgoObmV4dF9pbnB1dF9zZXEYByABKAQiJgoGT3V0cHV0Eg4KBm9mZnNldBgBIAEoBBIMCgRkYXRhGAIgASgMIh4KBkxhZ2dlZBIUCgxtaXNzZWRfYnl0ZXMYASABKAQiVAoQU2VuZElucHV0UmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRILCgNzZXEYAyABKAQSDAoEZGF0YRgEIAEoDCITChFTZW5kSW5wdXRSZXNwb25zZSJSCg1SZXNpemVSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgwKBGNvbHMYAyABKA0SDAoEcm93cxgEIAEoDSIQCg5SZXNpemVSZXNwb25zZSJVCgpBY2tSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEg4KBm9mZnNldBgDIAEoBBIQCghtZXNzYWdlcxgEIAEoBCINCgtBY2tSZXNwb25zZSK1AQoPVGVybWluYWxSZXF1ZXN0Ei4KBmF0dGFjaBgBIAEoCzIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdEgAEg8KBWlucHV0GAIgASgMSAASKwoGcmVzaXplGAMgASgLMhkucmVuZGV6dm91cy52MS5XaW5kb3dTaXplSAASKQoDYWNrGAQgASgLMhoucmVuZGV6dm91cy52MS5UZXJtaW5hbEFja0gAQgkKB21lc3NhZ2UiLwoLVGVybWluYWxBY2sSDgoGb2Zmc2V0GAEgASgEEhAKCG1lc3NhZ2VzGAIgASgEIkUKE0xpc3RTZXNzaW9uc1JlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSDQoFdG9rZW4YAyABKAkiPgoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoFaG9zdHMYASADKAsyFy5yZW5kZXp2b3VzLnYxLkhvc3RJbmZvIs0BCghIb3N0SW5mbxIRCglob3N0X25hbWUYASABKAkSMwoGbGFiZWxzGAIgAygLMiMucmVuZGV6dm91cy52MS5Ib3N0SW5mby5MYWJlbHNFbnRyeRIcChRjb25uZWN0ZWRfYXRfdW5peF9tcxgDIAEoAxIsCghzZXNzaW9ucxgEIAMoCzIaLnJlbmRlenZvdXMudjEuU2Vzc2lvbkluZm8aLQoLTGFiZWxzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKFAQoLU2Vzc2lvbkluZm8SEgoKc2Vzc2lvbl9pZBgBIAEoCRIMCgRjb2xzGAIgASgNEgwKBHJvd3MYAyABKA0SGgoSc3RhcnRlZF9hdF91bml4X21zGAQgASgDEhMKC2d1ZXN0X2NvdW50GAUgASgNEhUKDW91dHB1dF9vZmZzZXQYBiABKAQqRQoEUm9sZRIUChBST0xFX1VOU1BFQ0lGSUVEEAASEwoPUk9MRV9SRUFEX1dSSVRFEAESEgoOUk9MRV9SRUFEX09OTFkQAjKwAQoLSG9zdFNlcnZpY2USVAoHQ29udHJvbBIhLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXF1ZXN0GiIucmVuZGV6dm91cy52MS5Ib3N0Q29udHJvbFJlc3BvbnNlKAEwARJLCgREYXRhEh4ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlcXVlc3QaHy5yZW5kZXp2b3VzLnYxLkhvc3REYXRhUmVzcG9uc2UoATABMswDCgxHdWVzdFNlcnZpY2USQwoGQXR0YWNoEhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50MAESTgoJU2VuZElucHV0Eh8ucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXF1ZXN0GiAucmVuZGV6dm91cy52MS5TZW5kSW5wdXRSZXNwb25zZRJFCgZSZXNpemUSHC5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlcXVlc3QaHS5yZW5kZXp2b3VzLnYxLlJlc2l6ZVJlc3BvbnNlEkkKCFRlcm1pbmFsEh4ucmVuZGV6dm91cy52MS5UZXJtaW5hbFJlcXVlc3QaGS5yZW5kZXp2b3VzLnYxLkd1ZXN0RXZlbnQoATABEjwKA0FjaxIZLnJlbmRlenZvdXMudjEuQWNrUmVxdWVzdBoaLnJlbmRlenZvdXMudjEuQWNrUmVzcG9uc2USVwoMTGlzdFNlc3Npb25zEiIucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiMucmVuZGV6dm91cy52MS5MaXN0U2Vzc2lvbnNSZXNwb25zZWIGcHJvdG8z");
+  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIq4CCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhcKD2dyYWNlX3BlcmlvZF9tcxgGIAEoBBIVCg1yZXN1bWVfdGlja2V0GAcgASgJEhYKDnJlc3VtZV9ob3N0X2lkGAggASgJEi4KCHNlc3Npb25zGAkgAygLMhwucmVuZGV6dm91cy52MS5SZXN1bWVTZXNzaW9uGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikAEKDVJlc3VtZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZ0aWNrZXQYAiABKAkSFAoMc3RhcnRfb2Zmc2V0GAMgASgEEhIKCmVuZF9vZmZzZXQYBCABKAQSDAoEY29scxgFIAEoDRIMCgRyb3dzGAYgASgNEhUKDWlucHV0X2FwcGxpZWQYByABKAQiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLQAgoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIABI2Cg5ndWVzdF9hdHRhY2hlZBgFIAEoCzIcLnJlbmRlenZvdXMudjEuR3Vlc3RBdHRhY2hlZEgAEjYKDmd1ZXN0X2RldGFjaGVkGAYgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdERldGFjaGVkSABCCQoHbWVzc2FnZSKZAQoKUmVnaXN0ZXJlZBIPCgdob3N0X2lkGAEgASgJEhIKCmhvc3RfdG9rZW4YAiABKAkSFgoOZ3Vlc3RfdXJsX3BhdGgYAyABKAkSDQoFb3duZXIYBCABKAkSFQoNcmVzdW1lX3RpY2tldBgFIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYBiABKAQSDwoHcmVzdW1lZBgHIAEoCCJNCgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDRIOCgZ0aWNrZXQYBCABKAkiIgoMQ2xvc2VTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkiFQoEUGluZxINCgVub25jZRgBIAEoBCJ2Cg1HdWVzdEF0dGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSIQoEcm9sZRgDIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRILCgNzdWIYBCABKAkSDwoHcmVzdW1lZBgFIAEoCCI1Cg1HdWVzdERldGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkilwEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABITCglpbnB1dF9hY2sYBCABKARIAEIJCgdtZXNzYWdlIloKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJEhUKDWlucHV0X2FwcGxpZWQYBCABKAQicQoQSG9zdERhdGFSZXNwb25zZRIPCgVpbnB1dBgBIAEoDEgAEisKBnJlc2l6ZRgCIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEhQKCm91dHB1dF9hY2sYAyABKARIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIpQCCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNEhcKD3Jlc3VtZV9ndWVzdF9pZBgKIAEoCRIaChJyZXN1bWVfZ3Vlc3RfdG9rZW4YCyABKAkSFwoPd2luZG93X21lc3NhZ2VzGAwgASgNQhAKDl9yZXN1bWVfb2Zmc2V0IpoCCgpHdWVzdEV2ZW50EisKCGF0dGFjaGVkGAEgASgLMhcucmVuZGV6dm91cy52MS5BdHRhY2hlZEgAEicKBm91dHB1dBgCIAEoCzIVLnJlbmRlenZvdXMudjEuT3V0cHV0SAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEicKBmxhZ2dlZBgEIAEoCzIVLnJlbmRlenZvdXMudjEuTGFnZ2VkSAASKQoEc2l6ZRgFIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEi4KCmhvc3Rfc3RhdGUYBiABKAsyGC5yZW5kZXp2b3VzLnYxLkhvc3RTdGF0ZUgAQgcKBWV2ZW50IjIKCUhvc3RTdGF0ZRIUCgxyZWNvbm5lY3RpbmcYASABKAgSDwoHbWVzc2FnZRgCIAEoCSKkAQoIQXR0YWNoZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghndWVzdF9pZBgCIAEoCRITCgtndWVzdF90b2tlbhgDIAEoCRIhCgRyb2xlGAQgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEhEKCWhvc3RfbmFtZRgFIAEoCRIPCgdyZXN1bWVkGAYgASgIEhYKDm5leHRfaW5wdXRfc2VxGAcgASgEIiYKBk91dHB1dBIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCIeCgZMYWdnZWQSFAoMbWlzc2VkX2J5dGVzGAEgASgEIlQKEFNlbmRJbnB1dFJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSCwoDc2VxGAMgASgEEgwKBGRhdGEYBCABKAwiEwoRU2VuZElucHV0UmVzcG9uc2UiUgoNUmVzaXplUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIMCgRjb2xzGAMgASgNEgwKBHJvd3MYBCABKA0iEAoOUmVzaXplUmVzcG9uc2UiVQoKQWNrUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIOCgZvZmZzZXQYAyABKAQSEAoIbWVzc2FnZXMYBCABKAQiDQoLQWNrUmVzcG9uc2UitQEKD1Rlcm1pbmFsUmVxdWVzdBIuCgZhdHRhY2gYASABKAsyHC5yZW5kZXp2b3VzLnYxLkF0dGFjaFJlcXVlc3RIABIPCgVpbnB1dBgCIAEoDEgAEisKBnJlc2l6ZRgDIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEikKA2FjaxgEIAEoCzIaLnJlbmRlenZvdXMudjEuVGVybWluYWxBY2tIAEIJCgdtZXNzYWdlIi8KC1Rlcm1pbmFsQWNrEg4KBm9mZnNldBgBIAEoBBIQCghtZXNzYWdlcxgCIAEoBCJFChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEg0KBXRva2VuGAMgASgJIj4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKBWhvc3RzGAEgAygLMhcucmVuZGV6dm91cy52MS5Ib3N0SW5mbyLNAQoISG9zdEluZm8SEQoJaG9zdF9uYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLnJlbmRlenZvdXMudjEuSG9zdEluZm8uTGFiZWxzRW50cnkSHAoUY29ubmVjdGVkX2F0X3VuaXhfbXMYAyABKAMSLAoIc2Vzc2lvbnMYBCADKAsyGi5yZW5kZXp2b3VzLnYxLlNlc3Npb25JbmZvGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihQEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgEIAEoAxITCgtndWVzdF9jb3VudBgFIAEoDRIVCg1vdXRwdXRfb2Zmc2V0GAYgASgEKkUKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhMKD1JPTEVfUkVBRF9XUklURRABEhIKDlJPTEVfUkVBRF9PTkxZEAIysAEKC0hvc3RTZXJ2aWNlElQKB0NvbnRyb2wSIS5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVxdWVzdBoiLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXNwb25zZSgBMAESSwoERGF0YRIeLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXF1ZXN0Gh8ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlc3BvbnNlKAEwATLMAwoMR3Vlc3RTZXJ2aWNlEkMKBkF0dGFjaBIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudDABEk4KCVNlbmRJbnB1dBIfLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVxdWVzdBogLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVzcG9uc2USRQoGUmVzaXplEhwucmVuZGV6dm91cy52MS5SZXNpemVSZXF1ZXN0Gh0ucmVuZGV6dm91cy52MS5SZXNpemVSZXNwb25zZRJJCghUZXJtaW5hbBIeLnJlbmRlenZvdXMudjEuVGVybWluYWxSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50KAEwARI8CgNBY2sSGS5yZW5kZXp2b3VzLnYxLkFja1JlcXVlc3QaGi5yZW5kZXp2b3VzLnYxLkFja1Jlc3BvbnNlElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Host → server on the Control stream.
@@ -122,6 +122,49 @@ export type Hello = Message<"rendezvous.v1.Hello"> & {
    * @generated from field: map<string, string> labels = 5;
    */
   labels: { [key: string]: string };
+
+  /**
+   * How long, in ms, the host keeps its sessions' processes running after
+   * it loses its connection, waiting to resume them (`rendezvous host
+   * --grace-period`, default 5 min). The server keeps the sessions and
+   * their guests for as long, at most its own --max-grace-period
+   * (default 30 min; Registered.grace_period_ms says what it granted).
+   * 0: no resume; a lost connection ends every session, as before.
+   *
+   * @generated from field: uint64 grace_period_ms = 6;
+   */
+  gracePeriodMs: bigint;
+
+  /**
+   * Set when the host resumes after a lost connection: the resume ticket
+   * of its last Registered. With it, the server hands the host its
+   * registration back (same host ID, same sessions, the same guests
+   * attached), also when the server still thinks the old connection is
+   * open. A restarted server, or another replica with the same
+   * --state-key-file, recognises the ticket and registers the host under
+   * its old host ID. The ticket works only together with the same
+   * admission identity (owner), task ID, host name and secrets.
+   *
+   * @generated from field: string resume_ticket = 7;
+   */
+  resumeTicket: string;
+
+  /**
+   * With resume_ticket: the host ID the ticket was issued for.
+   *
+   * @generated from field: string resume_host_id = 8;
+   */
+  resumeHostId: string;
+
+  /**
+   * With resume_ticket: the sessions the host still runs. The server
+   * keeps those it has, asks the host (CloseSession) to end those it does
+   * not know or can not restore, and ends its own sessions missing here.
+   * At most 64.
+   *
+   * @generated from field: repeated rendezvous.v1.ResumeSession sessions = 9;
+   */
+  sessions: ResumeSession[];
 };
 
 /**
@@ -130,6 +173,67 @@ export type Hello = Message<"rendezvous.v1.Hello"> & {
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
   messageDesc(file_rendezvous_v1_rendezvous, 1);
+
+/**
+ * A session a resuming host still runs (see Hello.sessions).
+ *
+ * @generated from message rendezvous.v1.ResumeSession
+ */
+export type ResumeSession = Message<"rendezvous.v1.ResumeSession"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The session's resume ticket, from its OpenSession.
+   *
+   * @generated from field: string ticket = 2;
+   */
+  ticket: string;
+
+  /**
+   * Offset of the oldest output byte the host still keeps: where a server
+   * that lost the session's output starts its retained output again.
+   *
+   * @generated from field: uint64 start_offset = 3;
+   */
+  startOffset: bigint;
+
+  /**
+   * Offset one past the last output byte the host has read from the PTY.
+   *
+   * @generated from field: uint64 end_offset = 4;
+   */
+  endOffset: bigint;
+
+  /**
+   * The PTY's size in cells.
+   *
+   * @generated from field: uint32 cols = 5;
+   */
+  cols: number;
+
+  /**
+   * @generated from field: uint32 rows = 6;
+   */
+  rows: number;
+
+  /**
+   * How many Input messages of the session the host has written to the
+   * PTY (see HostDataRequest.input_ack).
+   *
+   * @generated from field: uint64 input_applied = 7;
+   */
+  inputApplied: bigint;
+};
+
+/**
+ * Describes the message rendezvous.v1.ResumeSession.
+ * Use `create(ResumeSessionSchema)` to create a new message.
+ */
+export const ResumeSessionSchema: GenMessage<ResumeSession> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 2);
 
 /**
  * A keepalive answer to Ping, echoing its nonce.
@@ -148,7 +252,7 @@ export type Pong = Message<"rendezvous.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 2);
+  messageDesc(file_rendezvous_v1_rendezvous, 3);
 
 /**
  * The host could not start a session's PTY.
@@ -174,7 +278,7 @@ export type SessionFailed = Message<"rendezvous.v1.SessionFailed"> & {
  * Use `create(SessionFailedSchema)` to create a new message.
  */
 export const SessionFailedSchema: GenMessage<SessionFailed> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 3);
+  messageDesc(file_rendezvous_v1_rendezvous, 4);
 
 /**
  * Server → host on the Control stream.
@@ -238,7 +342,7 @@ export type HostControlResponse = Message<"rendezvous.v1.HostControlResponse"> &
  * Use `create(HostControlResponseSchema)` to create a new message.
  */
 export const HostControlResponseSchema: GenMessage<HostControlResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 4);
+  messageDesc(file_rendezvous_v1_rendezvous, 5);
 
 /**
  * The answer to Hello.
@@ -276,6 +380,31 @@ export type Registered = Message<"rendezvous.v1.Registered"> & {
    * @generated from field: string owner = 4;
    */
   owner: string;
+
+  /**
+   * Present in the next Hello after a lost connection (Hello.resume_ticket)
+   * to resume this registration. Keep it secret, as the host token.
+   *
+   * @generated from field: string resume_ticket = 5;
+   */
+  resumeTicket: string;
+
+  /**
+   * How long, in ms, the server keeps this host's sessions after its
+   * connection is lost: Hello.grace_period_ms, at most the server's
+   * --max-grace-period. 0: no resume.
+   *
+   * @generated from field: uint64 grace_period_ms = 6;
+   */
+  gracePeriodMs: bigint;
+
+  /**
+   * Whether this registration resumed an earlier one (same host ID and
+   * sessions) or, after a restart, restored it from the ticket.
+   *
+   * @generated from field: bool resumed = 7;
+   */
+  resumed: boolean;
 };
 
 /**
@@ -283,7 +412,7 @@ export type Registered = Message<"rendezvous.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 5);
+  messageDesc(file_rendezvous_v1_rendezvous, 6);
 
 /**
  * A guest asked for a new shell: start a PTY and open a Data stream for it.
@@ -307,6 +436,14 @@ export type OpenSession = Message<"rendezvous.v1.OpenSession"> & {
    * @generated from field: uint32 rows = 3;
    */
   rows: number;
+
+  /**
+   * The session's resume ticket: sent back in Hello.sessions when the host
+   * resumes. Keep it secret.
+   *
+   * @generated from field: string ticket = 4;
+   */
+  ticket: string;
 };
 
 /**
@@ -314,7 +451,7 @@ export type OpenSession = Message<"rendezvous.v1.OpenSession"> & {
  * Use `create(OpenSessionSchema)` to create a new message.
  */
 export const OpenSessionSchema: GenMessage<OpenSession> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 6);
+  messageDesc(file_rendezvous_v1_rendezvous, 7);
 
 /**
  * End a session: kill its process group and close its Data stream.
@@ -333,7 +470,7 @@ export type CloseSession = Message<"rendezvous.v1.CloseSession"> & {
  * Use `create(CloseSessionSchema)` to create a new message.
  */
 export const CloseSessionSchema: GenMessage<CloseSession> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 7);
+  messageDesc(file_rendezvous_v1_rendezvous, 8);
 
 /**
  * Keepalive; the host answers with Pong carrying the same nonce.
@@ -352,7 +489,7 @@ export type Ping = Message<"rendezvous.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 8);
+  messageDesc(file_rendezvous_v1_rendezvous, 9);
 
 /**
  * A guest attached to a session of this host.
@@ -399,7 +536,7 @@ export type GuestAttached = Message<"rendezvous.v1.GuestAttached"> & {
  * Use `create(GuestAttachedSchema)` to create a new message.
  */
 export const GuestAttachedSchema: GenMessage<GuestAttached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 9);
+  messageDesc(file_rendezvous_v1_rendezvous, 10);
 
 /**
  * A guest's stream ended.
@@ -423,7 +560,7 @@ export type GuestDetached = Message<"rendezvous.v1.GuestDetached"> & {
  * Use `create(GuestDetachedSchema)` to create a new message.
  */
 export const GuestDetachedSchema: GenMessage<GuestDetached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 10);
+  messageDesc(file_rendezvous_v1_rendezvous, 11);
 
 /**
  * Host → server on a Data stream.
@@ -459,11 +596,13 @@ export type HostDataRequest = Message<"rendezvous.v1.HostDataRequest"> & {
     case: "exit";
   } | {
     /**
-     * Input credit: how many Input messages of this stream the host has
-     * written to the PTY, counted from the stream's start. The server sends
-     * at most 16 Input messages past it, so a program that does not read
-     * its input never leaves input frames unread on the host's connection.
-     * Only moves forward.
+     * Input credit: how many Input messages of this session the host has
+     * written to the PTY, counted from the session's start, across every
+     * Data stream it had. The server sends at most 16 Input messages past
+     * it, so a program that does not read its input never leaves input
+     * frames unread on the host's connection, and it keeps every Input
+     * message until it is counted here, to send it again on the next Data
+     * stream if this one breaks. Only moves forward.
      *
      * @generated from field: uint64 input_ack = 4;
      */
@@ -477,7 +616,7 @@ export type HostDataRequest = Message<"rendezvous.v1.HostDataRequest"> & {
  * Use `create(HostDataRequestSchema)` to create a new message.
  */
 export const HostDataRequestSchema: GenMessage<HostDataRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 11);
+  messageDesc(file_rendezvous_v1_rendezvous, 12);
 
 /**
  * The first message of a Data stream.
@@ -499,6 +638,15 @@ export type DataOpen = Message<"rendezvous.v1.DataOpen"> & {
    * @generated from field: string session_id = 3;
    */
   sessionId: string;
+
+  /**
+   * How many Input messages of this session the host has written to the
+   * PTY so far (see input_ack): the server sends the input from there on.
+   * 0 on a session's first Data stream.
+   *
+   * @generated from field: uint64 input_applied = 4;
+   */
+  inputApplied: bigint;
 };
 
 /**
@@ -506,7 +654,7 @@ export type DataOpen = Message<"rendezvous.v1.DataOpen"> & {
  * Use `create(DataOpenSchema)` to create a new message.
  */
 export const DataOpenSchema: GenMessage<DataOpen> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 12);
+  messageDesc(file_rendezvous_v1_rendezvous, 13);
 
 /**
  * Server → host on a Data stream.
@@ -536,7 +684,10 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
   } | {
     /**
      * Output credit: the offset one past the last output byte the server
-     * has taken from this stream into the session. The host sends at most
+     * has taken into the session. The first message on every Data stream
+     * is an output_ack with the session's end offset: the host sends its
+     * output from that offset on (on a resumed session, the output the
+     * server has not had yet). The host sends at most
      * 16 Output messages past it. The server stops acknowledging while
      * its guests are behind (backpressure), which pauses the host's PTY
      * reader; no output frames are ever left unread on the server. A host
@@ -554,7 +705,7 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
  * Use `create(HostDataResponseSchema)` to create a new message.
  */
 export const HostDataResponseSchema: GenMessage<HostDataResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 13);
+  messageDesc(file_rendezvous_v1_rendezvous, 14);
 
 /**
  * How a session's process ended.
@@ -596,7 +747,7 @@ export type ExitStatus = Message<"rendezvous.v1.ExitStatus"> & {
  * Use `create(ExitStatusSchema)` to create a new message.
  */
 export const ExitStatusSchema: GenMessage<ExitStatus> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 14);
+  messageDesc(file_rendezvous_v1_rendezvous, 15);
 
 /**
  * A terminal size in character cells.
@@ -620,7 +771,7 @@ export type WindowSize = Message<"rendezvous.v1.WindowSize"> & {
  * Use `create(WindowSizeSchema)` to create a new message.
  */
 export const WindowSizeSchema: GenMessage<WindowSize> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 15);
+  messageDesc(file_rendezvous_v1_rendezvous, 16);
 
 /**
  * What a guest asks to attach to.
@@ -734,7 +885,7 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
  * Use `create(AttachRequestSchema)` to create a new message.
  */
 export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 16);
+  messageDesc(file_rendezvous_v1_rendezvous, 17);
 
 /**
  * One event on a guest's stream.
@@ -775,6 +926,18 @@ export type GuestEvent = Message<"rendezvous.v1.GuestEvent"> & {
      */
     value: WindowSize;
     case: "size";
+  } | {
+    /**
+     * The session's host lost its connection and is expected back
+     * (reconnecting true), or is back (false). Sent when it changes, and
+     * after Attached when the host is away. While it is away the guest
+     * stays attached; input waits in the session's bounded queue, and
+     * SendInput answers UNAVAILABLE once that is full.
+     *
+     * @generated from field: rendezvous.v1.HostState host_state = 6;
+     */
+    value: HostState;
+    case: "hostState";
   } | { case: undefined; value?: undefined };
 };
 
@@ -783,7 +946,36 @@ export type GuestEvent = Message<"rendezvous.v1.GuestEvent"> & {
  * Use `create(GuestEventSchema)` to create a new message.
  */
 export const GuestEventSchema: GenMessage<GuestEvent> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 17);
+  messageDesc(file_rendezvous_v1_rendezvous, 18);
+
+/**
+ * Whether a session's host is connected.
+ *
+ * @generated from message rendezvous.v1.HostState
+ */
+export type HostState = Message<"rendezvous.v1.HostState"> & {
+  /**
+   * True while the host is away and the server waits for it to resume.
+   *
+   * @generated from field: bool reconnecting = 1;
+   */
+  reconnecting: boolean;
+
+  /**
+   * In plain words, e.g. "the host lost its connection; waiting up to
+   * 5 min for it to come back".
+   *
+   * @generated from field: string message = 2;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message rendezvous.v1.HostState.
+ * Use `create(HostStateSchema)` to create a new message.
+ */
+export const HostStateSchema: GenMessage<HostState> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 19);
 
 /**
  * The first event on a guest's stream.
@@ -846,7 +1038,7 @@ export type Attached = Message<"rendezvous.v1.Attached"> & {
  * Use `create(AttachedSchema)` to create a new message.
  */
 export const AttachedSchema: GenMessage<Attached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 18);
+  messageDesc(file_rendezvous_v1_rendezvous, 20);
 
 /**
  * Output bytes of the session.
@@ -872,7 +1064,7 @@ export type Output = Message<"rendezvous.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 19);
+  messageDesc(file_rendezvous_v1_rendezvous, 21);
 
 /**
  * The guest fell behind the retained output; missed_bytes were skipped and
@@ -892,7 +1084,7 @@ export type Lagged = Message<"rendezvous.v1.Lagged"> & {
  * Use `create(LaggedSchema)` to create a new message.
  */
 export const LaggedSchema: GenMessage<Lagged> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 20);
+  messageDesc(file_rendezvous_v1_rendezvous, 22);
 
 /**
  * @generated from message rendezvous.v1.SendInputRequest
@@ -928,7 +1120,7 @@ export type SendInputRequest = Message<"rendezvous.v1.SendInputRequest"> & {
  * Use `create(SendInputRequestSchema)` to create a new message.
  */
 export const SendInputRequestSchema: GenMessage<SendInputRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 21);
+  messageDesc(file_rendezvous_v1_rendezvous, 23);
 
 /**
  * @generated from message rendezvous.v1.SendInputResponse
@@ -941,7 +1133,7 @@ export type SendInputResponse = Message<"rendezvous.v1.SendInputResponse"> & {
  * Use `create(SendInputResponseSchema)` to create a new message.
  */
 export const SendInputResponseSchema: GenMessage<SendInputResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 22);
+  messageDesc(file_rendezvous_v1_rendezvous, 24);
 
 /**
  * @generated from message rendezvous.v1.ResizeRequest
@@ -973,7 +1165,7 @@ export type ResizeRequest = Message<"rendezvous.v1.ResizeRequest"> & {
  * Use `create(ResizeRequestSchema)` to create a new message.
  */
 export const ResizeRequestSchema: GenMessage<ResizeRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 23);
+  messageDesc(file_rendezvous_v1_rendezvous, 25);
 
 /**
  * @generated from message rendezvous.v1.ResizeResponse
@@ -986,7 +1178,7 @@ export type ResizeResponse = Message<"rendezvous.v1.ResizeResponse"> & {
  * Use `create(ResizeResponseSchema)` to create a new message.
  */
 export const ResizeResponseSchema: GenMessage<ResizeResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 24);
+  messageDesc(file_rendezvous_v1_rendezvous, 26);
 
 /**
  * @generated from message rendezvous.v1.AckRequest
@@ -1023,7 +1215,7 @@ export type AckRequest = Message<"rendezvous.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 25);
+  messageDesc(file_rendezvous_v1_rendezvous, 27);
 
 /**
  * @generated from message rendezvous.v1.AckResponse
@@ -1036,7 +1228,7 @@ export type AckResponse = Message<"rendezvous.v1.AckResponse"> & {
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 26);
+  messageDesc(file_rendezvous_v1_rendezvous, 28);
 
 /**
  * A request on the Terminal stream.
@@ -1083,7 +1275,7 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
  * Use `create(TerminalRequestSchema)` to create a new message.
  */
 export const TerminalRequestSchema: GenMessage<TerminalRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 27);
+  messageDesc(file_rendezvous_v1_rendezvous, 29);
 
 /**
  * What a Terminal guest has processed (see AckRequest).
@@ -1111,7 +1303,7 @@ export type TerminalAck = Message<"rendezvous.v1.TerminalAck"> & {
  * Use `create(TerminalAckSchema)` to create a new message.
  */
 export const TerminalAckSchema: GenMessage<TerminalAck> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 28);
+  messageDesc(file_rendezvous_v1_rendezvous, 30);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsRequest
@@ -1140,7 +1332,7 @@ export type ListSessionsRequest = Message<"rendezvous.v1.ListSessionsRequest"> &
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 29);
+  messageDesc(file_rendezvous_v1_rendezvous, 31);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsResponse
@@ -1157,7 +1349,7 @@ export type ListSessionsResponse = Message<"rendezvous.v1.ListSessionsResponse">
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 30);
+  messageDesc(file_rendezvous_v1_rendezvous, 32);
 
 /**
  * One host of a task.
@@ -1193,7 +1385,7 @@ export type HostInfo = Message<"rendezvous.v1.HostInfo"> & {
  * Use `create(HostInfoSchema)` to create a new message.
  */
 export const HostInfoSchema: GenMessage<HostInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 31);
+  messageDesc(file_rendezvous_v1_rendezvous, 33);
 
 /**
  * One session (PTY) of a host.
@@ -1242,7 +1434,7 @@ export type SessionInfo = Message<"rendezvous.v1.SessionInfo"> & {
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema: GenMessage<SessionInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 32);
+  messageDesc(file_rendezvous_v1_rendezvous, 34);
 
 /**
  * A guest's role in a session.
