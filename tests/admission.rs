@@ -84,7 +84,10 @@ fn host_named(url: &str, token: Option<&str>, who: &str, secret: &str, name: &st
         .secret(secret)
         .command(&command[0], &command[1..])
         .env("PS1", "$ ")
-        .env("WHO", who);
+        .env("WHO", who)
+        // A dropped host is gone at once: these tests are about who may
+        // take a task, not about resuming.
+        .grace_period(std::time::Duration::ZERO);
     if let Some(token) = token {
         builder = builder.host_token(token);
     }

@@ -88,6 +88,8 @@ fn host(server: &TestServer, token: &str) -> Host {
         .host_token(token)
         .command(&command[0], &command[1..])
         .env("PS1", "$ ")
+        // host_left comes when the host is gone for good: at once.
+        .grace_period(std::time::Duration::ZERO)
         .build()
         .unwrap()
 }

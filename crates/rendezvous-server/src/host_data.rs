@@ -80,10 +80,12 @@ pub(crate) fn serve(
 ) -> DataStream {
     let HostLink {
         input,
-        size,
+        mut size,
         stream: number,
         replaced,
     } = link;
+    // A size set while no stream served the session goes first.
+    size.mark_changed();
     // Read after the link was made: the old stream, if any, can no longer
     // add output, so this is exactly where the host must go on from.
     let end = session.end_offset();

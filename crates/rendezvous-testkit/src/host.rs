@@ -34,7 +34,8 @@ impl TestHost {
     }
 
     /// A host of `task_id` running `command` for each new shell, with
-    /// `PS1="$ "`, registered.
+    /// `PS1="$ "`, registered. It has no grace period: dropping it ends
+    /// its sessions at once (tests of resuming build their own host).
     pub async fn with_command(server: &TestServer, task_id: &str, command: Vec<String>) -> Self {
         let host = rendezvous_host::Host::builder(&server.url)
             .tls(server.client_tls.clone())
@@ -42,6 +43,7 @@ impl TestHost {
             .command(&command[0], &command[1..])
             .env("PS1", "$ ")
             .env("HISTFILE", "/dev/null")
+            .grace_period(std::time::Duration::ZERO)
             .build()
             .expect("build host");
         Self::from_host(host).await

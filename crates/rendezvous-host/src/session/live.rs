@@ -86,7 +86,9 @@ pub(crate) fn start(
         input_written,
         size: size.clone(),
     };
-    let task = run(id, process, log, queue, written_tx, size, closed);
+    // Subscribed now, so that no resize is missed before the task runs.
+    let sizes = size.subscribe();
+    let task = run(id, process, log, queue, written_tx, sizes, closed);
     (live, close, task)
 }
 
@@ -96,7 +98,7 @@ async fn run(
     log: Arc<watch::Sender<OutputLog>>,
     queue: mpsc::Receiver<Bytes>,
     written: watch::Sender<u64>,
-    size: Arc<watch::Sender<PtySize>>,
+    sizes: watch::Receiver<PtySize>,
     closed: oneshot::Receiver<CloseReason>,
 ) {
     let PtyProcess {
@@ -106,7 +108,6 @@ async fn run(
         processes,
     } = process;
     let close = async move { closed.await.unwrap_or(CloseReason::HostShutdown) };
-    let sizes = size.subscribe();
     let write = write_pty(&id, writer, queue, sizes, written);
     let main = async {
         let mut pump = Box::pin(pump_output(&mut reader, &mut child, &log));
