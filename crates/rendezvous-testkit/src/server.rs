@@ -60,7 +60,22 @@ impl TestServer {
     /// # Errors
     /// The bind's error.
     pub async fn start_at(addr: SocketAddr, config: ServerConfig) -> io::Result<Self> {
-        let running = Server::bind(addr, config).await?.spawn()?;
+        // A crashed server's listener closes when its aborted task is
+        // dropped, which may be just after `stop` returned: retry the bind
+        // while the port is still held, up to the kit's deadline.
+        let deadline = tokio::time::Instant::now() + crate::DEADLINE;
+        let server = loop {
+            match Server::bind(addr, config.clone()).await {
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                other => break other?,
+            }
+        };
+        let running = server.spawn()?;
         Ok(Self {
             url: running.url(),
             addr: running.local_addr(),
