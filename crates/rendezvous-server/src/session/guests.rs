@@ -20,6 +20,14 @@ use crate::auth::Digest;
 /// as a new one.
 pub const RESUME_GRACE: Duration = Duration::from_millis(600_000);
 
+/// How long a read-write guest whose stream broke keeps setting the host's
+/// pace, in ms (10 s): long enough for a guest to reconnect and resume
+/// (the native guest retries after 0.5 s, the web guest at once), so that
+/// a blip does not let the host run more than the retained output ahead of
+/// it and cost it a `Lagged`. After it, the guest counts as gone, as a
+/// stalled one does.
+pub const DEPARTED_PACE: Duration = Duration::from_millis(10_000);
+
 /// Most guests whose stream ended a session remembers for resuming; past
 /// it, the one that left first is forgotten (64, about 100 bytes each).
 pub const MAX_DEPARTED_GUESTS: usize = 64;
@@ -90,6 +98,8 @@ struct Departed {
     next_seq: u64,
     joined: u64,
     left_at: Instant,
+    /// Its cursor when it left, for [`DEPARTED_PACE`].
+    cursor: u64,
 }
 
 /// What carries over when a guest resumes: its ID, token, input sequence
@@ -179,22 +189,37 @@ impl Guests {
     /// Who holds the host back now, at `now`: the read-write guests that
     /// read or acknowledged something within `stalled`. Read-only guests
     /// never do: they lag instead.
+    ///
+    /// A read-write guest whose stream broke keeps holding it back for
+    /// [`DEPARTED_PACE`] from where it was, so that it can resume exactly.
     pub(crate) fn pace(&self, now: Instant, stalled: Duration) -> Pace {
-        let pacing = self.attached.values().filter(|g| {
-            g.role == Role::ReadWrite && now.saturating_duration_since(g.last_progress) < stalled
-        });
-        pacing.fold(Pace::Free, |pace, g| {
-            let stalls_at = g.last_progress + stalled;
+        let attached = self
+            .attached
+            .values()
+            .filter(|g| {
+                g.role == Role::ReadWrite
+                    && now.saturating_duration_since(g.last_progress) < stalled
+            })
+            .map(|g| (g.cursor, g.last_progress + stalled));
+        let departed = self
+            .departed
+            .iter()
+            .filter(|d| {
+                d.role == Role::ReadWrite
+                    && now.saturating_duration_since(d.left_at) < DEPARTED_PACE
+            })
+            .map(|d| (d.cursor, d.left_at + DEPARTED_PACE));
+        attached.chain(departed).fold(Pace::Free, |pace, (cursor, stalls_at)| {
             match pace {
                 Pace::Free => Pace::Guests {
-                    fastest_cursor: g.cursor,
+                    fastest_cursor: cursor,
                     stalls_at,
                 },
                 Pace::Guests {
                     fastest_cursor,
                     stalls_at: at,
                 } => Pace::Guests {
-                    fastest_cursor: fastest_cursor.max(g.cursor),
+                    fastest_cursor: fastest_cursor.max(cursor),
                     stalls_at: at.max(stalls_at),
                 },
             }
@@ -221,15 +246,19 @@ impl Guests {
     pub(crate) fn attach(&mut self, joining: Joining<'_>, now: Instant) -> Option<Attached> {
         self.departed
             .retain(|d| now.duration_since(d.left_at) < RESUME_GRACE);
-        let resumed = joining
-            .resume
-            .and_then(|(id, presented)| self.resumable(id, presented, joining.role));
-        let replacing = resumed
-            .as_ref()
-            .is_some_and(|r| self.attached.contains_key(&r.id));
+        // The limit first: a refused resume must keep a departed guest's
+        // record, so that it can resume once there is room.
+        let replacing = joining.resume.is_some_and(|(id, presented)| {
+            self.attached.get(id).is_some_and(|g| {
+                g.role == joining.role && g.token.as_ref().is_some_and(|t| t.matches(presented))
+            })
+        });
         if !replacing && self.attached.len() >= joining.max_guests {
             return None;
         }
+        let resumed = joining
+            .resume
+            .and_then(|(id, presented)| self.resumable(id, presented, joining.role));
         let was_resumed = resumed.is_some();
         let carried = resumed.unwrap_or_else(|| {
             self.joins += 1;
@@ -330,6 +359,7 @@ impl Guests {
                 next_seq: gone.input.next_seq(),
                 joined: gone.joined,
                 left_at: now,
+                cursor: gone.cursor,
             });
         }
         if self.is_primary(id) {

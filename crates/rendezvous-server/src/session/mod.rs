@@ -65,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Digest;
 use crate::terminal_replies;
-pub use guests::{DEFAULT_SIZE, MAX_DEPARTED_GUESTS, RESUME_GRACE};
+pub use guests::{DEFAULT_SIZE, DEPARTED_PACE, MAX_DEPARTED_GUESTS, RESUME_GRACE};
 use guests::{Guest, Guests, Joining, Pace, clamp_size};
 use host_link::HostInputQueue;
 pub use host_link::{HostInputReader, HostLink};

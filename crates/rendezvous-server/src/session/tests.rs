@@ -476,3 +476,55 @@ fn host_rx(s: &Session) -> HostRx<'_> {
         input: s.attach_host(0).unwrap().input,
     }
 }
+
+/// Found by the session fuzzer: a resume refused at the guest limit must
+/// not cost the departed guest its record.
+#[test]
+fn a_resume_refused_at_the_limit_keeps_the_departed_guest_resumable() {
+    let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+    let limit = |resume_guest| NewGuest {
+        max_guests: 1,
+        ..rw(resume_guest)
+    };
+    let g = s.attach_guest("g".into(), Digest::of("tok"), limit(None)).unwrap();
+    s.detach(&g.guest_id, g.attachment);
+    let other = s
+        .attach_guest("other".into(), Digest::of("x"), limit(None))
+        .unwrap();
+    assert_eq!(
+        s.attach_guest("new".into(), Digest::of("y"), limit(Some(("g", "tok")))),
+        Err(SessionError::TooManyGuests(1))
+    );
+    s.detach(&other.guest_id, other.attachment);
+    let back = s
+        .attach_guest("new".into(), Digest::of("y"), limit(Some(("g", "tok"))))
+        .unwrap();
+    assert!(back.resumed, "{back:?}");
+    assert_eq!(back.guest_id, "g");
+}
+
+/// Found by the fault tests: a guest whose stream broke keeps the host's
+/// pace for a while, so that it resumes without a `Lagged`; a guest that
+/// cannot resume (no token) frees the host at once.
+#[test]
+fn a_broken_read_write_guest_holds_the_host_for_a_while() {
+    let s = Session::new("s".into(), 80, 24, small());
+    let g = s.attach_guest("g".into(), Digest::of("tok"), rw(None)).unwrap();
+    s.push_output(&[b'x'; 200]);
+    assert!(
+        s.wait_for_room().now_or_never().is_none(),
+        "the attached guest is behind"
+    );
+    s.detach(&g.guest_id, g.attachment);
+    assert!(
+        s.wait_for_room().now_or_never().is_none(),
+        "the departed guest still sets the pace, for DEPARTED_PACE"
+    );
+    let plain = Session::new("p".into(), 80, 24, small());
+    plain.add_guest("plain".into(), Role::ReadWrite, 80, 24, None);
+    plain.push_output(&[b'x'; 200]);
+    assert!(plain.wait_for_room().now_or_never().is_none());
+    plain.remove_guest("plain");
+    assert!(plain.wait_for_room().now_or_never().is_some());
+    assert!(DEPARTED_PACE < RESUME_GRACE);
+}
