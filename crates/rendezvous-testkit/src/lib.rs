@@ -6,7 +6,9 @@
 //! - [`TestHost`]: a real host whose shells run bash on PTYs;
 //! - [`Transcript`]: a guest's events with `until(marker)`, `until_exit()`
 //!   and one deadline; [`TermGuest`]: a native guest on the Terminal call;
-//! - [`proxy::CutProxy`]: a TCP proxy that holds and cuts connections;
+//! - [`proxy::FaultProxy`]: a TCP proxy that cuts, stalls, blackholes,
+//!   delays and throttles each direction ([`proxy::CutProxy`]: its
+//!   earlier API, mute and cut);
 //! - [`ProcessOutput`]: a `rendezvous` binary as a child process, what it
 //!   prints kept for the test;
 //! - [`held_output`]: waits until a session's output stops growing;
