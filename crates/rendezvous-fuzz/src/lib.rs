@@ -9,6 +9,15 @@
 //!   sends, each pushed through the server's own handlers and checks;
 //! - [`session`]: one session driven by random host and guest actions,
 //!   checked against a model of what it documents;
+//! - [`registry`]: the registry with its services' unary calls and guest
+//!   streams, driven by random hosts and guests, beside a bystander task
+//!   that must never notice;
+//! - [`wire`]: whole HTTP requests with framed (and misframed) gRPC and
+//!   gRPC-Web bodies through the server's whole application, in process:
+//!   the message-size limit's own reading of the framing, tonic-web,
+//!   tonic, the handlers;
+//! - [`parsers`]: guest and CI identity tokens, JWKS and PEM keys, and
+//!   the stripping of terminal replies from guest input.
 //!
 //! Shared parts: [`exec`] runs an input on a fresh runtime and fails it
 //! when any task panicked; [`pattern`] is host output whose bytes are
@@ -19,11 +28,17 @@
 pub mod decoders;
 pub mod exec;
 pub mod fixture;
+pub mod parsers;
 pub mod pattern;
+pub mod registry;
 pub mod session;
+pub mod wire;
 
 pub use decoders::decoders;
+pub use parsers::parsers;
+pub use registry::registry;
 pub use session::session;
+pub use wire::wire;
 
 /// Up to `max` actions from `u`, as many as its bytes make: every byte
 /// counts (no "keep going" flag per element, which would make random
@@ -54,4 +69,10 @@ pub type Harness = fn(&[u8]);
 
 /// Every harness by its name, which is also its cargo-fuzz target's and
 /// its regression directory's.
-pub const HARNESSES: &[(&str, Harness)] = &[("decoders", decoders), ("session", session)];
+pub const HARNESSES: &[(&str, Harness)] = &[
+    ("decoders", decoders),
+    ("session", session),
+    ("registry", registry),
+    ("wire", wire),
+    ("parsers", parsers),
+];

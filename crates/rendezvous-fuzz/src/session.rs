@@ -614,7 +614,9 @@ impl Harness {
                 self.model.exit.get_or_insert(code(c));
             }
             Action::Room => {
-                let room = self.session.wait_for_room().now_or_never().is_some();
+                let room = tokio::task::unconstrained(self.session.wait_for_room())
+                    .now_or_never()
+                    .is_some();
                 assert_eq!(
                     room,
                     self.model.room(),
@@ -929,9 +931,9 @@ impl Harness {
         };
         self.model.inputs_made += 1;
         let data = Bytes::from_static(pattern::run(self.model.inputs_made * 13, len));
-        let result = self
-            .session
-            .send_input(&id, seq, data.clone())
+        // Unconstrained: tokio's cooperative budget would make a queue
+        // with room look full after many operations in one poll.
+        let result = tokio::task::unconstrained(self.session.send_input(&id, seq, data.clone()))
             .now_or_never();
         if let Some(refusal) = self.refusal(who) {
             assert_eq!(result, Some(Err(refusal)), "input that must be refused");

@@ -138,7 +138,7 @@ macro_rules! harness_tests {
     )*};
 }
 
-harness_tests!(decoders, session);
+harness_tests!(decoders, session, registry, wire, parsers);
 
 /// The inputs of `regressions/session/known-bugs/`, against what the
 /// documentation says: each shows a server bug (see
@@ -156,7 +156,7 @@ fn session_known_bugs_are_fixed() {
 
 #[test]
 fn every_harness_is_tested_here() {
-    let tested = ["decoders", "session"];
+    let tested = ["decoders", "session", "registry", "wire", "parsers"];
     for (name, _) in HARNESSES {
         assert!(tested.contains(name), "harness {name} has no tests here");
     }
