@@ -414,8 +414,7 @@ async fn send_input(request: SendInputRequest) {
     let status = api
         .send_input(Request::new(request.clone()))
         .await
-        .err()
-        .expect("input with made-up credentials");
+        .expect_err("input with made-up credentials");
     check_status(&status, Code::Unauthenticated, &fields, "SendInput");
     // A read-only guest, with its own credentials.
     let viewer = SendInputRequest {
@@ -431,7 +430,7 @@ async fn send_input(request: SendInputRequest) {
         Code::PermissionDenied
     };
     check_status(
-        &result.err().expect("a viewer's input"),
+        &result.expect_err("a viewer's input"),
         code,
         &[],
         "SendInput",
@@ -446,7 +445,7 @@ async fn send_input(request: SendInputRequest) {
     let got = fx.a_inputs();
     if request.data.len() > limit {
         check_status(
-            &result.err().expect("input over the limit"),
+            &result.expect_err("input over the limit"),
             Code::ResourceExhausted,
             &[],
             "SendInput",
@@ -454,7 +453,7 @@ async fn send_input(request: SendInputRequest) {
         assert!(got.is_empty());
     } else if request.seq > rendezvous_server::session::MAX_PENDING_INPUTS {
         check_status(
-            &result.err().expect("input too far ahead"),
+            &result.expect_err("input too far ahead"),
             Code::ResourceExhausted,
             &[],
             "SendInput",
@@ -482,8 +481,7 @@ async fn resize(request: ResizeRequest) {
     let status = api
         .resize(Request::new(request.clone()))
         .await
-        .err()
-        .expect("a resize with made-up credentials");
+        .expect_err("a resize with made-up credentials");
     check_status(&status, Code::Unauthenticated, &fields, "Resize");
     let viewer = ResizeRequest {
         guest_id: fx.viewer.handle.id().to_owned(),
@@ -515,8 +513,7 @@ async fn ack(request: AckRequest) {
     let status = api
         .ack(Request::new(request.clone()))
         .await
-        .err()
-        .expect("an ack with made-up credentials");
+        .expect_err("an ack with made-up credentials");
     check_status(&status, Code::Unauthenticated, &fields, "Ack");
     for guest in [&fx.viewer, &fx.writer] {
         let own = AckRequest {

@@ -183,6 +183,9 @@ struct GuestEntry {
     /// Offset of the next byte the stream must send; `None` until the
     /// first Output or Lagged (a stream starts where it was asked to).
     cursor: Option<u64>,
+    /// The stream sent Exit: only its end may follow.
+    exited: bool,
+    /// The stream has ended.
     done: bool,
 }
 
@@ -743,6 +746,7 @@ impl Harness {
             token: attached.guest_token,
             role,
             cursor: None,
+            exited: false,
             done: false,
         });
     }
@@ -863,14 +867,18 @@ impl Harness {
 /// Reads one event from a guest's stream if one is ready, and checks it
 /// continues the stream exactly.
 fn poll(g: &mut GuestEntry) {
+    // Like tonic, never poll a stream again once it has ended.
+    if g.done {
+        return;
+    }
     let Some(item) = tokio::task::unconstrained(g.stream.next()).now_or_never() else {
         return;
     };
-    assert!(!g.done, "an event after the stream's end");
     let Some(item) = item else {
         g.done = true;
         return;
     };
+    assert!(!g.exited, "an event after Exit: {item:?}");
     let event = match item {
         Ok(GuestEvent { event: Some(event) }) => event,
         Ok(GuestEvent { event: None }) => panic!("an empty event"),
@@ -901,7 +909,7 @@ fn poll(g: &mut GuestEntry) {
             assert!(lagged.missed_bytes > 0, "a Lagged of nothing");
             g.cursor = g.cursor.map(|c| c + lagged.missed_bytes);
         }
-        guest_event::Event::Exit(_) => g.done = true,
+        guest_event::Event::Exit(_) => g.exited = true,
         guest_event::Event::Size(size) => {
             assert!((1..=1000).contains(&size.cols) && (1..=1000).contains(&size.rows));
         }

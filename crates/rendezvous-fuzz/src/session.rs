@@ -291,6 +291,16 @@ struct Model {
     inputs_made: u64,
 }
 
+/// A terminal dimension from the fuzzer's number: often 0 (the default)
+/// or the largest there is, else the number itself.
+fn cells(n: u32) -> u32 {
+    match n % 4 {
+        0 => 0,
+        1 => u32::MAX,
+        _ => n,
+    }
+}
+
 fn clamp(cols: u32, rows: u32) -> WindowSize {
     WindowSize {
         cols: clamp_cells(cols, DEFAULT_SIZE.cols),
@@ -586,7 +596,7 @@ impl Harness {
             }
             Action::Resize { who, cols, rows } => {
                 let who = self.who(who);
-                self.resize(who, cols, rows);
+                self.resize(who, cells(cols), cells(rows));
             }
             Action::Window { who, bytes } => {
                 let who = self.who(who);
@@ -657,14 +667,15 @@ impl Harness {
         });
         let fresh = self.model.guests.len();
         let (fresh_id, fresh_token) = (format!("g{fresh}"), format!("token-{fresh}"));
+        let (cols, rows) = (cells(u32::from(cols)), cells(u32::from(rows)));
         let requested = from.map(|o| self.model.offset(o, 0));
         let result = self.session.attach_guest(
             fresh_id.clone(),
             Digest::of(&fresh_token),
             NewGuest {
                 role,
-                cols: u32::from(cols),
-                rows: u32::from(rows),
+                cols,
+                rows,
                 resume_offset: requested,
                 resume_guest: resume
                     .as_ref()
@@ -720,7 +731,7 @@ impl Harness {
         assert_eq!(attached.resumed, resumed.is_some(), "resumed or not");
         let live = Live {
             attachment: attached.attachment,
-            size: clamp(u32::from(cols), u32::from(rows)),
+            size: clamp(cols, rows),
             cursor,
             acked: cursor,
             acked_messages: 0,

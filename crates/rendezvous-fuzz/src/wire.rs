@@ -249,7 +249,7 @@ async fn send(fx: &Fixture, input: &Input<'_>) {
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::HOST, "127.0.0.1:8080")
         .header("te", "trailers");
-    if matches!(input.transport, Transport::GrpcWebText) && input.chunks.len() % 2 == 0 {
+    if matches!(input.transport, Transport::GrpcWebText) && input.chunks.len().is_multiple_of(2) {
         request = request.header(http::header::ACCEPT, "application/grpc-web-text");
     }
     match input.origin {

@@ -22,7 +22,7 @@ use rendezvous_fuzz::{HARNESSES, Harness};
 const DEFAULT_SECS: u64 = 10;
 
 /// Default seed of the random inputs.
-const DEFAULT_SEED: u64 = 0x5eed_11_05;
+const DEFAULT_SEED: u64 = 0x5eed_1105;
 
 fn harness(name: &str) -> Harness {
     HARNESSES
