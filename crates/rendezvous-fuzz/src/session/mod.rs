@@ -1,0 +1,319 @@
+//! The session harness: one [`Session`] driven by a random sequence of
+//! host and guest actions, checked after every step against a model of
+//! what the session's documentation promises.
+//!
+//! The model knows the session's offsets, retained output, guests (live,
+//! replaced, departed and resumable), input order and windows, so it
+//! checks values, not only the absence of panics:
+//! - every read is exact: an Output starts at the guest's cursor, holds
+//!   the stream's bytes at those offsets (see [`crate::pattern`]), and is
+//!   as long as the cursor, the end, the message cap (64 KiB until the
+//!   guest's first ack) and the guest's byte window allow; a Lagged says
+//!   exactly how many bytes fell out of the retained output, which is the
+//!   last `retained_output_bytes` bytes, never more; a replaced or
+//!   departed stream reads Replaced; Exit comes after the last byte;
+//! - input is applied once, in order, and reaches the host's queue as the
+//!   session promises: repeats dropped, gaps waited for, at most
+//!   [`MAX_PENDING_INPUTS`] ahead and [`MAX_PENDING_INPUT_BYTES`] waiting,
+//!   the queue bounded by [`HOST_INPUT_QUEUE_MESSAGES`];
+//! - guests: at most `max_guests`, at most [`MAX_DEPARTED_GUESTS`]
+//!   remembered for resuming, resumed only with their token and role;
+//!   read-only guests never write or resize; the PTY size is the smallest
+//!   of the read-write guests';
+//! - backpressure: the host has room exactly when the session says so;
+//! - a bystander session, fed and read alongside, stays exact.
+
+//!
+//! # Files
+//! - `actions`: what an input is made of (the bounds and the actions);
+//! - `model`: what the session documents, as a model;
+//! - `bystander`: the session beside it that nothing touches;
+//! - `steps`: each action, taken on the session and the model, and
+//!   checked;
+//! - this file: the entry points, the known bugs ([`Mode`]), and the
+//!   properties checked after every step.
+
+mod actions;
+mod bystander;
+mod model;
+mod steps;
+
+use std::collections::VecDeque;
+
+use arbitrary::{Arbitrary, Unstructured};
+use futures::FutureExt;
+use rendezvous_proto::{ExitStatus, HostDataResponse, exit_status, host_data_response};
+use rendezvous_server::session::{
+    MAX_DEPARTED_GUESTS, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, MAX_WINDOW_BYTES,
+    MIN_WINDOW_BYTES, Read, Session,
+};
+use tokio::sync::mpsc;
+
+use actions::{Action, Config};
+use bystander::Bystander;
+use model::{Model, cells, clamp};
+
+/// Most actions one input runs.
+pub const MAX_ACTIONS: usize = 400;
+
+/// What the model expects where the server has a known bug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// What the documentation says, everywhere.
+    Documented,
+    /// What the server does today where a bug this harness found is not
+    /// fixed yet, so that fuzzing goes on looking for other ones. The
+    /// known bugs:
+    ///
+    /// 1. A departed guest that tries to resume while its session is at
+    ///    its guest limit is refused (right), and loses its departed
+    ///    record (wrong: `Guests::attach` in the server's
+    ///    `session/guests.rs` takes the record out in `resumable` before
+    ///    it checks the limit). Attached again within [`RESUME_GRACE`]
+    ///    once there is room, it is a new guest: its input sequence starts
+    ///    over, and a retried input is not applied exactly once.
+    ///    Input: `regressions/session/known-bugs/`.
+    ///
+    /// [`RESUME_GRACE`]: rendezvous_server::session::RESUME_GRACE
+    FollowKnownBugs,
+}
+
+/// Runs the session harness on `data`, following the server's known bugs
+/// (see [`Mode`]). See the module docs.
+///
+/// # Panics
+/// When the session breaks a property the module docs list.
+pub fn session(data: &[u8]) {
+    session_in(Mode::FollowKnownBugs, data);
+}
+
+/// Runs the session harness on `data`, expecting what the documentation
+/// says everywhere: fails on inputs that show a known bug.
+///
+/// # Panics
+/// As [`session`], and on the known bugs.
+pub fn session_documented(data: &[u8]) {
+    session_in(Mode::Documented, data);
+}
+
+fn session_in(mode: Mode, data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(config) = Config::arbitrary(&mut u) else {
+        return;
+    };
+    let actions = crate::actions::<Action>(&mut u, MAX_ACTIONS);
+    crate::exec::run(async move { Harness::new(config, mode).run(&actions) });
+}
+
+/// One input's run: the session under test with its host side, the
+/// model it is checked against, and the bystander.
+struct Harness {
+    mode: Mode,
+    session: Session,
+    host_input: mpsc::Receiver<HostDataResponse>,
+    model: Model,
+    bystander: Bystander,
+}
+
+fn code(code: i32) -> ExitStatus {
+    ExitStatus {
+        status: Some(exit_status::Status::Code(code)),
+        message: String::new(),
+    }
+}
+
+impl Harness {
+    fn new(config: Config, mode: Mode) -> Self {
+        let relay = config.relay();
+        let session = Session::new(
+            "fuzzed".into(),
+            u32::from(config.cols),
+            u32::from(config.rows),
+            relay,
+        );
+        let (host_input, _size) = session.attach_host().expect("a new session takes its host");
+        assert!(session.attach_host().is_none(), "a second host attached");
+        let model = Model {
+            relay,
+            max_guests: usize::from(config.max_guests % 8) + 1,
+            end: 0,
+            exit: None,
+            size: clamp(u32::from(config.cols), u32::from(config.rows)),
+            guests: Vec::new(),
+            departed: VecDeque::new(),
+            primary: None,
+            joins: 0,
+            attachments: 0,
+            host_queue: VecDeque::new(),
+            inputs_made: 0,
+        };
+        Self {
+            mode,
+            session,
+            host_input,
+            model,
+            bystander: Bystander::new(),
+        }
+    }
+
+    fn run(mut self, actions: &[Action]) {
+        for (step, action) in actions.iter().enumerate() {
+            if crate::tracing() {
+                eprintln!(
+                    "{step}: {action:?} (guests {}, end {})",
+                    self.model.guests.len(),
+                    self.model.end
+                );
+            }
+            self.apply(*action);
+            self.check(step, action);
+            self.bystander.step();
+        }
+    }
+
+    /// The guest `who` names: one of those made so far, or (one past
+    /// them) a guest the session never had.
+    fn who(&self, who: u8) -> Option<usize> {
+        let i = usize::from(who) % (self.model.guests.len() + 1);
+        (i < self.model.guests.len()).then_some(i)
+    }
+
+    fn id(&self, who: Option<usize>) -> String {
+        who.map_or_else(|| "nobody".to_owned(), |i| self.model.guests[i].id.clone())
+    }
+
+    fn apply(&mut self, action: Action) {
+        match action {
+            Action::Output(len) => self.output(len.bytes()),
+            Action::Attach {
+                read_write,
+                cols,
+                rows,
+                from,
+                resume,
+                window,
+            } => self.attach(read_write, cols, rows, from, resume, window),
+            Action::Read { who, times } => {
+                let who = self.who(who);
+                for _ in 0..=times % 4 {
+                    self.read(who);
+                }
+            }
+            Action::ReadStale { who } => {
+                let who = self.who(who);
+                let id = self.id(who);
+                let stale = who
+                    .and_then(|i| self.model.guests[i].old.last().copied())
+                    .unwrap_or(0);
+                assert_eq!(
+                    self.session.read_attached(&id, stale, 0),
+                    Read::Replaced,
+                    "a stream that no longer serves its guest read something"
+                );
+            }
+            Action::Detach { who } => {
+                let who = self.who(who);
+                self.detach(who);
+            }
+            Action::DetachStale { who } => {
+                let who = self.who(who);
+                let id = self.id(who);
+                let stale = who
+                    .and_then(|i| self.model.guests[i].old.last().copied())
+                    .unwrap_or(0);
+                // Changes nothing: checked after the step.
+                self.session.detach(&id, stale);
+            }
+            Action::Input { who, seq, len } => {
+                let who = self.who(who);
+                self.input(who, seq, len.bytes());
+            }
+            Action::Ack {
+                who,
+                offset,
+                messages,
+            } => {
+                let who = self.who(who);
+                self.ack(who, offset, u64::from(messages));
+            }
+            Action::Resize { who, cols, rows } => {
+                let who = self.who(who);
+                self.resize(who, cells(cols), cells(rows));
+            }
+            Action::Window { who, bytes } => {
+                let who = self.who(who);
+                self.session.set_window(&self.id(who), bytes);
+                if let Some(live) = who.and_then(|i| self.model.guests[i].live.as_mut()) {
+                    live.window = Some(u64::from(bytes).clamp(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES));
+                }
+            }
+            Action::HostReadsInput { count } => {
+                for _ in 0..count % 80 {
+                    let got = self.host_input.try_recv().ok().map(|m| match m.message {
+                        Some(host_data_response::Message::Input(data)) => data,
+                        other => panic!("the host's input queue held {other:?}"),
+                    });
+                    let want = self.model.host_queue.pop_front();
+                    assert_eq!(got, want, "the host read other input than was applied");
+                    if want.is_none() {
+                        break;
+                    }
+                }
+            }
+            Action::Finish { odds, .. } if odds % 16 != 0 => {}
+            Action::Finish { code: c, .. } => {
+                self.session.finish(code(c));
+                self.model.exit.get_or_insert(code(c));
+            }
+            Action::Room => {
+                let room = tokio::task::unconstrained(self.session.wait_for_room())
+                    .now_or_never()
+                    .is_some();
+                assert_eq!(
+                    room,
+                    self.model.room(),
+                    "wait_for_room disagrees with the guests' cursors"
+                );
+            }
+        }
+    }
+}
+
+impl Harness {
+    /// The properties that hold after every step.
+    fn check(&self, step: usize, action: &Action) {
+        let (s, m) = (&self.session, &self.model);
+        let at = || format!("after step {step} ({action:?})");
+        assert_eq!(s.end_offset(), m.end, "end offset {}", at());
+        assert_eq!(s.has_ended(), m.exit.is_some(), "ended {}", at());
+        assert_eq!(s.guest_count(), m.attached(), "guest count {}", at());
+        assert!(
+            s.guest_count() <= m.max_guests,
+            "guests over the limit {}",
+            at()
+        );
+        assert!(m.departed.len() <= MAX_DEPARTED_GUESTS);
+        assert_eq!(s.size(), m.size, "PTY size {}", at());
+        for g in &m.guests {
+            let want = g.live.as_ref().map(|l| l.acked_messages);
+            let attachment = g.live.as_ref().map_or(0, |l| l.attachment);
+            assert_eq!(
+                s.acked_messages(&g.id, attachment),
+                want,
+                "acknowledged messages of {} {}",
+                g.id,
+                at()
+            );
+            for old in &g.old {
+                assert_eq!(
+                    s.acked_messages(&g.id, *old),
+                    None,
+                    "a replaced stream {}",
+                    at()
+                );
+            }
+            assert!(g.input.pending.len() as u64 <= MAX_PENDING_INPUTS);
+            assert!(g.input.pending_bytes <= MAX_PENDING_INPUT_BYTES);
+        }
+    }
+}
