@@ -8,8 +8,11 @@
 //! with `\r\n`), between two markers. The server retains 4 MiB per
 //! session here, more than the whole stream, so that a guest that falls
 //! behind or is away catches up from retained output whatever the
-//! machine's speed: with the default 1 MiB, a guest more than 1 MiB behind
-//! is told it lagged, by design.
+//! machine's speed. With the default 1 MiB: in the slow-link test a guest
+//! more than 1 MiB behind the fastest is told it lagged, by design; in the
+//! cut test, output the server had sent but the guest had not received
+//! (in HTTP/2 windows and socket buffers, up to several MiB) is older than
+//! the retained output when the guest resumes (known, see the issue note).
 
 use std::time::Duration;
 
@@ -185,7 +188,7 @@ impl Guest {
             match event {
                 Event::Output(output) => self.output.extend_from_slice(&output.data),
                 Event::Lagged(lagged) => self.lagged += lagged.missed_bytes,
-                Event::Size(_) => {}
+                Event::Size(_) | Event::HostState(_) => {}
                 Event::Exit(exit) => panic!("unexpected {exit:?}"),
             }
         }
@@ -342,7 +345,7 @@ impl Seen {
             match update {
                 Update::Event(Event::Output(output)) => self.output.extend_from_slice(&output.data),
                 Update::Event(Event::Lagged(lagged)) => self.lagged += lagged.missed_bytes,
-                Update::Event(Event::Size(_)) => {}
+                Update::Event(Event::Size(_) | Event::HostState(_)) => {}
                 Update::Event(Event::Exit(exit)) => panic!("unexpected {exit:?}"),
                 Update::Disconnected { .. } => self.disconnects += 1,
                 Update::Reconnected {

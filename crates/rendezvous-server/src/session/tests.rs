@@ -506,8 +506,8 @@ fn a_resume_refused_at_the_limit_keeps_the_departed_guest_resumable() {
 /// Found by the fault tests: a guest whose stream broke keeps the host's
 /// pace for a while, so that it resumes without a `Lagged`; a guest that
 /// cannot resume (no token) frees the host at once.
-#[test]
-fn a_broken_read_write_guest_holds_the_host_for_a_while() {
+#[tokio::test]
+async fn a_broken_read_write_guest_holds_the_host_for_a_while() {
     let s = Session::new("s".into(), 80, 24, small());
     let g = s.attach_guest("g".into(), Digest::of("tok"), rw(None)).unwrap();
     s.push_output(&[b'x'; 200]);
