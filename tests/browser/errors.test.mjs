@@ -10,7 +10,10 @@ import { after, before, describe, test } from "node:test";
 import { newSecret, useDemoAndBrowser } from "./lib/fixture.mjs";
 import { startHost, startServe } from "./lib/proc.mjs";
 import { startProxy } from "./lib/proxy.mjs";
-import { DEADLINE_MS, recordEvents, recordedEvents, typeLine, waitForLine, waitForStatus, waitForStatusText } from "./lib/terminal.mjs";
+import { DEADLINE_MS, linesMatching, recordEvents, recordedEvents, typeLine, waitForLine, waitForStatus, waitForStatusText } from "./lib/terminal.mjs";
+
+/** The first capture of `pattern` in each matching terminal line. */
+const linesOf = async (page, pattern) => (await linesMatching(page, pattern)).map((line) => line.match(pattern)[1]);
 
 describe("errors in plain words", () => {
   const fx = useDemoAndBrowser();
@@ -64,6 +67,31 @@ describe("errors in plain words", () => {
     const text = await waitForStatus(page, "ended");
     assert.match(text, /^The host has gone: it disconnected, so this session ended .*Reload the page when the host is back/);
     await waitForLine(page, "[rendezvous: the host disconnected; the session ended]");
+  });
+
+  test("the host loses its server for a while: the page stays attached, says so, and goes on in the same shell", async (t) => {
+    const serve = await startServe();
+    t.after(() => serve.stop());
+    const proxy = await startProxy(serve.server);
+    t.after(() => proxy.stop());
+    const secret = newSecret();
+    // The host reaches the server through the proxy; the page directly.
+    const host = await startHost({ server: proxy.url, taskId: "resume-1", secret, gracePeriod: "5m" });
+    t.after(() => host.stop());
+    const page = await open(`${serve.server}/t/resume-1#secret=${secret}`, t);
+    await waitForStatus(page, "connected");
+    await typeLine(page, "echo shell-$$-end");
+    const [shell] = await waitForLine(page, /^shell-\d+-end$/).then(() => linesOf(page, /^shell-(\d+)-end$/));
+
+    await proxy.stop();
+    await waitForStatusText(page, /Host reconnecting: the host lost its connection; waiting up to 5 min for it to come back/);
+    await waitForLine(page, "[rendezvous: the host lost its connection; waiting up to 5 min for it to come back]");
+    await proxy.start();
+    await waitForLine(page, "[rendezvous: the host is back]");
+    await waitForStatusText(page, /Connected to /);
+    // The same shell, and input goes through once.
+    await typeLine(page, "echo again-$$-end");
+    await waitForLine(page, `again-${shell}-end`);
   });
 
   test("the host has gone while the page was away: the re-attach says so and stops", async (t) => {

@@ -19,7 +19,7 @@
 //!     match event {
 //!         Event::Output(output) => print!("{}", String::from_utf8_lossy(&output.data)),
 //!         Event::Exit(status) => println!("{}", rendezvous_guest::describe_exit(&status)),
-//!         Event::Lagged(_) | Event::Size(_) => {}
+//!         Event::Lagged(_) | Event::Size(_) | Event::HostState(_) => {}
 //!     }
 //! }
 //! # Ok(()) }

@@ -122,6 +122,8 @@ struct Guest {
     output: Vec<u8>,
     /// Size events so far.
     sizes: Vec<WindowSize>,
+    /// HostState events so far: whether the host was reconnecting.
+    host_states: Vec<bool>,
 }
 
 impl Guest {
@@ -144,6 +146,7 @@ impl Guest {
             terminal,
             output: Vec::new(),
             sizes: Vec::new(),
+            host_states: Vec::new(),
         }
     }
 
@@ -166,6 +169,7 @@ impl Guest {
         match &event {
             Some(Event::Output(output)) => self.output.extend_from_slice(&output.data),
             Some(Event::Size(size)) => self.sizes.push(*size),
+            Some(Event::HostState(state)) => self.host_states.push(state.reconnecting),
             _ => {}
         }
         Ok(event)
@@ -545,6 +549,7 @@ async fn a_crashed_server_with_the_same_state_key_gets_the_session_back_from_the
         terminal,
         output: Vec::new(),
         sizes: Vec::new(),
+        host_states: Vec::new(),
     };
     joined.until_text("done-42").await;
     let text = String::from_utf8_lossy(&joined.output).into_owned();
@@ -636,10 +641,51 @@ async fn a_cut_host_connection_resumes_with_no_gap_no_duplicate_and_input_once()
         "the input was applied once"
     );
     assert_eq!(
+        guest.host_states,
+        [true, false],
+        "told the host was reconnecting, then back"
+    );
+    assert_eq!(
         host.registered_other_than(None).await,
         first_id,
         "the same registration resumed"
     );
     assert!(running(shell));
     host.shut_down().await.unwrap();
+}
+
+/// A host that cannot get back within its grace period: the server ends
+/// its sessions and tells the guest why, and the host ends the shell.
+#[tokio::test]
+async fn past_the_grace_period_the_session_ends_in_plain_words_on_both_sides() {
+    let server = TestServer::start().await;
+    let proxy = rendezvous_testkit::proxy::FaultProxy::start(&server.url).await;
+    let mut host = TestHost::spawn(
+        Host::builder(proxy.url())
+            .task_id(TASK)
+            .name(HOST_NAME)
+            .secret(SECRET)
+            .command("bash", ["--norc", "--noprofile"])
+            .env("PS1", "$ ")
+            .grace_period(Duration::from_secs(2)),
+    );
+    host.registered().await;
+    let mut guest = Guest::new_shell(&server, 100, 30).await;
+    let shell = guest.shell_number("shell", "$$").await;
+    // The host's connection breaks, and it cannot reach the server again.
+    proxy.both().blackhole();
+    proxy.cut();
+    let exit = guest.until_exit().await;
+    assert_eq!(exit.status, None, "{exit:?}");
+    assert_eq!(
+        exit.message, "the host did not come back within its grace period of 2 s",
+        "{exit:?}"
+    );
+    assert_eq!(guest.host_states, [true], "told the host was reconnecting");
+    // The host gives up on its side too, and ends the shell.
+    gone(shell).await;
+    assert!(!matches!(
+        *host.status.borrow(),
+        HostStatus::Registered { .. }
+    ));
 }
