@@ -26,6 +26,10 @@ use crate::session::{CloseReason, live};
 use crate::sessions::Sessions;
 use crate::{HostError, HostStatus};
 
+/// How long a connection may take from dialling to Registered (30 s);
+/// past it, the host gives up on that attempt and retries.
+pub(crate) const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long a broken Data stream waits before it is opened again while its
 /// control connection still stands (1 s).
 const STREAM_RETRY: Duration = Duration::from_millis(1_000);
@@ -71,7 +75,9 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Makes one control connection and serves it until it ends; sets
 /// `status` to Registered once the server accepts the Hello. With
-/// `resume`, the Hello resumes that registration and `sessions`.
+/// `resume`, the Hello resumes that registration and `sessions`. An
+/// attempt that is not registered by `give_up_at` (or within
+/// [`REGISTER_TIMEOUT`]) ends as lost.
 pub(crate) async fn connect(
     config: &Config,
     status: &watch::Sender<HostStatus>,
@@ -79,17 +85,33 @@ pub(crate) async fn connect(
     stop: &mut watch::Receiver<bool>,
     sessions: &mut Sessions,
     resume: &mut Option<Resume>,
+    give_up_at: Option<tokio::time::Instant>,
 ) -> ConnectionEnd {
     let lost = |reason: String| ConnectionEnd::Lost {
         reason,
         registered: false,
     };
+    // Registration must finish within REGISTER_TIMEOUT (a server behind a
+    // stalled link never answers), and before `give_up_at` (the end of the
+    // grace period of sessions waiting to resume).
+    let register_by = tokio::time::Instant::now() + REGISTER_TIMEOUT;
+    let give_up_reason = match give_up_at {
+        Some(at) if at < register_by => "the grace period ended while registering".to_owned(),
+        _ => format!(
+            "no answer from the server within {} s",
+            REGISTER_TIMEOUT.as_secs()
+        ),
+    };
+    let give_up =
+        tokio::time::sleep_until(give_up_at.map_or(register_by, |at| at.min(register_by)));
+    tokio::pin!(give_up);
     let channel = tokio::select! {
         channel = config.endpoint.connect() => match channel {
             Ok(channel) => channel,
             Err(e) => return lost(format!("cannot connect to {}: {}", config.server, error_chain(&e))),
         },
         () = stopped(stop) => return ConnectionEnd::Stopped,
+        () = &mut give_up => return lost(give_up_reason.clone()),
     };
     // The protocol's one message limit, both ways: Input from the server
     // may carry up to 4 MiB, above tonic's default for decoding. Data
@@ -108,6 +130,7 @@ pub(crate) async fn connect(
                 Err(e) => return lost(e.to_string()),
             },
             () = stopped(stop) => return ConnectionEnd::Stopped,
+            () = &mut give_up => return lost(give_up_reason.clone()),
         },
         _ => None,
     };
@@ -124,6 +147,7 @@ pub(crate) async fn connect(
     let response = tokio::select! {
         response = client.control(request) => response,
         () = stopped(stop) => return ConnectionEnd::Stopped,
+        () = &mut give_up => return lost(give_up_reason.clone()),
     };
     let mut inbound = match response {
         Ok(response) => response.into_inner(),
@@ -132,6 +156,7 @@ pub(crate) async fn connect(
     let first = tokio::select! {
         first = inbound.message() => first,
         () = stopped(stop) => return ConnectionEnd::Stopped,
+        () = &mut give_up => return lost(give_up_reason.clone()),
     };
     let registered = match first {
         Ok(Some(message)) => match message.message {

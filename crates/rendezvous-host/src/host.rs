@@ -177,6 +177,11 @@ impl Host {
         let mut resume: Option<Resume> = None;
         loop {
             self.status.send_replace(HostStatus::Connecting);
+            // Sessions waiting to resume end with the grace period, even
+            // while an attempt to register hangs.
+            let grace_ends = lost_registration
+                .filter(|_| !sessions.is_empty())
+                .map(|lost| lost + self.config.grace_period);
             let end = control::connect(
                 &self.config,
                 &self.status,
@@ -184,6 +189,7 @@ impl Host {
                 stop,
                 sessions,
                 &mut resume,
+                grace_ends,
             )
             .await;
             let reason = match end {

@@ -209,8 +209,9 @@ impl Guests {
                     && now.saturating_duration_since(d.left_at) < DEPARTED_PACE
             })
             .map(|d| (d.cursor, d.left_at + DEPARTED_PACE));
-        attached.chain(departed).fold(Pace::Free, |pace, (cursor, stalls_at)| {
-            match pace {
+        attached
+            .chain(departed)
+            .fold(Pace::Free, |pace, (cursor, stalls_at)| match pace {
                 Pace::Free => Pace::Guests {
                     fastest_cursor: cursor,
                     stalls_at,
@@ -222,8 +223,7 @@ impl Guests {
                     fastest_cursor: fastest_cursor.max(cursor),
                     stalls_at: at.max(stalls_at),
                 },
-            }
-        })
+            })
     }
 
     /// The PTY size the read-write guests call for: the smallest cols and

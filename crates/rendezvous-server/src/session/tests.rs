@@ -486,7 +486,9 @@ fn a_resume_refused_at_the_limit_keeps_the_departed_guest_resumable() {
         max_guests: 1,
         ..rw(resume_guest)
     };
-    let g = s.attach_guest("g".into(), Digest::of("tok"), limit(None)).unwrap();
+    let g = s
+        .attach_guest("g".into(), Digest::of("tok"), limit(None))
+        .unwrap();
     s.detach(&g.guest_id, g.attachment);
     let other = s
         .attach_guest("other".into(), Digest::of("x"), limit(None))
@@ -509,7 +511,9 @@ fn a_resume_refused_at_the_limit_keeps_the_departed_guest_resumable() {
 #[tokio::test]
 async fn a_broken_read_write_guest_holds_the_host_for_a_while() {
     let s = Session::new("s".into(), 80, 24, small());
-    let g = s.attach_guest("g".into(), Digest::of("tok"), rw(None)).unwrap();
+    let g = s
+        .attach_guest("g".into(), Digest::of("tok"), rw(None))
+        .unwrap();
     s.push_output(&[b'x'; 200]);
     assert!(
         s.wait_for_room().now_or_never().is_none(),
