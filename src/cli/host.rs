@@ -94,5 +94,30 @@ mod tests {
         assert_eq!(cli.args.publish.server, "http://127.0.0.1:8080");
         assert_eq!(cli.args.command, ["bash", "-l"]);
         assert!(!cli.args.detach);
+        assert_eq!(
+            cli.args.publish.grace_period,
+            std::time::Duration::from_secs(300)
+        );
+        assert_eq!(cli.args.publish.retained_output_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn resume_flags_reach_the_host() {
+        let cli = Cli::try_parse_from([
+            "host",
+            "--task-id",
+            "build-42",
+            "--grace-period",
+            "90s",
+            "--retained-output-bytes",
+            "4096",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.args.publish.grace_period,
+            std::time::Duration::from_secs(90)
+        );
+        assert_eq!(cli.args.publish.retained_output_bytes, 4096);
+        assert!(cli.args.publish.builder().is_ok());
     }
 }

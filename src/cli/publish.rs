@@ -41,6 +41,12 @@ pub struct PublishArgs {
     /// server keeps them at most its --max-grace-period (30m by default).
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::cli::serve::parse_duration, env = "RENDEZVOUS_GRACE_PERIOD")]
     pub grace_period: std::time::Duration,
+    /// Bytes of each shell's output the host keeps beyond what the server
+    /// has confirmed (default 1 MiB, the server's retained output), to
+    /// refill a restarted server; when that much is unconfirmed the shell
+    /// waits. Nothing is dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = rendezvous_host::RETAINED_OUTPUT_BYTES, env = "RENDEZVOUS_HOST_RETAINED_OUTPUT_BYTES")]
+    pub retained_output_bytes: usize,
     /// The task to publish: 1-128 characters of A-Z a-z 0-9 . _ : -
     /// Default on GitHub Actions `github-RUN_ID-ATTEMPT-JOB`, on GitLab CI
     /// `gitlab-CI_JOB_ID`.
@@ -160,6 +166,7 @@ impl PublishArgs {
             .task_id(self.task_id()?)
             .name(self.name.clone())
             .grace_period(self.grace_period)
+            .retained_output_bytes(self.retained_output_bytes)
             // The shells must not inherit the secrets from our environment.
             .env_remove(SECRET_ENV)
             .env_remove(READ_ONLY_SECRET_ENV)
