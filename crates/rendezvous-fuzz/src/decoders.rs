@@ -14,10 +14,15 @@
 //!   secret `PERMISSION_DENIED`, an unknown guest `UNAUTHENTICATED`, an
 //!   input over its limit `RESOURCE_EXHAUSTED`, and so on;
 //! - every error text is bounded and echoes no long field of the request;
-//! - what is accepted has exactly its effect: a Hello registers a host
-//!   that leaves when its stream ends, input reaches the host's queue
-//!   once (stripped of terminal replies for a guest that is not the
-//!   primary writer), a resize sets the PTY size, an ack the guest's
+//! - what is accepted has exactly its effect: a Hello registers a new
+//!   host (a made-up resume ticket resumes nothing and leaves the
+//!   fixture's host as it was) that leaves when its stream ends, at once
+//!   or after the grace period it was granted; a Data stream starts with
+//!   an `output_ack` at the session's end, and its end without an exit
+//!   status ends the session of a host without a grace period and
+//!   leaves it to the next stream of one with; input reaches the host's
+//!   queue once (stripped of terminal replies for a guest that is not
+//!   the primary writer), a resize sets the PTY size, an ack the guest's
 //!   count, a host's Exit ends its session with that status.
 
 use std::time::Duration;
@@ -31,11 +36,14 @@ use rendezvous_proto::ids::{
 };
 use rendezvous_proto::{
     AckRequest, AttachRequest, DataOpen, GuestEvent, Hello, HostControlRequest, HostDataRequest,
-    ListSessionsRequest, ResizeRequest, Role, SendInputRequest, TerminalRequest, WindowSize,
-    guest_event, host_control_request, host_control_response, host_data_request, terminal_request,
+    HostDataResponse, ListSessionsRequest, ResizeRequest, Role, SendInputRequest, TerminalRequest,
+    WindowSize, guest_event, host_control_request, host_control_response, host_data_request,
+    host_data_response, terminal_request,
 };
+use rendezvous_server::config::MAX_GRACE_PERIOD;
 use rendezvous_server::guest_service::GuestApi;
 use rendezvous_server::host_service::HostApi;
+use rendezvous_server::registry::MAX_RESUME_SESSIONS;
 use rendezvous_server::session::{DEFAULT_SIZE, Read};
 use rendezvous_server::terminal_replies;
 use tonic::{Code, Request, Status};
@@ -123,7 +131,8 @@ fn hello_verdict(hello: &Hello) -> Option<Code> {
         && (hello.read_only_secret.is_empty()
             || (check_secret_strength(&hello.read_only_secret).is_ok()
                 && hello.read_only_secret != hello.secret))
-        && check_labels(hello.labels.iter()).is_ok();
+        && check_labels(hello.labels.iter()).is_ok()
+        && hello.sessions.len() <= MAX_RESUME_SESSIONS;
     if !valid {
         return Some(Code::InvalidArgument);
     }
@@ -131,7 +140,8 @@ fn hello_verdict(hello: &Hello) -> Option<Code> {
         return None;
     }
     // The fixture's task, of the same owner: its secrets must match, and
-    // its host is named "default".
+    // its host is named "default". A resume ticket changes none of this:
+    // the fuzzer cannot make one that verifies.
     if hello.secret != SECRET || hello.read_only_secret != READ_ONLY_SECRET {
         return Some(Code::PermissionDenied);
     }
@@ -164,6 +174,7 @@ async fn control(data: &[u8], message: HostControlRequest) {
         check_status(&status, Code::InvalidArgument, &[], "Control without Hello");
         return;
     };
+    fixture_host_kept(&fx, "a Hello");
     let fields = hello_fields(&hello);
     match (hello_verdict(&hello), result) {
         (Some(code), Err(status)) => check_status(&status, code, &fields, "Hello"),
@@ -178,21 +189,87 @@ async fn control(data: &[u8], message: HostControlRequest) {
             };
             assert_eq!(registered.guest_url_path, format!("/t/{}", hello.task_id));
             assert_eq!(registered.owner, "open");
+            assert!(!registered.resumed, "a host resumed with a made-up ticket");
+            assert_ne!(
+                registered.host_id, hello.resume_host_id,
+                "a host took the ID a made-up ticket named"
+            );
+            assert!(!registered.resume_ticket.is_empty(), "no resume ticket");
+            let granted = hello
+                .grace_period_ms
+                .min(u64::try_from(MAX_GRACE_PERIOD.as_millis()).unwrap_or(u64::MAX));
+            assert_eq!(registered.grace_period_ms, granted, "the granted grace");
             assert_eq!(fx.registry.connected().hosts, 2, "the host is registered");
-            // The request stream has ended: the host leaves.
+            // The request stream has ended: the host leaves, at once or
+            // once its grace period is over.
             crate::exec::settle().await;
             drop(stream);
             crate::exec::settle().await;
+            if granted > 0 {
+                assert_eq!(
+                    fx.registry.connected().hosts,
+                    2,
+                    "a host with a grace period left with its stream"
+                );
+                tokio::time::sleep(Duration::from_millis(granted)).await;
+                crate::exec::settle().await;
+            }
             assert_eq!(
                 fx.registry.connected().hosts,
                 1,
-                "the host left with its stream"
+                "the host left with its stream (after a grace period of {granted} ms)"
             );
         }
         (want, got) => panic!(
             "Hello: expected {want:?}, got {:?}",
             got.map(|_| "a registered host")
         ),
+    }
+}
+
+/// Checks that the fixture's host is as it was: registered, on its first
+/// connection, its Data-stream token valid.
+fn fixture_host_kept(fx: &Fixture, what: &str) {
+    assert_eq!(
+        fx.host.connection().0,
+        1,
+        "{what} replaced the fixture's host"
+    );
+    assert!(
+        fx.host.is_connected(),
+        "{what} disconnected the fixture's host"
+    );
+    assert!(
+        fx.registry
+            .data_session(fx.host.id(), &fx.host_token, fx.b.id())
+            .is_ok(),
+        "{what} took the fixture's host its token or session"
+    );
+}
+
+/// A DataOpen of the fixture's host for `session_id`, with its own
+/// credentials, encoded.
+fn own_open(fx: &Fixture, session_id: &str, input_applied: u64) -> Vec<u8> {
+    HostDataRequest {
+        message: Some(host_data_request::Message::Open(DataOpen {
+            host_id: fx.host.id().to_owned(),
+            host_token: fx.host_token.clone(),
+            session_id: session_id.to_owned(),
+            input_applied,
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Checks that the first message of a Data stream, if the stream sent
+/// any, is the session's end offset as an output_ack.
+fn check_first_ack(first: Option<&Result<HostDataResponse, Status>>, end: u64, what: &str) {
+    if let Some(Ok(first)) = first {
+        assert_eq!(
+            first.message,
+            Some(host_data_response::Message::OutputAck(end)),
+            "{what}: the first message of a Data stream"
+        );
     }
 }
 
@@ -210,29 +287,24 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
             ];
             let status = result.err().expect("a DataOpen with made-up credentials");
             check_status(&status, Code::Unauthenticated, &fields, "DataOpen");
-            // With the host's own credentials, the session ID decides.
-            let real = DataOpen {
-                host_id: fx.host.id().to_owned(),
-                host_token: fx.host_token.clone(),
-                session_id: open.session_id.clone(),
-            };
-            let want = if open.session_id == fx.a.id() {
-                Some(Code::FailedPrecondition)
-            } else if open.session_id == fx.b.id() {
+            // With the host's own credentials, the session ID decides: a
+            // running session takes the stream, whether or not another
+            // stream serves it (a has one: it is replaced).
+            let want = if open.session_id == fx.a.id() || open.session_id == fx.b.id() {
                 None
             } else if SessionId::new(open.session_id.as_str()).is_err() {
                 Some(Code::InvalidArgument)
             } else {
                 Some(Code::NotFound)
             };
-            let opened = HostDataRequest {
-                message: Some(host_data_request::Message::Open(real)),
-            }
-            .encode_to_vec();
+            let opened = own_open(&fx, &open.session_id, open.input_applied);
             let result = api.data(Request::new(streaming(&[&opened]))).await;
             match (want, result) {
                 (Some(code), Err(status)) => check_status(&status, code, &fields, "DataOpen"),
-                (None, Ok(_)) => {}
+                (None, Ok(response)) => {
+                    let first = response.into_inner().next().await;
+                    check_first_ack(first.as_ref(), 0, "DataOpen");
+                }
                 (want, got) => panic!("DataOpen: expected {want:?}, got {:?}", got.err()),
             }
         }
@@ -243,31 +315,48 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
             check_status(&status, Code::InvalidArgument, &[], "Data without DataOpen");
         }
     }
-    // As the second message, after the host's own DataOpen of session b.
-    let fx = Fixture::new().await;
+    // As the second message, after the host's own DataOpen of session b:
+    // by a host without a grace period, and by one with.
+    second_data_message(data, &message, 0).await;
+    second_data_message(data, &message, 60_000).await;
+}
+
+/// `data` (decoded: `message`) as the second message of a Data stream of
+/// session b, whose host asked for a grace period of `grace_period_ms`;
+/// then the stream ends.
+async fn second_data_message(data: &[u8], message: &HostDataRequest, grace_period_ms: u64) {
+    let fx = Fixture::with_grace_period_ms(grace_period_ms).await;
     let api = HostApi::new(fx.registry.clone());
-    let opened = HostDataRequest {
-        message: Some(host_data_request::Message::Open(DataOpen {
-            host_id: fx.host.id().to_owned(),
-            host_token: fx.host_token.clone(),
-            session_id: fx.b.id().to_owned(),
-        })),
-    }
-    .encode_to_vec();
+    let opened = own_open(&fx, fx.b.id(), 0);
     let mut stream = api
         .data(Request::new(streaming(&[&opened, data])))
         .await
         .expect("the host's own DataOpen")
         .into_inner();
-    let mut last = None;
+    let mut items = Vec::new();
     while let Ok(Some(item)) = tokio::time::timeout(STREAM_WINDOW, stream.next()).await {
-        last = Some(item);
+        items.push(item);
     }
-    assert!(
+    check_first_ack(items.first(), 0, "DataOpen of b");
+    let last = items.pop();
+    // A stream that ends without an exit status ends the session of a
+    // host without a grace period, and leaves it to the next stream of
+    // one with; an exit status or a refused message ends it either way.
+    let ends = grace_period_ms == 0
+        || matches!(
+            message.message,
+            Some(host_data_request::Message::Exit(_) | host_data_request::Message::Open(_))
+        );
+    assert_eq!(
         fx.b.has_ended(),
-        "a Data stream that ended left its session running"
+        ends,
+        "a Data stream that ended (grace {grace_period_ms} ms): has b ended?"
     );
-    // What b's guest reads, to the end.
+    assert!(
+        ends || !fx.b.host_stream().0,
+        "a Data stream that ended still serves b"
+    );
+    // What b's guest reads, to the end or to what there is.
     let (mut output, mut cursor) = (Vec::new(), 0u64);
     let id = fx.b_guest.handle.id();
     let attachment = fx.b_guest.handle.attachment();
@@ -278,26 +367,33 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
                 cursor += data.len() as u64;
                 output.extend_from_slice(&data);
             }
-            Read::Exit(status) => break status,
-            other => panic!("b's guest read {other:?} from an ended session"),
+            Read::Exit(status) => break Some(status),
+            Read::Nothing if !ends => break None,
+            other => panic!("b's guest read {other:?} (grace {grace_period_ms} ms)"),
         }
     };
     let closed = "the host closed the session without an exit status";
-    match message.message {
+    match &message.message {
         Some(host_data_request::Message::Output(data)) => {
             // Output the host sent just before it closed its stream
-            // without an Exit may be dropped; if it arrives, it is exact.
+            // without an Exit may be dropped (the next stream sends it
+            // again); if it arrives, it is exact.
             assert!(
                 output.is_empty() || output == data[..],
                 "b's guest read other bytes than the host sent"
             );
-            assert_eq!(exit.message, closed);
+            assert_eq!(exit.map(|e| e.message), ends.then(|| closed.to_owned()));
         }
         Some(host_data_request::Message::Exit(status)) => {
             assert!(output.is_empty());
-            assert_eq!(exit, status, "the session ended with another status");
+            assert_eq!(
+                exit.as_ref(),
+                Some(status),
+                "the session ended with another status"
+            );
         }
         Some(host_data_request::Message::Open(_)) => {
+            let exit = exit.expect("a second DataOpen ends the session");
             assert!(
                 exit.message.contains("second DataOpen"),
                 "a second DataOpen ended the session with {exit:?}"
@@ -309,9 +405,22 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
         }
         Some(host_data_request::Message::InputAck(_)) | None => {
             assert!(output.is_empty());
-            assert_eq!(exit.message, closed);
+            assert_eq!(exit.map(|e| e.message), ends.then(|| closed.to_owned()));
         }
     }
+    if ends {
+        return;
+    }
+    // The session waits for its host's next Data stream, which starts at
+    // the session's end.
+    let reopened = own_open(&fx, fx.b.id(), 0);
+    let mut next = api
+        .data(Request::new(streaming(&[&reopened])))
+        .await
+        .expect("a Data stream for a session that waits for one")
+        .into_inner();
+    let first = next.next().await;
+    check_first_ack(first.as_ref(), fx.b.end_offset(), "a second Data stream");
 }
 
 /// What an attach must get, from the documented rules; `Err(())` when
