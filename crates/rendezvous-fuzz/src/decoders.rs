@@ -20,10 +20,14 @@
 //!   or after the grace period it was granted; a Data stream starts with
 //!   an `output_ack` at the session's end, and its end without an exit
 //!   status ends the session of a host without a grace period and
-//!   leaves it to the next stream of one with; input reaches the host's
-//!   queue once (stripped of terminal replies for a guest that is not
-//!   the primary writer), a resize sets the PTY size, an ack the guest's
-//!   count, a host's Exit ends its session with that status.
+//!   leaves it to the next stream of one with; a DataOpen for a session
+//!   another stream serves replaces that stream for a host with a grace
+//!   period, and for one without is refused (`FAILED_PRECONDITION`, as
+//!   before host resume) or replaces it, the session going on either way
+//!   (but see [`Mode`]); input reaches the host's queue once (stripped
+//!   of terminal replies for a guest that is not the primary writer), a
+//!   resize sets the PTY size, an ack the guest's count, a host's Exit
+//!   ends its session with that status.
 
 use std::time::Duration;
 
@@ -48,7 +52,8 @@ use rendezvous_server::session::{DEFAULT_SIZE, Read};
 use rendezvous_server::terminal_replies;
 use tonic::{Code, Request, Status};
 
-use crate::fixture::{self, Fixture, READ_ONLY_SECRET, SECRET, TASK, streaming};
+use crate::Mode;
+use crate::fixture::{self, Fixture, READ_ONLY_SECRET, SECRET, TASK, live_streaming, streaming};
 
 /// Longest error text any refusal may have, in bytes.
 pub const MAX_ERROR_TEXT_BYTES: usize = 512;
@@ -60,17 +65,31 @@ const ECHO_CHECKED_BYTES: usize = 200;
 /// Virtual time a harness lets a stream run before it looks, in ms.
 const STREAM_WINDOW: Duration = Duration::from_millis(200);
 
-/// Runs the decoders harness on `data`. See the module docs.
+/// Runs the decoders harness on `data`, following the server's known
+/// bugs (see [`Mode`]). See the module docs.
 ///
 /// # Panics
 /// When a message is handled otherwise than documented.
 pub fn decoders(data: &[u8]) {
+    decoders_in(Mode::FollowKnownBugs, data);
+}
+
+/// Runs the decoders harness on `data`, expecting what the documentation
+/// says everywhere: fails on inputs that show a known bug.
+///
+/// # Panics
+/// As [`decoders`], and on the known bugs.
+pub fn decoders_documented(data: &[u8]) {
+    decoders_in(Mode::Documented, data);
+}
+
+fn decoders_in(mode: Mode, data: &[u8]) {
     crate::exec::run(async move {
         if let Ok(message) = HostControlRequest::decode(data) {
             control(data, message).await;
         }
         if let Ok(message) = HostDataRequest::decode(data) {
-            host_data(data, message).await;
+            host_data(data, message, mode).await;
         }
         if let Ok(request) = AttachRequest::decode(data) {
             let fx = Fixture::new().await;
@@ -273,7 +292,7 @@ fn check_first_ack(first: Option<&Result<HostDataResponse, Status>>, end: u64, w
     }
 }
 
-async fn host_data(data: &[u8], message: HostDataRequest) {
+async fn host_data(data: &[u8], message: HostDataRequest, mode: Mode) {
     let fx = Fixture::new().await;
     let api = HostApi::new(fx.registry.clone());
     // As the first message of a Data stream.
@@ -307,6 +326,9 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
                 }
                 (want, got) => panic!("DataOpen: expected {want:?}, got {:?}", got.err()),
             }
+            // While another Data stream of b's host still serves b.
+            data_open_while_served(open, 0, mode).await;
+            data_open_while_served(open, 60_000, mode).await;
         }
         _ => {
             let status = result
@@ -319,6 +341,80 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
     // by a host without a grace period, and by one with.
     second_data_message(data, &message, 0).await;
     second_data_message(data, &message, 60_000).await;
+}
+
+/// A DataOpen of session b, with `open`'s input count, while another
+/// Data stream of its host (whose Hello asked for `grace_period_ms`)
+/// still serves b: a host that may resume gets the new stream, which
+/// replaces the old; one that may not is refused, as before host resume,
+/// or gets the new stream. Either way b goes on.
+async fn data_open_while_served(open: &DataOpen, grace_period_ms: u64, mode: Mode) {
+    let fx = Fixture::with_grace_period_ms(grace_period_ms).await;
+    let api = HostApi::new(fx.registry.clone());
+    let (_first_open, first) = live_streaming(&[&own_open(&fx, fx.b.id(), 0)]);
+    let mut first = api
+        .data(Request::new(first))
+        .await
+        .expect("the host's own DataOpen")
+        .into_inner();
+    check_first_ack(first.next().await.as_ref(), 0, "the first Data stream");
+    let (_second_open, second) = live_streaming(&[&own_open(&fx, fx.b.id(), open.input_applied)]);
+    let result = api.data(Request::new(second)).await;
+    let accepted = result.is_ok();
+    if let Err(status) = &result {
+        check_status(status, Code::FailedPrecondition, &[], "a second DataOpen");
+    }
+    // Kept until the end: a response stream dropped ends its Data stream.
+    let mut second = result.ok().map(tonic::Response::into_inner);
+    let second_first = match second.as_mut() {
+        Some(stream) => stream.next().await,
+        None => None,
+    };
+    crate::exec::settle().await;
+    let what = format!("a second DataOpen (grace {grace_period_ms} ms, accepted: {accepted})");
+    if grace_period_ms == 0 && accepted && mode == Mode::FollowKnownBugs && fx.b.has_ended() {
+        // Known bug 1 (see `Mode`): the replaced stream ended b.
+        check_first_ack(second_first.as_ref(), 0, &what);
+        let exit = read_to_exit(&fx);
+        assert_eq!(
+            exit.message, "the host closed the session without an exit status",
+            "{what}"
+        );
+        return;
+    }
+    assert!(!fx.b.has_ended(), "{what} ended the session");
+    assert!(
+        fx.b.host_stream().0,
+        "{what}: no Data stream serves the session"
+    );
+    if accepted {
+        check_first_ack(second_first.as_ref(), fx.b.end_offset(), &what);
+        // The replaced stream ends.
+        let old = tokio::time::timeout(STREAM_WINDOW, first.next()).await;
+        assert!(
+            matches!(old, Ok(None | Some(Err(_)))),
+            "{what}: the replaced stream goes on: {old:?}"
+        );
+    } else {
+        assert!(
+            grace_period_ms == 0,
+            "a host with a grace period could not replace its stream"
+        );
+    }
+}
+
+/// What b's guest reads until the Exit of an ended session b.
+fn read_to_exit(fx: &Fixture) -> rendezvous_proto::ExitStatus {
+    let mut cursor = 0u64;
+    let id = fx.b_guest.handle.id();
+    let attachment = fx.b_guest.handle.attachment();
+    loop {
+        match fx.b.read_attached(id, attachment, cursor) {
+            Read::Output { offset, data } => cursor = offset + data.len() as u64,
+            Read::Exit(status) => return status,
+            other => panic!("b's guest read {other:?} from an ended session"),
+        }
+    }
 }
 
 /// `data` (decoded: `message`) as the second message of a Data stream of

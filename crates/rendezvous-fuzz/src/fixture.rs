@@ -163,3 +163,30 @@ where
     );
     tonic::Streaming::new_request(decoder, body, None, Some(MAX_MESSAGE_BYTES))
 }
+
+/// The sending side of [`live_streaming`]'s request stream: the stream
+/// stays open until this is dropped.
+pub type LiveSender =
+    futures::channel::mpsc::UnboundedSender<Result<Bytes, std::convert::Infallible>>;
+
+/// A request stream that starts with the messages `payloads` (each
+/// already encoded) and then stays open, as a client's that is still
+/// connected, until the returned sender is dropped.
+pub fn live_streaming<T>(payloads: &[&[u8]]) -> (LiveSender, tonic::Streaming<T>)
+where
+    T: prost::Message + Default + Send + 'static,
+{
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    for payload in payloads {
+        // The receiver is alive: this cannot fail.
+        let _ = tx.unbounded_send(Ok(frame(payload)));
+    }
+    let decoder = <tonic_prost::ProstCodec<T, T> as tonic::codec::Codec>::decoder(
+        &mut tonic_prost::ProstCodec::default(),
+    );
+    let body = axum::body::Body::from_stream(rx);
+    (
+        tx,
+        tonic::Streaming::new_request(decoder, body, None, Some(MAX_MESSAGE_BYTES)),
+    )
+}
