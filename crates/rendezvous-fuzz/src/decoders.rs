@@ -14,11 +14,20 @@
 //!   secret `PERMISSION_DENIED`, an unknown guest `UNAUTHENTICATED`, an
 //!   input over its limit `RESOURCE_EXHAUSTED`, and so on;
 //! - every error text is bounded and echoes no long field of the request;
-//! - what is accepted has exactly its effect: a Hello registers a host
-//!   that leaves when its stream ends, input reaches the host's queue
-//!   once (stripped of terminal replies for a guest that is not the
-//!   primary writer), a resize sets the PTY size, an ack the guest's
-//!   count, a host's Exit ends its session with that status.
+//! - what is accepted has exactly its effect: a Hello registers a new
+//!   host (a made-up resume ticket resumes nothing and leaves the
+//!   fixture's host as it was) that leaves when its stream ends, at once
+//!   or after the grace period it was granted; a Data stream starts with
+//!   an `output_ack` at the session's end, and its end without an exit
+//!   status ends the session of a host without a grace period and
+//!   leaves it to the next stream of one with; a DataOpen for a session
+//!   another stream serves replaces that stream for a host with a grace
+//!   period, and for one without is refused (`FAILED_PRECONDITION`, as
+//!   before host resume) or replaces it, the session going on either way
+//!   (but see [`Mode`]); input reaches the host's queue once (stripped
+//!   of terminal replies for a guest that is not the primary writer), a
+//!   resize sets the PTY size, an ack the guest's count, a host's Exit
+//!   ends its session with that status.
 
 use std::time::Duration;
 
@@ -31,16 +40,20 @@ use rendezvous_proto::ids::{
 };
 use rendezvous_proto::{
     AckRequest, AttachRequest, DataOpen, GuestEvent, Hello, HostControlRequest, HostDataRequest,
-    ListSessionsRequest, ResizeRequest, Role, SendInputRequest, TerminalRequest, WindowSize,
-    guest_event, host_control_request, host_control_response, host_data_request, terminal_request,
+    HostDataResponse, ListSessionsRequest, ResizeRequest, Role, SendInputRequest, TerminalRequest,
+    WindowSize, guest_event, host_control_request, host_control_response, host_data_request,
+    host_data_response, terminal_request,
 };
+use rendezvous_server::config::MAX_GRACE_PERIOD;
 use rendezvous_server::guest_service::GuestApi;
 use rendezvous_server::host_service::HostApi;
+use rendezvous_server::registry::MAX_RESUME_SESSIONS;
 use rendezvous_server::session::{DEFAULT_SIZE, Read};
 use rendezvous_server::terminal_replies;
 use tonic::{Code, Request, Status};
 
-use crate::fixture::{self, Fixture, READ_ONLY_SECRET, SECRET, TASK, streaming};
+use crate::Mode;
+use crate::fixture::{self, Fixture, READ_ONLY_SECRET, SECRET, TASK, live_streaming, streaming};
 
 /// Longest error text any refusal may have, in bytes.
 pub const MAX_ERROR_TEXT_BYTES: usize = 512;
@@ -52,17 +65,31 @@ const ECHO_CHECKED_BYTES: usize = 200;
 /// Virtual time a harness lets a stream run before it looks, in ms.
 const STREAM_WINDOW: Duration = Duration::from_millis(200);
 
-/// Runs the decoders harness on `data`. See the module docs.
+/// Runs the decoders harness on `data`, following the server's known
+/// bugs (see [`Mode`]). See the module docs.
 ///
 /// # Panics
 /// When a message is handled otherwise than documented.
 pub fn decoders(data: &[u8]) {
+    decoders_in(Mode::FollowKnownBugs, data);
+}
+
+/// Runs the decoders harness on `data`, expecting what the documentation
+/// says everywhere: fails on inputs that show a known bug.
+///
+/// # Panics
+/// As [`decoders`], and on the known bugs.
+pub fn decoders_documented(data: &[u8]) {
+    decoders_in(Mode::Documented, data);
+}
+
+fn decoders_in(mode: Mode, data: &[u8]) {
     crate::exec::run(async move {
         if let Ok(message) = HostControlRequest::decode(data) {
             control(data, message).await;
         }
         if let Ok(message) = HostDataRequest::decode(data) {
-            host_data(data, message).await;
+            host_data(data, message, mode).await;
         }
         if let Ok(request) = AttachRequest::decode(data) {
             let fx = Fixture::new().await;
@@ -123,7 +150,8 @@ fn hello_verdict(hello: &Hello) -> Option<Code> {
         && (hello.read_only_secret.is_empty()
             || (check_secret_strength(&hello.read_only_secret).is_ok()
                 && hello.read_only_secret != hello.secret))
-        && check_labels(hello.labels.iter()).is_ok();
+        && check_labels(hello.labels.iter()).is_ok()
+        && hello.sessions.len() <= MAX_RESUME_SESSIONS;
     if !valid {
         return Some(Code::InvalidArgument);
     }
@@ -131,7 +159,8 @@ fn hello_verdict(hello: &Hello) -> Option<Code> {
         return None;
     }
     // The fixture's task, of the same owner: its secrets must match, and
-    // its host is named "default".
+    // its host is named "default". A resume ticket changes none of this:
+    // the fuzzer cannot make one that verifies.
     if hello.secret != SECRET || hello.read_only_secret != READ_ONLY_SECRET {
         return Some(Code::PermissionDenied);
     }
@@ -164,6 +193,7 @@ async fn control(data: &[u8], message: HostControlRequest) {
         check_status(&status, Code::InvalidArgument, &[], "Control without Hello");
         return;
     };
+    fixture_host_kept(&fx, "a Hello");
     let fields = hello_fields(&hello);
     match (hello_verdict(&hello), result) {
         (Some(code), Err(status)) => check_status(&status, code, &fields, "Hello"),
@@ -178,15 +208,35 @@ async fn control(data: &[u8], message: HostControlRequest) {
             };
             assert_eq!(registered.guest_url_path, format!("/t/{}", hello.task_id));
             assert_eq!(registered.owner, "open");
+            assert!(!registered.resumed, "a host resumed with a made-up ticket");
+            assert_ne!(
+                registered.host_id, hello.resume_host_id,
+                "a host took the ID a made-up ticket named"
+            );
+            assert!(!registered.resume_ticket.is_empty(), "no resume ticket");
+            let granted = hello
+                .grace_period_ms
+                .min(u64::try_from(MAX_GRACE_PERIOD.as_millis()).unwrap_or(u64::MAX));
+            assert_eq!(registered.grace_period_ms, granted, "the granted grace");
             assert_eq!(fx.registry.connected().hosts, 2, "the host is registered");
-            // The request stream has ended: the host leaves.
+            // The request stream has ended: the host leaves, at once or
+            // once its grace period is over.
             crate::exec::settle().await;
             drop(stream);
             crate::exec::settle().await;
+            if granted > 0 {
+                assert_eq!(
+                    fx.registry.connected().hosts,
+                    2,
+                    "a host with a grace period left with its stream"
+                );
+                tokio::time::sleep(Duration::from_millis(granted)).await;
+                crate::exec::settle().await;
+            }
             assert_eq!(
                 fx.registry.connected().hosts,
                 1,
-                "the host left with its stream"
+                "the host left with its stream (after a grace period of {granted} ms)"
             );
         }
         (want, got) => panic!(
@@ -196,7 +246,53 @@ async fn control(data: &[u8], message: HostControlRequest) {
     }
 }
 
-async fn host_data(data: &[u8], message: HostDataRequest) {
+/// Checks that the fixture's host is as it was: registered, on its first
+/// connection, its Data-stream token valid.
+fn fixture_host_kept(fx: &Fixture, what: &str) {
+    assert_eq!(
+        fx.host.connection().0,
+        1,
+        "{what} replaced the fixture's host"
+    );
+    assert!(
+        fx.host.is_connected(),
+        "{what} disconnected the fixture's host"
+    );
+    assert!(
+        fx.registry
+            .data_session(fx.host.id(), &fx.host_token, fx.b.id())
+            .is_ok(),
+        "{what} took the fixture's host its token or session"
+    );
+}
+
+/// A DataOpen of the fixture's host for `session_id`, with its own
+/// credentials, encoded.
+fn own_open(fx: &Fixture, session_id: &str, input_applied: u64) -> Vec<u8> {
+    HostDataRequest {
+        message: Some(host_data_request::Message::Open(DataOpen {
+            host_id: fx.host.id().to_owned(),
+            host_token: fx.host_token.clone(),
+            session_id: session_id.to_owned(),
+            input_applied,
+        })),
+    }
+    .encode_to_vec()
+}
+
+/// Checks that the first message of a Data stream, if the stream sent
+/// any, is the session's end offset as an output_ack.
+fn check_first_ack(first: Option<&Result<HostDataResponse, Status>>, end: u64, what: &str) {
+    if let Some(Ok(first)) = first {
+        assert_eq!(
+            first.message,
+            Some(host_data_response::Message::OutputAck(end)),
+            "{what}: the first message of a Data stream"
+        );
+    }
+}
+
+async fn host_data(data: &[u8], message: HostDataRequest, mode: Mode) {
     let fx = Fixture::new().await;
     let api = HostApi::new(fx.registry.clone());
     // As the first message of a Data stream.
@@ -210,31 +306,29 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
             ];
             let status = result.err().expect("a DataOpen with made-up credentials");
             check_status(&status, Code::Unauthenticated, &fields, "DataOpen");
-            // With the host's own credentials, the session ID decides.
-            let real = DataOpen {
-                host_id: fx.host.id().to_owned(),
-                host_token: fx.host_token.clone(),
-                session_id: open.session_id.clone(),
-            };
-            let want = if open.session_id == fx.a.id() {
-                Some(Code::FailedPrecondition)
-            } else if open.session_id == fx.b.id() {
+            // With the host's own credentials, the session ID decides: a
+            // running session takes the stream, whether or not another
+            // stream serves it (a has one: it is replaced).
+            let want = if open.session_id == fx.a.id() || open.session_id == fx.b.id() {
                 None
             } else if SessionId::new(open.session_id.as_str()).is_err() {
                 Some(Code::InvalidArgument)
             } else {
                 Some(Code::NotFound)
             };
-            let opened = HostDataRequest {
-                message: Some(host_data_request::Message::Open(real)),
-            }
-            .encode_to_vec();
+            let opened = own_open(&fx, &open.session_id, open.input_applied);
             let result = api.data(Request::new(streaming(&[&opened]))).await;
             match (want, result) {
                 (Some(code), Err(status)) => check_status(&status, code, &fields, "DataOpen"),
-                (None, Ok(_)) => {}
+                (None, Ok(response)) => {
+                    let first = response.into_inner().next().await;
+                    check_first_ack(first.as_ref(), 0, "DataOpen");
+                }
                 (want, got) => panic!("DataOpen: expected {want:?}, got {:?}", got.err()),
             }
+            // While another Data stream of b's host still serves b.
+            data_open_while_served(open, 0, mode).await;
+            data_open_while_served(open, 60_000, mode).await;
         }
         _ => {
             let status = result
@@ -243,31 +337,122 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
             check_status(&status, Code::InvalidArgument, &[], "Data without DataOpen");
         }
     }
-    // As the second message, after the host's own DataOpen of session b.
-    let fx = Fixture::new().await;
+    // As the second message, after the host's own DataOpen of session b:
+    // by a host without a grace period, and by one with.
+    second_data_message(data, &message, 0).await;
+    second_data_message(data, &message, 60_000).await;
+}
+
+/// A DataOpen of session b, with `open`'s input count, while another
+/// Data stream of its host (whose Hello asked for `grace_period_ms`)
+/// still serves b: a host that may resume gets the new stream, which
+/// replaces the old; one that may not is refused, as before host resume,
+/// or gets the new stream. Either way b goes on.
+async fn data_open_while_served(open: &DataOpen, grace_period_ms: u64, mode: Mode) {
+    let fx = Fixture::with_grace_period_ms(grace_period_ms).await;
     let api = HostApi::new(fx.registry.clone());
-    let opened = HostDataRequest {
-        message: Some(host_data_request::Message::Open(DataOpen {
-            host_id: fx.host.id().to_owned(),
-            host_token: fx.host_token.clone(),
-            session_id: fx.b.id().to_owned(),
-        })),
+    let (_first_open, first) = live_streaming(&[&own_open(&fx, fx.b.id(), 0)]);
+    let mut first = api
+        .data(Request::new(first))
+        .await
+        .expect("the host's own DataOpen")
+        .into_inner();
+    check_first_ack(first.next().await.as_ref(), 0, "the first Data stream");
+    let (_second_open, second) = live_streaming(&[&own_open(&fx, fx.b.id(), open.input_applied)]);
+    let result = api.data(Request::new(second)).await;
+    let accepted = result.is_ok();
+    if let Err(status) = &result {
+        check_status(status, Code::FailedPrecondition, &[], "a second DataOpen");
     }
-    .encode_to_vec();
+    // Kept until the end: a response stream dropped ends its Data stream.
+    let mut second = result.ok().map(tonic::Response::into_inner);
+    let second_first = match second.as_mut() {
+        Some(stream) => stream.next().await,
+        None => None,
+    };
+    crate::exec::settle().await;
+    let what = format!("a second DataOpen (grace {grace_period_ms} ms, accepted: {accepted})");
+    if grace_period_ms == 0 && accepted && mode == Mode::FollowKnownBugs && fx.b.has_ended() {
+        // Known bug 1 (see `Mode`): the replaced stream ended b.
+        check_first_ack(second_first.as_ref(), 0, &what);
+        let exit = read_to_exit(&fx);
+        assert_eq!(
+            exit.message, "the host closed the session without an exit status",
+            "{what}"
+        );
+        return;
+    }
+    assert!(!fx.b.has_ended(), "{what} ended the session");
+    assert!(
+        fx.b.host_stream().0,
+        "{what}: no Data stream serves the session"
+    );
+    if accepted {
+        check_first_ack(second_first.as_ref(), fx.b.end_offset(), &what);
+        // The replaced stream ends.
+        let old = tokio::time::timeout(STREAM_WINDOW, first.next()).await;
+        assert!(
+            matches!(old, Ok(None | Some(Err(_)))),
+            "{what}: the replaced stream goes on: {old:?}"
+        );
+    } else {
+        assert!(
+            grace_period_ms == 0,
+            "a host with a grace period could not replace its stream"
+        );
+    }
+}
+
+/// What b's guest reads until the Exit of an ended session b.
+fn read_to_exit(fx: &Fixture) -> rendezvous_proto::ExitStatus {
+    let mut cursor = 0u64;
+    let id = fx.b_guest.handle.id();
+    let attachment = fx.b_guest.handle.attachment();
+    loop {
+        match fx.b.read_attached(id, attachment, cursor) {
+            Read::Output { offset, data } => cursor = offset + data.len() as u64,
+            Read::Exit(status) => return status,
+            other => panic!("b's guest read {other:?} from an ended session"),
+        }
+    }
+}
+
+/// `data` (decoded: `message`) as the second message of a Data stream of
+/// session b, whose host asked for a grace period of `grace_period_ms`;
+/// then the stream ends.
+async fn second_data_message(data: &[u8], message: &HostDataRequest, grace_period_ms: u64) {
+    let fx = Fixture::with_grace_period_ms(grace_period_ms).await;
+    let api = HostApi::new(fx.registry.clone());
+    let opened = own_open(&fx, fx.b.id(), 0);
     let mut stream = api
         .data(Request::new(streaming(&[&opened, data])))
         .await
         .expect("the host's own DataOpen")
         .into_inner();
-    let mut last = None;
+    let mut items = Vec::new();
     while let Ok(Some(item)) = tokio::time::timeout(STREAM_WINDOW, stream.next()).await {
-        last = Some(item);
+        items.push(item);
     }
-    assert!(
+    check_first_ack(items.first(), 0, "DataOpen of b");
+    let last = items.pop();
+    // A stream that ends without an exit status ends the session of a
+    // host without a grace period, and leaves it to the next stream of
+    // one with; an exit status or a refused message ends it either way.
+    let ends = grace_period_ms == 0
+        || matches!(
+            message.message,
+            Some(host_data_request::Message::Exit(_) | host_data_request::Message::Open(_))
+        );
+    assert_eq!(
         fx.b.has_ended(),
-        "a Data stream that ended left its session running"
+        ends,
+        "a Data stream that ended (grace {grace_period_ms} ms): has b ended?"
     );
-    // What b's guest reads, to the end.
+    assert!(
+        ends || !fx.b.host_stream().0,
+        "a Data stream that ended still serves b"
+    );
+    // What b's guest reads, to the end or to what there is.
     let (mut output, mut cursor) = (Vec::new(), 0u64);
     let id = fx.b_guest.handle.id();
     let attachment = fx.b_guest.handle.attachment();
@@ -278,26 +463,33 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
                 cursor += data.len() as u64;
                 output.extend_from_slice(&data);
             }
-            Read::Exit(status) => break status,
-            other => panic!("b's guest read {other:?} from an ended session"),
+            Read::Exit(status) => break Some(status),
+            Read::Nothing if !ends => break None,
+            other => panic!("b's guest read {other:?} (grace {grace_period_ms} ms)"),
         }
     };
     let closed = "the host closed the session without an exit status";
-    match message.message {
+    match &message.message {
         Some(host_data_request::Message::Output(data)) => {
             // Output the host sent just before it closed its stream
-            // without an Exit may be dropped; if it arrives, it is exact.
+            // without an Exit may be dropped (the next stream sends it
+            // again); if it arrives, it is exact.
             assert!(
                 output.is_empty() || output == data[..],
                 "b's guest read other bytes than the host sent"
             );
-            assert_eq!(exit.message, closed);
+            assert_eq!(exit.map(|e| e.message), ends.then(|| closed.to_owned()));
         }
         Some(host_data_request::Message::Exit(status)) => {
             assert!(output.is_empty());
-            assert_eq!(exit, status, "the session ended with another status");
+            assert_eq!(
+                exit.as_ref(),
+                Some(status),
+                "the session ended with another status"
+            );
         }
         Some(host_data_request::Message::Open(_)) => {
+            let exit = exit.expect("a second DataOpen ends the session");
             assert!(
                 exit.message.contains("second DataOpen"),
                 "a second DataOpen ended the session with {exit:?}"
@@ -309,9 +501,22 @@ async fn host_data(data: &[u8], message: HostDataRequest) {
         }
         Some(host_data_request::Message::InputAck(_)) | None => {
             assert!(output.is_empty());
-            assert_eq!(exit.message, closed);
+            assert_eq!(exit.map(|e| e.message), ends.then(|| closed.to_owned()));
         }
     }
+    if ends {
+        return;
+    }
+    // The session waits for its host's next Data stream, which starts at
+    // the session's end.
+    let reopened = own_open(&fx, fx.b.id(), 0);
+    let mut next = api
+        .data(Request::new(streaming(&[&reopened])))
+        .await
+        .expect("a Data stream for a session that waits for one")
+        .into_inner();
+    let first = next.next().await;
+    check_first_ack(first.as_ref(), fx.b.end_offset(), "a second Data stream");
 }
 
 /// What an attach must get, from the documented rules; `Err(())` when

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
-use rendezvous_proto::{Hello, HostControlResponse, HostDataResponse, Role};
+use rendezvous_proto::{Hello, HostControlResponse, Role, host_data_response};
 use rendezvous_server::ServerConfig;
 use rendezvous_server::registry::{Host, JoinedGuest, Owner, Registry};
-use rendezvous_server::session::{NewGuest, Session};
+use rendezvous_server::session::{HostInputReader, NewGuest, Session};
 use rendezvous_server::token::TokenKey;
 use tokio::sync::mpsc;
 
@@ -34,8 +34,8 @@ pub struct Fixture {
     pub control: mpsc::Receiver<HostControlResponse>,
     /// A session whose input the fixture reads (its host side is taken).
     pub a: Arc<Session>,
-    /// What the host of `a` receives.
-    pub a_input: mpsc::Receiver<HostDataResponse>,
+    /// The host of `a`'s reader of its input (its Data stream's).
+    pub a_input: HostInputReader,
     /// A session waiting for its Data stream.
     pub b: Arc<Session>,
     /// The read-write guest of `a`, its primary writer.
@@ -67,14 +67,23 @@ pub fn new_guest(role: Role) -> NewGuest<'static> {
 }
 
 impl Fixture {
-    /// Builds the state; call it on a tokio runtime (sessions start their
-    /// watchdogs).
+    /// Builds the state, with a host that asked for no grace period (its
+    /// sessions end with their Data streams); call it on a tokio runtime
+    /// (sessions start their watchdogs).
     pub async fn new() -> Self {
+        Self::with_grace_period_ms(0).await
+    }
+
+    /// Builds the state with a host whose Hello asked for a grace period
+    /// of `grace_period_ms`: above 0, its sessions outlive their Data
+    /// streams, waiting for the next one.
+    pub async fn with_grace_period_ms(grace_period_ms: u64) -> Self {
         let registry = Arc::new(Registry::new(config()));
         let hello = Hello {
             task_id: TASK.into(),
             secret: SECRET.into(),
             read_only_secret: READ_ONLY_SECRET.into(),
+            grace_period_ms,
             ..Hello::default()
         };
         let registration = registry
@@ -90,7 +99,7 @@ impl Fixture {
             .open_session(&host, 80, 24)
             .await
             .expect("session b opens");
-        let (a_input, _) = a.attach_host().expect("a's host side is free");
+        let a_input = a.attach_host(0).expect("a has not ended").input;
         let writer = registry
             .add_guest(&a, new_guest(Role::ReadWrite))
             .expect("the writer attaches");
@@ -114,16 +123,17 @@ impl Fixture {
         }
     }
 
-    /// Every input message the host of `a` has received so far, joined.
+    /// Every input message the host of `a` has received since the last
+    /// call, joined; the host acknowledges them as written, as a host
+    /// does, so that they leave the session's queue.
     pub fn a_inputs(&mut self) -> Vec<u8> {
         let mut got = Vec::new();
-        while let Ok(message) = self.a_input.try_recv() {
-            if let Some(rendezvous_proto::host_data_response::Message::Input(data)) =
-                message.message
-            {
+        while let Some(message) = self.a_input.try_next(&self.a) {
+            if let Some(host_data_response::Message::Input(data)) = message.message {
                 got.extend_from_slice(&data);
             }
         }
+        self.a.ack_host_input(self.a_input.next_number());
         got
     }
 }
@@ -152,4 +162,31 @@ where
         &mut tonic_prost::ProstCodec::default(),
     );
     tonic::Streaming::new_request(decoder, body, None, Some(MAX_MESSAGE_BYTES))
+}
+
+/// The sending side of [`live_streaming`]'s request stream: the stream
+/// stays open until this is dropped.
+pub type LiveSender =
+    futures::channel::mpsc::UnboundedSender<Result<Bytes, std::convert::Infallible>>;
+
+/// A request stream that starts with the messages `payloads` (each
+/// already encoded) and then stays open, as a client's that is still
+/// connected, until the returned sender is dropped.
+pub fn live_streaming<T>(payloads: &[&[u8]]) -> (LiveSender, tonic::Streaming<T>)
+where
+    T: prost::Message + Default + Send + 'static,
+{
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    for payload in payloads {
+        // The receiver is alive: this cannot fail.
+        let _ = tx.unbounded_send(Ok(frame(payload)));
+    }
+    let decoder = <tonic_prost::ProstCodec<T, T> as tonic::codec::Codec>::decoder(
+        &mut tonic_prost::ProstCodec::default(),
+    );
+    let body = axum::body::Body::from_stream(rx);
+    (
+        tx,
+        tonic::Streaming::new_request(decoder, body, None, Some(MAX_MESSAGE_BYTES)),
+    )
 }

@@ -149,6 +149,7 @@ fn valid(fx: &Fixture, path: usize, which: u8) -> Vec<u8> {
                 host_id: fx.host.id().to_owned(),
                 host_token: fx.host_token.clone(),
                 session_id: fx.b.id().to_owned(),
+                input_applied: 0,
             })),
         }
         .encode_to_vec(),

@@ -7,11 +7,11 @@ use futures::FutureExt;
 use rendezvous_proto::guest_service_server::GuestService;
 use rendezvous_proto::ids::TaskId;
 use rendezvous_proto::{
-    Hello, HostControlResponse, HostDataResponse, Role, SendInputRequest, host_data_response,
+    Hello, HostControlResponse, Role, SendInputRequest, host_control_response, host_data_response,
 };
 use rendezvous_server::guest_service::GuestApi;
 use rendezvous_server::registry::{Host, JoinedGuest, Owner, Registry};
-use rendezvous_server::session::{Read, Session};
+use rendezvous_server::session::{HostInputReader, Read, Session};
 use tokio::sync::mpsc;
 use tonic::Request;
 
@@ -23,8 +23,15 @@ use crate::pattern;
 pub(super) struct Bystander {
     pub(super) host: Arc<Host>,
     pub(super) _control: mpsc::Receiver<HostControlResponse>,
+    /// Its host's Data-stream token.
+    pub(super) token: String,
+    /// Its host's resume ticket.
+    pub(super) ticket: String,
+    /// Its session's resume ticket.
+    pub(super) session_ticket: String,
     pub(super) session: Arc<Session>,
-    pub(super) input: mpsc::Receiver<HostDataResponse>,
+    /// Its host's reader of the session's input.
+    pub(super) input: HostInputReader,
     pub(super) guest: JoinedGuest,
     pub(super) cursor: u64,
     pub(super) seq: u64,
@@ -45,13 +52,21 @@ impl Bystander {
             .open_session(&registration.host, 80, 24)
             .await
             .expect("the bystander's session opens");
-        let (input, _) = session.attach_host().expect("its host side is free");
+        let mut control = registration.control;
+        let session_ticket = match control.try_recv().ok().and_then(|m| m.message) {
+            Some(host_control_response::Message::OpenSession(open)) => open.ticket,
+            other => panic!("the bystander's host was not asked to open its session: {other:?}"),
+        };
+        let input = session.attach_host(0).expect("a new session").input;
         let guest = registry
             .add_guest(&session, new_guest(Role::ReadWrite))
             .expect("the bystander's guest attaches");
         Self {
             host: registration.host,
-            _control: registration.control,
+            _control: control,
+            token: registration.host_token,
+            ticket: registration.resume_ticket,
+            session_ticket,
             session,
             input,
             guest,
@@ -93,10 +108,14 @@ impl Bystander {
             "bystander: its input was refused: {sent:?}"
         );
         self.seq += 1;
-        let got = self.input.try_recv().ok().and_then(|m| match m.message {
-            Some(host_data_response::Message::Input(data)) => Some(data),
-            _ => None,
-        });
+        let got = self
+            .input
+            .try_next(&self.session)
+            .and_then(|m| match m.message {
+                Some(host_data_response::Message::Input(data)) => Some(data),
+                _ => None,
+            });
+        self.session.ack_host_input(self.input.next_number());
         assert_eq!(
             got.as_deref(),
             Some(&data[..]),
@@ -112,6 +131,19 @@ impl Bystander {
         assert!(
             auth.hosts.iter().any(|h| Arc::ptr_eq(h, &self.host)),
             "bystander: its host is gone from its task"
+        );
+        assert_eq!(
+            self.host.connection().0,
+            1,
+            "bystander: its host was resumed"
+        );
+        assert!(self.host.is_connected(), "bystander: its host is away");
+        assert!(
+            matches!(
+                registry.data_session(self.host.id(), &self.token, self.session.id()),
+                Ok((_, ref s)) if Arc::ptr_eq(s, &self.session)
+            ),
+            "bystander: its host's token no longer opens its session"
         );
     }
 }

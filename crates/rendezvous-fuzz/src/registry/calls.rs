@@ -1,6 +1,7 @@
-//! The actions that are calls with a verdict of their own: registering a
-//! host, opening a Data stream, attaching a guest, and a guest's unary
-//! calls, each checked against the status the proto gives it.
+//! The actions that are calls with a verdict of their own: opening a
+//! Data stream, attaching a guest, and a guest's unary calls, each
+//! checked against the status the proto gives it (Hellos are in
+//! `hello`).
 
 use std::sync::Arc;
 
@@ -8,121 +9,64 @@ use futures::FutureExt;
 use futures::StreamExt;
 use rendezvous_proto::guest_service_server::GuestService;
 use rendezvous_proto::ids::{HostName, TaskId};
-use rendezvous_proto::{AttachRequest, GuestEvent, Hello, Role, SendInputRequest, guest_event};
-use rendezvous_server::registry::{Owner, RegistryError};
+use rendezvous_proto::{AttachRequest, GuestEvent, Role, SendInputRequest, guest_event};
+use rendezvous_server::registry::RegistryError;
 use tonic::{Code, Request};
 
 use super::streams::GuestEntry;
-use super::{BYSTANDER_TASK, Harness, HostEntry, NAMES, SECRETS, TASKS, pick, status_of};
+use super::{Harness, NAMES, SECRETS, TASKS, UNKNOWN_SESSION, pick, status_of};
 use crate::pattern;
 
 impl Harness {
-    pub(super) async fn register(
-        &mut self,
-        task: u8,
-        name: u8,
-        secret: u8,
-        read_only: Option<u8>,
-        labels: u8,
-        other_owner: bool,
-    ) {
-        let task = TASKS[usize::from(task) % TASKS.len()];
-        let name = NAMES[usize::from(name) % NAMES.len()];
-        let secret = SECRETS[usize::from(secret) % SECRETS.len()];
-        let read_only = read_only.map_or("", |r| SECRETS[usize::from(r) % SECRETS.len()]);
-        let labels = match labels % 4 {
-            0 => 0,
-            1 => 3,
-            2 => rendezvous_server::registry::MAX_LABELS + 1,
-            _ => 1,
-        };
-        let long_value = labels == 1;
-        let hello = Hello {
-            task_id: task.into(),
-            host_name: name.into(),
-            secret: secret.into(),
-            read_only_secret: read_only.into(),
-            labels: (0..labels)
-                .map(|i| {
-                    let value = if long_value {
-                        "v".repeat(rendezvous_server::registry::MAX_LABEL_BYTES + 1)
-                    } else {
-                        "v".into()
-                    };
-                    (format!("k{i}"), value)
-                })
-                .collect(),
-        };
-        let owner = if other_owner {
-            Owner::token("other")
-        } else {
-            Owner::open()
-        };
-        let invalid = TaskId::new(task).is_err()
-            || HostName::or_default(name).is_err()
-            || rendezvous_proto::ids::check_secret_strength(secret).is_err()
-            || (!read_only.is_empty()
-                && (rendezvous_proto::ids::check_secret_strength(read_only).is_err()
-                    || read_only == secret))
-            || long_value
-            || labels > rendezvous_server::registry::MAX_LABELS;
-        let result = self
-            .registry
-            .register_host(owner.clone(), None, &hello)
-            .await;
-        match result {
-            Err(RegistryError::Invalid(text)) => {
-                assert!(invalid, "a valid Hello refused as invalid: {text}");
-            }
-            Err(e) => {
-                assert!(!invalid, "an invalid Hello got {e:?}");
-                assert!(
-                    matches!(
-                        e,
-                        RegistryError::Denied
-                            | RegistryError::HostNameTaken(_)
-                            | RegistryError::Limit { .. }
-                    ),
-                    "Hello refused with {e:?}"
-                );
-            }
-            Ok(registration) => {
-                assert!(!invalid, "an invalid Hello registered");
-                assert!(
-                    !(task == BYSTANDER_TASK && owner == Owner::open()),
-                    "a host joined the bystander's task without its secret"
-                );
-                assert_eq!(registration.host.task_id().as_str(), task);
-                self.hosts.push(HostEntry {
-                    host: registration.host,
-                    token: registration.host_token,
-                    _control: registration.control,
-                });
-            }
-        }
-    }
-
     pub(super) fn data_open(&mut self, host: u8, session: u8, right_token: bool) {
         let Some(entry) = pick(&self.hosts, host) else {
             return;
         };
+        let host = entry.host.clone();
         let token = if right_token {
             entry.token.clone()
         } else {
             "made-up-host-token".into()
         };
-        let (id, want_session) = match pick(&self.sessions, session) {
-            Some(s) => (s.session.id().to_owned(), Some(s)),
-            None => ("no-such-session".to_owned(), None),
-        };
-        let result = self.registry.data_session(entry.host.id(), &token, &id);
-        let ours =
-            want_session.filter(|s| Arc::ptr_eq(&s.host, &entry.host) && !s.session.has_ended());
+        let id = pick(&self.sessions, session).map_or_else(
+            || "no-such-session".to_owned(),
+            |s| s.session.id().to_owned(),
+        );
+        let result = self.registry.data_session(host.id(), &token, &id);
+        // The host's running session of that ID, if any: a session
+        // restored on a restarted host has the ID of one that ended.
+        let ours = self.sessions.iter().position(|s| {
+            s.session.id() == id && Arc::ptr_eq(&s.host, &host) && !s.session.has_ended()
+        });
         match (right_token, ours, result) {
             (false, _, Err(RegistryError::BadHost)) => {}
-            (true, Some(s), Ok((host, session))) => {
-                assert!(Arc::ptr_eq(&host, &entry.host));
-                assert!(Arc::ptr_eq(&session, &s.session));
+            (true, Some(i), Ok((found, session))) => {
+                assert!(Arc::ptr_eq(&found, &host));
+                assert!(Arc::ptr_eq(&session, &self.sessions[i].session));
+                // The new stream replaces the one the harness holds, and
+                // goes on from what that one's host took.
+                let applied = self.sessions[i]
+                    .input
+                    .as_ref()
+                    .map_or(0, |link| link.input.next_number());
+                let link = session
+                    .attach_host(applied)
+                    .expect("a running session takes a new Data stream");
+                assert_eq!(
+                    link.input.next_number(),
+                    applied.max(session.host_input_acked()),
+                    "a new Data stream's first input message"
+                );
+                if let Some(old) = self.sessions[i].input.replace(link) {
+                    assert!(
+                        old.replaced.is_cancelled(),
+                        "a replaced Data stream goes on"
+                    );
+                    assert!(
+                        !session.push_host_output(old.stream, b"x"),
+                        "a replaced Data stream's output was taken"
+                    );
+                }
             }
             (true, None, Err(RegistryError::NoSuchSession(_))) => {}
             (right, ours, got) => panic!(
@@ -139,23 +83,43 @@ impl Harness {
         secret: u8,
         session: Option<u8>,
         host_name: u8,
+        known: Option<u8>,
         resume: Option<(u8, bool)>,
         window_bytes: u32,
         window_messages: u8,
     ) {
-        let task = TASKS[usize::from(task) % TASKS.len()];
-        let secret = SECRETS[usize::from(secret) % SECRETS.len()];
-        let host_name = NAMES[usize::from(host_name) % NAMES.len()];
-        let session_id = match session {
+        let mut task = TASKS[usize::from(task) % TASKS.len()].to_owned();
+        let mut secret = SECRETS[usize::from(secret) % SECRETS.len()].to_owned();
+        let mut host_name = NAMES[usize::from(host_name) % NAMES.len()].to_owned();
+        let mut session_id = match session {
             None => String::new(),
             Some(i) => match i % 4 {
                 0 => "not/a/session".into(),
-                1 => "0123456789abcdef0123456789abcdef".into(),
+                1 => UNKNOWN_SESSION.into(),
                 _ => {
                     pick(&self.sessions, i).map_or_else(String::new, |s| s.session.id().to_owned())
                 }
             },
         };
+        // With a host's own credentials, and one of its sessions: made-up
+        // ones rarely meet a host.
+        if let Some(e) = known.and_then(|k| pick(&self.hosts, k)) {
+            task = e.host.task_id().as_str().to_owned();
+            let read_only = known.is_some_and(|k| k & 1 == 1) && !e.read_only.is_empty();
+            secret = if read_only { &e.read_only } else { &e.secret }.clone();
+            host_name = e.host.name().as_str().to_owned();
+            let its: Vec<&str> = self
+                .sessions
+                .iter()
+                .filter(|s| Arc::ptr_eq(&s.host, &e.host))
+                .map(|s| s.session.id())
+                .collect();
+            if session.is_some() {
+                session_id = pick(&its, session.unwrap_or_default() / 4)
+                    .map_or_else(String::new, |id| (*id).to_owned());
+            }
+        }
+        let (task, secret, host_name) = (task.as_str(), secret.as_str(), host_name.as_str());
         let (resume_id, resume_token) = resume
             .and_then(|(g, right)| {
                 pick(&self.guests, g).map(|g| {
@@ -216,6 +180,7 @@ impl Harness {
             cursor: None,
             exited: false,
             done: false,
+            reconnecting: false,
         });
     }
 

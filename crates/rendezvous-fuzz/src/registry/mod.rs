@@ -4,8 +4,12 @@
 //! must never notice.
 //!
 //! Hosts register (duplicate names, other secrets, weak secrets, malformed
-//! IDs, other owners, labels over their bounds), open sessions, send output
-//! of any size, end sessions and leave; guests attach (with right and
+//! IDs, other owners, labels over their bounds, grace periods), resume
+//! with resume tickets (their own, stale ones, other hosts', made-up
+//! ones, with the owner, task, name, secret or host ID changed, naming
+//! sessions with their tickets or others), lose their control connection,
+//! open sessions and Data streams (a new one replaces the old), send
+//! output of any size, end sessions and leave; guests attach (with right and
 //! wrong secrets, to new shells, known, unknown and malformed sessions,
 //! resuming others' IDs with right and wrong tokens), read their streams,
 //! send input, resizes and acks with their own and made-up credentials,
@@ -19,7 +23,15 @@
 //! - every documented limit holds: hosts, sessions, guests server-wide,
 //!   hosts per task, sessions per host, guests per session, the retained
 //!   output all sessions reserve;
-//! - a host that left has no running session; its guests read Exit;
+//! - a host that left has no running session; its guests read Exit; a
+//!   host that lost its connection keeps its sessions only with a grace
+//!   period, and its guests are told it is away;
+//! - a Hello takes over a host here only with that host's own owner,
+//!   task, name, ID, secrets and ticket, and then ends the sessions it
+//!   no longer names; any other Hello leaves every host's connection as
+//!   it was (the bystander's above all); a host gets a ticket's host ID
+//!   only with a valid ticket, and sessions only with their own tickets;
+//!   no two hosts share an ID;
 //! - every guest stream is exact: each Output starts where the previous
 //!   one ended (or after a Lagged of exactly the bytes missed), holds the
 //!   bytes the host wrote at those offsets, and nothing follows Exit;
@@ -28,8 +40,9 @@
 //!
 //! # Files
 //! - `actions`: what an input is made of;
-//! - `calls`: the calls with a verdict of their own (register, Data
-//!   stream, attach, unary calls);
+//! - `hello`: Hellos, new and resuming, and what each did to the hosts;
+//! - `calls`: the other calls with a verdict of their own (Data stream,
+//!   attach, unary calls);
 //! - `streams`: guest streams, read and checked event by event;
 //! - `bystander`: the task nothing touches;
 //! - this file: the entry point, the bounds, the rest of the actions, and
@@ -38,6 +51,7 @@
 mod actions;
 mod bystander;
 mod calls;
+mod hello;
 mod streams;
 
 use std::sync::Arc;
@@ -45,12 +59,10 @@ use std::sync::Arc;
 use arbitrary::Unstructured;
 use rendezvous_proto::guest_service_server::GuestService;
 use rendezvous_proto::ids::TaskId;
-use rendezvous_proto::{
-    AckRequest, HostControlResponse, HostDataResponse, ListSessionsRequest, ResizeRequest, Role,
-};
+use rendezvous_proto::{AckRequest, HostControlResponse, ListSessionsRequest, ResizeRequest, Role};
 use rendezvous_server::guest_service::GuestApi;
 use rendezvous_server::registry::{Host, Owner, Registry, RegistryError};
-use rendezvous_server::session::{RelayConfig, Session};
+use rendezvous_server::session::{HostLink, RelayConfig, Session};
 use rendezvous_server::{Limits, ServerConfig};
 use tokio::sync::mpsc;
 use tonic::{Code, Request, Status};
@@ -59,6 +71,7 @@ use crate::pattern;
 
 use actions::Action;
 use bystander::Bystander;
+use hello::{Issued, SessionTicket};
 use streams::{GuestEntry, poll};
 
 /// Most actions one input runs.
@@ -95,20 +108,27 @@ const SECRETS: [&str; 5] = [
 const BYSTANDER_TASK: &str = "bystander";
 /// The bystander's secret: one the actions never use.
 const BYSTANDER_SECRET: &str = "bystander-secret-0123456789abcdef";
+/// A well-formed session ID no session has.
+const UNKNOWN_SESSION: &str = "0123456789abcdef0123456789abcdef";
 
 /// A host of the harness's, while it is registered.
 struct HostEntry {
     host: Arc<Host>,
+    /// Its current connection's Data-stream token.
     token: String,
-    /// Kept, so that the host's control queue stays open.
-    _control: mpsc::Receiver<HostControlResponse>,
+    /// The secrets it registered with.
+    secret: String,
+    read_only: String,
+    /// Its current connection's control queue: kept open, and drained
+    /// for the session tickets (see `Harness::drain_control`).
+    control: mpsc::Receiver<HostControlResponse>,
 }
 
 struct SessionEntry {
     host: Arc<Host>,
     session: Arc<Session>,
-    /// The host side, when the harness took it.
-    input: Option<mpsc::Receiver<HostDataResponse>>,
+    /// The host side, when the harness took it: its latest Data stream's.
+    input: Option<HostLink>,
 }
 
 /// Runs the registry harness on `data`. See the module docs.
@@ -129,13 +149,34 @@ pub fn registry(data: &[u8]) {
             ..crate::fixture::config()
         };
         let registry = Arc::new(Registry::new(config));
+        let bystander = Bystander::new(&registry).await;
+        // Its tickets, which others may present, with a secret the
+        // actions use (they never know its own).
+        let issued = Issued {
+            owner: Owner::open(),
+            task: BYSTANDER_TASK.into(),
+            name: bystander.host.name().as_str().to_owned(),
+            host_id: bystander.host.id().to_owned(),
+            secret: SECRETS[0].into(),
+            read_only: String::new(),
+            ticket: bystander.ticket.clone(),
+        };
+        let session_ticket = SessionTicket {
+            owner: Owner::open(),
+            task: BYSTANDER_TASK.into(),
+            name: issued.name.clone(),
+            session_id: bystander.session.id().to_owned(),
+            ticket: bystander.session_ticket.clone(),
+        };
         let mut harness = Harness {
             api: GuestApi::new(registry.clone()),
-            bystander: Bystander::new(&registry).await,
+            bystander,
             registry,
             hosts: Vec::new(),
             sessions: Vec::new(),
             guests: Vec::new(),
+            issued: vec![issued],
+            session_tickets: vec![session_ticket],
         };
         for (step, action) in actions.iter().enumerate() {
             if crate::tracing() {
@@ -158,10 +199,19 @@ struct Harness {
     hosts: Vec<HostEntry>,
     sessions: Vec<SessionEntry>,
     guests: Vec<GuestEntry>,
+    /// Every registration so far (the bystander's first), for resuming
+    /// Hellos to repeat.
+    issued: Vec<Issued>,
+    /// Every session ticket handed out so far.
+    session_tickets: Vec<SessionTicket>,
 }
 
 fn pick<T>(items: &[T], i: u8) -> Option<&T> {
-    (!items.is_empty()).then(|| &items[usize::from(i) % items.len()])
+    pick_index(items, i).map(|i| &items[i])
+}
+
+fn pick_index<T>(items: &[T], i: u8) -> Option<usize> {
+    (!items.is_empty()).then(|| usize::from(i) % items.len())
 }
 
 fn status_of<T>(result: &Result<T, Status>) -> Option<Code> {
@@ -170,6 +220,8 @@ fn status_of<T>(result: &Result<T, Status>) -> Option<Code> {
 
 impl Harness {
     async fn apply(&mut self, action: Action) {
+        self.forget_gone_hosts();
+        self.drain_control();
         match action {
             Action::Register {
                 task,
@@ -178,10 +230,22 @@ impl Harness {
                 read_only,
                 labels,
                 other_owner,
+                grace,
             } => {
-                self.register(task, name, secret, read_only, labels, other_owner)
+                self.register(task, name, secret, read_only, labels, other_owner, grace)
                     .await;
             }
+            Action::Resume {
+                of,
+                change,
+                sessions,
+                made_up_sessions,
+                too_many,
+            } => {
+                self.resume(of, change, sessions, made_up_sessions, too_many)
+                    .await;
+            }
+            Action::ControlLost { host, stale } => self.control_lost(host, stale),
             Action::Leave { host } => {
                 if self.hosts.is_empty() {
                     return;
@@ -205,13 +269,17 @@ impl Harness {
                     return;
                 };
                 let host = entry.host.clone();
+                // Room in its control queue, so that the open never waits.
+                self.drain_control();
                 match self
                     .registry
                     .open_session(&host, u32::from(cols), u32::from(rows))
                     .await
                 {
                     Ok(session) => {
-                        let input = session.attach_host().map(|(rx, _)| rx);
+                        assert!(host.is_connected(), "a session opened on an absent host");
+                        let input = session.attach_host(0);
+                        assert!(input.is_some(), "a new session has ended");
                         self.sessions.push(SessionEntry {
                             host,
                             session,
@@ -219,8 +287,10 @@ impl Harness {
                         });
                     }
                     Err(RegistryError::Limit { .. }) => {}
+                    Err(RegistryError::HostReconnecting) if !host.is_connected() => {}
                     Err(e) => panic!("opening a session on a live host: {e:?}"),
                 }
+                self.drain_control();
             }
             Action::DataOpen {
                 host,
@@ -256,6 +326,7 @@ impl Harness {
                 secret,
                 session,
                 host_name,
+                known,
                 resume,
                 window_bytes,
                 window_messages,
@@ -265,6 +336,7 @@ impl Harness {
                     secret,
                     session,
                     host_name,
+                    known,
                     resume,
                     window_bytes,
                     window_messages,
@@ -362,13 +434,17 @@ impl Harness {
                     );
                 }
             }
+            Action::Wait { tenths } => self.wait(tenths).await,
             Action::HostReads { session } => {
                 if self.sessions.is_empty() {
                     return;
                 }
                 let i = usize::from(session) % self.sessions.len();
-                if let Some(input) = self.sessions[i].input.as_mut() {
-                    while input.try_recv().is_ok() {}
+                let s = &mut self.sessions[i];
+                if let Some(link) = s.input.as_mut() {
+                    // The host writes all it was sent, and says so.
+                    while link.input.try_next(&s.session).is_some() {}
+                    s.session.ack_host_input(link.input.next_number());
                 }
             }
         }
@@ -406,7 +482,85 @@ impl Harness {
         for s in &self.sessions {
             if s.session.has_ended() {
                 assert!(s.host.session(s.session.id()).is_none());
+            } else {
+                assert_eq!(
+                    s.session.host_state().reconnecting,
+                    !s.host.is_connected(),
+                    "guests are told the host is away exactly while it is"
+                );
             }
+        }
+    }
+
+    /// Lets virtual time pass. Never as long as the sessions' idle
+    /// timeout (30 min) over a whole input: the watchdogs sleep on
+    /// tokio's paused clock for deadlines of the std clock, which does not
+    /// move with it, and one that wakes before its std deadline sleeps
+    /// again at once, forever.
+    async fn wait(&mut self, tenths: u8) {
+        tokio::time::sleep(std::time::Duration::from_millis(
+            u64::from(tenths % 32) * 100,
+        ))
+        .await;
+        self.forget_gone_hosts();
+    }
+
+    /// Forgets the hosts the registry let go by itself (their grace
+    /// period ran out): none of their sessions runs on.
+    fn forget_gone_hosts(&mut self) {
+        for entry in self.hosts.iter().filter(|e| e.host.closed().is_cancelled()) {
+            assert!(
+                entry.host.sessions().is_empty(),
+                "a host that left kept sessions"
+            );
+        }
+        self.hosts.retain(|e| !e.host.closed().is_cancelled());
+    }
+
+    /// A host's control connection ends (or, `stale`, an older one
+    /// does, which changes nothing): without a grace period the host
+    /// leaves; with one it stays, away, with its sessions.
+    fn control_lost(&mut self, host: u8, stale: bool) {
+        let Some(i) = pick_index(&self.hosts, host) else {
+            return;
+        };
+        let host = self.hosts[i].host.clone();
+        let (generation, _) = host.connection();
+        let was_connected = host.is_connected();
+        let running: Vec<Arc<Session>> = host.sessions();
+        self.registry
+            .control_ended(&host, generation - u64::from(stale));
+        if stale {
+            assert_eq!(host.is_connected(), was_connected, "a stale end counted");
+            assert_eq!(host.sessions().len(), running.len());
+            return;
+        }
+        if host.may_resume() {
+            assert!(
+                !host.closed().is_cancelled(),
+                "a host with a grace period left at once"
+            );
+            assert!(!host.is_connected());
+            for session in &running {
+                assert!(
+                    !session.has_ended(),
+                    "a session ended with its host's connection"
+                );
+                assert!(
+                    session.host_state().reconnecting,
+                    "guests not told the host is away"
+                );
+            }
+        } else {
+            assert!(
+                host.closed().is_cancelled(),
+                "a host without a grace period stayed"
+            );
+            assert!(
+                running.iter().all(|s| s.has_ended()),
+                "a gone host's session runs on"
+            );
+            self.hosts.remove(i);
         }
     }
 }

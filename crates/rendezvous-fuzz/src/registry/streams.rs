@@ -20,6 +20,9 @@ pub(super) struct GuestEntry {
     pub(super) exited: bool,
     /// The stream has ended.
     pub(super) done: bool,
+    /// What the stream last said of the host: away (reconnecting) or
+    /// not; a stream starts with the host taken as connected.
+    pub(super) reconnecting: bool,
 }
 
 /// Reads one event from a guest's stream if one is ready, and checks it
@@ -70,6 +73,14 @@ pub(super) fn poll(g: &mut GuestEntry) {
         guest_event::Event::Exit(_) => g.exited = true,
         guest_event::Event::Size(size) => {
             assert!((1..=1000).contains(&size.cols) && (1..=1000).contains(&size.rows));
+        }
+        guest_event::Event::HostState(state) => {
+            assert_ne!(
+                state.reconnecting, g.reconnecting,
+                "a HostState that tells nothing new"
+            );
+            assert!(!state.message.is_empty(), "a HostState without words");
+            g.reconnecting = state.reconnecting;
         }
         guest_event::Event::Attached(_) => panic!("a second Attached"),
     }

@@ -79,9 +79,30 @@ pub(super) enum Seq {
     Raw(u64),
 }
 
+/// An input count a new host Data stream opens with
+/// (`DataOpen.input_applied`) other than what the host has taken (which
+/// `rendezvous-host` sends).
+#[derive(Debug, Clone, Copy, Arbitrary)]
+pub(super) enum Applied {
+    /// Fewer: the host would take some input twice.
+    Fewer(u8),
+    /// More: the host skips input it was never sent.
+    More(u8),
+    /// Past anything queued.
+    Max,
+}
+
 #[derive(Debug, Clone, Copy, Arbitrary)]
 pub(super) enum Action {
+    /// Host output on the Data stream that serves the session, or on the
+    /// last one when none does.
     Output(Len),
+    /// Host output on a Data stream that does not serve the session: an
+    /// older one, or one never handed out.
+    StaleOutput {
+        len: Len,
+        which: u8,
+    },
     Attach {
         read_write: bool,
         cols: u16,
@@ -125,8 +146,29 @@ pub(super) enum Action {
         who: u8,
         bytes: u32,
     },
+    /// The host's latest Data stream reads input.
     HostReadsInput {
         count: u8,
+    },
+    /// The host counts the input it has taken as written (`input_ack`),
+    /// or `fewer` less than that.
+    HostAcksInput {
+        fewer: Option<u8>,
+    },
+    /// A new Data stream for the session: it replaces the one that
+    /// serves it, if any. It opens with what the host has taken, or (a
+    /// host that is wrong about it) `wrong`.
+    HostReattach {
+        wrong: Option<Applied>,
+    },
+    /// A Data stream is gone without an exit status: the current one, or
+    /// (`stale`) an older one.
+    HostDetach {
+        stale: bool,
+    },
+    /// The session's host is marked away or back.
+    HostState {
+        reconnecting: bool,
     },
     /// Ends the session, one time in 16: an end early in every input
     /// would leave little to test.

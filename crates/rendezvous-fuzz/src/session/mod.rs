@@ -3,8 +3,9 @@
 //! what the session's documentation promises.
 //!
 //! The model knows the session's offsets, retained output, guests (live,
-//! replaced, departed and resumable), input order and windows, so it
-//! checks values, not only the absence of panics:
+//! replaced, departed and resumable), input order and windows, and the
+//! host's Data streams, so it checks values, not only the absence of
+//! panics:
 //! - every read is exact: an Output starts at the guest's cursor, holds
 //!   the stream's bytes at those offsets (see [`crate::pattern`]), and is
 //!   as long as the cursor, the end, the message cap (64 KiB until the
@@ -15,102 +16,77 @@
 //! - input is applied once, in order, and reaches the host's queue as the
 //!   session promises: repeats dropped, gaps waited for, at most
 //!   [`MAX_PENDING_INPUTS`] ahead and [`MAX_PENDING_INPUT_BYTES`] waiting,
-//!   the queue bounded by [`HOST_INPUT_QUEUE_MESSAGES`];
+//!   the queue bounded by [`HOST_INPUT_QUEUE_MESSAGES`] messages the host
+//!   has not acknowledged;
+//! - the host's Data streams: a new one replaces the old (whose output
+//!   is refused from then on, as is any stream's that does not serve the
+//!   session) and reads the input from the count it opened with; a host
+//!   that opens each stream with the count it has taken takes every
+//!   input message exactly once, however often its stream is replaced;
 //! - guests: at most `max_guests`, at most [`MAX_DEPARTED_GUESTS`]
-//!   remembered for resuming, resumed only with their token and role;
-//!   read-only guests never write or resize; the PTY size is the smallest
-//!   of the read-write guests';
-//! - backpressure: the host has room exactly when the session says so;
+//!   remembered for resuming, resumed only with their token and role (a
+//!   resume refused at the guest limit keeps the departed guest's
+//!   record); read-only guests never write or resize; the PTY size is the
+//!   smallest of the read-write guests';
+//! - backpressure: the host has room exactly when the session says so,
+//!   with a departed read-write guest holding it for [`DEPARTED_PACE`];
 //! - a bystander session, fed and read alongside, stays exact.
-
 //!
 //! # Files
 //! - `actions`: what an input is made of (the bounds and the actions);
 //! - `model`: what the session documents, as a model;
 //! - `bystander`: the session beside it that nothing touches;
-//! - `steps`: each action, taken on the session and the model, and
+//! - `steps`: each guest action, taken on the session and the model, and
 //!   checked;
-//! - this file: the entry points, the known bugs ([`Mode`]), and the
-//!   properties checked after every step.
+//! - `host`: each host action (output, Data streams, input), likewise;
+//! - this file: the entry point, and the properties checked after every
+//!   step.
+//!
+//! [`HOST_INPUT_QUEUE_MESSAGES`]: rendezvous_server::session::HOST_INPUT_QUEUE_MESSAGES
+//! [`DEPARTED_PACE`]: rendezvous_server::session::DEPARTED_PACE
 
 mod actions;
 mod bystander;
+mod host;
 mod model;
 mod steps;
 
 use std::collections::VecDeque;
 
 use arbitrary::{Arbitrary, Unstructured};
-use futures::FutureExt;
-use rendezvous_proto::{ExitStatus, HostDataResponse, exit_status, host_data_response};
+use rendezvous_proto::{ExitStatus, exit_status};
 use rendezvous_server::session::{
-    MAX_DEPARTED_GUESTS, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, MAX_WINDOW_BYTES,
+    HostLink, MAX_DEPARTED_GUESTS, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, MAX_WINDOW_BYTES,
     MIN_WINDOW_BYTES, Read, Session,
 };
-use tokio::sync::mpsc;
 
 use actions::{Action, Config};
 use bystander::Bystander;
-use model::{Model, cells, clamp};
+use model::{HostModel, Model, cells, clamp};
 
 /// Most actions one input runs.
 pub const MAX_ACTIONS: usize = 400;
 
-/// What the model expects where the server has a known bug.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// What the documentation says, everywhere.
-    Documented,
-    /// What the server does today where a bug this harness found is not
-    /// fixed yet, so that fuzzing goes on looking for other ones. The
-    /// known bugs:
-    ///
-    /// 1. A departed guest that tries to resume while its session is at
-    ///    its guest limit is refused (right), and loses its departed
-    ///    record (wrong: `Guests::attach` in the server's
-    ///    `session/guests.rs` takes the record out in `resumable` before
-    ///    it checks the limit). Attached again within [`RESUME_GRACE`]
-    ///    once there is room, it is a new guest: its input sequence starts
-    ///    over, and a retried input is not applied exactly once.
-    ///    Input: `regressions/session/known-bugs/`.
-    ///
-    /// [`RESUME_GRACE`]: rendezvous_server::session::RESUME_GRACE
-    FollowKnownBugs,
-}
-
-/// Runs the session harness on `data`, following the server's known bugs
-/// (see [`Mode`]). See the module docs.
+/// Runs the session harness on `data`. See the module docs.
 ///
 /// # Panics
 /// When the session breaks a property the module docs list.
 pub fn session(data: &[u8]) {
-    session_in(Mode::FollowKnownBugs, data);
-}
-
-/// Runs the session harness on `data`, expecting what the documentation
-/// says everywhere: fails on inputs that show a known bug.
-///
-/// # Panics
-/// As [`session`], and on the known bugs.
-pub fn session_documented(data: &[u8]) {
-    session_in(Mode::Documented, data);
-}
-
-fn session_in(mode: Mode, data: &[u8]) {
     let mut u = Unstructured::new(data);
     let Ok(config) = Config::arbitrary(&mut u) else {
         return;
     };
     let actions = crate::actions::<Action>(&mut u, MAX_ACTIONS);
-    crate::exec::run(async move { Harness::new(config, mode).run(&actions) });
+    crate::exec::run(async move { Harness::new(config).run(&actions) });
 }
 
 /// One input's run: the session under test with its host side, the
 /// model it is checked against, and the bystander.
 struct Harness {
-    mode: Mode,
     session: Session,
-    host_input: mpsc::Receiver<HostDataResponse>,
+    /// What the host's latest Data stream took from
+    /// [`Session::attach_host`].
+    link: HostLink,
     model: Model,
     bystander: Bystander,
 }
@@ -123,7 +99,7 @@ fn code(code: i32) -> ExitStatus {
 }
 
 impl Harness {
-    fn new(config: Config, mode: Mode) -> Self {
+    fn new(config: Config) -> Self {
         let relay = config.relay();
         let session = Session::new(
             "fuzzed".into(),
@@ -131,8 +107,13 @@ impl Harness {
             u32::from(config.rows),
             relay,
         );
-        let (host_input, _size) = session.attach_host().expect("a new session takes its host");
-        assert!(session.attach_host().is_none(), "a second host attached");
+        let link = session
+            .attach_host(0)
+            .expect("a new session takes its host");
+        let mut host = HostModel::new();
+        host.streams = 1;
+        host.stream = Some(link.stream);
+        assert_eq!(link.stream, 1, "the first Data stream's number");
         let model = Model {
             relay,
             max_guests: usize::from(config.max_guests % 8) + 1,
@@ -144,13 +125,12 @@ impl Harness {
             primary: None,
             joins: 0,
             attachments: 0,
-            host_queue: VecDeque::new(),
+            host,
             inputs_made: 0,
         };
         Self {
-            mode,
             session,
-            host_input,
+            link,
             model,
             bystander: Bystander::new(),
         }
@@ -185,6 +165,12 @@ impl Harness {
     fn apply(&mut self, action: Action) {
         match action {
             Action::Output(len) => self.output(len.bytes()),
+            Action::StaleOutput { len, which } => self.stale_output(len.bytes(), which),
+            Action::HostReadsInput { count } => self.host_reads(count % 80),
+            Action::HostAcksInput { fewer } => self.host_acks(fewer),
+            Action::HostReattach { wrong } => self.host_reattach(wrong),
+            Action::HostDetach { stale } => self.host_detach(stale),
+            Action::HostState { reconnecting } => self.host_state(reconnecting),
             Action::Attach {
                 read_write,
                 cols,
@@ -247,34 +233,12 @@ impl Harness {
                     live.window = Some(u64::from(bytes).clamp(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES));
                 }
             }
-            Action::HostReadsInput { count } => {
-                for _ in 0..count % 80 {
-                    let got = self.host_input.try_recv().ok().map(|m| match m.message {
-                        Some(host_data_response::Message::Input(data)) => data,
-                        other => panic!("the host's input queue held {other:?}"),
-                    });
-                    let want = self.model.host_queue.pop_front();
-                    assert_eq!(got, want, "the host read other input than was applied");
-                    if want.is_none() {
-                        break;
-                    }
-                }
-            }
             Action::Finish { odds, .. } if odds % 16 != 0 => {}
             Action::Finish { code: c, .. } => {
                 self.session.finish(code(c));
                 self.model.exit.get_or_insert(code(c));
             }
-            Action::Room => {
-                let room = tokio::task::unconstrained(self.session.wait_for_room())
-                    .now_or_never()
-                    .is_some();
-                assert_eq!(
-                    room,
-                    self.model.room(),
-                    "wait_for_room disagrees with the guests' cursors"
-                );
-            }
+            Action::Room => self.room(),
         }
     }
 }
@@ -294,6 +258,34 @@ impl Harness {
         );
         assert!(m.departed.len() <= MAX_DEPARTED_GUESTS);
         assert_eq!(s.size(), m.size, "PTY size {}", at());
+        let h = &m.host;
+        assert_eq!(
+            s.unacked_host_input(),
+            h.unacked.len(),
+            "input the host has not acknowledged {}",
+            at()
+        );
+        assert_eq!(s.host_input_acked(), h.acked, "input acknowledged {}", at());
+        assert_eq!(
+            self.link.input.next_number(),
+            h.next,
+            "the host's next input message {}",
+            at()
+        );
+        assert_eq!(
+            s.host_stream().0,
+            h.stream.is_some(),
+            "a Data stream serves the session {}",
+            at()
+        );
+        assert_eq!(
+            self.link.replaced.is_cancelled(),
+            m.exit.is_some() || h.stream != Some(self.link.stream),
+            "the latest Data stream is done {}",
+            at()
+        );
+        assert_eq!(s.host_state(), h.state, "the host's state {}", at());
+        assert!(s.host_attached());
         for g in &m.guests {
             let want = g.live.as_ref().map(|l| l.acked_messages);
             let attachment = g.live.as_ref().map_or(0, |l| l.attachment);

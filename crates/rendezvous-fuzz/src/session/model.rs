@@ -1,14 +1,15 @@
 //! What the session documents, as a model the harness checks it
 //! against: offsets, retained output, guests and their streams, input
-//! order, the host's input queue and backpressure.
+//! order, the host's Data streams and input queue, and backpressure.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
 
 use bytes::Bytes;
 use rendezvous_proto::ids::clamp_cells;
-use rendezvous_proto::{ExitStatus, Role, WindowSize};
+use rendezvous_proto::{ExitStatus, HostState, Role, WindowSize};
 use rendezvous_server::session::{
-    DEFAULT_SIZE, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, RelayConfig,
+    DEFAULT_SIZE, DEPARTED_PACE, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, RelayConfig,
 };
 
 use super::actions::Offset;
@@ -81,6 +82,101 @@ pub(super) struct GuestModel {
     pub(super) input: InputModel,
 }
 
+/// A guest whose stream ended, remembered for resuming.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Departed {
+    /// Index into `Model::guests`.
+    pub(super) guest: usize,
+    pub(super) next_seq: u64,
+    /// Its cursor when it left: a read-write guest holds the host there
+    /// for [`DEPARTED_PACE`].
+    pub(super) cursor: u64,
+    /// When it left: between these two instants (the session reads the
+    /// clock itself).
+    pub(super) left: Span,
+}
+
+/// A moment the session read the clock at, known to lie between two
+/// instants the harness read.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Span {
+    pub(super) from: Instant,
+    pub(super) to: Instant,
+}
+
+impl Span {
+    /// Runs `f`, and the span of instants it ran within.
+    pub(super) fn around<T>(f: impl FnOnce() -> T) -> (T, Span) {
+        let from = Instant::now();
+        let out = f();
+        (
+            out,
+            Span {
+                from,
+                to: Instant::now(),
+            },
+        )
+    }
+}
+
+/// The host's side of the session: its Data streams, the input queued
+/// for it, and what it has taken.
+#[derive(Debug)]
+pub(super) struct HostModel {
+    /// Input messages the host has not counted as written, oldest first;
+    /// the front one has number `acked`.
+    pub(super) unacked: VecDeque<Bytes>,
+    /// Input messages the host counted as written (its latest
+    /// `input_ack`, or its latest `input_applied`).
+    pub(super) acked: u64,
+    /// Number of the Data stream that serves the session, if one does.
+    pub(super) stream: Option<u64>,
+    /// Data streams handed out so far (the latest is number `streams`).
+    pub(super) streams: u64,
+    /// Number of the next message the latest stream's reader returns.
+    pub(super) next: u64,
+    /// Input messages the host has taken, over all its streams: one past
+    /// the last one's number.
+    pub(super) taken: u64,
+    /// Whether the latest stream opened with `input_applied` at `taken`,
+    /// as `rendezvous-host` opens them, and the host had not counted
+    /// more than that before: then it takes each message exactly once,
+    /// however many streams came before.
+    pub(super) honest: bool,
+    /// What guests are told about the host.
+    pub(super) state: HostState,
+}
+
+impl HostModel {
+    pub(super) fn new() -> Self {
+        Self {
+            unacked: VecDeque::new(),
+            acked: 0,
+            stream: None,
+            streams: 0,
+            next: 0,
+            taken: 0,
+            honest: true,
+            state: HostState::default(),
+        }
+    }
+
+    /// One past the number of the last message queued.
+    pub(super) fn end(&self) -> u64 {
+        self.acked + self.unacked.len() as u64
+    }
+
+    /// The host counts `count` messages as written: older counts change
+    /// nothing, counts past the queue are all of it.
+    pub(super) fn ack(&mut self, count: u64) {
+        let count = count.min(self.end());
+        while self.acked < count {
+            self.unacked.pop_front();
+            self.acked += 1;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Model {
     pub(super) relay: RelayConfig,
@@ -89,14 +185,13 @@ pub(super) struct Model {
     pub(super) exit: Option<ExitStatus>,
     pub(super) size: WindowSize,
     pub(super) guests: Vec<GuestModel>,
-    /// Departed guests that may resume (indexes into `guests`), oldest
-    /// first, with their next input seq.
-    pub(super) departed: VecDeque<(usize, u64)>,
+    /// Departed guests that may resume, oldest first.
+    pub(super) departed: VecDeque<Departed>,
     pub(super) primary: Option<usize>,
     pub(super) joins: u64,
     pub(super) attachments: u64,
-    /// Input messages the host's queue holds, oldest first.
-    pub(super) host_queue: VecDeque<Bytes>,
+    /// The host's side.
+    pub(super) host: HostModel,
     /// Distinguishes the bytes of each input.
     pub(super) inputs_made: u64,
 }
@@ -153,17 +248,40 @@ impl Model {
         }
     }
 
-    /// Whether the host may send more output now.
-    pub(super) fn room(&self) -> bool {
+    /// Whether the host may send more output at a moment within
+    /// `checked`: the fastest of the guests that set its pace is within
+    /// the backpressure window, or none does. Read-write guests set it
+    /// while attached (the model takes every input to run within their
+    /// stall timeout, 60 s) and for [`DEPARTED_PACE`] after they left.
+    /// `None` when a departed guest's pace may or may not have run out
+    /// within `checked`.
+    pub(super) fn room(&self, checked: Span) -> Option<bool> {
         if self.exit.is_some() {
-            return true;
+            return Some(true);
         }
-        let fastest = self
+        let live = self
             .guests
             .iter()
             .filter(|g| g.role == Role::ReadWrite)
             .filter_map(|g| g.live.as_ref().map(|l| l.cursor))
             .max();
-        fastest.is_none_or(|c| self.end - c <= self.relay.backpressure_window())
+        // The fastest pace-setter if every departed guest whose pace may
+        // hold still holds, and if only those that surely hold do.
+        let (mut surely, mut maybe) = (live, live);
+        for d in &self.departed {
+            if self.guests[d.guest].role != Role::ReadWrite {
+                continue;
+            }
+            if checked.to.saturating_duration_since(d.left.from) < DEPARTED_PACE {
+                surely = surely.max(Some(d.cursor));
+                maybe = maybe.max(Some(d.cursor));
+            } else if checked.from.saturating_duration_since(d.left.to) < DEPARTED_PACE {
+                maybe = maybe.max(Some(d.cursor));
+            }
+        }
+        let room = |fastest: Option<u64>| {
+            fastest.is_none_or(|c| self.end - c <= self.relay.backpressure_window())
+        };
+        (room(surely) == room(maybe)).then(|| room(surely))
     }
 }

@@ -1,5 +1,5 @@
-//! Each action, taken on the session and on the model, and checked
-//! against what the model expects.
+//! Each guest action, taken on the session and on the model, and
+//! checked against what the model expects.
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -10,19 +10,12 @@ use rendezvous_server::session::{
     Read, SessionError, UNACKED_MESSAGE_BYTES,
 };
 
+use super::Harness;
 use super::actions::{Offset, Seq};
-use super::model::{Accept, GuestModel, InputModel, Live, cells, clamp};
-use super::{Harness, Mode};
+use super::model::{Accept, Departed, GuestModel, InputModel, Live, Span, cells, clamp};
 use crate::pattern;
 
 impl Harness {
-    pub(super) fn output(&mut self, len: usize) {
-        self.session.push_output(pattern::run(self.model.end, len));
-        if self.model.exit.is_none() {
-            self.model.end += len as u64;
-        }
-    }
-
     pub(super) fn attach(
         &mut self,
         read_write: bool,
@@ -77,23 +70,18 @@ impl Harness {
             model
                 .departed
                 .iter()
-                .any(|(d, _)| *d == i)
+                .any(|d| d.guest == i)
                 .then_some((i, false))
         });
         let replacing = resumed.is_some_and(|(_, live)| live);
         if !replacing && model.attached() >= model.max_guests {
+            // Refused; a departed guest that asked to resume keeps its
+            // record, and may resume once there is room.
             assert_eq!(
                 result,
                 Err(SessionError::TooManyGuests(model.max_guests)),
                 "a guest over the limit was attached"
             );
-            if self.mode == Mode::FollowKnownBugs
-                && let Some((i, false)) = resumed
-            {
-                // Known bug 1 (see `Mode`): the refused resume cost the
-                // guest its departed record.
-                model.departed.retain(|(d, _)| *d != i);
-            }
             return;
         }
         let attached = result.expect("a guest within the limit attaches");
@@ -125,8 +113,10 @@ impl Harness {
                     let old = g.live.take().map(|l| l.attachment);
                     g.old.extend(old);
                 } else {
-                    let at = model.departed.iter().position(|(d, _)| *d == i);
-                    let (_, next_seq) = model.departed.remove(at.unwrap_or(0)).unwrap_or_default();
+                    let at = model.departed.iter().position(|d| d.guest == i);
+                    let next_seq = at
+                        .and_then(|at| model.departed.remove(at))
+                        .map_or(0, |d| d.next_seq);
                     g.input = InputModel {
                         next_seq,
                         ..InputModel::default()
@@ -276,14 +266,19 @@ impl Harness {
             self.session.detach(&id, stale);
             return;
         };
-        self.session.detach(&id, live.attachment);
+        let ((), left) = Span::around(|| self.session.detach(&id, live.attachment));
         let g = &mut model.guests[i];
         g.old.push(live.attachment);
         if model.exit.is_none() {
             if model.departed.len() >= MAX_DEPARTED_GUESTS {
                 model.departed.pop_front();
             }
-            model.departed.push_back((i, g.input.next_seq));
+            model.departed.push_back(Departed {
+                guest: i,
+                next_seq: g.input.next_seq,
+                cursor: live.cursor,
+                left,
+            });
         }
         if model.primary == Some(i) {
             model.primary = model
@@ -330,8 +325,11 @@ impl Harness {
             assert_eq!(result, Some(Err(refusal)), "input that must be refused");
             return;
         }
-        if self.model.host_queue.len() >= HOST_INPUT_QUEUE_MESSAGES {
-            assert_eq!(result, None, "input went past a full host queue");
+        if self.model.host.unacked.len() >= HOST_INPUT_QUEUE_MESSAGES {
+            assert_eq!(
+                result, None,
+                "input went past a queue full of input the host has not acknowledged"
+            );
             return;
         }
         let Some(i) = who else {
@@ -346,7 +344,7 @@ impl Harness {
             Accept::Apply(bytes) => {
                 assert_eq!(result, Ok(()), "input in order");
                 if !bytes.is_empty() {
-                    self.model.host_queue.push_back(bytes);
+                    self.model.host.unacked.push_back(bytes);
                 }
             }
             Accept::Nothing => assert_eq!(result, Ok(()), "input repeated or waiting"),
