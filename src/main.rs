@@ -25,7 +25,7 @@ enum Command {
     /// Run the rendezvous server: gRPC, gRPC-Web and the web guest on one port.
     Serve(Box<cli::serve::ServeArgs>),
     /// Publish shells of this machine under a task ID.
-    Host(cli::host::HostArgs),
+    Host(Box<cli::host::HostArgs>),
     /// Run a CI step; when it fails (or always), publish shells and hold
     /// the job until `rendezvous continue` or a timeout.
     Run(Box<cli::run::RunArgs>),
@@ -88,7 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let code = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => cli::serve::run(*args).await.map(|()| 0),
-            Command::Host(args) => cli::host::run(args).await,
+            Command::Host(args) => cli::host::run(*args).await,
             Command::Run(args) => cli::run::run(*args).await,
             Command::Wait(args) => cli::control::wait(args).await,
             Command::Continue(args) => cli::control::continue_(args).await,

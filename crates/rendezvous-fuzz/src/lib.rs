@@ -72,7 +72,9 @@ pub enum Mode {
     Documented,
     /// What the server does today where a bug a harness found is not
     /// fixed yet, so that fuzzing goes on looking for other ones (the
-    /// harnesses' default). The known bugs:
+    /// harnesses' default). The known bugs (all fixed now; their inputs
+    /// stay in `known-bugs/`, replayed in the documented mode by the
+    /// `known_bugs_are_fixed` test):
     ///
     /// 1. `decoders`: a second DataOpen for a running session of a host
     ///    without a grace period is accepted (the server answers it with

@@ -146,9 +146,6 @@ harness_tests!(decoders, session, registry, wire, parsers);
 /// Replayed here against what the documentation says, they pass once the
 /// bugs are fixed.
 #[test]
-#[ignore = "server bug: a second DataOpen for a session of a host without a grace period \
-            is accepted, then ends the session (host_data.rs, SessionGuard); \
-            see rendezvous_fuzz::Mode"]
 fn known_bugs_are_fixed() {
     for (name, harness) in HARNESSES {
         let documented = DOCUMENTED

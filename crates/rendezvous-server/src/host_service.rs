@@ -217,6 +217,13 @@ impl HostService for HostApi {
         let (host, session) =
             self.registry
                 .data_session(&open.host_id, &open.host_token, &open.session_id)?;
+        // Only a host that may resume replaces a live Data stream (it lost
+        // the old one); for any other, a second stream is a mistake.
+        if !host.may_resume() && session.host_stream().0 {
+            return Err(Status::failed_precondition(
+                "this session already has a Data stream",
+            ));
+        }
         let Some(link) = session.attach_host(open.input_applied) else {
             return Err(Status::failed_precondition("this session has ended"));
         };

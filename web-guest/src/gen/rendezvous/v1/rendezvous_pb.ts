@@ -1509,7 +1509,9 @@ export const HostService: GenService<{
    * Errors: UNAUTHENTICATED (unknown host ID or bad host token), NOT_FOUND
    * (no such session waiting for a host), INVALID_ARGUMENT (first message
    * not DataOpen, or a malformed session ID), FAILED_PRECONDITION (the
-   * session already has a Data stream, or has ended), DEADLINE_EXCEEDED
+   * session has ended, or, for a host without a grace period, already has
+   * a Data stream; a host with one that opens a second stream replaces the
+   * first, which it has lost), DEADLINE_EXCEEDED
    * (no DataOpen within 10 s). Later, a message the server refuses (over
    * the message limit, undecodable, or a second DataOpen: INVALID_ARGUMENT)
    * ends the session and the stream with its status; the session's guests
