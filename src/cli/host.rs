@@ -119,5 +119,12 @@ mod tests {
         );
         assert_eq!(cli.args.publish.retained_output_bytes, 4096);
         assert!(cli.args.publish.builder().is_ok());
+        // 0 turns resuming off.
+        for zero in ["0", "0s"] {
+            let cli =
+                Cli::try_parse_from(["host", "--task-id", "t", "--grace-period", zero]).unwrap();
+            assert_eq!(cli.args.publish.grace_period, std::time::Duration::ZERO);
+        }
+        assert!(Cli::try_parse_from(["host", "--task-id", "t", "--grace-period", "soon"]).is_err());
     }
 }

@@ -39,7 +39,7 @@ pub struct PublishArgs {
     /// server is lost, while the host reconnects; it then resumes them
     /// where they were (guests see no gap). 0 ends them at once. The
     /// server keeps them at most its --max-grace-period (30m by default).
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::cli::serve::parse_duration, env = "RENDEZVOUS_GRACE_PERIOD")]
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = crate::cli::serve::parse_duration_or_zero, env = "RENDEZVOUS_GRACE_PERIOD")]
     pub grace_period: std::time::Duration,
     /// Bytes of each shell's output the host keeps beyond what the server
     /// has confirmed (default 1 MiB, the server's retained output), to

@@ -343,6 +343,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// A duration as [`parse_duration`] takes it, or zero (`0`, `0s`), for
+/// flags where zero turns something off (`host --grace-period 0`).
+///
+/// # Errors
+/// A text that is not a duration.
+pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. 0, 90s, 30m or 1h30m"))
+}
+
 /// Checks an origin as browsers send it: `http` or `https`, a host, an
 /// optional port, nothing after.
 pub fn parse_origin(s: &str) -> Result<http::HeaderValue, String> {
