@@ -6,6 +6,9 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { newSecret, useDemoAndBrowser } from "./lib/fixture.mjs";
 import { startHost, startServe } from "./lib/proc.mjs";
@@ -92,6 +95,41 @@ describe("errors in plain words", () => {
     // The same shell, and input goes through once.
     await typeLine(page, "echo again-$$-end");
     await waitForLine(page, `again-${shell}-end`);
+  });
+
+  test("the server restarts, drained and then killed: the page resumes as the same guest in the same shell, and input typed meanwhile runs once", async (t) => {
+    const dir = await mkdtemp(join(tmpdir(), "rendezvous-state-key-"));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const keyFile = join(dir, "state.key");
+    await writeFile(keyFile, randomBytes(32));
+    const extraArgs = ["--state-key-file", keyFile];
+    const servers = [await startServe({ extraArgs })];
+    t.after(() => Promise.all(servers.map((s) => s.stop())));
+    const { server } = servers[0];
+    const secret = newSecret();
+    const host = await startHost({ server, taskId: "restart-1", secret, gracePeriod: "5m" });
+    t.after(() => host.stop());
+    const page = await open(`${server}/t/restart-1#secret=${secret}`, t);
+    await waitForStatus(page, "connected");
+    await recordEvents(page);
+    await typeLine(page, "echo shell-$$-end");
+    const [shell] = await waitForLine(page, /^shell-\d+-end$/).then(() => linesOf(page, /^shell-(\d+)-end$/));
+
+    for (const signal of ["SIGTERM", "SIGKILL"]) {
+      await servers.at(-1).kill(signal);
+      await waitForStatus(page, "reconnecting");
+      // Typed while no server runs: queued, sent once after the resume.
+      await typeLine(page, `echo typed-${signal}-$((40+2))`);
+      servers.push(await startServe({ extraArgs, listen: new URL(server).host }));
+      await waitForLine(page, `typed-${signal}-42`, 60_000);
+      await typeLine(page, `echo after-${signal}-$$`);
+      await waitForLine(page, `after-${signal}-${shell}`);
+      assert.equal((await linesMatching(page, new RegExp(`^typed-${signal}-42$`))).length, 1, "input ran once");
+    }
+    const attaches = (await recordedEvents(page)).filter((e) => e.type === "attached");
+    assert.equal(attaches.length, 2, "one re-attach per restart");
+    assert.ok(attaches.every((a) => a.sameGuest), `resumed as the same guest: ${JSON.stringify(attaches)}`);
+    assert.deepEqual(await linesMatching(page, /bytes of output were lost|session ended/), []);
   });
 
   test("the host has gone while the page was away: the re-attach says so and stops", async (t) => {

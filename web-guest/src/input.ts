@@ -111,6 +111,14 @@ export class InputQueue {
     this.unacked = null;
   }
 
+  /**
+   * The seq the last guest's next request carries (its unacknowledged
+   * batch, if any, goes again with it): AttachRequest.resume_input_seq.
+   */
+  get resumeSeq(): bigint | undefined {
+    return this.lastSeq?.next;
+  }
+
   /** Bytes queued and not yet acknowledged. */
   get queuedBytes(): number {
     return this.pendingBytes + (this.unacked?.length ?? 0);

@@ -306,6 +306,9 @@ export class Attachment {
         // The same guest carries on, so input in flight is applied once.
         resumeGuestId: this.sessionId !== "" ? (this.lastGuest?.guestId ?? "") : "",
         resumeGuestToken: this.sessionId !== "" ? (this.lastGuest?.guestToken ?? "") : "",
+        // For a server that restarted and no longer knows this guest: the
+        // unacknowledged batch goes again at this seq, applied once.
+        resumeInputSeq: this.sessionId !== "" ? this.input.resumeSeq : undefined,
       },
       { signal: this.abort.signal },
     );

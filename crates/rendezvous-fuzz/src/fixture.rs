@@ -62,6 +62,7 @@ pub fn new_guest(role: Role) -> NewGuest<'static> {
         rows: 24,
         resume_offset: None,
         resume_guest: None,
+        signed_resume: None,
         max_guests: usize::MAX,
     }
 }
@@ -101,13 +102,13 @@ impl Fixture {
             .expect("session b opens");
         let a_input = a.attach_host(0).expect("a has not ended").input;
         let writer = registry
-            .add_guest(&a, new_guest(Role::ReadWrite))
+            .add_guest(&host, &a, new_guest(Role::ReadWrite), None)
             .expect("the writer attaches");
         let viewer = registry
-            .add_guest(&a, new_guest(Role::ReadOnly))
+            .add_guest(&host, &a, new_guest(Role::ReadOnly), None)
             .expect("the viewer attaches");
         let b_guest = registry
-            .add_guest(&b, new_guest(Role::ReadWrite))
+            .add_guest(&host, &b, new_guest(Role::ReadWrite), None)
             .expect("b's guest attaches");
         Self {
             registry,

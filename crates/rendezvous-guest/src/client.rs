@@ -79,6 +79,10 @@ pub struct ResumeGuest {
     pub guest_id: String,
     /// `Attached.guest_token`: a capability, never printed.
     pub guest_token: String,
+    /// `AttachRequest.resume_input_seq`: where the guest's input goes on
+    /// should the server have no record of the guest (it restarted) but
+    /// recognise its signed token. `None`: at 0.
+    pub input_seq: Option<u64>,
 }
 
 impl ResumeGuest {
@@ -87,6 +91,7 @@ impl ResumeGuest {
         Self {
             guest_id: attached.guest_id.clone(),
             guest_token: attached.guest_token.clone(),
+            input_seq: Some(attached.next_input_seq),
         }
     }
 }
@@ -139,6 +144,7 @@ impl AttachOptions {
                 .as_ref()
                 .map(|g| g.guest_token.clone())
                 .unwrap_or_default(),
+            resume_input_seq: self.resume_guest.as_ref().and_then(|g| g.input_seq),
             window_messages: GUEST_WINDOW_MESSAGES,
             ..Default::default()
         }

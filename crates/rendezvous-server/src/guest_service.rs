@@ -57,6 +57,23 @@ impl GuestApi {
             .transpose()
             .map_err(invalid)?;
         let refused = |e| refused(self.registry.metrics(), e);
+        if self.registry.is_draining() {
+            return Err(refused(RegistryError::Draining));
+        }
+        // A guest resuming on a server that restarted (or on a replica
+        // that never saw it) before its host is back: told to wait, before
+        // its secret is checked against a task that is not here yet.
+        if let Some(id) = &session_id
+            && self.registry.resuming_guest(
+                &task_id,
+                &name,
+                id,
+                &req.resume_guest_id,
+                &req.resume_guest_token,
+            )
+        {
+            return Err(RegistryError::HostReconnecting.into());
+        }
         let Authenticated {
             role,
             hosts,
@@ -107,13 +124,17 @@ impl GuestApi {
             rows: req.rows,
             resume_offset: req.resume_offset,
             resume_guest,
+            signed_resume: None,
             max_guests: usize::MAX,
         };
         let JoinedGuest {
             handle: mut guest,
             token,
             attachment,
-        } = self.registry.add_guest(&session, new).map_err(refused)?;
+        } = self
+            .registry
+            .add_guest(&host, &session, new, req.resume_input_seq)
+            .map_err(refused)?;
         let cursor = attachment.cursor;
         guest.tell_host(&host, role, sub.as_deref(), attachment.resumed);
         tracing::info!(
@@ -220,6 +241,10 @@ impl GuestService for GuestApi {
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
         let req = request.into_inner();
+        // Refused, not lost: the guest sends it again after it resumes.
+        if self.registry.is_draining() {
+            return Err(RegistryError::Draining.into());
+        }
         // Who asks comes first: an unknown caller learns nothing of limits.
         let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         check_input_len(

@@ -47,6 +47,9 @@ pub struct GuestStream {
     window_messages: Option<u64>,
     /// Events sent after `Attached` (Output, Lagged, Size).
     sent: u64,
+    /// Cancelled when the server drains: the stream then ends with
+    /// UNAVAILABLE, and the guest resumes.
+    draining: tokio_util::sync::CancellationToken,
 }
 
 impl GuestStream {
@@ -54,6 +57,7 @@ impl GuestStream {
     /// what it sends is counted in `metrics`.
     pub fn new(guest: GuestHandle, attached: Attached, cursor: u64, metrics: Arc<Metrics>) -> Self {
         let changed = guest.session().subscribe();
+        let draining = guest.draining();
         Self {
             guest,
             attached: Some(attached),
@@ -68,6 +72,7 @@ impl GuestStream {
             metrics,
             window_messages: None,
             sent: 0,
+            draining,
         }
     }
 
@@ -189,23 +194,22 @@ impl GuestStream {
     /// The stream as a tonic response body.
     pub fn into_stream(self) -> EventStream {
         Box::pin(futures::stream::unfold(self, |mut me| async move {
-            let item = match me.abort.take() {
-                Some(mut abort) => tokio::select! {
-                    biased;
-                    status = &mut abort => match status {
-                        Ok(status) => {
-                            me.done = true;
-                            Some(Err(status))
-                        }
-                        // The reader ended quietly: keep streaming output.
-                        Err(_) => me.next().await.map(Ok),
-                    },
-                    event = me.next() => {
-                        me.abort = Some(abort);
-                        event.map(Ok)
+            if me.done {
+                return None;
+            }
+            let draining = me.draining.clone();
+            let item = tokio::select! {
+                biased;
+                () = draining.cancelled(), if me.attached.is_none() => {
+                    if me.guest.session().has_ended() {
+                        // Its Exit goes out even while draining.
+                        me.next_item().await
+                    } else {
+                        me.done = true;
+                        Some(Err(crate::registry::RegistryError::Draining.into()))
                     }
-                },
-                None => me.next().await.map(Ok),
+                }
+                item = me.next_item() => item,
             };
             let item = item.or_else(|| {
                 // Said once: the stream ends after it.
@@ -217,5 +221,27 @@ impl GuestStream {
             });
             item.map(|item| (item, me))
         }))
+    }
+
+    /// The next event, or the status the stream's reader ended it with.
+    async fn next_item(&mut self) -> Option<Result<GuestEvent, Status>> {
+        match self.abort.take() {
+            Some(mut abort) => tokio::select! {
+                biased;
+                status = &mut abort => match status {
+                    Ok(status) => {
+                        self.done = true;
+                        Some(Err(status))
+                    }
+                    // The reader ended quietly: keep streaming output.
+                    Err(_) => self.next().await.map(Ok),
+                },
+                event = self.next() => {
+                    self.abort = Some(abort);
+                    event.map(Ok)
+                }
+            },
+            None => self.next().await.map(Ok),
+        }
     }
 }

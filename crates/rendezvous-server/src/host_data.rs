@@ -91,6 +91,7 @@ pub(crate) fn serve(
     let end = session.end_offset();
     let (output_acked, output_acked_rx) = watch::channel(end);
     let (ending, ending_rx) = oneshot::channel();
+    let draining = host.draining();
     let reader = Reader {
         guard: SessionGuard {
             host,
@@ -98,6 +99,7 @@ pub(crate) fn serve(
             stream: number,
         },
         replaced: replaced.clone(),
+        draining,
         ending: Some(ending),
         inbound,
         pending: VecDeque::with_capacity(HOST_OUTPUT_CREDIT_MESSAGES),
@@ -129,6 +131,9 @@ struct Reader {
     /// Cancelled when a newer Data stream (or the session's end) replaces
     /// this one.
     replaced: tokio_util::sync::CancellationToken,
+    /// Cancelled when the server drains: the call ends with UNAVAILABLE,
+    /// and the session waits for the host to resume.
+    draining: tokio_util::sync::CancellationToken,
     /// Ends the host's call with a status, once (see [`Reader::refuse`]).
     ending: Option<oneshot::Sender<Status>>,
     inbound: Streaming<HostDataRequest>,
@@ -186,6 +191,12 @@ impl Reader {
                     }
                 }
                 () = self.replaced.cancelled() => return,
+                () = self.draining.cancelled() => {
+                    if let Some(ending) = self.ending.take() {
+                        let _ = ending.send(crate::registry::RegistryError::Draining.into());
+                    }
+                    return;
+                }
             }
         }
     }

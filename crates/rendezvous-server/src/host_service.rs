@@ -16,7 +16,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::audit::{AuditEvent, AuditKind};
 use crate::config::{KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT};
 use crate::first_message::first_message;
-use crate::registry::{HOST_TOKEN_METADATA, Host, Registry, gone, host_credential_kind};
+use crate::registry::{
+    HOST_TOKEN_METADATA, Host, Registry, RegistryError, gone, host_credential_kind,
+};
 use crate::status::{client_ip, refused};
 use crate::task_stream::TaskStream;
 
@@ -62,6 +64,9 @@ impl HostService for HostApi {
         &self,
         request: Request<Streaming<HostControlRequest>>,
     ) -> Result<Response<ControlStream>, Status> {
+        if self.registry.is_draining() {
+            return Err(RegistryError::Draining.into());
+        }
         // Admission first: a host that is not admitted is refused before
         // the server reads anything it sends.
         let ip = client_ip(&request);
@@ -127,6 +132,7 @@ impl HostService for HostApi {
             generation,
         };
         let reader_closed = connection_closed.clone();
+        let draining = self.registry.draining().clone();
         // A message the server refuses after Registered (over the size
         // limit, undecodable) ends the call with that status, and so does a
         // host gone silent: both are transient to a host, which reconnects.
@@ -139,6 +145,8 @@ impl HostService for HostApi {
                 let next = tokio::select! {
                     next = tokio::time::timeout(KEEPALIVE_TIMEOUT, inbound.message()) => next,
                     () = reader_closed.cancelled() => break None,
+                    // The server drains: the host reconnects and resumes.
+                    () = draining.cancelled() => break Some(RegistryError::Draining.into()),
                 };
                 match next {
                     Ok(Ok(Some(msg))) => match msg.message {
@@ -205,6 +213,9 @@ impl HostService for HostApi {
         &self,
         request: Request<Streaming<HostDataRequest>>,
     ) -> Result<Response<DataStream>, Status> {
+        if self.registry.is_draining() {
+            return Err(RegistryError::Draining.into());
+        }
         let mut inbound = request.into_inner();
         let Some(HostDataRequest {
             message: Some(host_data_request::Message::Open(open)),

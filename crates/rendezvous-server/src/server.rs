@@ -68,6 +68,10 @@ pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// cannot move): the bound against rapid-reset floods (CVE-2023-44487).
 pub const HTTP2_MAX_PENDING_RESET_STREAMS: usize = 20;
 
+/// How long a drain waits for input queued by guests to reach the hosts,
+/// in ms (2 s), before it ends the hosts' streams.
+pub const DRAIN_INPUT_TIMEOUT: Duration = Duration::from_millis(2_000);
+
 /// How long shutdown waits for connections to close, in ms (5 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
@@ -189,9 +193,14 @@ impl Server {
             ))
     }
 
-    /// Serves until `shutdown` resolves, then ends every session ("server
-    /// shutting down"), and waits up to [`SHUTDOWN_GRACE`] for connections
-    /// to close. At most `limits.connections` connections are served at
+    /// Serves until `shutdown` resolves, then drains (see
+    /// [`Registry::drain`]): it stops accepting, every host's and guest's
+    /// stream ends with UNAVAILABLE ("the server is restarting") so that
+    /// they resume, HTTP/2 connections get GOAWAY, and it waits up to
+    /// [`SHUTDOWN_GRACE`] for them to close. Sessions of hosts with a grace
+    /// period are not ended: those hosts resume them on the next server
+    /// with the same state key; the others end "the server is shutting
+    /// down". At most `limits.connections` connections are served at
     /// once; up to [`MAX_REFUSED_CONNECTIONS`] more are answered
     /// `RESOURCE_EXHAUSTED` for [`REFUSED_CONNECTION_TIME`], and any beyond
     /// those are closed. Dropping the returned future instead stops at once:
@@ -348,9 +357,22 @@ impl Server {
                 self.registry.metrics().connections_refused.inc();
             }
         }
-        tracing::info!("shutting down");
+        tracing::info!("draining: hosts and guests are told to reconnect and resume");
         closing.cancel();
-        self.registry.shutdown();
+        self.registry.drain();
+        // Input the guests were told is taken reaches the hosts first.
+        let delivered = async {
+            while !self.registry.input_delivered() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(DRAIN_INPUT_TIMEOUT, delivered)
+            .await
+            .is_err()
+        {
+            tracing::warn!("input still queued for a host at the end of the drain");
+        }
+        self.registry.drain_hosts();
         let drained = async {
             graceful.shutdown().await;
             while tasks.join_next().await.is_some() {}

@@ -9,7 +9,11 @@
 //! server recomputes the tag. What a ticket binds:
 //! - a host ticket: the owner (admitted identity), the task ID, the host
 //!   name and the host ID;
-//! - a session ticket: the same, and the session ID.
+//! - a session ticket: the same, and the session ID;
+//! - a guest token: the task ID, host name, session ID, guest ID and role,
+//!   and the host's grace period, which it also carries in the clear
+//!   (`{grace_ms}.{tag}`). The owner is not in it: the guest does not know
+//!   it, and a session ID is only ever restored by its owner's host.
 //!
 //! A ticket alone does nothing. The resuming host must also be admitted
 //! again as the same owner (host token or OIDC identity) and present the
@@ -157,6 +161,56 @@ impl StateKey {
     }
 }
 
+impl StateKey {
+    /// The guest token of guest `guest` with `role` in `session` of host
+    /// `host` of task `task`, whose host keeps its sessions for `grace`
+    /// after losing its connection (at most `u64::MAX` ms).
+    pub fn guest_token(
+        &self,
+        task: &str,
+        host: &str,
+        session: &str,
+        guest: &str,
+        role: rendezvous_proto::Role,
+        grace: std::time::Duration,
+    ) -> String {
+        let grace_ms = u64::try_from(grace.as_millis())
+            .unwrap_or(u64::MAX)
+            .to_string();
+        let tag = self.sign(
+            "guest",
+            &[task, host, session, guest, role.as_str_name(), &grace_ms],
+        );
+        format!("{grace_ms}.{tag}")
+    }
+
+    /// The grace period in `token` when it is
+    /// [`guest_token`](Self::guest_token) of these; `None` otherwise
+    /// (another key, field, role, or not a guest token at all).
+    pub fn verify_guest_token(
+        &self,
+        task: &str,
+        host: &str,
+        session: &str,
+        guest: &str,
+        role: rendezvous_proto::Role,
+        token: &str,
+    ) -> Option<std::time::Duration> {
+        let (grace_ms, tag) = token.split_once('.')?;
+        let grace = grace_ms.parse::<u64>().ok()?;
+        // Only the canonical decimal form: one token per guest.
+        if grace.to_string() != grace_ms {
+            return None;
+        }
+        self.verify(
+            "guest",
+            &[task, host, session, guest, role.as_str_name(), grace_ms],
+            tag,
+        )
+        .then(|| std::time::Duration::from_millis(grace))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +234,46 @@ mod tests {
         // Field boundaries count.
         let a = key.session_ticket(&owner, "ab", "c", "s");
         assert!(!key.verify_session_ticket(&owner, "a", "bc", "s", &a));
+    }
+
+    #[test]
+    fn guest_tokens_verify_only_for_their_guest_role_and_key() {
+        use rendezvous_proto::Role;
+        let key = StateKey::random();
+        let grace = std::time::Duration::from_secs(300);
+        let token = key.guest_token("t", "default", "s1", "g1", Role::ReadWrite, grace);
+        assert!(token.starts_with("300000."));
+        let check = |k: &StateKey, session, guest, role, token: &str| {
+            k.verify_guest_token("t", "default", session, guest, role, token)
+        };
+        assert_eq!(
+            check(&key, "s1", "g1", Role::ReadWrite, &token),
+            Some(grace)
+        );
+        assert_eq!(check(&key, "s2", "g1", Role::ReadWrite, &token), None);
+        assert_eq!(check(&key, "s1", "g2", Role::ReadWrite, &token), None);
+        assert_eq!(check(&key, "s1", "g1", Role::ReadOnly, &token), None);
+        assert_eq!(
+            check(&StateKey::random(), "s1", "g1", Role::ReadWrite, &token),
+            None
+        );
+        // The grace in the clear is signed: a longer one does not verify.
+        let tag = token.split_once('.').unwrap().1;
+        assert_eq!(
+            check(&key, "s1", "g1", Role::ReadWrite, &format!("900000.{tag}")),
+            None
+        );
+        assert_eq!(
+            check(&key, "s1", "g1", Role::ReadWrite, &format!("0300000.{tag}")),
+            None
+        );
+        for junk in ["", ".", "300000", "x.y", "300000.!!"] {
+            assert_eq!(
+                check(&key, "s1", "g1", Role::ReadWrite, junk),
+                None,
+                "{junk:?}"
+            );
+        }
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl From<RegistryError> for Status {
             RegistryError::BadGuest
             | RegistryError::BadHost
             | RegistryError::HostNotAdmitted(_) => Code::Unauthenticated,
-            RegistryError::HostGone | RegistryError::HostReconnecting => Code::Unavailable,
+            RegistryError::HostGone | RegistryError::HostReconnecting | RegistryError::Draining => {
+                Code::Unavailable
+            }
             RegistryError::SessionEnded => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())

@@ -96,9 +96,12 @@ export async function startDemo({ allowedOrigins = [], command = [], env = {} } 
   return { ...proc, url, secret, server: parsed.origin };
 }
 
-/** `rendezvous serve`, with `extraArgs` (e.g. ["--session-idle-timeout", "2s"]). Returns { server, stop }. */
-export async function startServe({ allowedOrigins = [], extraArgs = [] } = {}) {
-  const args = ["serve", "--listen", "127.0.0.1:0", ...allowedOrigins.flatMap((o) => ["--allowed-origin", o]), ...extraArgs];
+/**
+ * `rendezvous serve` on `listen` (a free loopback port by default), with
+ * `extraArgs` (e.g. ["--session-idle-timeout", "2s"]). Returns { server, stop }.
+ */
+export async function startServe({ allowedOrigins = [], extraArgs = [], listen = "127.0.0.1:0" } = {}) {
+  const args = ["serve", "--listen", listen, ...allowedOrigins.flatMap((o) => ["--allowed-origin", o]), ...extraArgs];
   const proc = await spawnUntil(args, /listening on (http:\/\/\S+)/);
   return { ...proc, server: proc.match[1].replace(/\/+$/, "") };
 }

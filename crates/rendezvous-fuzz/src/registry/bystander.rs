@@ -59,7 +59,12 @@ impl Bystander {
         };
         let input = session.attach_host(0).expect("a new session").input;
         let guest = registry
-            .add_guest(&session, new_guest(Role::ReadWrite))
+            .add_guest(
+                &registration.host,
+                &session,
+                new_guest(Role::ReadWrite),
+                None,
+            )
             .expect("the bystander's guest attaches");
         Self {
             host: registration.host,

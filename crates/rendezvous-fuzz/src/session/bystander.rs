@@ -28,6 +28,7 @@ impl Bystander {
                     rows: 24,
                     resume_offset: None,
                     resume_guest: None,
+                    signed_resume: None,
                     max_guests: 1,
                 },
             )

@@ -53,6 +53,7 @@ impl Harness {
                 resume_guest: resume
                     .as_ref()
                     .map(|(_, id, t, _)| (id.as_str(), t.as_str())),
+                signed_resume: None,
                 max_guests: self.model.max_guests,
             },
         );

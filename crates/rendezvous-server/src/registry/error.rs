@@ -65,4 +65,8 @@ pub enum RegistryError {
     /// resume.
     #[error("the host is reconnecting; try again in a moment")]
     HostReconnecting,
+    /// The server is draining (SIGTERM): reconnect, to it once it is back
+    /// or to another replica, and resume.
+    #[error("the server is restarting; reconnect in a moment to resume")]
+    Draining,
 }

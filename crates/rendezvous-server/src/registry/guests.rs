@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use rendezvous_proto::ids::{HostName, SessionId, TaskId};
 use rendezvous_proto::{
     GuestAttached, GuestDetached, HostControlResponse, Role, host_control_response,
 };
@@ -14,7 +15,7 @@ use super::ended_guests::EndedGuests;
 use super::host::Host;
 use super::{Registry, RegistryError, lock};
 use crate::audit::{AuditEvent, AuditKind};
-use crate::auth::{Digest, new_token};
+use crate::auth::Digest;
 use crate::config::limit_name;
 use crate::session::{Attachment, NewGuest, Session, SessionError};
 
@@ -73,6 +74,14 @@ impl GuestHandle {
     /// The guest's ID.
     pub fn id(&self) -> &str {
         &self.guest_id
+    }
+
+    /// Cancelled when the server drains (a fresh token, never cancelled,
+    /// once the registry is gone).
+    pub fn draining(&self) -> tokio_util::sync::CancellationToken {
+        self.registry
+            .upgrade()
+            .map_or_else(Default::default, |r| r.draining().clone())
     }
 
     /// The session the guest is attached to.
@@ -167,11 +176,22 @@ impl Registry {
     /// `Limit` (guests per session).
     pub fn add_guest(
         self: &Arc<Self>,
+        host: &Host,
         session: &Arc<Session>,
         new: NewGuest<'_>,
+        resume_input_seq: Option<u64>,
     ) -> Result<JoinedGuest, RegistryError> {
+        let key = &self.config.state_key;
+        let (task, name) = (host.task_id().as_str(), host.name().as_str());
+        // A resume this server has no record of may still be vouched for
+        // by the guest token's signature (the server restarted).
+        let signed_resume = new.resume_guest.and_then(|(id, presented)| {
+            key.verify_guest_token(task, name, session.id(), id, new.role, presented)
+                .map(|_| resume_input_seq.unwrap_or(0))
+        });
         let new = NewGuest {
             max_guests: self.config.limits.guests_per_session,
+            signed_resume,
             ..new
         };
         let resuming = new.resume_guest.is_some();
@@ -181,9 +201,18 @@ impl Registry {
                 value: self.config.limits.guests,
             });
         }
-        let fresh_token = new_token();
-        let digest = Digest::of(&fresh_token);
         let fresh_id = uuid::Uuid::new_v4().simple().to_string();
+        // Signed, so that a restarted server or another replica with the
+        // same state key recognises the guest (see `resuming_guest`).
+        let fresh_token = key.guest_token(
+            task,
+            name,
+            session.id(),
+            &fresh_id,
+            new.role,
+            host.grace_period(),
+        );
+        let digest = Digest::of(&fresh_token);
         let attached = session
             .attach_guest(fresh_id, digest.clone(), new)
             .map_err(|e| match e {
@@ -229,6 +258,58 @@ impl Registry {
             token,
             attachment: attached,
         })
+    }
+
+    /// Whether a guest that asks to resume as `guest_id` (with `token`) in
+    /// `session` of host `host` in `task` is one this server cannot place
+    /// now but soon may: its token is signed for it with the state key
+    /// (either role), that session is not running here, the guest's
+    /// session did not end here, and the host's grace period (signed into
+    /// the token), counted from this server's start, has not run out. That
+    /// is a restarted server, or another replica, that the host has not
+    /// resumed on yet. Such a guest gets UNAVAILABLE ("the host is
+    /// reconnecting") and tries again, instead of PERMISSION_DENIED or
+    /// NOT_FOUND, and no failed authentication is counted against it.
+    pub fn resuming_guest(
+        &self,
+        task: &TaskId,
+        host: &HostName,
+        session: &SessionId,
+        guest_id: &str,
+        token: &str,
+    ) -> bool {
+        if guest_id.is_empty() || token.is_empty() {
+            return false;
+        }
+        let key = &self.config.state_key;
+        let grace = [Role::ReadWrite, Role::ReadOnly]
+            .into_iter()
+            .find_map(|role| {
+                key.verify_guest_token(
+                    task.as_str(),
+                    host.as_str(),
+                    session.as_str(),
+                    guest_id,
+                    role,
+                    token,
+                )
+            });
+        if grace.is_none_or(|grace| self.started.elapsed() >= grace) {
+            return false;
+        }
+        if lock(&self.guests)
+            .ended
+            .contains(guest_id, token, Instant::now())
+        {
+            return false;
+        }
+        let running = lock(&self.inner)
+            .tasks
+            .iter()
+            .filter(|((_, id), _)| id == task)
+            .filter_map(|(_, hosts)| hosts.get(host))
+            .any(|h| h.session(session.as_str()).is_some());
+        !running
     }
 
     /// Looks up an attached guest by ID and token.

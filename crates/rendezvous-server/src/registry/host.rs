@@ -44,6 +44,8 @@ pub struct Host {
     pub(super) audit: AuditLog,
     /// Signs the sessions' resume tickets.
     pub(super) state_key: crate::state_key::StateKey,
+    /// The registry's drain token (see [`Registry::drain`]).
+    pub(super) draining: CancellationToken,
 }
 
 /// One control connection of a host.
@@ -63,6 +65,11 @@ pub(super) struct HostConnection {
 }
 
 impl Host {
+    /// Cancelled when the server drains (see [`Registry::drain`]).
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
     /// The host's server-chosen ID.
     pub fn id(&self) -> &str {
         &self.id

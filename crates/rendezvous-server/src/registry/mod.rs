@@ -117,6 +117,15 @@ pub struct Registry {
     metrics: Arc<Metrics>,
     /// Failed authentications per client IP and per task.
     failures: FailureLimits,
+    /// When this registry was made: a resuming guest's host may come back
+    /// within its grace period of this (see [`Registry::resuming_guest`]).
+    started: std::time::Instant,
+    /// Cancelled by [`Registry::drain`]: ends every guest's stream with
+    /// UNAVAILABLE, so that it resumes, and refuses new calls.
+    draining: tokio_util::sync::CancellationToken,
+    /// Cancelled by [`Registry::drain_hosts`]: ends every host's control
+    /// and Data streams with UNAVAILABLE, so that it resumes.
+    hosts_draining: tokio_util::sync::CancellationToken,
 }
 
 impl Registry {
@@ -143,6 +152,9 @@ impl Registry {
             decoy: Digest::of(&new_token()),
             metrics,
             failures,
+            started: std::time::Instant::now(),
+            draining: tokio_util::sync::CancellationToken::new(),
+            hosts_draining: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -280,6 +292,7 @@ impl Registry {
             closed: CancellationToken::new(),
             audit: self.config.audit.clone(),
             state_key: self.config.state_key.clone(),
+            draining: self.hosts_draining.clone(),
         });
         self.check_host_limits(ip)?;
         self.store
@@ -404,6 +417,7 @@ impl Registry {
                 resume.rows,
                 self.config.relay,
                 resume.start_offset,
+                resume.end_offset,
                 resume.input_applied,
             ));
             lock(&host.sessions).insert(session.id().to_owned(), session.clone());
@@ -526,8 +540,59 @@ impl Registry {
         }
     }
 
+    /// Starts a drain (SIGTERM), the first of its two steps: from now on
+    /// new calls get UNAVAILABLE ([`RegistryError::Draining`]), and every
+    /// guest's stream ends with UNAVAILABLE, so that the guest reconnects
+    /// and resumes (after a restart with the same `--state-key-file`, or
+    /// on another replica). Sessions are kept, not ended, except those of
+    /// hosts that cannot resume (no grace period): those end now, "the
+    /// server is shutting down", as on [`shutdown`](Self::shutdown).
+    ///
+    /// Then wait for [`input_delivered`](Self::input_delivered), so that
+    /// no keystroke already acknowledged to a guest is lost, and end with
+    /// [`drain_hosts`](Self::drain_hosts).
+    pub fn drain(&self) {
+        // Ended first, so that their guests get the Exit, not the drain.
+        let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
+        for host in hosts.into_iter().filter(|h| !h.may_resume()) {
+            for session in host.sessions() {
+                host.end_session(&session, gone("the server is shutting down"));
+            }
+            self.unregister_host(&host);
+        }
+        self.draining.cancel();
+    }
+
+    /// Whether every session's queued input has reached its host (the host
+    /// acknowledged it), or can no longer: its host is away.
+    pub fn input_delivered(&self) -> bool {
+        let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
+        hosts
+            .iter()
+            .flat_map(|h| h.sessions())
+            .all(|session| session.unacked_host_input() == 0 || !session.host_stream().0)
+    }
+
+    /// The drain's second step: every host's control and Data streams end
+    /// with UNAVAILABLE ("the server is restarting"); hosts with a grace
+    /// period keep their shells and resume.
+    pub fn drain_hosts(&self) {
+        self.draining.cancel();
+        self.hosts_draining.cancel();
+    }
+
+    /// Whether [`drain`](Self::drain) has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Cancelled when [`drain`](Self::drain) begins.
+    pub fn draining(&self) -> &tokio_util::sync::CancellationToken {
+        &self.draining
+    }
+
     /// Ends every session ("the server is shutting down") and disconnects
-    /// every host. Used by graceful shutdown.
+    /// every host: a stop without a drain (the server's future dropped).
     pub fn shutdown(&self) {
         let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
         for host in hosts {

@@ -87,9 +87,10 @@ async fn a_guest_is_told_its_session_ended_before_and_after_its_stream_closes() 
         rows: 24,
         resume_offset: None,
         resume_guest: None,
+        signed_resume: None,
         max_guests: usize::MAX,
     };
-    let JoinedGuest { handle, token, .. } = registry.add_guest(&session, new).unwrap();
+    let JoinedGuest { handle, token, .. } = registry.add_guest(&host, &session, new, None).unwrap();
     let id = handle.id().to_owned();
     assert!(registry.guest(&id, &token).is_ok());
 

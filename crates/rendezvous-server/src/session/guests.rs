@@ -124,6 +124,10 @@ pub(crate) struct Joining<'a> {
     pub(crate) cursor: u64,
     /// An earlier guest to resume: its ID and presented token.
     pub(crate) resume: Option<(&'a str, &'a str)>,
+    /// The resume's token is signed for this guest (checked by the
+    /// registry): with no record of it here, it resumes anyway, its input
+    /// starting at this seq. See `NewGuest::signed_resume`.
+    pub(crate) signed_resume: Option<u64>,
     /// Most guests the session may have.
     pub(crate) max_guests: usize,
 }
@@ -258,7 +262,25 @@ impl Guests {
         }
         let resumed = joining
             .resume
-            .and_then(|(id, presented)| self.resumable(id, presented, joining.role));
+            .and_then(|(id, presented)| self.resumable(id, presented, joining.role))
+            .or_else(|| {
+                // A guest this session has no record of, vouched for by
+                // its signed token: it resumes with the input sequence it
+                // holds, at the end of the attach order.
+                let (id, presented) = joining.resume?;
+                let seq = joining.signed_resume?;
+                let known =
+                    self.attached.contains_key(id) || self.departed.iter().any(|d| d.id == id);
+                (!known).then(|| {
+                    self.joins += 1;
+                    ResumedGuest {
+                        id: id.to_owned(),
+                        token: Some(Digest::of(presented)),
+                        input: InputOrder::starting_at(seq),
+                        joined: self.joins,
+                    }
+                })
+            });
         let was_resumed = resumed.is_some();
         let carried = resumed.unwrap_or_else(|| {
             self.joins += 1;
@@ -401,6 +423,7 @@ mod tests {
             size: clamp_size(80, 24),
             cursor: 0,
             resume,
+            signed_resume: None,
             max_guests: 4,
         }
     }

@@ -118,6 +118,15 @@ pub struct NewGuest<'a> {
     /// token. It must have the same role, and be attached or have left less
     /// than [`RESUME_GRACE`] ago; otherwise a new guest is attached.
     pub resume_guest: Option<(&'a str, &'a str)>,
+    /// Set only by the registry, once it has checked that `resume_guest`'s
+    /// token is signed for this session, guest and role with the server's
+    /// state key ([`StateKey::guest_token`](crate::state_key::StateKey::guest_token)).
+    /// When this session has no record of that guest (the server
+    /// restarted, or the guest was attached on another replica), it resumes
+    /// anyway: same ID and token, with its input sequence starting at this
+    /// seq (`AttachRequest.resume_input_seq`: the oldest input the guest
+    /// still holds unacknowledged, which it sends again).
+    pub signed_resume: Option<u64>,
     /// Most guests the session may have (the guests-per-session limit).
     pub max_guests: usize,
 }
@@ -192,6 +201,9 @@ struct State {
     /// When the host last sent output or a guest's input was taken (or the
     /// session began): what the idle timeout measures from.
     last_activity: Instant,
+    /// The end offset the host held when it restored the session (0 for a
+    /// new one): a resuming guest may start anywhere up to it.
+    restored_end: u64,
 }
 
 impl State {
@@ -255,20 +267,24 @@ impl Session {
     /// A new session of `cols` x `rows` cells (each clamped to 1..=1000; 0
     /// means 80x24), with no output yet.
     pub fn new(id: String, cols: u32, rows: u32, config: RelayConfig) -> Self {
-        Self::restored(id, cols, rows, config, 0, 0)
+        Self::restored(id, cols, rows, config, 0, 0, 0)
     }
 
     /// A session whose output stream starts at `start_offset`, and is
     /// empty until the host sends it: one a host resumes on a server that
-    /// does not have it (restarted, or another replica), whose host has
-    /// written `input_applied` Input messages so far. Guests that resume
-    /// from an older offset get `Lagged` for the bytes before it.
+    /// does not have it (restarted, or another replica), whose host holds
+    /// output up to `end_offset` and has written `input_applied` Input
+    /// messages so far. Guests that resume from an older offset get
+    /// `Lagged` for the bytes before it; a guest that resumes from an
+    /// offset up to `end_offset` before the host has sent that far waits
+    /// there (it already has the bytes before it).
     pub fn restored(
         id: String,
         cols: u32,
         rows: u32,
         config: RelayConfig,
         start_offset: u64,
+        end_offset: u64,
         input_applied: u64,
     ) -> Self {
         let size = clamp_size(cols, rows);
@@ -290,6 +306,7 @@ impl Session {
                 host_input: HostInputQueue::starting_at(input_applied),
                 host_state: HostState::default(),
                 last_activity: now,
+                restored_end: end_offset.max(start_offset),
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
@@ -389,7 +406,7 @@ impl Session {
                 {
                     Pace::Free => return,
                     Pace::Guests { fastest_cursor, .. }
-                        if st.output.end() - fastest_cursor
+                        if st.output.end().saturating_sub(fastest_cursor)
                             <= self.config.backpressure_window() =>
                     {
                         return;
@@ -465,7 +482,7 @@ impl Session {
         let cursor = new
             .resume_offset
             .unwrap_or_else(|| st.output.start())
-            .min(st.output.end());
+            .min(st.output.end().max(st.restored_end));
         let joining = Joining {
             id: guest_id,
             token,
@@ -473,6 +490,7 @@ impl Session {
             size: clamp_size(new.cols, new.rows),
             cursor,
             resume: new.resume_guest,
+            signed_resume: new.signed_resume,
             max_guests: new.max_guests,
         };
         let attached = st
@@ -610,6 +628,7 @@ impl Session {
             rows,
             resume_offset,
             resume_guest: None,
+            signed_resume: None,
             max_guests: usize::MAX,
         };
         self.attach_locked(&mut lock(&self.state), guest_id, None, new)

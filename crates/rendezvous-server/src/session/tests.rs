@@ -225,6 +225,7 @@ fn rw<'a>(resume_guest: Option<(&'a str, &'a str)>) -> NewGuest<'a> {
         rows: 24,
         resume_offset: Some(0),
         resume_guest,
+        signed_resume: None,
         max_guests: 2,
     }
 }
@@ -483,6 +484,7 @@ fn host_rx(s: &Session) -> HostRx<'_> {
 fn a_resume_refused_at_the_limit_keeps_the_departed_guest_resumable() {
     let s = Session::new("s".into(), 80, 24, RelayConfig::default());
     let limit = |resume_guest| NewGuest {
+        signed_resume: None,
         max_guests: 1,
         ..rw(resume_guest)
     };

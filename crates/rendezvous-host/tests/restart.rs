@@ -1,0 +1,387 @@
+//! A server restart in the middle of a long output stream, seen from every
+//! side: a drain (what `serve` does on SIGTERM) and a crash, each followed
+//! by a server on the same port with the same state key. The host keeps its
+//! shell and resumes; guests that were attached resume by themselves (they
+//! get UNAVAILABLE until the host is back, never "wrong secret"); a guest
+//! that joins afterwards gets the retained output. Each checks the stream
+//! byte for byte (SHA-256), and input typed during the outage runs once.
+
+use std::time::Duration;
+
+use rendezvous_guest::{
+    AttachOptions, Client, Event, HostName, ResumingTerminal, Secret, TaskId, Update,
+};
+use rendezvous_host::{Host, HostStatus};
+use rendezvous_server::ServerConfig;
+use rendezvous_server::state_key::StateKey;
+use rendezvous_testkit::{Stop, TestServer};
+use sha2::{Digest, Sha256};
+use tokio::time::{Instant, timeout};
+
+/// Upper bound for anything a test waits for, stream included.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Lines of the stream: `seq 1 LINES` prints about 14.9 MB, far past the
+/// 1 MiB the server and the host retain.
+const LINES: u32 = 2_000_000;
+
+/// Output retained by the server and by the host, in bytes (16 MiB). At a
+/// break, what the server had sent a guest but the guest had not yet
+/// received (its message window: up to 32 messages of 256 KiB, plus the
+/// HTTP/2 buffers) is lost in flight and asked for again on resume; with
+/// the default 1 MiB it may no longer be retained, and the guest then sees
+/// one exact `Lagged` instead (see the README, "Host resume"). This test
+/// is about exactness, so both sides retain more than can be in flight.
+const RETAINED: usize = 16 * 1024 * 1024;
+
+const TASK: &str = "restart-7";
+const SECRET: &str = "restart-test-secret-0123456789";
+const HOST_NAME: &str = "linux";
+
+/// What the PTY makes of `seq 1 LINES`: each line ends in CR LF.
+fn expected_stream() -> Vec<u8> {
+    let mut out = Vec::with_capacity(15_000_000);
+    for n in 1..=LINES {
+        out.extend_from_slice(n.to_string().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+fn options() -> AttachOptions {
+    AttachOptions {
+        host_name: Some(HostName::new(HOST_NAME).unwrap()),
+        ..AttachOptions::new(TaskId::new(TASK).unwrap(), Secret::new(SECRET).unwrap())
+    }
+}
+
+/// A guest through the resuming client, recording what it saw.
+struct Guest {
+    _client: Client,
+    terminal: ResumingTerminal,
+    output: Vec<u8>,
+    /// `Reconnected.resumed` of each reconnect.
+    reconnects: Vec<bool>,
+    disconnects: usize,
+    lagged: u64,
+}
+
+impl Guest {
+    async fn attach(server: &TestServer, options: AttachOptions) -> Self {
+        let client = Client::connect(&server.url).await.expect("guest connects");
+        let terminal = timeout(DEADLINE, ResumingTerminal::attach(client.clone(), options))
+            .await
+            .expect("attached in time")
+            .expect("attached");
+        Self {
+            _client: client,
+            terminal,
+            output: Vec::new(),
+            reconnects: Vec::new(),
+            disconnects: 0,
+            lagged: 0,
+        }
+    }
+
+    /// Reads updates until `done` holds for this guest.
+    async fn until(&mut self, what: &str, done: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !done(self) {
+            self.step(what, deadline).await;
+        }
+    }
+
+    /// Reads updates until the output contains `needle`, searching only
+    /// what is new (the output grows to megabytes).
+    async fn until_output(&mut self, needle: &str) {
+        let needle = needle.as_bytes();
+        let deadline = Instant::now() + DEADLINE;
+        let mut from = 0;
+        loop {
+            if find(&self.output[from..], needle).is_some() {
+                return;
+            }
+            from = self.output.len().saturating_sub(needle.len());
+            self.step(&String::from_utf8_lossy(needle), deadline).await;
+        }
+    }
+
+    /// Reads one update and records it.
+    async fn step(&mut self, what: &str, deadline: Instant) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let update = timeout(left, self.terminal.next_update())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} in time; {}", self.tail()));
+        match update {
+            Ok(Some(Update::Event(Event::Output(output)))) => {
+                self.output.extend_from_slice(&output.data);
+            }
+            Ok(Some(Update::Event(Event::Lagged(lagged)))) => {
+                self.lagged += lagged.missed_bytes;
+            }
+            Ok(Some(Update::Event(Event::Exit(exit)))) => {
+                panic!(
+                    "the session ended ({exit:?}) before {what}; {}",
+                    self.tail()
+                )
+            }
+            Ok(Some(Update::Event(_))) => {}
+            Ok(Some(Update::Disconnected { .. })) => self.disconnects += 1,
+            Ok(Some(Update::Reconnected { resumed, .. })) => self.reconnects.push(resumed),
+            Ok(None) => panic!("the terminal ended before {what}; {}", self.tail()),
+            Err(e) => panic!("the terminal failed before {what} ({e}); {}", self.tail()),
+        }
+    }
+
+    fn tail(&self) -> String {
+        let from = self.output.len().saturating_sub(300);
+        format!(
+            "{} bytes so far, ending {:?}",
+            self.output.len(),
+            String::from_utf8_lossy(&self.output[from..])
+        )
+    }
+
+    /// The stream between the START and DONE markers.
+    fn stream(&self) -> &[u8] {
+        let start = find(&self.output, b"START\r\n").expect("START marker") + 7;
+        let done = find(&self.output, b"DONE\r\n").expect("DONE marker");
+        &self.output[start..done]
+    }
+}
+
+async fn restart_mid_stream(how: Stop) {
+    let key = StateKey::random();
+    let config = || {
+        let mut config = ServerConfig {
+            state_key: key.clone(),
+            ..ServerConfig::default()
+        };
+        config.relay.retained_output_bytes = RETAINED;
+        config
+    };
+    let server = TestServer::with_config(config()).await;
+    let addr = server.addr;
+    let host = Host::builder(&server.url)
+        .task_id(TASK)
+        .name(HOST_NAME)
+        .secret(SECRET)
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .grace_period(Duration::from_secs(60))
+        .retained_output_bytes(RETAINED)
+        .build()
+        .expect("build host");
+    let mut status = host.status();
+    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(host.run(async move {
+        let _ = stopped.await;
+    }));
+    let registered = |s: &HostStatus| matches!(s, HostStatus::Registered { .. });
+    timeout(DEADLINE, status.wait_for(registered))
+        .await
+        .expect("registered in time")
+        .expect("the host runs");
+    let first_id = match &*status.borrow() {
+        HostStatus::Registered { host_id } => host_id.clone(),
+        other => panic!("{other:?}"),
+    };
+
+    let mut a = Guest::attach(&server, options()).await;
+    let session_id = a.terminal.attached().session_id.clone();
+    let mut b = Guest::attach(
+        &server,
+        AttachOptions {
+            session_id: Some(session_id.clone()),
+            ..options()
+        },
+    )
+    .await;
+    a.terminal
+        .send_input("stty -echo; echo ST''ART; seq 1 2000000; echo DO''NE\n")
+        .await
+        .unwrap();
+    // Mid-stream at both.
+    a.until_output("\r\n100000\r\n").await;
+    b.until_output("\r\n100000\r\n").await;
+
+    server.stop(how).await;
+    a.until("the break", |g| g.disconnects > 0).await;
+    b.until("the break", |b| b.disconnects > 0).await;
+    // Typed while the server is away: it runs once, after the stream.
+    a.terminal
+        .send_input("echo typed-$((40+2))\n")
+        .await
+        .unwrap();
+
+    let server = TestServer::start_at(addr, config())
+        .await
+        .expect("bind the same port again");
+    timeout(DEADLINE, status.wait_for(registered))
+        .await
+        .expect("the host resumes in time")
+        .expect("the host runs");
+    match &*status.borrow() {
+        HostStatus::Registered { host_id } => assert_eq!(*host_id, first_id, "same host"),
+        other => panic!("{other:?}"),
+    }
+
+    a.until_output("typed-42\r\n").await;
+    b.until_output("typed-42\r\n").await;
+    let expected = expected_stream();
+    for (name, guest) in [("a", &a), ("b", &b)] {
+        assert_eq!(
+            guest.reconnects.first(),
+            Some(&true),
+            "{name} resumed as itself"
+        );
+        assert_eq!(guest.lagged, 0, "{name} lagged");
+        let stream = guest.stream();
+        assert_eq!(stream.len(), expected.len(), "{name}: stream length");
+        assert_eq!(sha256(stream), sha256(&expected), "{name}: stream SHA-256");
+        assert_eq!(
+            count(&guest.output, b"typed-42\r\n"),
+            1,
+            "{name}: input once"
+        );
+    }
+
+    // A guest that joins now gets the retained output: the stream's last
+    // bytes, exact, then the rest.
+    let mut late = Guest::attach(
+        &server,
+        AttachOptions {
+            session_id: Some(session_id.clone()),
+            ..options()
+        },
+    )
+    .await;
+    late.until_output("typed-42\r\n").await;
+    let done = find(&late.output, b"DONE\r\n").expect("DONE at the late guest");
+    let seen = &late.output[..done];
+    assert!(seen.len() >= 1024 * 1024, "retained: {} bytes", seen.len());
+    let tail = &expected[expected.len() - seen.len()..];
+    assert_eq!(sha256(seen), sha256(tail), "late guest: the stream's tail");
+
+    // The same shell takes input from all.
+    b.terminal
+        .send_input("echo from-b-$((1+1))\n")
+        .await
+        .unwrap();
+    a.until_output("from-b-2\r\n").await;
+    let _ = stop_host.send(());
+    timeout(DEADLINE, run)
+        .await
+        .expect("host stops in time")
+        .expect("no panic")
+        .expect("host run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drained_server_restart_loses_no_byte_and_no_keystroke() {
+    restart_mid_stream(Stop::Graceful).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crashed_server_restart_loses_no_byte_and_no_keystroke() {
+    restart_mid_stream(Stop::Crash).await;
+}
+
+/// On a restarted server that its host has not resumed on yet, a resuming
+/// guest is recognised by its signed token and told to wait (UNAVAILABLE,
+/// which the clients retry), not "wrong secret"; a token that is not
+/// signed with the server's key still gets PERMISSION_DENIED.
+#[tokio::test]
+async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
+    let key = StateKey::random();
+    let config = |key: &StateKey| ServerConfig {
+        state_key: key.clone(),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::with_config(config(&key)).await;
+    let host = Host::builder(&server.url)
+        .task_id(TASK)
+        .name(HOST_NAME)
+        .secret(SECRET)
+        .command("bash", ["--norc", "--noprofile"])
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .expect("build host");
+    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(host.run(async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::connect(&server.url).await.unwrap();
+    let terminal = timeout(DEADLINE, async {
+        loop {
+            // Until the host has registered.
+            match client.terminal(options()).await {
+                Ok(terminal) => break terminal,
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await
+    .expect("attached in time");
+    let attached = terminal.attached().clone();
+    server.stop(Stop::Crash).await;
+
+    // The host keeps trying the old address; these servers are elsewhere.
+    let resume = |token: &str| AttachOptions {
+        session_id: Some(attached.session_id.clone()),
+        resume_guest: Some(rendezvous_guest::ResumeGuest {
+            guest_id: attached.guest_id.clone(),
+            guest_token: token.to_owned(),
+            input_seq: Some(0),
+        }),
+        ..options()
+    };
+    let restarted = TestServer::with_config(config(&key)).await;
+    let client = Client::connect(&restarted.url).await.unwrap();
+    match client.terminal(resume(&attached.guest_token)).await {
+        Err(rendezvous_guest::GuestError::Unavailable(message)) => {
+            assert!(message.contains("reconnecting"), "{message}");
+        }
+        other => panic!(
+            "expected UNAVAILABLE, got {:?}",
+            other.map(|t| t.attached().clone())
+        ),
+    }
+    let (grace, tag) = attached.guest_token.split_once('.').expect("grace.tag");
+    for forged in [format!("{grace}.{}", &tag[1..]), format!("9{grace}.{tag}")] {
+        let result = client.terminal(resume(&forged)).await;
+        assert!(
+            matches!(result, Err(rendezvous_guest::GuestError::Denied)),
+            "a forged token: {:?}",
+            result.map(|t| t.attached().clone())
+        );
+    }
+    let other_key = TestServer::with_config(config(&StateKey::random())).await;
+    let client = Client::connect(&other_key.url).await.unwrap();
+    let result = client.terminal(resume(&attached.guest_token)).await;
+    assert!(
+        matches!(result, Err(rendezvous_guest::GuestError::Denied)),
+        "another key: {:?}",
+        result.map(|t| t.attached().clone())
+    );
+    let _ = stop_host.send(());
+    let _ = timeout(DEADLINE, run).await.expect("host stops in time");
+}
