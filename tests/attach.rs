@@ -272,16 +272,20 @@ async fn a_session_that_ends_while_a_guest_is_away_is_reported_as_ended() {
     }
 
     proxy.cut();
-    // Either way it is told: the resume may still find the guest attached
-    // (the server's side of the muted stream had not closed yet) and
-    // replace its stream, which then delivers the Exit; or the guest had
-    // gone with the session, and the resume answers that it has ended.
+    // Either way it is told, with the Exit or with SessionEnded: the
+    // resume may still find the guest attached (the server's side of the
+    // muted stream had not closed yet) and replace its stream, which then
+    // delivers the Exit; the Exit may have got out before the mute; or the
+    // guest had gone with the session, and the resume answers that it has
+    // ended.
     let mut exit = None;
     let ended = tokio::time::timeout(DEADLINE, async {
         loop {
             match terminal.next_update().await {
                 Ok(Some(Update::Event(Event::Exit(status)))) => exit = Some(status),
-                Ok(Some(Update::Disconnected { .. } | Update::Event(_))) => {}
+                Ok(Some(
+                    Update::Disconnected { .. } | Update::Reconnected { .. } | Update::Event(_),
+                )) => {}
                 other => return other,
             }
         }

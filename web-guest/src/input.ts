@@ -30,7 +30,7 @@ const FIRST_RETRY_DELAY_MS = 250;
 /** Longest wait between retries of one request, in milliseconds. */
 const MAX_RETRY_DELAY_MS = 5_000;
 
-/** Sends one request for the bound guest; rejects on failure. `signal` aborts when the guest is unbound. */
+/** Sends one request for the bound guest; rejects on failure. `signal` aborts when another guest is bound or the queue closes. */
 export type SendFn = (seq: bigint, data: Uint8Array, signal: AbortSignal) => Promise<void>;
 
 /** What the queue tells its owner. */
@@ -51,8 +51,15 @@ interface Sequence {
 interface BoundGuest {
   send: SendFn;
   seq: Sequence;
-  /** Aborted when the queue is unbound from this guest. */
+  /** Aborted when the queue is unbound from this guest: ends a retry's wait. */
   abort: AbortController;
+  /**
+   * Aborted when another guest is bound or the queue closes: ends a request
+   * in flight. Not on unbind: a request in flight when the stream breaks
+   * goes on to its answer, so that what it did is known (applied, or not)
+   * before a server that restarted is told where input goes on.
+   */
+  requests: AbortController;
 }
 
 /** A queue of input bytes for one attachment, sent in order. */
@@ -79,9 +86,10 @@ export class InputQueue {
    */
   bind(send: SendFn, resumed = false): void {
     this.guest?.abort.abort();
+    this.guest?.requests.abort();
     const seq = resumed && this.lastSeq !== null ? this.lastSeq : { next: 0n };
     this.lastSeq = seq;
-    this.guest = { send, seq, abort: new AbortController() };
+    this.guest = { send, seq, abort: new AbortController(), requests: new AbortController() };
     void this.pump();
   }
 
@@ -105,6 +113,7 @@ export class InputQueue {
   /** Stops sending for good and drops whatever is queued. */
   close(): void {
     this.closed = true;
+    this.guest?.requests.abort();
     this.unbind();
     this.pending = [];
     this.pendingBytes = 0;
@@ -138,7 +147,7 @@ export class InputQueue {
           this.unacked = this.take(MAX_REQUEST_BYTES);
         }
         try {
-          await guest.send(guest.seq.next, this.unacked, guest.abort.signal);
+          await guest.send(guest.seq.next, this.unacked, guest.requests.signal);
           // Applied (by this guest, even if it was unbound meanwhile).
           guest.seq.next += 1n;
           this.unacked = null;

@@ -45,10 +45,14 @@ pub enum Update {
     },
     /// Attached again. Output continues where it stopped.
     Reconnected {
-        /// The server knew this guest still, so input went on exactly once.
-        /// False when the break outlasted the server's grace (10 minutes):
-        /// this is a new guest, and input sent just before the break may
-        /// have been lost.
+        /// The same guest carries on. When the server still had its record,
+        /// input went on exactly once; when it recognised the guest by its
+        /// signed token only (it restarted), input goes on from the break:
+        /// what was on its way over the broken call may have been lost,
+        /// never applied twice. False when the break outlasted the
+        /// server's grace (10 minutes) and it cannot check the token: this
+        /// is a new guest, and input sent just before the break may have
+        /// been lost.
         resumed: bool,
         /// Input requests that were lost: sent before the break, not
         /// applied, and no longer kept for resending (over

@@ -1,6 +1,7 @@
-//! A server restart in the middle of a long output stream, seen from every
-//! side: a drain (what `serve` does on SIGTERM) and a crash, each followed
-//! by a server on the same port with the same state key. The host keeps its
+//! A fault in the middle of a long output stream, seen from every side: a
+//! cut of the host's connection, and a server restart, drained (what
+//! `serve` does on SIGTERM) or crashed, each followed by a server on the
+//! same port with the same state key. The host keeps its
 //! shell and resumes; guests that were attached resume by themselves (they
 //! get UNAVAILABLE until the host is back, never "wrong secret"); a guest
 //! that joins afterwards gets the retained output. Each checks the stream
@@ -14,6 +15,7 @@ use rendezvous_guest::{
 use rendezvous_host::{Host, HostStatus};
 use rendezvous_server::ServerConfig;
 use rendezvous_server::state_key::StateKey;
+use rendezvous_testkit::proxy::FaultProxy;
 use rendezvous_testkit::{Stop, TestServer};
 use sha2::{Digest, Sha256};
 use tokio::time::{Instant, timeout};
@@ -85,8 +87,8 @@ struct Guest {
 }
 
 impl Guest {
-    async fn attach(server: &TestServer, options: AttachOptions) -> Self {
-        let client = Client::connect(&server.url).await.expect("guest connects");
+    async fn attach(url: &str, options: AttachOptions) -> Self {
+        let client = Client::connect(url).await.expect("guest connects");
         let terminal = timeout(DEADLINE, ResumingTerminal::attach(client.clone(), options))
             .await
             .expect("attached in time")
@@ -168,8 +170,19 @@ impl Guest {
     }
 }
 
-async fn restart_mid_stream(how: Stop) {
-    let key = StateKey::random();
+/// What breaks in the middle of the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// The server stops (drained, or crashed) and another one starts on
+    /// its port with the same state key: every guest re-joins.
+    Restart(Stop),
+    /// The host's connection is cut, and so is guest B's: guest A stays
+    /// attached, B re-joins.
+    Cut,
+}
+
+async fn fault_mid_stream(fault: Fault) {
+    let key = StateKey::shared([7; 32]);
     let config = || {
         let mut config = ServerConfig {
             state_key: key.clone(),
@@ -180,7 +193,14 @@ async fn restart_mid_stream(how: Stop) {
     };
     let server = TestServer::with_config(config()).await;
     let addr = server.addr;
-    let host = Host::builder(&server.url)
+    // For a cut: the host and guest B reach the server through proxies.
+    let host_proxy = FaultProxy::start(&server.url).await;
+    let b_proxy = FaultProxy::start(&server.url).await;
+    let (host_url, b_url) = match fault {
+        Fault::Cut => (host_proxy.url().to_owned(), b_proxy.url().to_owned()),
+        Fault::Restart(_) => (server.url.clone(), server.url.clone()),
+    };
+    let host = Host::builder(&host_url)
         .task_id(TASK)
         .name(HOST_NAME)
         .secret(SECRET)
@@ -205,10 +225,10 @@ async fn restart_mid_stream(how: Stop) {
         other => panic!("{other:?}"),
     };
 
-    let mut a = Guest::attach(&server, options()).await;
+    let mut a = Guest::attach(&server.url, options()).await;
     let session_id = a.terminal.attached().session_id.clone();
     let mut b = Guest::attach(
-        &server,
+        &b_url,
         AttachOptions {
             session_id: Some(session_id.clone()),
             ..options()
@@ -223,18 +243,37 @@ async fn restart_mid_stream(how: Stop) {
     a.until_output("\r\n100000\r\n").await;
     b.until_output("\r\n100000\r\n").await;
 
-    server.stop(how).await;
-    a.until("the break", |g| g.disconnects > 0).await;
-    b.until("the break", |b| b.disconnects > 0).await;
-    // Typed while the server is away: it runs once, after the stream.
-    a.terminal
-        .send_input("echo typed-$((40+2))\n")
-        .await
-        .unwrap();
-
-    let server = TestServer::start_at(addr, config())
-        .await
-        .expect("bind the same port again");
+    let server = match fault {
+        Fault::Restart(how) => {
+            server.stop(how).await;
+            a.until("the break", |g| g.disconnects > 0).await;
+            b.until("the break", |b| b.disconnects > 0).await;
+            // Typed while the server is away: it runs once, after the
+            // stream.
+            a.terminal
+                .send_input("echo typed-$((40+2))\n")
+                .await
+                .unwrap();
+            TestServer::start_at(addr, config())
+                .await
+                .expect("bind the same port again")
+        }
+        Fault::Cut => {
+            host_proxy.cut();
+            b_proxy.cut();
+            timeout(DEADLINE, status.wait_for(|s| !registered(s)))
+                .await
+                .expect("the host notices the cut")
+                .expect("the host runs");
+            b.until("the break", |b| b.disconnects > 0).await;
+            // Typed by the guest that stayed, while the host is away.
+            a.terminal
+                .send_input("echo typed-$((40+2))\n")
+                .await
+                .unwrap();
+            server
+        }
+    };
     timeout(DEADLINE, status.wait_for(registered))
         .await
         .expect("the host resumes in time")
@@ -247,12 +286,22 @@ async fn restart_mid_stream(how: Stop) {
     a.until_output("typed-42\r\n").await;
     b.until_output("typed-42\r\n").await;
     let expected = expected_stream();
-    for (name, guest) in [("a", &a), ("b", &b)] {
+    if fault == Fault::Cut {
         assert_eq!(
-            guest.reconnects.first(),
-            Some(&true),
-            "{name} resumed as itself"
+            (a.disconnects, a.reconnects.len()),
+            (0, 0),
+            "a stayed attached"
         );
+        assert_eq!(b.reconnects.first(), Some(&true), "b resumed as itself");
+    }
+    for (name, guest) in [("a", &a), ("b", &b)] {
+        if fault != Fault::Cut {
+            assert_eq!(
+                guest.reconnects.first(),
+                Some(&true),
+                "{name} resumed as itself"
+            );
+        }
         assert_eq!(guest.lagged, 0, "{name} lagged");
         let stream = guest.stream();
         assert_eq!(stream.len(), expected.len(), "{name}: stream length");
@@ -267,7 +316,7 @@ async fn restart_mid_stream(how: Stop) {
     // A guest that joins now gets the retained output: the stream's last
     // bytes, exact, then the rest.
     let mut late = Guest::attach(
-        &server,
+        &server.url,
         AttachOptions {
             session_id: Some(session_id.clone()),
             ..options()
@@ -297,12 +346,17 @@ async fn restart_mid_stream(how: Stop) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_drained_server_restart_loses_no_byte_and_no_keystroke() {
-    restart_mid_stream(Stop::Graceful).await;
+    fault_mid_stream(Fault::Restart(Stop::Graceful)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_host_cut_loses_no_byte_and_no_keystroke_at_staying_rejoining_and_late_guests() {
+    fault_mid_stream(Fault::Cut).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_server_restart_loses_no_byte_and_no_keystroke() {
-    restart_mid_stream(Stop::Crash).await;
+    fault_mid_stream(Fault::Restart(Stop::Crash)).await;
 }
 
 /// On a restarted server that its host has not resumed on yet, a resuming
@@ -311,7 +365,7 @@ async fn a_crashed_server_restart_loses_no_byte_and_no_keystroke() {
 /// signed with the server's key still gets PERMISSION_DENIED.
 #[tokio::test]
 async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
-    let key = StateKey::random();
+    let key = StateKey::shared([9; 32]);
     let config = |key: &StateKey| ServerConfig {
         state_key: key.clone(),
         ..ServerConfig::default()
@@ -325,22 +379,23 @@ async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
         .grace_period(Duration::from_secs(60))
         .build()
         .expect("build host");
+    let mut status = host.status();
     let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(host.run(async move {
         let _ = stopped.await;
     }));
-    let client = Client::connect(&server.url).await.unwrap();
-    let terminal = timeout(DEADLINE, async {
-        loop {
-            // Until the host has registered.
-            match client.terminal(options()).await {
-                Ok(terminal) => break terminal,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
-    })
+    timeout(
+        DEADLINE,
+        status.wait_for(|s| matches!(s, HostStatus::Registered { .. })),
+    )
     .await
-    .expect("attached in time");
+    .expect("registered in time")
+    .expect("the host runs");
+    let client = Client::connect(&server.url).await.unwrap();
+    let terminal = timeout(DEADLINE, client.terminal(options()))
+        .await
+        .expect("attached in time")
+        .expect("attached");
     let attached = terminal.attached().clone();
     server.stop(Stop::Crash).await;
 

@@ -241,10 +241,11 @@ impl GuestService for GuestApi {
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
         let req = request.into_inner();
-        // Refused, not lost: the guest sends it again after it resumes.
-        if self.registry.is_draining() {
+        // Refused, not lost: the guest sends it again after it resumes. A
+        // call that got past this is waited for by the drain.
+        let Some(_call) = self.registry.input_call() else {
             return Err(RegistryError::Draining.into());
-        }
+        };
         // Who asks comes first: an unknown caller learns nothing of limits.
         let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         check_input_len(
@@ -297,6 +298,7 @@ impl GuestService for GuestApi {
         let input_limit = self.registry.config().limits.input_bytes;
         let metrics = self.registry.metrics().clone();
         let (abort_tx, abort_rx) = oneshot::channel();
+        let registry = self.registry.clone();
         let reader = tokio::spawn(async move {
             // Input waits for the host in a task of its own, so that acks
             // and resizes are read while it waits: a guest's output never
@@ -306,6 +308,9 @@ impl GuestService for GuestApi {
             let input_guest = guest_id.clone();
             let apply = async move {
                 while let Some(data) = queue.recv().await {
+                    let Some(_call) = registry.input_call() else {
+                        return Err(RegistryError::Draining.into());
+                    };
                     send_input(&input_session, &input_guest, seq, data).await?;
                     seq += 1;
                 }

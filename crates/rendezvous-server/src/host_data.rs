@@ -192,6 +192,15 @@ impl Reader {
                 }
                 () = self.replaced.cancelled() => return,
                 () = self.draining.cancelled() => {
+                    if let Some(exit) = self.exit.take() {
+                        // The session ended: its last output and its exit
+                        // are kept, not left for a host that will not
+                        // resume it (bounded by the credit).
+                        for data in self.pending.drain(..) {
+                            session.push_host_output(self.guard.stream, &data);
+                        }
+                        self.guard.host.end_session(&session, exit);
+                    }
                     if let Some(ending) = self.ending.take() {
                         let _ = ending.send(crate::registry::RegistryError::Draining.into());
                     }

@@ -132,7 +132,7 @@ impl HostService for HostApi {
             generation,
         };
         let reader_closed = connection_closed.clone();
-        let draining = self.registry.draining().clone();
+        let draining = host.draining();
         // A message the server refuses after Registered (over the size
         // limit, undecodable) ends the call with that status, and so does a
         // host gone silent: both are transient to a host, which reconnects.
@@ -213,7 +213,9 @@ impl HostService for HostApi {
         &self,
         request: Request<Streaming<HostDataRequest>>,
     ) -> Result<Response<DataStream>, Status> {
-        if self.registry.is_draining() {
+        // While the drain delivers the guests' last input, a host may still
+        // open a Data stream; after that, it resumes on the next server.
+        if self.registry.hosts_draining() {
             return Err(RegistryError::Draining.into());
         }
         let mut inbound = request.into_inner();

@@ -98,12 +98,15 @@ fn refusal_app(limit: usize) -> axum::Router {
 }
 
 /// Ends every session and disconnects every host when dropped, however
-/// [`Server::run`] ends.
+/// [`Server::run`] ends, unless it drained: then the sessions go on at
+/// the next server.
 struct ShutdownOnDrop(Arc<Registry>);
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
-        self.0.shutdown();
+        if !self.0.is_draining() {
+            self.0.shutdown();
+        }
     }
 }
 
@@ -197,7 +200,9 @@ impl Server {
     /// [`Registry::drain`]): it stops accepting, every host's and guest's
     /// stream ends with UNAVAILABLE ("the server is restarting") so that
     /// they resume, HTTP/2 connections get GOAWAY, and it waits up to
-    /// [`SHUTDOWN_GRACE`] for them to close. Sessions of hosts with a grace
+    /// [`SHUTDOWN_GRACE`] for them to close (first waiting up to
+    /// [`DRAIN_INPUT_TIMEOUT`] for the guests' input to reach the hosts).
+    /// Sessions of hosts with a grace
     /// period are not ended: those hosts resume them on the next server
     /// with the same state key; the others end "the server is shutting
     /// down". At most `limits.connections` connections are served at

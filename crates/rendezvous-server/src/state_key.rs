@@ -55,7 +55,7 @@ pub enum StateKeyError {
 /// The key resume tickets are signed with. Its `Debug` output shows no
 /// byte of it.
 #[derive(Clone)]
-pub struct StateKey(Arc<[u8]>);
+pub struct StateKey(Arc<[u8]>, bool);
 
 impl std::fmt::Debug for StateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,7 +79,19 @@ impl StateKey {
     pub fn random() -> Self {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("the OS random number generator failed");
-        Self(bytes.into())
+        Self(bytes.into(), false)
+    }
+
+    /// A key of these bytes, the same for every server given them (as
+    /// from a file): for embedding and tests.
+    pub fn shared(bytes: [u8; 32]) -> Self {
+        Self(Arc::new(bytes), true)
+    }
+
+    /// Whether the key came from a file or [`shared`](Self::shared), so that a restarted server (or
+    /// another replica) can check what this one signed.
+    pub fn is_persistent(&self) -> bool {
+        self.1
     }
 
     /// The key in `path` (its raw bytes, at least
@@ -96,7 +108,7 @@ impl StateKey {
         if bytes.len() < MIN_STATE_KEY_BYTES {
             return Err(StateKeyError::Short(path.to_owned()));
         }
-        Ok(Self(bytes.into()))
+        Ok(Self(bytes.into(), true))
     }
 
     fn mac(&self, kind: &str, fields: &[&str]) -> Hmac<Sha256> {

@@ -280,7 +280,7 @@ impl Model {
             }
         }
         let room = |fastest: Option<u64>| {
-            fastest.is_none_or(|c| self.end - c <= self.relay.backpressure_window())
+            fastest.is_none_or(|c| self.end.saturating_sub(c) <= self.relay.backpressure_window())
         };
         (room(surely) == room(maybe)).then(|| room(surely))
     }

@@ -187,15 +187,19 @@ impl Registry {
         // by the guest token's signature (the server restarted).
         let signed_resume = new.resume_guest.and_then(|(id, presented)| {
             key.verify_guest_token(task, name, session.id(), id, new.role, presented)
-                .map(|_| resume_input_seq.unwrap_or(0))
+                // Bounded, so that numbering on from it never overflows.
+                .map(|_| resume_input_seq.unwrap_or(0).min(super::MAX_RESUME_OFFSET))
         });
         let new = NewGuest {
             max_guests: self.config.limits.guests_per_session,
             signed_resume,
             ..new
         };
-        let resuming = new.resume_guest.is_some();
-        if !resuming && lock(&self.guests).attached.len() >= self.config.limits.guests {
+        // Only a guest attached now replaces itself; any other counts.
+        let replacing = new
+            .resume_guest
+            .is_some_and(|(id, _)| lock(&self.guests).attached.contains_key(id));
+        if !replacing && lock(&self.guests).attached.len() >= self.config.limits.guests {
             return Err(RegistryError::Limit {
                 name: limit_name::GUESTS,
                 value: self.config.limits.guests,

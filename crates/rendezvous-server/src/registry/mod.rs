@@ -79,6 +79,10 @@ pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
 /// `rendezvous-host` runs).
 pub const MAX_RESUME_SESSIONS: usize = 64;
 
+/// Largest output offset a resuming host may claim, in bytes (2^62, far
+/// past any real stream), so that offsets never overflow.
+pub const MAX_RESUME_OFFSET: u64 = 1 << 62;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -126,6 +130,9 @@ pub struct Registry {
     /// Cancelled by [`Registry::drain_hosts`]: ends every host's control
     /// and Data streams with UNAVAILABLE, so that it resumes.
     hosts_draining: tokio_util::sync::CancellationToken,
+    /// Guest input calls between their drain check and their input being
+    /// queued (see [`Registry::input_call`]).
+    input_calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Registry {
@@ -155,6 +162,7 @@ impl Registry {
             started: std::time::Instant::now(),
             draining: tokio_util::sync::CancellationToken::new(),
             hosts_draining: tokio_util::sync::CancellationToken::new(),
+            input_calls: Arc::default(),
         }
     }
 
@@ -304,15 +312,8 @@ impl Registry {
                 self.config.limits.hosts_per_task,
             )
             .await?;
-        {
-            let mut inner = lock(&self.inner);
-            inner
-                .tasks
-                .entry((owner, task_id))
-                .or_default()
-                .insert(name, host.clone());
-            inner.hosts_by_id.insert(host.id.clone(), host.clone());
-        }
+        // Restored before the host is visible, so that a guest never finds
+        // the host here without its sessions (see `resuming_guest`).
         let restored = if restoring {
             self.restore_sessions(&host, &hello.sessions)
         } else {
@@ -322,6 +323,15 @@ impl Registry {
             }
             false
         };
+        {
+            let mut inner = lock(&self.inner);
+            inner
+                .tasks
+                .entry((owner, task_id))
+                .or_default()
+                .insert(name, host.clone());
+            inner.hosts_by_id.insert(host.id.clone(), host.clone());
+        }
         Ok(Registration {
             resume_ticket: self.host_ticket(&host),
             resumed: restored,
@@ -403,7 +413,8 @@ impl Registry {
                     &resume.session_id,
                     &resume.ticket,
                 )
-                && resume.start_offset <= resume.end_offset;
+                && resume.start_offset <= resume.end_offset
+                && resume.end_offset <= MAX_RESUME_OFFSET;
             let within_limits = valid
                 && self.check_session_limits().is_ok()
                 && lock(&host.sessions).len() < self.config.limits.sessions_per_host;
@@ -553,8 +564,11 @@ impl Registry {
     /// [`drain_hosts`](Self::drain_hosts).
     pub fn drain(&self) {
         // Ended first, so that their guests get the Exit, not the drain.
+        // With a random state key no later server can check the tickets,
+        // so nothing can resume: every session ends, as on `shutdown`.
+        let persistent = self.config.state_key.is_persistent();
         let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
-        for host in hosts.into_iter().filter(|h| !h.may_resume()) {
+        for host in hosts.into_iter().filter(|h| !persistent || !h.may_resume()) {
             for session in host.sessions() {
                 host.end_session(&session, gone("the server is shutting down"));
             }
@@ -564,8 +578,12 @@ impl Registry {
     }
 
     /// Whether every session's queued input has reached its host (the host
-    /// acknowledged it), or can no longer: its host is away.
+    /// acknowledged it), or can no longer: its host is away; and no input
+    /// call is still on its way into a queue.
     pub fn input_delivered(&self) -> bool {
+        if self.input_calls.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            return false;
+        }
         let hosts: Vec<Arc<Host>> = lock(&self.inner).hosts_by_id.values().cloned().collect();
         hosts
             .iter()
@@ -579,6 +597,25 @@ impl Registry {
     pub fn drain_hosts(&self) {
         self.draining.cancel();
         self.hosts_draining.cancel();
+    }
+
+    /// Counts a guest's input call from now until the guard drops (after
+    /// its input is queued, or refused), so that a drain waits for it;
+    /// `None` once the drain has begun: refuse the call with
+    /// [`RegistryError::Draining`].
+    pub fn input_call(&self) -> Option<InputCall> {
+        use std::sync::atomic::Ordering;
+        self.input_calls.fetch_add(1, Ordering::AcqRel);
+        let call = InputCall(self.input_calls.clone());
+        // Checked after counting: a drain that began meanwhile either sees
+        // the count or is seen here.
+        (!self.is_draining()).then_some(call)
+    }
+
+    /// Whether the hosts' streams are draining (see
+    /// [`drain_hosts`](Self::drain_hosts)).
+    pub fn hosts_draining(&self) -> bool {
+        self.hosts_draining.is_cancelled()
     }
 
     /// Whether [`drain`](Self::drain) has begun.
@@ -601,6 +638,16 @@ impl Registry {
             }
             self.unregister_host(&host);
         }
+    }
+}
+
+/// A guest input call in progress: see [`Registry::input_call`].
+#[derive(Debug)]
+pub struct InputCall(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for InputCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 

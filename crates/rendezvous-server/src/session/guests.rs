@@ -17,7 +17,8 @@ use crate::auth::Digest;
 /// token, keeps its input sequence, so the request that was in flight when
 /// the stream broke is applied once. Longer than the web guest's reconnect
 /// backoff (capped at 30 s) many times over; after it, the guest attaches
-/// as a new one.
+/// as a new one, unless the registry vouches for its signed token (then it
+/// resumes with the input seq it gives: see `NewGuest::signed_resume`).
 pub const RESUME_GRACE: Duration = Duration::from_millis(600_000);
 
 /// How long a read-write guest whose stream broke keeps setting the host's
@@ -467,6 +468,36 @@ mod tests {
             .unwrap();
         assert!(!again.resumed, "resumed after the grace period");
         assert_eq!(again.id, "new");
+    }
+
+    #[test]
+    fn a_guest_vouched_for_by_its_signed_token_resumes_with_the_seq_it_gives() {
+        let mut guests = Guests::default();
+        let now = Instant::now();
+        let signed = |id, seq| Joining {
+            signed_resume: Some(seq),
+            ..joining(id, Role::ReadWrite, Some(("old", "old-token")))
+        };
+        // No record of "old" here (the server restarted): it resumes.
+        let back = guests.attach(signed("fresh-1", 7), now).unwrap();
+        assert!(back.resumed);
+        assert_eq!((back.id.as_str(), back.next_seq), ("old", 7));
+        assert_eq!(guests.primary().as_deref(), Some("old"));
+        // Attached now: a second resume with the same token replaces it
+        // and keeps its input sequence, whatever seq it gives.
+        let again = guests.attach(signed("fresh-2", 99), now).unwrap();
+        assert!(again.resumed);
+        assert_eq!((again.id.as_str(), again.next_seq), ("old", 7));
+        assert_eq!(guests.len(), 1);
+        // Not vouched for, no record: a new guest.
+        let other = guests
+            .attach(
+                joining("fresh-3", Role::ReadWrite, Some(("gone", "x"))),
+                now,
+            )
+            .unwrap();
+        assert!(!other.resumed);
+        assert_eq!((other.id.as_str(), other.next_seq), ("fresh-3", 0));
     }
 
     #[test]

@@ -478,7 +478,8 @@ impl Session {
         token: Option<Digest>,
         new: NewGuest<'_>,
     ) -> Result<Attachment, SessionError> {
-        // An offset past the end is taken as the end: nothing is lost.
+        // An offset past the end (or, for a restored session, past what
+        // the host holds) is taken as the end: nothing is lost.
         let cursor = new
             .resume_offset
             .unwrap_or_else(|| st.output.start())

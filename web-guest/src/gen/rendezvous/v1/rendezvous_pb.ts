@@ -852,8 +852,11 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
    * keeps its ID, token and input sequence, so a SendInput retried across
    * the reconnect is applied exactly once. It works while the old stream is
    * still open (that stream then ends with ABORTED) and for 10 minutes
-   * after it closed. Otherwise (expired, unknown, other role) a new guest
-   * is attached, and Attached.resumed is false: start input at seq 0.
+   * after it closed; after that, or on a server that restarted or never
+   * saw the guest, whenever the token checks out against the server's
+   * state key (see resume_input_seq). Otherwise (unknown, other role) a
+   * new guest is attached, and Attached.resumed is false: start input at
+   * seq 0.
    *
    * @generated from field: string resume_guest_id = 10;
    */
