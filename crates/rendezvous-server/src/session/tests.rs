@@ -534,3 +534,36 @@ async fn a_broken_read_write_guest_holds_the_host_for_a_while() {
     assert!(plain.wait_for_room().now_or_never().is_some());
     assert!(DEPARTED_PACE < RESUME_GRACE);
 }
+
+#[test]
+fn a_guest_resuming_a_restored_session_ahead_of_its_refill_waits_at_its_own_offset() {
+    // Restored at 1000..=1500: the host holds up to 1500, none sent yet.
+    let s = Session::restored("s".into(), 80, 24, RelayConfig::default(), 1000, 1500, 0);
+    // It had everything before 1200: it starts there, not at the end so
+    // far (1000), which would give it bytes again.
+    assert_eq!(
+        s.add_guest("back".into(), Role::ReadWrite, 80, 24, Some(1200)),
+        1200
+    );
+    // Past what the host holds is taken as that end.
+    assert_eq!(
+        s.add_guest("ahead".into(), Role::ReadWrite, 80, 24, Some(9999)),
+        1500
+    );
+    // A late joiner starts at the oldest byte.
+    assert_eq!(
+        s.add_guest("late".into(), Role::ReadOnly, 80, 24, None),
+        1000
+    );
+    assert_eq!(s.read("back", 1200), Read::Nothing);
+    // The host refills: the resumed guest gets exactly what follows 1200.
+    let refill: Vec<u8> = (0..500u32).map(|i| (i % 251) as u8).collect();
+    s.push_output(&refill);
+    let (offset, data) = output(s.read("back", 1200));
+    assert_eq!(offset, 1200);
+    assert_eq!(&data[..], &refill[200..]);
+    let (offset, data) = output(s.read("late", 1000));
+    assert_eq!((offset, data.len()), (1000, 500));
+    // The host is not held back by a guest ahead of the end.
+    assert!(s.wait_for_room().now_or_never().is_some());
+}
