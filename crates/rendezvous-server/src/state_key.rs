@@ -173,39 +173,55 @@ impl StateKey {
     }
 }
 
+/// Whom a guest token is for: what it binds, besides the host's grace
+/// period.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestClaims<'a> {
+    /// The task ID.
+    pub task: &'a str,
+    /// The host's name in the task.
+    pub host: &'a str,
+    /// The session ID.
+    pub session: &'a str,
+    /// The guest ID.
+    pub guest: &'a str,
+    /// The guest's role.
+    pub role: rendezvous_proto::Role,
+}
+
+impl GuestClaims<'_> {
+    fn sign(&self, key: &StateKey, grace_ms: &str) -> Hmac<Sha256> {
+        key.mac(
+            "guest",
+            &[
+                self.task,
+                self.host,
+                self.session,
+                self.guest,
+                self.role.as_str_name(),
+                grace_ms,
+            ],
+        )
+    }
+}
+
 impl StateKey {
-    /// The guest token of guest `guest` with `role` in `session` of host
-    /// `host` of task `task`, whose host keeps its sessions for `grace`
-    /// after losing its connection (at most `u64::MAX` ms).
-    pub fn guest_token(
-        &self,
-        task: &str,
-        host: &str,
-        session: &str,
-        guest: &str,
-        role: rendezvous_proto::Role,
-        grace: std::time::Duration,
-    ) -> String {
+    /// The guest token for `claims`, whose host keeps its sessions for
+    /// `grace` after losing its connection (at most `u64::MAX` ms).
+    pub fn guest_token(&self, claims: &GuestClaims<'_>, grace: std::time::Duration) -> String {
         let grace_ms = u64::try_from(grace.as_millis())
             .unwrap_or(u64::MAX)
             .to_string();
-        let tag = self.sign(
-            "guest",
-            &[task, host, session, guest, role.as_str_name(), &grace_ms],
-        );
+        let tag = URL_SAFE_NO_PAD.encode(claims.sign(self, &grace_ms).finalize().into_bytes());
         format!("{grace_ms}.{tag}")
     }
 
     /// The grace period in `token` when it is
-    /// [`guest_token`](Self::guest_token) of these; `None` otherwise
+    /// [`guest_token`](Self::guest_token) of `claims`; `None` otherwise
     /// (another key, field, role, or not a guest token at all).
     pub fn verify_guest_token(
         &self,
-        task: &str,
-        host: &str,
-        session: &str,
-        guest: &str,
-        role: rendezvous_proto::Role,
+        claims: &GuestClaims<'_>,
         token: &str,
     ) -> Option<std::time::Duration> {
         let (grace_ms, tag) = token.split_once('.')?;
@@ -214,12 +230,13 @@ impl StateKey {
         if grace.to_string() != grace_ms {
             return None;
         }
-        self.verify(
-            "guest",
-            &[task, host, session, guest, role.as_str_name(), grace_ms],
-            tag,
-        )
-        .then(|| std::time::Duration::from_millis(grace))
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        // Constant time.
+        claims
+            .sign(self, grace_ms)
+            .verify_slice(&tag)
+            .is_ok()
+            .then(|| std::time::Duration::from_millis(grace))
     }
 }
 
@@ -253,10 +270,17 @@ mod tests {
         use rendezvous_proto::Role;
         let key = StateKey::random();
         let grace = std::time::Duration::from_secs(300);
-        let token = key.guest_token("t", "default", "s1", "g1", Role::ReadWrite, grace);
+        let claims = |session, guest, role| GuestClaims {
+            task: "t",
+            host: "default",
+            session,
+            guest,
+            role,
+        };
+        let token = key.guest_token(&claims("s1", "g1", Role::ReadWrite), grace);
         assert!(token.starts_with("300000."));
         let check = |k: &StateKey, session, guest, role, token: &str| {
-            k.verify_guest_token("t", "default", session, guest, role, token)
+            k.verify_guest_token(&claims(session, guest, role), token)
         };
         assert_eq!(
             check(&key, "s1", "g1", Role::ReadWrite, &token),

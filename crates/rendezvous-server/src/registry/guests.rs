@@ -18,6 +18,7 @@ use crate::audit::{AuditEvent, AuditKind};
 use crate::auth::Digest;
 use crate::config::limit_name;
 use crate::session::{Attachment, NewGuest, Session, SessionError};
+use crate::state_key::GuestClaims;
 
 /// What [`Registry::add_guest`] attached.
 #[derive(Debug)]
@@ -182,11 +183,17 @@ impl Registry {
         resume_input_seq: Option<u64>,
     ) -> Result<JoinedGuest, RegistryError> {
         let key = &self.config.state_key;
-        let (task, name) = (host.task_id().as_str(), host.name().as_str());
+        let claims = |guest| GuestClaims {
+            task: host.task_id().as_str(),
+            host: host.name().as_str(),
+            session: session.id(),
+            guest,
+            role: new.role,
+        };
         // A resume this server has no record of may still be vouched for
         // by the guest token's signature (the server restarted).
         let signed_resume = new.resume_guest.and_then(|(id, presented)| {
-            key.verify_guest_token(task, name, session.id(), id, new.role, presented)
+            key.verify_guest_token(&claims(id), presented)
                 // Bounded, so that numbering on from it never overflows.
                 .map(|_| resume_input_seq.unwrap_or(0).min(super::MAX_RESUME_OFFSET))
         });
@@ -208,14 +215,7 @@ impl Registry {
         let fresh_id = uuid::Uuid::new_v4().simple().to_string();
         // Signed, so that a restarted server or another replica with the
         // same state key recognises the guest (see `resuming_guest`).
-        let fresh_token = key.guest_token(
-            task,
-            name,
-            session.id(),
-            &fresh_id,
-            new.role,
-            host.grace_period(),
-        );
+        let fresh_token = key.guest_token(&claims(&fresh_id), host.grace_period());
         let digest = Digest::of(&fresh_token);
         let attached = session
             .attach_guest(fresh_id, digest.clone(), new)
@@ -289,14 +289,14 @@ impl Registry {
         let grace = [Role::ReadWrite, Role::ReadOnly]
             .into_iter()
             .find_map(|role| {
-                key.verify_guest_token(
-                    task.as_str(),
-                    host.as_str(),
-                    session.as_str(),
-                    guest_id,
+                let claims = GuestClaims {
+                    task: task.as_str(),
+                    host: host.as_str(),
+                    session: session.as_str(),
+                    guest: guest_id,
                     role,
-                    token,
-                )
+                };
+                key.verify_guest_token(&claims, token)
             });
         if grace.is_none_or(|grace| self.started.elapsed() >= grace) {
             return false;
