@@ -282,6 +282,18 @@ impl Outbound {
             return message(host_data_response::Message::OutputAck(end));
         }
         loop {
+            // A resize goes before input queued with it: a guest that saw
+            // the new size (its Size event) and typed `stty size` must get
+            // the new size, so the PTY is resized before that input is
+            // written (the host applies them in the order they come).
+            match self.size.has_changed() {
+                Ok(true) => {
+                    let size = *self.size.borrow_and_update();
+                    return message(host_data_response::Message::Resize(size));
+                }
+                Ok(false) => {}
+                Err(_) => return None,
+            }
             let credit = self.input.next_number()
                 < self.session.host_input_acked() + HOST_INPUT_CREDIT_MESSAGES;
             if credit && let Some(input) = self.input.try_next(&self.session) {
@@ -327,4 +339,52 @@ fn is_broken_connection(status: &Status) -> bool {
         status.code(),
         tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::RelayConfig;
+    use bytes::Bytes;
+    use futures::FutureExt;
+    use rendezvous_proto::Role;
+
+    /// Found by the browser's resize test: a guest that saw its new size
+    /// and typed `stty size` at once had its input sent to the host before
+    /// the resize, so the shell printed the old size.
+    #[tokio::test]
+    async fn a_resize_goes_to_the_host_before_input_sent_after_it() {
+        let session = Arc::new(Session::new("s".into(), 80, 24, RelayConfig::default()));
+        session.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
+        let link = session.attach_host(0).expect("the host attaches");
+        let mut outbound = Outbound {
+            session: session.clone(),
+            input: link.input,
+            size: link.size,
+            first_ack: None,
+            output_acked: watch::channel(0).1,
+        };
+        session
+            .resize_guest("g", 55, 20)
+            .expect("the guest resizes");
+        session
+            .send_input("g", 0, Bytes::from_static(b"stty size\r"))
+            .await
+            .expect("the input is queued");
+        let first = outbound.next().now_or_never().flatten();
+        assert_eq!(
+            first.and_then(|m| m.message),
+            Some(host_data_response::Message::Resize(WindowSize {
+                cols: 55,
+                rows: 20
+            }))
+        );
+        let second = outbound.next().now_or_never().flatten();
+        assert_eq!(
+            second.and_then(|m| m.message),
+            Some(host_data_response::Message::Input(Bytes::from_static(
+                b"stty size\r"
+            )))
+        );
+    }
 }
