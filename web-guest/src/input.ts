@@ -8,11 +8,16 @@
 //
 // The queue outlives one guest: when the Attach stream breaks, the queue is
 // unbound and keeps what is typed meanwhile (bounded); after the reconnect
-// it is bound again and sends the unacknowledged batch first, then the rest.
-// A resumed guest (the server kept it: same guest ID) goes on with its seq,
-// so the batch that was in flight at the break is applied exactly once. A
-// new guest starts again at seq 0; then that one batch may be applied twice
-// (only after the server forgot the guest: 10 minutes away).
+// it is bound again. A resumed guest (same guest ID) goes on at the seq the
+// server gives (Attached.next_input_seq): batches before it were applied and
+// are dropped, the rest are sent again, so each is applied exactly once.
+// The queue keeps its last acknowledged batches too (at most
+// MAX_RESEND_REQUESTS, MAX_RESEND_BYTES), since a server that crashed may
+// have acknowledged a batch it never passed on to the host: the restarted
+// server asks for it again, from where the host has this guest's input. A
+// new guest starts again at seq 0; then the batch in flight at the break
+// may be applied twice (only after the server lost the guest and cannot
+// check its token: a restart with a new state key).
 
 import { Code, ConnectError } from "@connectrpc/connect";
 import { sleep } from "./backoff";
@@ -23,6 +28,12 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
 
 /** Most bytes waiting to be sent, also while disconnected (1 MiB); input beyond this is refused. */
 export const MAX_PENDING_BYTES = 1024 * 1024;
+
+/** Most acknowledged batches kept to send again after a server restart (4096, as `rendezvous attach`). */
+export const MAX_RESEND_REQUESTS = 4096;
+
+/** Most bytes of acknowledged batches kept to send again (1 MiB, as `rendezvous attach`). */
+export const MAX_RESEND_BYTES = 1024 * 1024;
 
 /** First wait before retrying a failed request, in milliseconds; doubles per failure. */
 const FIRST_RETRY_DELAY_MS = 250;
@@ -66,10 +77,16 @@ interface BoundGuest {
 export class InputQueue {
   /** Bytes not yet handed to a request, oldest first. */
   private pending: Uint8Array[] = [];
-  /** Total length of `pending`, bounded (with `unacked`) by MAX_PENDING_BYTES. */
+  /** Total length of `pending`, bounded (with `outbox`) by MAX_PENDING_BYTES. */
   private pendingBytes = 0;
-  /** The batch sent (or being sent) and not yet acknowledged; it goes first. */
-  private unacked: Uint8Array | null = null;
+  /** Batches made and not yet acknowledged, in order; the first has seq `lastSeq.next` and is the one sent (or being sent). */
+  private outbox: Uint8Array[] = [];
+  /** Total length of `outbox`. */
+  private outboxBytes = 0;
+  /** The last acknowledged batches, oldest first; the last has seq `lastSeq.next - 1`. */
+  private sent: Uint8Array[] = [];
+  /** Total length of `sent`, at most MAX_RESEND_BYTES. */
+  private sentBytes = 0;
   private guest: BoundGuest | null = null;
   /** The sequence of the last guest bound, for a resume. */
   private lastSeq: Sequence | null = null;
@@ -81,13 +98,25 @@ export class InputQueue {
   constructor(private readonly events: InputQueueEvents) {}
 
   /**
-   * Sends for a guest from now on: the last one bound, resumed, whose seq
-   * goes on when `resumed`; otherwise a new guest, with seq starting at 0.
+   * Sends for a guest from now on. When `resumed`, the last guest bound
+   * carries on, its input going on at `nextInputSeq` (Attached.next_input_seq):
+   * what it holds before that was applied, the rest goes again. Otherwise
+   * a new guest, with seq starting at 0.
    */
-  bind(send: SendFn, resumed = false): void {
+  bind(send: SendFn, resumed = false, nextInputSeq?: bigint): void {
     this.guest?.abort.abort();
     this.guest?.requests.abort();
-    const seq = resumed && this.lastSeq !== null ? this.lastSeq : { next: 0n };
+    let seq: Sequence;
+    if (resumed && this.lastSeq !== null) {
+      seq = this.lastSeq;
+      if (nextInputSeq !== undefined) this.goOnAt(seq, nextInputSeq);
+    } else {
+      // A new guest cannot say what the old one applied: only what was
+      // never acknowledged goes.
+      seq = { next: 0n };
+      this.sent = [];
+      this.sentBytes = 0;
+    }
     this.lastSeq = seq;
     this.guest = { send, seq, abort: new AbortController(), requests: new AbortController() };
     void this.pump();
@@ -117,20 +146,50 @@ export class InputQueue {
     this.unbind();
     this.pending = [];
     this.pendingBytes = 0;
-    this.unacked = null;
+    this.outbox = [];
+    this.outboxBytes = 0;
+    this.sent = [];
+    this.sentBytes = 0;
   }
 
   /**
-   * The seq the last guest's next request carries (its unacknowledged
-   * batch, if any, goes again with it): AttachRequest.resume_input_seq.
+   * The seq of the oldest batch the last guest still holds, acknowledged
+   * or not (its next seq when it holds none): AttachRequest.resume_input_seq.
    */
   get resumeSeq(): bigint | undefined {
-    return this.lastSeq?.next;
+    if (this.lastSeq === null) return undefined;
+    return this.lastSeq.next - BigInt(this.sent.length);
   }
 
   /** Bytes queued and not yet acknowledged. */
   get queuedBytes(): number {
-    return this.pendingBytes + (this.unacked?.length ?? 0);
+    return this.pendingBytes + this.outboxBytes;
+  }
+
+  /**
+   * The server goes on at `next`: held batches before it were applied and
+   * are dropped; the rest are sent again, numbered from `next` (the same
+   * seqs, unless the server asks for one no longer held: then what is
+   * missing is lost, and said so by nothing but the shell).
+   */
+  private goOnAt(seq: Sequence, next: bigint): void {
+    const held = [...this.sent, ...this.outbox];
+    const first = seq.next - BigInt(this.sent.length);
+    const applied = next > first ? Number(next - first < BigInt(held.length) ? next - first : BigInt(held.length)) : 0;
+    this.outbox = held.slice(applied);
+    this.outboxBytes = this.outbox.reduce((n, b) => n + b.length, 0);
+    this.sent = [];
+    this.sentBytes = 0;
+    seq.next = next;
+  }
+
+  /** Keeps an acknowledged batch for a resend, within the bounds. */
+  private keepSent(batch: Uint8Array): void {
+    this.sent.push(batch);
+    this.sentBytes += batch.length;
+    while (this.sent.length > MAX_RESEND_REQUESTS || this.sentBytes > MAX_RESEND_BYTES) {
+      this.sentBytes -= this.sent.shift()!.length;
+    }
   }
 
   private async pump(): Promise<void> {
@@ -142,15 +201,31 @@ export class InputQueue {
       while (!this.closed) {
         const guest = this.guest;
         if (guest === null) return;
-        if (this.unacked === null) {
+        if (this.outbox.length === 0) {
           if (this.pendingBytes === 0) return;
-          this.unacked = this.take(MAX_REQUEST_BYTES);
+          const batch = this.take(MAX_REQUEST_BYTES);
+          this.outbox.push(batch);
+          this.outboxBytes += batch.length;
         }
+        const batch = this.outbox[0]!;
+        const at = guest.seq.next;
         try {
-          await guest.send(guest.seq.next, this.unacked, guest.requests.signal);
+          await guest.send(at, batch, guest.requests.signal);
+          if (guest.seq !== this.lastSeq) {
+            // Rebound as a new guest meanwhile: the old one took the batch.
+            if (this.outbox[0] === batch) {
+              this.outbox.shift();
+              this.outboxBytes -= batch.length;
+            }
+            continue;
+          }
+          // Resumed meanwhile: the server said where input goes on.
+          if (guest.seq.next !== at || this.outbox[0] !== batch) continue;
           // Applied (by this guest, even if it was unbound meanwhile).
           guest.seq.next += 1n;
-          this.unacked = null;
+          this.outbox.shift();
+          this.outboxBytes -= batch.length;
+          this.keepSent(batch);
           delay = FIRST_RETRY_DELAY_MS;
           if (failing) this.events.onRecovered();
           failing = false;
@@ -168,7 +243,11 @@ export class InputQueue {
           this.events.onError(err, retrying);
           failing = true;
           if (!retrying) {
-            this.unacked = null; // Refused for good (e.g. too large); the rest may still go.
+            // Refused for good (e.g. too large); the rest may still go.
+            if (this.outbox[0] === batch) {
+              this.outbox.shift();
+              this.outboxBytes -= batch.length;
+            }
             continue;
           }
           await sleep(delay, guest.abort.signal);

@@ -307,7 +307,8 @@ export class Attachment {
         resumeGuestId: this.sessionId !== "" ? (this.lastGuest?.guestId ?? "") : "",
         resumeGuestToken: this.sessionId !== "" ? (this.lastGuest?.guestToken ?? "") : "",
         // For a server that restarted and no longer knows this guest: the
-        // unacknowledged batch goes again at this seq, applied once.
+        // oldest batch still held; the server goes on there or where the
+        // host has this guest's input, and says which (next_input_seq).
         resumeInputSeq: this.sessionId !== "" ? this.input.resumeSeq : undefined,
       },
       { signal: this.abort.signal },
@@ -362,7 +363,7 @@ export class Attachment {
   }
 
   private onAttached(
-    { sessionId, hostName, role, guestId, guestToken, resumed: sameGuest }: Attached,
+    { sessionId, hostName, role, guestId, guestToken, resumed: sameGuest, nextInputSeq }: Attached,
     size: Size,
     resumed: boolean,
   ): void {
@@ -381,7 +382,7 @@ export class Attachment {
     const guest = this.guest;
     this.input.bind(async (seq, data, signal) => {
       await this.options.client.sendInput({ ...guest, seq, data }, { signal, timeoutMs: UNARY_TIMEOUT_MS });
-    }, sameGuest);
+    }, sameGuest, nextInputSeq);
     // The terminal may have changed size while the attach was on its way.
     this.resize();
   }

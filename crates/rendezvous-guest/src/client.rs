@@ -79,9 +79,11 @@ pub struct ResumeGuest {
     pub guest_id: String,
     /// `Attached.guest_token`: a capability, never printed.
     pub guest_token: String,
-    /// `AttachRequest.resume_input_seq`: where the guest's input goes on
-    /// should the server have no record of the guest (it restarted) but
-    /// recognise its signed token. `None`: at 0.
+    /// `AttachRequest.resume_input_seq`: the oldest input request the
+    /// guest can still send again, for a server that has no record of the
+    /// guest (it restarted) but recognises its signed token: it goes on
+    /// there, or where its host has the guest's input when that is later.
+    /// `None`: at 0.
     pub input_seq: Option<u64>,
 }
 

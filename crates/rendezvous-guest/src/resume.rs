@@ -162,10 +162,6 @@ pub struct ResumingTerminal {
     backoff: Backoff,
     /// Offset after the last output byte received; `None` before any.
     next_offset: Option<u64>,
-    /// The input seq at which the last call broke, while disconnected:
-    /// what was sent on that call may or may not have been applied, what
-    /// came after was certainly not sent.
-    break_seq: Option<u64>,
 }
 
 impl ResumingTerminal {
@@ -189,7 +185,6 @@ impl ResumingTerminal {
             unsent: VecDeque::new(),
             backoff: Backoff::new(),
             next_offset: None,
-            break_seq: None,
         };
         me.remember_guest();
         Ok(me)
@@ -296,13 +291,12 @@ impl ResumingTerminal {
                     let mut options = self.options.clone();
                     options.resume_offset = self.next_offset;
                     // A server that lost this guest's record (it restarted)
-                    // takes input from where the broken call ended: a
-                    // Terminal call has no per-request acknowledgement, so
-                    // resending what was in flight on it could apply it
-                    // twice. What was typed since goes. A server that kept
-                    // the record says itself what to resend.
+                    // goes on where its host has this guest's input, or at
+                    // the oldest request kept here if that is later; a
+                    // server that kept the record says itself. Either way
+                    // `Attached.next_input_seq` says what to resend.
                     if let Some(guest) = &mut options.resume_guest {
-                        guest.input_seq = Some(self.break_seq.unwrap_or(self.resend.next_seq));
+                        guest.input_seq = Some(self.resend.first_seq);
                     }
                     self.state =
                         State::Connecting(Box::pin(async move { client.terminal(options).await }));
@@ -328,7 +322,6 @@ impl ResumingTerminal {
 
     fn disconnected(&mut self, reason: GuestError) -> Update {
         let retry_in = self.backoff.next_delay();
-        self.break_seq.get_or_insert(self.resend.next_seq);
         self.state = State::Waiting(Instant::now() + retry_in);
         // The reconnect resends from the log.
         self.unsent.clear();
@@ -339,7 +332,6 @@ impl ResumingTerminal {
     /// attempt is never polled again.
     fn reconnected(&mut self, terminal: Terminal) -> Update {
         self.backoff.reset();
-        self.break_seq = None;
         self.attached = terminal.attached().clone();
         let resumed = self.attached.resumed;
         // A new guest cannot say what the old one applied: what may be lost

@@ -110,6 +110,7 @@ impl Sessions {
                     cols: u32::from(size.cols),
                     rows: u32::from(size.rows),
                     input_applied: e.live.input_received(),
+                    guest_inputs: e.live.guest_inputs(),
                 }
             })
             .collect()

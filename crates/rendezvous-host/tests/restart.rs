@@ -440,3 +440,87 @@ async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
     let _ = stop_host.send(());
     let _ = timeout(DEADLINE, run).await.expect("host stops in time");
 }
+
+/// Input the server took but never passed on to the host (the host's link
+/// was stalled) when it crashed is sent again by the guest after the
+/// restart and runs once; input the host already had does not run again.
+/// The restarted server learns from the host where each guest's input
+/// stands (`ResumeSession.guest_inputs`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn input_a_crashed_server_took_but_never_passed_on_runs_once_after_the_restart() {
+    let key = StateKey::shared([5; 32]);
+    let config = || ServerConfig {
+        state_key: key.clone(),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::with_config(config()).await;
+    let addr = server.addr;
+    let host_proxy = FaultProxy::start(&server.url).await;
+    let host = Host::builder(host_proxy.url())
+        .task_id(TASK)
+        .name(HOST_NAME)
+        .secret(SECRET)
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .expect("build host");
+    let mut status = host.status();
+    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(host.run(async move {
+        let _ = stopped.await;
+    }));
+    let registered = |s: &HostStatus| matches!(s, HostStatus::Registered { .. });
+    timeout(DEADLINE, status.wait_for(registered))
+        .await
+        .expect("registered in time")
+        .expect("the host runs");
+
+    let mut a = Guest::attach(&server.url, options()).await;
+    a.terminal
+        .send_input("stty -echo; echo first-$((1+0))\n")
+        .await
+        .unwrap();
+    a.until_output("first-1\r\n").await;
+
+    // The host stops hearing from the server; the guest types.
+    host_proxy.downstream().stall();
+    let before = host_proxy.counts().downstream.held;
+    let typed = "echo taken-$((1+1))\n";
+    a.terminal.send_input(typed).await.unwrap();
+    // The server has sent it down the host's Data stream: it took it.
+    host_proxy
+        .until("the input on its way to the host", |c| {
+            // The Input message: its bytes and the guest's ID (32).
+            c.downstream.held >= before + (typed.len() + 32) as u64
+        })
+        .await;
+    server.stop(Stop::Crash).await;
+    a.until("the break", |g| g.disconnects > 0).await;
+    // What the proxy held for the host is lost with the old connection.
+    let delivered = host_proxy.counts().downstream.delivered;
+    host_proxy.cut();
+    let after_cut = host_proxy
+        .until("the held bytes dropped", |c| c.downstream.held == 0)
+        .await;
+    assert_eq!(after_cut.downstream.delivered, delivered, "none delivered");
+    host_proxy.clear();
+    let server = TestServer::start_at(addr, config())
+        .await
+        .expect("bind the same port again");
+
+    a.until_output("taken-2\r\n").await;
+    assert_eq!(a.reconnects.first(), Some(&true), "a resumed as itself");
+    assert_eq!(count(&a.output, b"taken-2\r\n"), 1, "taken input runs once");
+    // And after it the shell goes on, with nothing run twice.
+    a.terminal
+        .send_input("echo after-$((1+2))\n")
+        .await
+        .unwrap();
+    a.until_output("after-3\r\n").await;
+    assert_eq!(count(&a.output, b"first-1\r\n"), 1, "{}", a.tail());
+    assert_eq!(count(&a.output, b"taken-2\r\n"), 1, "{}", a.tail());
+    let _ = stop_host.send(());
+    let _ = timeout(DEADLINE, run).await.expect("host stops in time");
+    drop(server);
+}

@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod fetch;
 pub mod flow;
 pub mod ids;
+pub mod input_seqs;
 pub mod message_size;
 pub mod tls;
 

@@ -277,7 +277,12 @@ impl Outbound {
     /// The next message for the host; `None` when the session's side is
     /// gone.
     async fn next(&mut self) -> Option<HostDataResponse> {
-        let message = |m| Some(HostDataResponse { message: Some(m) });
+        let message = |m| {
+            Some(HostDataResponse {
+                message: Some(m),
+                input_origin: None,
+            })
+        };
         if let Some(end) = self.first_ack.take() {
             return message(host_data_response::Message::OutputAck(end));
         }

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -98,14 +99,18 @@ fn refusal_app(limit: usize) -> axum::Router {
 }
 
 /// Ends every session and disconnects every host when dropped, however
-/// [`Server::run`] ends, unless it drained: then the sessions go on at
-/// the next server.
-struct ShutdownOnDrop(Arc<Registry>);
+/// [`Server::run`] ends, unless it drained (then the sessions go on at
+/// the next server) or [`RunningServer::crash`] stopped it (a crashed
+/// process tells no one anything).
+struct ShutdownOnDrop {
+    registry: Arc<Registry>,
+    crashed: Arc<AtomicBool>,
+}
 
 impl Drop for ShutdownOnDrop {
     fn drop(&mut self) {
-        if !self.0.is_draining() {
-            self.0.shutdown();
+        if !self.registry.is_draining() && !self.crashed.load(Ordering::Acquire) {
+            self.registry.shutdown();
         }
     }
 }
@@ -219,6 +224,16 @@ impl Server {
     /// # Errors
     /// Only a failure to accept that is not about one connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        self.run_until(shutdown, Arc::default()).await
+    }
+
+    /// [`Server::run`], ending no session when it is dropped once
+    /// `crashed` is set.
+    async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()>,
+        crashed: Arc<AtomicBool>,
+    ) -> std::io::Result<()> {
         let mut app = Self::app(self.registry.clone());
         let mut refuse = refusal_app(self.registry.config().limits.connections);
         if self.tls.is_some() {
@@ -257,7 +272,10 @@ impl Server {
         // Every connection task belongs to this set: dropping `run` (or
         // leaving it) aborts them, and the guard ends every session.
         let mut tasks = JoinSet::new();
-        let _guard = ShutdownOnDrop(self.registry.clone());
+        let _guard = ShutdownOnDrop {
+            registry: self.registry.clone(),
+            crashed,
+        };
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -431,6 +449,8 @@ pub struct RunningServer {
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     /// The task running [`Server::run`].
     task: tokio_util::task::AbortOnDropHandle<std::io::Result<()>>,
+    /// Set by [`RunningServer::crash`]: the task ends no session.
+    crashed: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -443,15 +463,20 @@ impl Server {
         let registry = self.registry.clone();
         let tls = self.tls.clone();
         let (shutdown, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(self.run(async move {
-            let _ = stopped.await;
-        }));
+        let crashed = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(self.run_until(
+            async move {
+                let _ = stopped.await;
+            },
+            crashed.clone(),
+        ));
         Ok(RunningServer {
             addr,
             registry,
             tls,
             shutdown: Some(shutdown),
             task: tokio_util::task::AbortOnDropHandle::new(task),
+            crashed,
         })
     }
 }
@@ -497,9 +522,11 @@ impl RunningServer {
     }
 
     /// Stops at once, as a crashed process would: the listener and every
-    /// connection are dropped, nothing is said to anyone. Waits until the
-    /// server's task has ended.
+    /// connection are dropped, nothing is said to anyone, and no session
+    /// is ended (no Exit goes out on a connection about to drop). Waits
+    /// until the server's task has ended.
     pub async fn crash(mut self) {
+        self.crashed.store(true, Ordering::Release);
         self.task.abort();
         let _ = (&mut self.task).await;
     }

@@ -194,6 +194,7 @@ impl Harness {
                     cols: 80,
                     rows: 24,
                     input_applied: 0,
+                    guest_inputs: Vec::new(),
                 })
             })
             .collect();

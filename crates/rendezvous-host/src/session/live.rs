@@ -3,11 +3,12 @@
 //! input. It outlives Data streams and control connections, so that a
 //! host that lost its server keeps the shell running and resumes it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use rendezvous_proto::ExitStatus;
+use rendezvous_proto::input_seqs::InputSeqs;
+use rendezvous_proto::{ExitStatus, GuestInputSeq};
 use tokio::io::AsyncReadExt as _;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -40,6 +41,10 @@ pub(crate) struct LiveSession {
     pub(crate) input: mpsc::Sender<Bytes>,
     /// Input messages taken from Data streams over the session's life.
     pub(crate) input_received: Arc<AtomicU64>,
+    /// Per guest, the seq after its last input taken (from each Input's
+    /// `input_origin`): reported on resume, so that a server that lost its
+    /// state resumes guests' input exactly there.
+    pub(crate) guest_inputs: Arc<Mutex<InputSeqs>>,
     /// Input messages written to the PTY over the session's life.
     pub(crate) input_written: watch::Receiver<u64>,
     /// The PTY size the server asks for.
@@ -52,9 +57,23 @@ impl LiveSession {
         self.input_received.load(Ordering::Acquire)
     }
 
-    /// Counts one more Input message taken.
-    pub(crate) fn count_input(&self) {
+    /// Counts one more Input message taken, from the guest `origin` says.
+    pub(crate) fn count_input(&self, origin: Option<&GuestInputSeq>) {
+        if let Some(origin) = origin {
+            self.guest_inputs
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(&origin.guest_id, origin.next_seq);
+        }
         self.input_received.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// What `ResumeSession.guest_inputs` says.
+    pub(crate) fn guest_inputs(&self) -> Vec<GuestInputSeq> {
+        self.guest_inputs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .to_wire()
     }
 }
 
@@ -83,6 +102,7 @@ pub(crate) fn start(
         log: log.clone(),
         input,
         input_received: Arc::new(AtomicU64::new(0)),
+        guest_inputs: Arc::default(),
         input_written,
         size: size.clone(),
     };

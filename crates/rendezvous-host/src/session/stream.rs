@@ -160,7 +160,7 @@ where
                     }
                     Some(host_data_response::Message::Input(data)) => {
                         guests.input();
-                        live.count_input();
+                        live.count_input(message.input_origin.as_ref());
                         if live.input.send(data).await.is_err() {
                             // The session is ending; its exit comes next.
                         }

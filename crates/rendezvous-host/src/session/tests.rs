@@ -60,6 +60,7 @@ fn open_stream(
     // The server's first word: where its output ends.
     down.try_send(Ok(HostDataResponse {
         message: Some(host_data_response::Message::OutputAck(at)),
+        input_origin: None,
     }))
     .unwrap();
     let live = live.clone();
@@ -113,6 +114,23 @@ impl Harness {
         let down = self.down.as_ref().unwrap();
         down.send(Ok(HostDataResponse {
             message: Some(message),
+            input_origin: None,
+        }))
+        .await
+        .unwrap();
+    }
+
+    /// Input from guest `guest_id`, up to its `next_seq`.
+    async fn input_from(&self, guest_id: &str, next_seq: u64, text: &str) {
+        let down = self.down.as_ref().unwrap();
+        down.send(Ok(HostDataResponse {
+            message: Some(host_data_response::Message::Input(Bytes::from(
+                text.to_owned(),
+            ))),
+            input_origin: Some(rendezvous_proto::GuestInputSeq {
+                guest_id: guest_id.into(),
+                next_seq,
+            }),
         }))
         .await
         .unwrap();
@@ -135,6 +153,7 @@ impl Harness {
             let _ = down
                 .send(Ok(HostDataResponse {
                     message: Some(host_data_response::Message::OutputAck(offset)),
+                    input_origin: None,
                 }))
                 .await;
         }
@@ -387,4 +406,25 @@ fn a_lone_write_goes_up_at_once() {
     };
     assert_eq!(read_ready(&mut ended, &mut buf), 5);
     assert_eq!(read_ready(&mut ended, &mut buf), 0);
+}
+
+/// The host keeps where each guest's input stands, across streams, for the
+/// next server: `ResumeSession.guest_inputs`.
+#[tokio::test]
+async fn the_host_keeps_each_guests_input_seq_for_a_resume() {
+    let mut h = Harness::start();
+    h.input_from("g", 3, "echo one-$((1+0))\n").await;
+    h.input_from("k", 1, "echo two-$((1+1))\n").await;
+    h.output_until("two-2").await;
+    h.reconnect().await;
+    h.input_from("g", 4, "echo three-$((1+2))\n").await;
+    h.output_until("three-3").await;
+    let mut seqs: Vec<_> = h
+        .live
+        .guest_inputs()
+        .into_iter()
+        .map(|s| (s.guest_id, s.next_seq))
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, [("g".to_owned(), 4), ("k".to_owned(), 1)]);
 }

@@ -424,15 +424,7 @@ impl Registry {
                 host::close_on_host(host, &resume.session_id);
                 continue;
             }
-            let session = Arc::new(Session::restored(
-                resume.session_id.clone(),
-                resume.cols,
-                resume.rows,
-                self.config.relay,
-                resume.start_offset,
-                resume.end_offset,
-                resume.input_applied,
-            ));
+            let session = Arc::new(Session::restored(self.config.relay, resume));
             lock(&host.sessions).insert(session.id().to_owned(), session.clone());
             watchdog::spawn(host, &session, self.config.timeouts);
             restored = true;

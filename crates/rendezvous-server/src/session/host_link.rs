@@ -14,7 +14,9 @@
 use std::collections::VecDeque;
 
 use bytes::Bytes;
-use rendezvous_proto::{HostDataResponse, HostState, WindowSize, host_data_response};
+use rendezvous_proto::{
+    GuestInputSeq, HostDataResponse, HostState, WindowSize, host_data_response,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -23,10 +25,11 @@ use super::{Session, lock};
 /// Input for the host, kept until the host has written it.
 #[derive(Debug)]
 pub(super) struct HostInputQueue {
-    /// Messages the host has not acknowledged yet, oldest first; the
-    /// front one has number `acked`. At most
+    /// Messages the host has not acknowledged yet, oldest first, each with
+    /// the guest it came from (`HostDataResponse.input_origin`); the front
+    /// one has number `acked`. At most
     /// [`HOST_INPUT_QUEUE_MESSAGES`](super::HOST_INPUT_QUEUE_MESSAGES).
-    unacked: VecDeque<Bytes>,
+    unacked: VecDeque<(Bytes, GuestInputSeq)>,
     /// Messages the host has written to its PTY: the number of the front
     /// of `unacked`.
     acked: u64,
@@ -47,8 +50,8 @@ impl HostInputQueue {
         self.acked + self.unacked.len() as u64
     }
 
-    pub(super) fn push(&mut self, data: Bytes) {
-        self.unacked.push_back(data);
+    pub(super) fn push(&mut self, data: Bytes, origin: GuestInputSeq) {
+        self.unacked.push_back((data, origin));
     }
 
     /// Drops what the host has written, up to `count` (clamped to what
@@ -64,8 +67,8 @@ impl HostInputQueue {
         freed
     }
 
-    /// Message `number`, if it is queued.
-    fn get(&self, number: u64) -> Option<Bytes> {
+    /// Message `number` and its origin, if it is queued.
+    fn get(&self, number: u64) -> Option<(Bytes, GuestInputSeq)> {
         let index = usize::try_from(number.checked_sub(self.acked)?).ok()?;
         self.unacked.get(index).cloned()
     }
@@ -104,10 +107,11 @@ impl HostInputReader {
     /// The next input message of `session`, if one is queued, without
     /// waiting; the reader moves past it.
     pub fn try_next(&mut self, session: &Session) -> Option<HostDataResponse> {
-        let data = lock(&session.state).host_input.get(self.next)?;
+        let (data, origin) = lock(&session.state).host_input.get(self.next)?;
         self.next += 1;
         Some(HostDataResponse {
             message: Some(host_data_response::Message::Input(data)),
+            input_origin: Some(origin),
         })
     }
 
@@ -244,11 +248,15 @@ mod tests {
     fn the_queue_keeps_input_until_the_host_counts_it() {
         let mut q = HostInputQueue::starting_at(5);
         assert_eq!(q.end(), 5);
-        q.push(Bytes::from_static(b"a"));
-        q.push(Bytes::from_static(b"b"));
+        let origin = |next_seq| GuestInputSeq {
+            guest_id: "g".into(),
+            next_seq,
+        };
+        q.push(Bytes::from_static(b"a"), origin(1));
+        q.push(Bytes::from_static(b"b"), origin(2));
         assert_eq!(q.get(4), None);
-        assert_eq!(q.get(5).as_deref(), Some(&b"a"[..]));
-        assert_eq!(q.get(6).as_deref(), Some(&b"b"[..]));
+        assert_eq!(q.get(5), Some((Bytes::from_static(b"a"), origin(1))));
+        assert_eq!(q.get(6), Some((Bytes::from_static(b"b"), origin(2))));
         assert_eq!(q.get(7), None);
         assert_eq!(q.ack(3), 0, "an old count changes nothing");
         assert_eq!(q.ack(6), 1);

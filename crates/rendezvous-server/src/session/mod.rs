@@ -61,7 +61,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use rendezvous_proto::{ExitStatus, HostState, Role, WindowSize};
+use rendezvous_proto::input_seqs::InputSeqs;
+use rendezvous_proto::{ExitStatus, HostState, ResumeSession, Role, WindowSize};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -124,10 +125,12 @@ pub struct NewGuest<'a> {
     /// token is signed for this session, guest and role with the server's
     /// state key ([`StateKey::guest_token`](crate::state_key::StateKey::guest_token)).
     /// When this session has no record of that guest (the server
-    /// restarted, or the guest was attached on another replica), it resumes
-    /// anyway: same ID and token, with its input sequence starting at this
-    /// seq (`AttachRequest.resume_input_seq`: the oldest input the guest
-    /// still holds unacknowledged, which it sends again).
+    /// restarted, or the guest was attached on another replica, or left
+    /// long ago), it resumes anyway: same ID and token. Its input sequence
+    /// starts at this seq (`AttachRequest.resume_input_seq`: the oldest
+    /// input the guest still holds and can send again), or where the
+    /// session has the guest's input queued up to when that is later (on a
+    /// restored session: where the host reported it, `ResumeSession.guest_inputs`).
     pub signed_resume: Option<u64>,
     /// Most guests the session may have (the guests-per-session limit).
     pub max_guests: usize,
@@ -206,6 +209,11 @@ struct State {
     /// The end offset the host held when it restored the session (0 for a
     /// new one): a resuming guest may start anywhere up to it.
     restored_end: u64,
+    /// Per guest, the seq after its last input queued for the host (as the
+    /// host reported them, on a restored session): where a guest that
+    /// resumes with a signed token goes on when this session has no record
+    /// of it. See [`NewGuest::signed_resume`].
+    input_seqs: InputSeqs,
 }
 
 impl State {
@@ -269,34 +277,41 @@ impl Session {
     /// A new session of `cols` x `rows` cells (each clamped to 1..=1000; 0
     /// means 80x24), with no output yet.
     pub fn new(id: String, cols: u32, rows: u32, config: RelayConfig) -> Self {
-        Self::restored(id, cols, rows, config, 0, 0, 0)
+        Self::restored(
+            config,
+            &ResumeSession {
+                session_id: id,
+                cols,
+                rows,
+                ..ResumeSession::default()
+            },
+        )
     }
 
-    /// A session whose output stream starts at `start_offset`, and is
-    /// empty until the host sends it: one a host resumes on a server that
-    /// does not have it (restarted, or another replica), whose host holds
-    /// output up to `end_offset` and has written `input_applied` Input
-    /// messages so far. Guests that resume from an older offset get
-    /// `Lagged` for the bytes before it; a guest that resumes from an
-    /// offset up to `end_offset` before the host has sent that far waits
-    /// there (it already has the bytes before it).
-    pub fn restored(
-        id: String,
-        cols: u32,
-        rows: u32,
-        config: RelayConfig,
-        start_offset: u64,
-        end_offset: u64,
-        input_applied: u64,
-    ) -> Self {
-        let size = clamp_size(cols, rows);
+    /// A session as its host describes it in `resume` (`ResumeSession`):
+    /// one a host resumes on a server that does not have it (restarted, or
+    /// another replica). Its output stream starts at `resume.start_offset`
+    /// and is empty until the host sends it; the host holds output up to
+    /// `resume.end_offset`, has taken `resume.input_applied` Input
+    /// messages, and has each guest's input up to its
+    /// `resume.guest_inputs` seq. The size is `resume.cols` x `resume.rows`
+    /// (clamped as for [`Session::new`]). Guests that resume from an older
+    /// offset get `Lagged` for the bytes before it; a guest that resumes
+    /// from an offset up to the host's end before the host has sent that
+    /// far waits there (it already has the bytes before it). The caller
+    /// checks the offsets first (the registry bounds them).
+    pub fn restored(config: RelayConfig, resume: &ResumeSession) -> Self {
+        let size = clamp_size(resume.cols, resume.rows);
         let now = Instant::now();
         Self {
-            id,
+            id: resume.session_id.clone(),
             started_at: SystemTime::now(),
             config,
             state: Mutex::new(State {
-                output: RetainedOutput::starting_at(config.retained_output_bytes, start_offset),
+                output: RetainedOutput::starting_at(
+                    config.retained_output_bytes,
+                    resume.start_offset,
+                ),
                 exit: None,
                 size,
                 guests: Guests::default(),
@@ -305,10 +320,11 @@ impl Session {
                 host_streams: 0,
                 host_stream_changed: now,
                 host_stream_token: None,
-                host_input: HostInputQueue::starting_at(input_applied),
+                host_input: HostInputQueue::starting_at(resume.input_applied),
                 host_state: HostState::default(),
                 last_activity: now,
-                restored_end: end_offset.max(start_offset),
+                restored_end: resume.end_offset.max(resume.start_offset),
+                input_seqs: InputSeqs::from_wire(&resume.guest_inputs),
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
@@ -493,7 +509,15 @@ impl Session {
             size: clamp_size(new.cols, new.rows),
             cursor,
             resume: new.resume_guest,
-            signed_resume: new.signed_resume,
+            // The later of where the guest says its input stands and where
+            // this session (or the host, on a restored one) has it: what the
+            // host has is never applied twice, and what the guest still
+            // holds past it is sent again.
+            signed_resume: new.signed_resume.map(|seq| {
+                new.resume_guest
+                    .and_then(|(id, _)| st.input_seqs.get(id))
+                    .map_or(seq, |queued| queued.max(seq))
+            }),
             max_guests: new.max_guests,
         };
         let attached = st
@@ -588,6 +612,7 @@ impl Session {
                 });
             }
         };
+        let next_seq = guest.input.next_seq();
         if !st.guests.is_primary(guest_id)
             && let Cow::Owned(kept) = terminal_replies::strip(&out)
         {
@@ -599,7 +624,14 @@ impl Session {
         }
         // The room is given back when the host acknowledges the message.
         permit.forget();
-        st.host_input.push(out);
+        st.input_seqs.record(guest_id, next_seq);
+        st.host_input.push(
+            out,
+            rendezvous_proto::GuestInputSeq {
+                guest_id: guest_id.to_owned(),
+                next_seq,
+            },
+        );
         drop(st);
         self.input_changed.send_modify(|v| *v += 1);
         Ok(())

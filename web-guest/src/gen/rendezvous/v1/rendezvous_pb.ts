@@ -38,7 +38,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file rendezvous/v1/rendezvous.proto.
  */
 export const file_rendezvous_v1_rendezvous: GenFile = /*@__PURE__*/
-  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIq4CCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhcKD2dyYWNlX3BlcmlvZF9tcxgGIAEoBBIVCg1yZXN1bWVfdGlja2V0GAcgASgJEhYKDnJlc3VtZV9ob3N0X2lkGAggASgJEi4KCHNlc3Npb25zGAkgAygLMhwucmVuZGV6dm91cy52MS5SZXN1bWVTZXNzaW9uGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEikAEKDVJlc3VtZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZ0aWNrZXQYAiABKAkSFAoMc3RhcnRfb2Zmc2V0GAMgASgEEhIKCmVuZF9vZmZzZXQYBCABKAQSDAoEY29scxgFIAEoDRIMCgRyb3dzGAYgASgNEhUKDWlucHV0X2FwcGxpZWQYByABKAQiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLQAgoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIABI2Cg5ndWVzdF9hdHRhY2hlZBgFIAEoCzIcLnJlbmRlenZvdXMudjEuR3Vlc3RBdHRhY2hlZEgAEjYKDmd1ZXN0X2RldGFjaGVkGAYgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdERldGFjaGVkSABCCQoHbWVzc2FnZSKZAQoKUmVnaXN0ZXJlZBIPCgdob3N0X2lkGAEgASgJEhIKCmhvc3RfdG9rZW4YAiABKAkSFgoOZ3Vlc3RfdXJsX3BhdGgYAyABKAkSDQoFb3duZXIYBCABKAkSFQoNcmVzdW1lX3RpY2tldBgFIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYBiABKAQSDwoHcmVzdW1lZBgHIAEoCCJNCgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDRIOCgZ0aWNrZXQYBCABKAkiIgoMQ2xvc2VTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkiFQoEUGluZxINCgVub25jZRgBIAEoBCJ2Cg1HdWVzdEF0dGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSIQoEcm9sZRgDIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRILCgNzdWIYBCABKAkSDwoHcmVzdW1lZBgFIAEoCCI1Cg1HdWVzdERldGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkilwEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABITCglpbnB1dF9hY2sYBCABKARIAEIJCgdtZXNzYWdlIloKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJEhUKDWlucHV0X2FwcGxpZWQYBCABKAQicQoQSG9zdERhdGFSZXNwb25zZRIPCgVpbnB1dBgBIAEoDEgAEisKBnJlc2l6ZRgCIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEhQKCm91dHB1dF9hY2sYAyABKARIAEIJCgdtZXNzYWdlIkkKCkV4aXRTdGF0dXMSDgoEY29kZRgBIAEoBUgAEhAKBnNpZ25hbBgCIAEoBUgAEg8KB21lc3NhZ2UYAyABKAlCCAoGc3RhdHVzIigKCldpbmRvd1NpemUSDAoEY29scxgBIAEoDRIMCgRyb3dzGAIgASgNIsgCCg1BdHRhY2hSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEhEKCWhvc3RfbmFtZRgDIAEoCRISCgpzZXNzaW9uX2lkGAQgASgJEgwKBGNvbHMYBSABKA0SDAoEcm93cxgGIAEoDRIaCg1yZXN1bWVfb2Zmc2V0GAcgASgESACIAQESDQoFdG9rZW4YCCABKAkSFAoMd2luZG93X2J5dGVzGAkgASgNEhcKD3Jlc3VtZV9ndWVzdF9pZBgKIAEoCRIaChJyZXN1bWVfZ3Vlc3RfdG9rZW4YCyABKAkSFwoPd2luZG93X21lc3NhZ2VzGAwgASgNEh0KEHJlc3VtZV9pbnB1dF9zZXEYDSABKARIAYgBAUIQCg5fcmVzdW1lX29mZnNldEITChFfcmVzdW1lX2lucHV0X3NlcSKaAgoKR3Vlc3RFdmVudBIrCghhdHRhY2hlZBgBIAEoCzIXLnJlbmRlenZvdXMudjEuQXR0YWNoZWRIABInCgZvdXRwdXQYAiABKAsyFS5yZW5kZXp2b3VzLnYxLk91dHB1dEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABInCgZsYWdnZWQYBCABKAsyFS5yZW5kZXp2b3VzLnYxLkxhZ2dlZEgAEikKBHNpemUYBSABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIABIuCgpob3N0X3N0YXRlGAYgASgLMhgucmVuZGV6dm91cy52MS5Ib3N0U3RhdGVIAEIHCgVldmVudCIyCglIb3N0U3RhdGUSFAoMcmVjb25uZWN0aW5nGAEgASgIEg8KB21lc3NhZ2UYAiABKAkipAEKCEF0dGFjaGVkEhIKCnNlc3Npb25faWQYASABKAkSEAoIZ3Vlc3RfaWQYAiABKAkSEwoLZ3Vlc3RfdG9rZW4YAyABKAkSIQoEcm9sZRgEIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRIRCglob3N0X25hbWUYBSABKAkSDwoHcmVzdW1lZBgGIAEoCBIWCg5uZXh0X2lucHV0X3NlcRgHIAEoBCImCgZPdXRwdXQSDgoGb2Zmc2V0GAEgASgEEgwKBGRhdGEYAiABKAwiHgoGTGFnZ2VkEhQKDG1pc3NlZF9ieXRlcxgBIAEoBCJUChBTZW5kSW5wdXRSZXF1ZXN0EhAKCGd1ZXN0X2lkGAEgASgJEhMKC2d1ZXN0X3Rva2VuGAIgASgJEgsKA3NlcRgDIAEoBBIMCgRkYXRhGAQgASgMIhMKEVNlbmRJbnB1dFJlc3BvbnNlIlIKDVJlc2l6ZVJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSDAoEY29scxgDIAEoDRIMCgRyb3dzGAQgASgNIhAKDlJlc2l6ZVJlc3BvbnNlIlUKCkFja1JlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSDgoGb2Zmc2V0GAMgASgEEhAKCG1lc3NhZ2VzGAQgASgEIg0KC0Fja1Jlc3BvbnNlIrUBCg9UZXJtaW5hbFJlcXVlc3QSLgoGYXR0YWNoGAEgASgLMhwucmVuZGV6dm91cy52MS5BdHRhY2hSZXF1ZXN0SAASDwoFaW5wdXQYAiABKAxIABIrCgZyZXNpemUYAyABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIABIpCgNhY2sYBCABKAsyGi5yZW5kZXp2b3VzLnYxLlRlcm1pbmFsQWNrSABCCQoHbWVzc2FnZSIvCgtUZXJtaW5hbEFjaxIOCgZvZmZzZXQYASABKAQSEAoIbWVzc2FnZXMYAiABKAQiRQoTTGlzdFNlc3Npb25zUmVxdWVzdBIPCgd0YXNrX2lkGAEgASgJEg4KBnNlY3JldBgCIAEoCRINCgV0b2tlbhgDIAEoCSI+ChRMaXN0U2Vzc2lvbnNSZXNwb25zZRImCgVob3N0cxgBIAMoCzIXLnJlbmRlenZvdXMudjEuSG9zdEluZm8izQEKCEhvc3RJbmZvEhEKCWhvc3RfbmFtZRgBIAEoCRIzCgZsYWJlbHMYAiADKAsyIy5yZW5kZXp2b3VzLnYxLkhvc3RJbmZvLkxhYmVsc0VudHJ5EhwKFGNvbm5lY3RlZF9hdF91bml4X21zGAMgASgDEiwKCHNlc3Npb25zGAQgAygLMhoucmVuZGV6dm91cy52MS5TZXNzaW9uSW5mbxotCgtMYWJlbHNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIoUBCgtTZXNzaW9uSW5mbxISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDRIaChJzdGFydGVkX2F0X3VuaXhfbXMYBCABKAMSEwoLZ3Vlc3RfY291bnQYBSABKA0SFQoNb3V0cHV0X29mZnNldBgGIAEoBCpFCgRSb2xlEhQKEFJPTEVfVU5TUEVDSUZJRUQQABITCg9ST0xFX1JFQURfV1JJVEUQARISCg5ST0xFX1JFQURfT05MWRACMrABCgtIb3N0U2VydmljZRJUCgdDb250cm9sEiEucmVuZGV6dm91cy52MS5Ib3N0Q29udHJvbFJlcXVlc3QaIi5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVzcG9uc2UoATABEksKBERhdGESHi5yZW5kZXp2b3VzLnYxLkhvc3REYXRhUmVxdWVzdBofLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXNwb25zZSgBMAEyzAMKDEd1ZXN0U2VydmljZRJDCgZBdHRhY2gSHC5yZW5kZXp2b3VzLnYxLkF0dGFjaFJlcXVlc3QaGS5yZW5kZXp2b3VzLnYxLkd1ZXN0RXZlbnQwARJOCglTZW5kSW5wdXQSHy5yZW5kZXp2b3VzLnYxLlNlbmRJbnB1dFJlcXVlc3QaIC5yZW5kZXp2b3VzLnYxLlNlbmRJbnB1dFJlc3BvbnNlEkUKBlJlc2l6ZRIcLnJlbmRlenZvdXMudjEuUmVzaXplUmVxdWVzdBodLnJlbmRlenZvdXMudjEuUmVzaXplUmVzcG9uc2USSQoIVGVybWluYWwSHi5yZW5kZXp2b3VzLnYxLlRlcm1pbmFsUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudCgBMAESPAoDQWNrEhkucmVuZGV6dm91cy52MS5BY2tSZXF1ZXN0GhoucmVuZGV6dm91cy52MS5BY2tSZXNwb25zZRJXCgxMaXN0U2Vzc2lvbnMSIi5yZW5kZXp2b3VzLnYxLkxpc3RTZXNzaW9uc1JlcXVlc3QaIy5yZW5kZXp2b3VzLnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("Ch5yZW5kZXp2b3VzL3YxL3JlbmRlenZvdXMucHJvdG8SDXJlbmRlenZvdXMudjEiowEKEkhvc3RDb250cm9sUmVxdWVzdBIlCgVoZWxsbxgBIAEoCzIULnJlbmRlenZvdXMudjEuSGVsbG9IABIjCgRwb25nGAIgASgLMhMucmVuZGV6dm91cy52MS5Qb25nSAASNgoOc2Vzc2lvbl9mYWlsZWQYAyABKAsyHC5yZW5kZXp2b3VzLnYxLlNlc3Npb25GYWlsZWRIAEIJCgdtZXNzYWdlIq4CCgVIZWxsbxIPCgd0YXNrX2lkGAEgASgJEhEKCWhvc3RfbmFtZRgCIAEoCRIOCgZzZWNyZXQYAyABKAkSGAoQcmVhZF9vbmx5X3NlY3JldBgEIAEoCRIwCgZsYWJlbHMYBSADKAsyIC5yZW5kZXp2b3VzLnYxLkhlbGxvLkxhYmVsc0VudHJ5EhcKD2dyYWNlX3BlcmlvZF9tcxgGIAEoBBIVCg1yZXN1bWVfdGlja2V0GAcgASgJEhYKDnJlc3VtZV9ob3N0X2lkGAggASgJEi4KCHNlc3Npb25zGAkgAygLMhwucmVuZGV6dm91cy52MS5SZXN1bWVTZXNzaW9uGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEixAEKDVJlc3VtZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZ0aWNrZXQYAiABKAkSFAoMc3RhcnRfb2Zmc2V0GAMgASgEEhIKCmVuZF9vZmZzZXQYBCABKAQSDAoEY29scxgFIAEoDRIMCgRyb3dzGAYgASgNEhUKDWlucHV0X2FwcGxpZWQYByABKAQSMgoMZ3Vlc3RfaW5wdXRzGAggAygLMhwucmVuZGV6dm91cy52MS5HdWVzdElucHV0U2VxIjMKDUd1ZXN0SW5wdXRTZXESEAoIZ3Vlc3RfaWQYASABKAkSEAoIbmV4dF9zZXEYAiABKAQiFQoEUG9uZxINCgVub25jZRgBIAEoBCI0Cg1TZXNzaW9uRmFpbGVkEhIKCnNlc3Npb25faWQYASABKAkSDwoHbWVzc2FnZRgCIAEoCSLQAgoTSG9zdENvbnRyb2xSZXNwb25zZRIvCgpyZWdpc3RlcmVkGAEgASgLMhkucmVuZGV6dm91cy52MS5SZWdpc3RlcmVkSAASMgoMb3Blbl9zZXNzaW9uGAIgASgLMhoucmVuZGV6dm91cy52MS5PcGVuU2Vzc2lvbkgAEjQKDWNsb3NlX3Nlc3Npb24YAyABKAsyGy5yZW5kZXp2b3VzLnYxLkNsb3NlU2Vzc2lvbkgAEiMKBHBpbmcYBCABKAsyEy5yZW5kZXp2b3VzLnYxLlBpbmdIABI2Cg5ndWVzdF9hdHRhY2hlZBgFIAEoCzIcLnJlbmRlenZvdXMudjEuR3Vlc3RBdHRhY2hlZEgAEjYKDmd1ZXN0X2RldGFjaGVkGAYgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdERldGFjaGVkSABCCQoHbWVzc2FnZSKZAQoKUmVnaXN0ZXJlZBIPCgdob3N0X2lkGAEgASgJEhIKCmhvc3RfdG9rZW4YAiABKAkSFgoOZ3Vlc3RfdXJsX3BhdGgYAyABKAkSDQoFb3duZXIYBCABKAkSFQoNcmVzdW1lX3RpY2tldBgFIAEoCRIXCg9ncmFjZV9wZXJpb2RfbXMYBiABKAQSDwoHcmVzdW1lZBgHIAEoCCJNCgtPcGVuU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEgwKBGNvbHMYAiABKA0SDAoEcm93cxgDIAEoDRIOCgZ0aWNrZXQYBCABKAkiIgoMQ2xvc2VTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkiFQoEUGluZxINCgVub25jZRgBIAEoBCJ2Cg1HdWVzdEF0dGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSIQoEcm9sZRgDIAEoDjITLnJlbmRlenZvdXMudjEuUm9sZRILCgNzdWIYBCABKAkSDwoHcmVzdW1lZBgFIAEoCCI1Cg1HdWVzdERldGFjaGVkEhAKCGd1ZXN0X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkilwEKD0hvc3REYXRhUmVxdWVzdBInCgRvcGVuGAEgASgLMhcucmVuZGV6dm91cy52MS5EYXRhT3BlbkgAEhAKBm91dHB1dBgCIAEoDEgAEikKBGV4aXQYAyABKAsyGS5yZW5kZXp2b3VzLnYxLkV4aXRTdGF0dXNIABITCglpbnB1dF9hY2sYBCABKARIAEIJCgdtZXNzYWdlIloKCERhdGFPcGVuEg8KB2hvc3RfaWQYASABKAkSEgoKaG9zdF90b2tlbhgCIAEoCRISCgpzZXNzaW9uX2lkGAMgASgJEhUKDWlucHV0X2FwcGxpZWQYBCABKAQipQEKEEhvc3REYXRhUmVzcG9uc2USDwoFaW5wdXQYASABKAxIABIrCgZyZXNpemUYAiABKAsyGS5yZW5kZXp2b3VzLnYxLldpbmRvd1NpemVIABIUCgpvdXRwdXRfYWNrGAMgASgESAASMgoMaW5wdXRfb3JpZ2luGAQgASgLMhwucmVuZGV6dm91cy52MS5HdWVzdElucHV0U2VxQgkKB21lc3NhZ2UiSQoKRXhpdFN0YXR1cxIOCgRjb2RlGAEgASgFSAASEAoGc2lnbmFsGAIgASgFSAASDwoHbWVzc2FnZRgDIAEoCUIICgZzdGF0dXMiKAoKV2luZG93U2l6ZRIMCgRjb2xzGAEgASgNEgwKBHJvd3MYAiABKA0iyAIKDUF0dGFjaFJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIOCgZzZWNyZXQYAiABKAkSEQoJaG9zdF9uYW1lGAMgASgJEhIKCnNlc3Npb25faWQYBCABKAkSDAoEY29scxgFIAEoDRIMCgRyb3dzGAYgASgNEhoKDXJlc3VtZV9vZmZzZXQYByABKARIAIgBARINCgV0b2tlbhgIIAEoCRIUCgx3aW5kb3dfYnl0ZXMYCSABKA0SFwoPcmVzdW1lX2d1ZXN0X2lkGAogASgJEhoKEnJlc3VtZV9ndWVzdF90b2tlbhgLIAEoCRIXCg93aW5kb3dfbWVzc2FnZXMYDCABKA0SHQoQcmVzdW1lX2lucHV0X3NlcRgNIAEoBEgBiAEBQhAKDl9yZXN1bWVfb2Zmc2V0QhMKEV9yZXN1bWVfaW5wdXRfc2VxIpoCCgpHdWVzdEV2ZW50EisKCGF0dGFjaGVkGAEgASgLMhcucmVuZGV6dm91cy52MS5BdHRhY2hlZEgAEicKBm91dHB1dBgCIAEoCzIVLnJlbmRlenZvdXMudjEuT3V0cHV0SAASKQoEZXhpdBgDIAEoCzIZLnJlbmRlenZvdXMudjEuRXhpdFN0YXR1c0gAEicKBmxhZ2dlZBgEIAEoCzIVLnJlbmRlenZvdXMudjEuTGFnZ2VkSAASKQoEc2l6ZRgFIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEi4KCmhvc3Rfc3RhdGUYBiABKAsyGC5yZW5kZXp2b3VzLnYxLkhvc3RTdGF0ZUgAQgcKBWV2ZW50IjIKCUhvc3RTdGF0ZRIUCgxyZWNvbm5lY3RpbmcYASABKAgSDwoHbWVzc2FnZRgCIAEoCSKkAQoIQXR0YWNoZWQSEgoKc2Vzc2lvbl9pZBgBIAEoCRIQCghndWVzdF9pZBgCIAEoCRITCgtndWVzdF90b2tlbhgDIAEoCRIhCgRyb2xlGAQgASgOMhMucmVuZGV6dm91cy52MS5Sb2xlEhEKCWhvc3RfbmFtZRgFIAEoCRIPCgdyZXN1bWVkGAYgASgIEhYKDm5leHRfaW5wdXRfc2VxGAcgASgEIiYKBk91dHB1dBIOCgZvZmZzZXQYASABKAQSDAoEZGF0YRgCIAEoDCIeCgZMYWdnZWQSFAoMbWlzc2VkX2J5dGVzGAEgASgEIlQKEFNlbmRJbnB1dFJlcXVlc3QSEAoIZ3Vlc3RfaWQYASABKAkSEwoLZ3Vlc3RfdG9rZW4YAiABKAkSCwoDc2VxGAMgASgEEgwKBGRhdGEYBCABKAwiEwoRU2VuZElucHV0UmVzcG9uc2UiUgoNUmVzaXplUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIMCgRjb2xzGAMgASgNEgwKBHJvd3MYBCABKA0iEAoOUmVzaXplUmVzcG9uc2UiVQoKQWNrUmVxdWVzdBIQCghndWVzdF9pZBgBIAEoCRITCgtndWVzdF90b2tlbhgCIAEoCRIOCgZvZmZzZXQYAyABKAQSEAoIbWVzc2FnZXMYBCABKAQiDQoLQWNrUmVzcG9uc2UitQEKD1Rlcm1pbmFsUmVxdWVzdBIuCgZhdHRhY2gYASABKAsyHC5yZW5kZXp2b3VzLnYxLkF0dGFjaFJlcXVlc3RIABIPCgVpbnB1dBgCIAEoDEgAEisKBnJlc2l6ZRgDIAEoCzIZLnJlbmRlenZvdXMudjEuV2luZG93U2l6ZUgAEikKA2FjaxgEIAEoCzIaLnJlbmRlenZvdXMudjEuVGVybWluYWxBY2tIAEIJCgdtZXNzYWdlIi8KC1Rlcm1pbmFsQWNrEg4KBm9mZnNldBgBIAEoBBIQCghtZXNzYWdlcxgCIAEoBCJFChNMaXN0U2Vzc2lvbnNSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSDgoGc2VjcmV0GAIgASgJEg0KBXRva2VuGAMgASgJIj4KFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKBWhvc3RzGAEgAygLMhcucmVuZGV6dm91cy52MS5Ib3N0SW5mbyLNAQoISG9zdEluZm8SEQoJaG9zdF9uYW1lGAEgASgJEjMKBmxhYmVscxgCIAMoCzIjLnJlbmRlenZvdXMudjEuSG9zdEluZm8uTGFiZWxzRW50cnkSHAoUY29ubmVjdGVkX2F0X3VuaXhfbXMYAyABKAMSLAoIc2Vzc2lvbnMYBCADKAsyGi5yZW5kZXp2b3VzLnYxLlNlc3Npb25JbmZvGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEihQEKC1Nlc3Npb25JbmZvEhIKCnNlc3Npb25faWQYASABKAkSDAoEY29scxgCIAEoDRIMCgRyb3dzGAMgASgNEhoKEnN0YXJ0ZWRfYXRfdW5peF9tcxgEIAEoAxITCgtndWVzdF9jb3VudBgFIAEoDRIVCg1vdXRwdXRfb2Zmc2V0GAYgASgEKkUKBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEhMKD1JPTEVfUkVBRF9XUklURRABEhIKDlJPTEVfUkVBRF9PTkxZEAIysAEKC0hvc3RTZXJ2aWNlElQKB0NvbnRyb2wSIS5yZW5kZXp2b3VzLnYxLkhvc3RDb250cm9sUmVxdWVzdBoiLnJlbmRlenZvdXMudjEuSG9zdENvbnRyb2xSZXNwb25zZSgBMAESSwoERGF0YRIeLnJlbmRlenZvdXMudjEuSG9zdERhdGFSZXF1ZXN0Gh8ucmVuZGV6dm91cy52MS5Ib3N0RGF0YVJlc3BvbnNlKAEwATLMAwoMR3Vlc3RTZXJ2aWNlEkMKBkF0dGFjaBIcLnJlbmRlenZvdXMudjEuQXR0YWNoUmVxdWVzdBoZLnJlbmRlenZvdXMudjEuR3Vlc3RFdmVudDABEk4KCVNlbmRJbnB1dBIfLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVxdWVzdBogLnJlbmRlenZvdXMudjEuU2VuZElucHV0UmVzcG9uc2USRQoGUmVzaXplEhwucmVuZGV6dm91cy52MS5SZXNpemVSZXF1ZXN0Gh0ucmVuZGV6dm91cy52MS5SZXNpemVSZXNwb25zZRJJCghUZXJtaW5hbBIeLnJlbmRlenZvdXMudjEuVGVybWluYWxSZXF1ZXN0GhkucmVuZGV6dm91cy52MS5HdWVzdEV2ZW50KAEwARI8CgNBY2sSGS5yZW5kZXp2b3VzLnYxLkFja1JlcXVlc3QaGi5yZW5kZXp2b3VzLnYxLkFja1Jlc3BvbnNlElcKDExpc3RTZXNzaW9ucxIiLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVxdWVzdBojLnJlbmRlenZvdXMudjEuTGlzdFNlc3Npb25zUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * Host → server on the Control stream.
@@ -220,12 +220,25 @@ export type ResumeSession = Message<"rendezvous.v1.ResumeSession"> & {
   rows: number;
 
   /**
-   * How many Input messages of the session the host has written to the
-   * PTY (see HostDataRequest.input_ack).
+   * How many Input messages of the session the host has taken from its
+   * Data streams (see DataOpen.input_applied).
    *
    * @generated from field: uint64 input_applied = 7;
    */
   inputApplied: bigint;
+
+  /**
+   * For each guest whose input the host has taken: the seq after the last
+   * of its input requests the host has (HostDataResponse.input_origin).
+   * A server that lost its state (it restarted, or is another replica)
+   * resumes these guests from there: input the old server acknowledged but
+   * never passed on is sent again by the guest, and input the host already
+   * has is not applied twice. At most 256 guests, those whose input came
+   * last (the server takes no more, and ignores guest IDs over 128 bytes).
+   *
+   * @generated from field: repeated rendezvous.v1.GuestInputSeq guest_inputs = 8;
+   */
+  guestInputs: GuestInputSeq[];
 };
 
 /**
@@ -234,6 +247,32 @@ export type ResumeSession = Message<"rendezvous.v1.ResumeSession"> & {
  */
 export const ResumeSessionSchema: GenMessage<ResumeSession> = /*@__PURE__*/
   messageDesc(file_rendezvous_v1_rendezvous, 2);
+
+/**
+ * Where one guest's input stands (see ResumeSession.guest_inputs).
+ *
+ * @generated from message rendezvous.v1.GuestInputSeq
+ */
+export type GuestInputSeq = Message<"rendezvous.v1.GuestInputSeq"> & {
+  /**
+   * @generated from field: string guest_id = 1;
+   */
+  guestId: string;
+
+  /**
+   * The seq after the guest's last input request the host has taken.
+   *
+   * @generated from field: uint64 next_seq = 2;
+   */
+  nextSeq: bigint;
+};
+
+/**
+ * Describes the message rendezvous.v1.GuestInputSeq.
+ * Use `create(GuestInputSeqSchema)` to create a new message.
+ */
+export const GuestInputSeqSchema: GenMessage<GuestInputSeq> = /*@__PURE__*/
+  messageDesc(file_rendezvous_v1_rendezvous, 3);
 
 /**
  * A keepalive answer to Ping, echoing its nonce.
@@ -252,7 +291,7 @@ export type Pong = Message<"rendezvous.v1.Pong"> & {
  * Use `create(PongSchema)` to create a new message.
  */
 export const PongSchema: GenMessage<Pong> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 3);
+  messageDesc(file_rendezvous_v1_rendezvous, 4);
 
 /**
  * The host could not start a session's PTY.
@@ -278,7 +317,7 @@ export type SessionFailed = Message<"rendezvous.v1.SessionFailed"> & {
  * Use `create(SessionFailedSchema)` to create a new message.
  */
 export const SessionFailedSchema: GenMessage<SessionFailed> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 4);
+  messageDesc(file_rendezvous_v1_rendezvous, 5);
 
 /**
  * Server → host on the Control stream.
@@ -342,7 +381,7 @@ export type HostControlResponse = Message<"rendezvous.v1.HostControlResponse"> &
  * Use `create(HostControlResponseSchema)` to create a new message.
  */
 export const HostControlResponseSchema: GenMessage<HostControlResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 5);
+  messageDesc(file_rendezvous_v1_rendezvous, 6);
 
 /**
  * The answer to Hello.
@@ -412,7 +451,7 @@ export type Registered = Message<"rendezvous.v1.Registered"> & {
  * Use `create(RegisteredSchema)` to create a new message.
  */
 export const RegisteredSchema: GenMessage<Registered> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 6);
+  messageDesc(file_rendezvous_v1_rendezvous, 7);
 
 /**
  * A guest asked for a new shell: start a PTY and open a Data stream for it.
@@ -451,7 +490,7 @@ export type OpenSession = Message<"rendezvous.v1.OpenSession"> & {
  * Use `create(OpenSessionSchema)` to create a new message.
  */
 export const OpenSessionSchema: GenMessage<OpenSession> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 7);
+  messageDesc(file_rendezvous_v1_rendezvous, 8);
 
 /**
  * End a session: kill its process group and close its Data stream.
@@ -470,7 +509,7 @@ export type CloseSession = Message<"rendezvous.v1.CloseSession"> & {
  * Use `create(CloseSessionSchema)` to create a new message.
  */
 export const CloseSessionSchema: GenMessage<CloseSession> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 8);
+  messageDesc(file_rendezvous_v1_rendezvous, 9);
 
 /**
  * Keepalive; the host answers with Pong carrying the same nonce.
@@ -489,7 +528,7 @@ export type Ping = Message<"rendezvous.v1.Ping"> & {
  * Use `create(PingSchema)` to create a new message.
  */
 export const PingSchema: GenMessage<Ping> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 9);
+  messageDesc(file_rendezvous_v1_rendezvous, 10);
 
 /**
  * A guest attached to a session of this host.
@@ -536,7 +575,7 @@ export type GuestAttached = Message<"rendezvous.v1.GuestAttached"> & {
  * Use `create(GuestAttachedSchema)` to create a new message.
  */
 export const GuestAttachedSchema: GenMessage<GuestAttached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 10);
+  messageDesc(file_rendezvous_v1_rendezvous, 11);
 
 /**
  * A guest's stream ended.
@@ -560,7 +599,7 @@ export type GuestDetached = Message<"rendezvous.v1.GuestDetached"> & {
  * Use `create(GuestDetachedSchema)` to create a new message.
  */
 export const GuestDetachedSchema: GenMessage<GuestDetached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 11);
+  messageDesc(file_rendezvous_v1_rendezvous, 12);
 
 /**
  * Host → server on a Data stream.
@@ -616,7 +655,7 @@ export type HostDataRequest = Message<"rendezvous.v1.HostDataRequest"> & {
  * Use `create(HostDataRequestSchema)` to create a new message.
  */
 export const HostDataRequestSchema: GenMessage<HostDataRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 12);
+  messageDesc(file_rendezvous_v1_rendezvous, 13);
 
 /**
  * The first message of a Data stream.
@@ -640,9 +679,10 @@ export type DataOpen = Message<"rendezvous.v1.DataOpen"> & {
   sessionId: string;
 
   /**
-   * How many Input messages of this session the host has written to the
-   * PTY so far (see input_ack): the server sends the input from there on.
-   * 0 on a session's first Data stream.
+   * How many Input messages of this session the host has taken from its
+   * Data streams so far (it writes each to the PTY in order; input_ack
+   * counts those written): the server sends the input from there on. 0 on
+   * a session's first Data stream.
    *
    * @generated from field: uint64 input_applied = 4;
    */
@@ -654,7 +694,7 @@ export type DataOpen = Message<"rendezvous.v1.DataOpen"> & {
  * Use `create(DataOpenSchema)` to create a new message.
  */
 export const DataOpenSchema: GenMessage<DataOpen> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 13);
+  messageDesc(file_rendezvous_v1_rendezvous, 14);
 
 /**
  * Server → host on a Data stream.
@@ -698,6 +738,16 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
     value: bigint;
     case: "outputAck";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * With input: whose input it is, and the seq after the guest's last input
+   * request it holds (the server may join consecutive requests into one
+   * Input). A host keeps the latest per guest and reports them when it
+   * resumes (ResumeSession.guest_inputs).
+   *
+   * @generated from field: rendezvous.v1.GuestInputSeq input_origin = 4;
+   */
+  inputOrigin?: GuestInputSeq | undefined;
 };
 
 /**
@@ -705,7 +755,7 @@ export type HostDataResponse = Message<"rendezvous.v1.HostDataResponse"> & {
  * Use `create(HostDataResponseSchema)` to create a new message.
  */
 export const HostDataResponseSchema: GenMessage<HostDataResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 14);
+  messageDesc(file_rendezvous_v1_rendezvous, 15);
 
 /**
  * How a session's process ended.
@@ -747,7 +797,7 @@ export type ExitStatus = Message<"rendezvous.v1.ExitStatus"> & {
  * Use `create(ExitStatusSchema)` to create a new message.
  */
 export const ExitStatusSchema: GenMessage<ExitStatus> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 15);
+  messageDesc(file_rendezvous_v1_rendezvous, 16);
 
 /**
  * A terminal size in character cells.
@@ -771,7 +821,7 @@ export type WindowSize = Message<"rendezvous.v1.WindowSize"> & {
  * Use `create(WindowSizeSchema)` to create a new message.
  */
 export const WindowSizeSchema: GenMessage<WindowSize> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 16);
+  messageDesc(file_rendezvous_v1_rendezvous, 17);
 
 /**
  * What a guest asks to attach to.
@@ -883,12 +933,18 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
   windowMessages: number;
 
   /**
-   * With resume_guest_id: the seq of the oldest input the guest still
-   * holds unacknowledged (or of its next input, when it holds none). A
-   * server that has no record of the guest (it restarted, or the guest was
-   * attached elsewhere) but can check its guest token resumes it anyway,
-   * its input going on at this seq: the guest sends again what it holds,
-   * applied once. Ignored when the server still has the guest's record.
+   * With resume_guest_id: the seq of the oldest input request the guest
+   * still holds and could send again, acknowledged or not (or of its next
+   * input, when it holds none). A server that has no record of the guest
+   * (it restarted, or the guest was attached elsewhere) but can check its
+   * guest token resumes it anyway. Its input goes on at the seq the host
+   * reported for this guest (ResumeSession.guest_inputs), or at this seq
+   * when that is later or the host reported none; Attached.next_input_seq
+   * says which, and the guest sends again what it holds from there. So a
+   * guest that keeps its acknowledged input for a while (the web guest and
+   * `rendezvous attach` keep their last 4096 requests, at most 1 MiB) loses
+   * none of it to a server's crash, and none is applied twice. Ignored when
+   * the server still has the guest's record.
    *
    * @generated from field: optional uint64 resume_input_seq = 13;
    */
@@ -900,7 +956,7 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
  * Use `create(AttachRequestSchema)` to create a new message.
  */
 export const AttachRequestSchema: GenMessage<AttachRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 17);
+  messageDesc(file_rendezvous_v1_rendezvous, 18);
 
 /**
  * One event on a guest's stream.
@@ -961,7 +1017,7 @@ export type GuestEvent = Message<"rendezvous.v1.GuestEvent"> & {
  * Use `create(GuestEventSchema)` to create a new message.
  */
 export const GuestEventSchema: GenMessage<GuestEvent> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 18);
+  messageDesc(file_rendezvous_v1_rendezvous, 19);
 
 /**
  * Whether a session's host is connected.
@@ -990,7 +1046,7 @@ export type HostState = Message<"rendezvous.v1.HostState"> & {
  * Use `create(HostStateSchema)` to create a new message.
  */
 export const HostStateSchema: GenMessage<HostState> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 19);
+  messageDesc(file_rendezvous_v1_rendezvous, 20);
 
 /**
  * The first event on a guest's stream.
@@ -1038,10 +1094,11 @@ export type Attached = Message<"rendezvous.v1.Attached"> & {
 
   /**
    * The seq this guest's next input must carry: 0 for a new guest; for a
-   * resumed one, one past the last input the session applied. A Terminal
-   * call numbers its input requests from here, one each, so a native client
-   * that resumes resends what it sent from this seq on, and each input is
-   * applied exactly once.
+   * resumed one, one past the last input the session applied (after a
+   * server restart: see AttachRequest.resume_input_seq). A Terminal call
+   * numbers its input requests from here, one each; a client that resumes
+   * resends what it sent from this seq on (also requests that were
+   * acknowledged), so each input is applied exactly once.
    *
    * @generated from field: uint64 next_input_seq = 7;
    */
@@ -1053,7 +1110,7 @@ export type Attached = Message<"rendezvous.v1.Attached"> & {
  * Use `create(AttachedSchema)` to create a new message.
  */
 export const AttachedSchema: GenMessage<Attached> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 20);
+  messageDesc(file_rendezvous_v1_rendezvous, 21);
 
 /**
  * Output bytes of the session.
@@ -1079,7 +1136,7 @@ export type Output = Message<"rendezvous.v1.Output"> & {
  * Use `create(OutputSchema)` to create a new message.
  */
 export const OutputSchema: GenMessage<Output> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 21);
+  messageDesc(file_rendezvous_v1_rendezvous, 22);
 
 /**
  * The guest fell behind the retained output; missed_bytes were skipped and
@@ -1099,7 +1156,7 @@ export type Lagged = Message<"rendezvous.v1.Lagged"> & {
  * Use `create(LaggedSchema)` to create a new message.
  */
 export const LaggedSchema: GenMessage<Lagged> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 22);
+  messageDesc(file_rendezvous_v1_rendezvous, 23);
 
 /**
  * @generated from message rendezvous.v1.SendInputRequest
@@ -1135,7 +1192,7 @@ export type SendInputRequest = Message<"rendezvous.v1.SendInputRequest"> & {
  * Use `create(SendInputRequestSchema)` to create a new message.
  */
 export const SendInputRequestSchema: GenMessage<SendInputRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 23);
+  messageDesc(file_rendezvous_v1_rendezvous, 24);
 
 /**
  * @generated from message rendezvous.v1.SendInputResponse
@@ -1148,7 +1205,7 @@ export type SendInputResponse = Message<"rendezvous.v1.SendInputResponse"> & {
  * Use `create(SendInputResponseSchema)` to create a new message.
  */
 export const SendInputResponseSchema: GenMessage<SendInputResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 24);
+  messageDesc(file_rendezvous_v1_rendezvous, 25);
 
 /**
  * @generated from message rendezvous.v1.ResizeRequest
@@ -1180,7 +1237,7 @@ export type ResizeRequest = Message<"rendezvous.v1.ResizeRequest"> & {
  * Use `create(ResizeRequestSchema)` to create a new message.
  */
 export const ResizeRequestSchema: GenMessage<ResizeRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 25);
+  messageDesc(file_rendezvous_v1_rendezvous, 26);
 
 /**
  * @generated from message rendezvous.v1.ResizeResponse
@@ -1193,7 +1250,7 @@ export type ResizeResponse = Message<"rendezvous.v1.ResizeResponse"> & {
  * Use `create(ResizeResponseSchema)` to create a new message.
  */
 export const ResizeResponseSchema: GenMessage<ResizeResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 26);
+  messageDesc(file_rendezvous_v1_rendezvous, 27);
 
 /**
  * @generated from message rendezvous.v1.AckRequest
@@ -1230,7 +1287,7 @@ export type AckRequest = Message<"rendezvous.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 27);
+  messageDesc(file_rendezvous_v1_rendezvous, 28);
 
 /**
  * @generated from message rendezvous.v1.AckResponse
@@ -1243,7 +1300,7 @@ export type AckResponse = Message<"rendezvous.v1.AckResponse"> & {
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 28);
+  messageDesc(file_rendezvous_v1_rendezvous, 29);
 
 /**
  * A request on the Terminal stream.
@@ -1290,7 +1347,7 @@ export type TerminalRequest = Message<"rendezvous.v1.TerminalRequest"> & {
  * Use `create(TerminalRequestSchema)` to create a new message.
  */
 export const TerminalRequestSchema: GenMessage<TerminalRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 29);
+  messageDesc(file_rendezvous_v1_rendezvous, 30);
 
 /**
  * What a Terminal guest has processed (see AckRequest).
@@ -1318,7 +1375,7 @@ export type TerminalAck = Message<"rendezvous.v1.TerminalAck"> & {
  * Use `create(TerminalAckSchema)` to create a new message.
  */
 export const TerminalAckSchema: GenMessage<TerminalAck> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 30);
+  messageDesc(file_rendezvous_v1_rendezvous, 31);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsRequest
@@ -1347,7 +1404,7 @@ export type ListSessionsRequest = Message<"rendezvous.v1.ListSessionsRequest"> &
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 31);
+  messageDesc(file_rendezvous_v1_rendezvous, 32);
 
 /**
  * @generated from message rendezvous.v1.ListSessionsResponse
@@ -1364,7 +1421,7 @@ export type ListSessionsResponse = Message<"rendezvous.v1.ListSessionsResponse">
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 32);
+  messageDesc(file_rendezvous_v1_rendezvous, 33);
 
 /**
  * One host of a task.
@@ -1400,7 +1457,7 @@ export type HostInfo = Message<"rendezvous.v1.HostInfo"> & {
  * Use `create(HostInfoSchema)` to create a new message.
  */
 export const HostInfoSchema: GenMessage<HostInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 33);
+  messageDesc(file_rendezvous_v1_rendezvous, 34);
 
 /**
  * One session (PTY) of a host.
@@ -1449,7 +1506,7 @@ export type SessionInfo = Message<"rendezvous.v1.SessionInfo"> & {
  * Use `create(SessionInfoSchema)` to create a new message.
  */
 export const SessionInfoSchema: GenMessage<SessionInfo> = /*@__PURE__*/
-  messageDesc(file_rendezvous_v1_rendezvous, 34);
+  messageDesc(file_rendezvous_v1_rendezvous, 35);
 
 /**
  * A guest's role in a session.
