@@ -88,3 +88,90 @@ async fn attach_on_a_terminal_goes_raw_resizes_and_detaches_with_tilde_dot() {
     assert_eq!(status.code(), Some(0));
     assert!(cooked(&pty), "the terminal is restored after detaching");
 }
+
+/// `attach` on a terminal across a server crash: it says the connection
+/// was lost and that it reconnects, keeps what is typed meanwhile, and
+/// once the restarted server (same state key) has its host back it goes on
+/// in the same shell, the typed line run once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_on_a_terminal_rides_out_a_server_crash_in_the_same_shell() {
+    use rendezvous_server::ServerConfig;
+    use rendezvous_server::state_key::StateKey;
+    use rendezvous_testkit::Stop;
+
+    let key = StateKey::shared([3; 32]);
+    let config = || ServerConfig {
+        state_key: key.clone(),
+        ..ServerConfig::default()
+    };
+    let server = TestServer::with_config(config()).await;
+    let addr = server.addr;
+    let secret = "tty-restart-secret-0123456789";
+    let host = rendezvous_host::Host::builder(&server.url)
+        .task_id("tty-restart")
+        .secret(secret)
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .grace_period(std::time::Duration::from_secs(60))
+        .build()
+        .expect("build host");
+    let mut status = host.status();
+    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(host.run(async move {
+        let _ = stopped.await;
+    }));
+    let registered = |s: &rendezvous_host::HostStatus| {
+        matches!(s, rendezvous_host::HostStatus::Registered { .. })
+    };
+    tokio::time::timeout(DEADLINE, status.wait_for(registered))
+        .await
+        .expect("registered in time")
+        .expect("the host runs");
+
+    let (mut pty, pts) = pty_process::open().unwrap();
+    pty.resize(pty_process::Size::new(30, 100)).unwrap();
+    let mut child = pty_process::Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args([
+            "attach",
+            "--server",
+            &server.url,
+            "--task-id",
+            "tty-restart",
+        ])
+        .env("RENDEZVOUS_SECRET", secret)
+        .kill_on_drop(true)
+        .spawn(pts)
+        .expect("start rendezvous attach on the PTY");
+    let mut seen = Vec::new();
+    until(&mut pty, &mut seen, "$ ").await;
+    pty.write_all(b"X=kept-$((40+2))\r").await.unwrap();
+    until(&mut pty, &mut seen, "$ ").await;
+
+    server.stop(Stop::Crash).await;
+    until(&mut pty, &mut seen, "connection lost").await;
+    until(&mut pty, &mut seen, "reconnecting in").await;
+    // Typed while no server runs.
+    pty.write_all(b"echo typed-$((6*7))\r").await.unwrap();
+    let server = TestServer::start_at(addr, config())
+        .await
+        .expect("bind the same port again");
+    let mut after = until(&mut pty, &mut seen, "typed-42\r\n").await;
+    pty.write_all(b"echo \"$X\"\r").await.unwrap();
+    after += &until(&mut pty, &mut seen, "kept-42\r\n").await;
+    assert!(
+        after.contains("[rendezvous: reconnected]"),
+        "resumed as the same guest: {after:?}"
+    );
+    assert_eq!(after.matches("typed-42\r\n").count(), 1, "{after:?}");
+
+    pty.write_all(b"\r~.").await.unwrap();
+    until(&mut pty, &mut seen, "[rendezvous: detached]").await;
+    let exited = tokio::time::timeout(DEADLINE, child.wait())
+        .await
+        .expect("attach exits in time")
+        .unwrap();
+    assert_eq!(exited.code(), Some(0));
+    let _ = stop_host.send(());
+    let _ = tokio::time::timeout(DEADLINE, run).await;
+    drop(server);
+}

@@ -404,6 +404,7 @@ fn is_transient(error: &GuestError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     #[test]
     fn the_resend_log_keeps_what_the_server_has_not_applied() {
@@ -442,5 +443,61 @@ mod tests {
         log.push(Bytes::from_static(b"y"));
         assert_eq!(log.requests, ["y"]);
         assert_eq!(log.bytes, 1);
+    }
+
+    proptest::proptest! {
+        /// Against a model of every request sent: after any pushes and
+        /// reconnects, the log resends exactly the requests from the
+        /// server's next seq on that it still holds (the newest, within
+        /// its bounds), numbered from that seq, and counts the ones it no
+        /// longer holds.
+        #[test]
+        fn the_resend_log_resends_what_the_server_lacks(
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    (1usize..300_000).prop_map(Some),
+                    proptest::strategy::Just(None),
+                ],
+                1..80,
+            ),
+            behind in proptest::collection::vec(0u64..12, 80),
+        ) {
+            let mut log = ResendLog::default();
+            // Every request the log numbered, by seq: its length.
+            let mut sent: Vec<(u64, usize)> = Vec::new();
+            for (i, step) in steps.into_iter().enumerate() {
+                match step {
+                    Some(len) => {
+                        log.push(Bytes::from(vec![(i % 251) as u8; len]));
+                        sent.push((log.next_seq - 1, len));
+                    }
+                    None => {
+                        // The server applied all but the last few.
+                        let next = log.next_seq.saturating_sub(behind[i]);
+                        let mut held = 0usize;
+                        let mut want = Vec::new();
+                        for (count, &(seq, len)) in sent.iter().rev().enumerate() {
+                            if count == MAX_RESEND_REQUESTS || held + len > MAX_RESEND_BYTES {
+                                break;
+                            }
+                            held += len;
+                            if seq >= next {
+                                want.push(len);
+                            }
+                        }
+                        want.reverse();
+                        let missing = log.next_seq - next;
+                        let lost = log.applied_before(next);
+                        proptest::prop_assert_eq!(lost, missing - want.len() as u64);
+                        let got: Vec<usize> = log.requests.iter().map(Bytes::len).collect();
+                        proptest::prop_assert_eq!(&got, &want);
+                        proptest::prop_assert_eq!(log.first_seq, next);
+                        proptest::prop_assert_eq!(log.next_seq, next + want.len() as u64);
+                        // The resent requests are numbered again from `next`.
+                        sent = want.iter().enumerate().map(|(k, &len)| (next + k as u64, len)).collect();
+                    }
+                }
+            }
+        }
     }
 }

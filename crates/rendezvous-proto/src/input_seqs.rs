@@ -141,4 +141,40 @@ mod tests {
         assert_eq!(back.len(), MAX_GUEST_INPUT_SEQS - 3);
         assert_eq!(back[0], entry("g0".into(), 0));
     }
+
+    proptest::proptest! {
+        /// Against a model: each known guest has the largest seq recorded
+        /// for it, and at the bound the guest recorded longest ago goes.
+        #[test]
+        fn seqs_match_a_model(
+            records in proptest::collection::vec((0usize..400, 0u64..1_000), 1..1_500),
+        ) {
+            let mut seqs = InputSeqs::default();
+            // (guest, seq), the most recently recorded last.
+            let mut model: Vec<(usize, u64)> = Vec::new();
+            for (guest, seq) in records {
+                let id = format!("{guest:032x}");
+                seqs.record(&id, seq);
+                let kept = match model.iter().position(|&(g, _)| g == guest) {
+                    Some(i) => model.remove(i).1.max(seq),
+                    None => {
+                        if model.len() == MAX_GUEST_INPUT_SEQS {
+                            model.remove(0);
+                        }
+                        seq
+                    }
+                };
+                model.push((guest, kept));
+                proptest::prop_assert_eq!(seqs.len(), model.len());
+            }
+            for guest in 0..400 {
+                let want = model.iter().find(|&&(g, _)| g == guest).map(|&(_, s)| s);
+                proptest::prop_assert_eq!(seqs.get(&format!("{guest:032x}")), want);
+            }
+            let back = InputSeqs::from_wire(&seqs.to_wire());
+            for &(guest, seq) in &model {
+                proptest::prop_assert_eq!(back.get(&format!("{guest:032x}")), Some(seq));
+            }
+        }
+    }
 }

@@ -49,6 +49,8 @@ mod guests;
 mod host_link;
 mod input;
 mod output;
+#[cfg(test)]
+mod proptests;
 mod reads;
 mod relay_config;
 #[cfg(test)]
