@@ -8,7 +8,10 @@
 use std::sync::Arc;
 
 use rendezvous_proto::ids::{HostName, TaskId};
-use rendezvous_proto::{Hello, HostControlResponse, ResumeSession, host_control_response};
+use rendezvous_proto::input_seqs::{MAX_GUEST_ID_BYTES, MAX_GUEST_INPUT_SEQS, MAX_INPUT_SEQ};
+use rendezvous_proto::{
+    GuestInputSeq, Hello, HostControlResponse, ResumeSession, host_control_response,
+};
 use rendezvous_server::config::MAX_GRACE_PERIOD;
 use rendezvous_server::registry::{Host, MAX_RESUME_SESSIONS, Owner, RegistryError};
 use rendezvous_server::session::Session;
@@ -194,7 +197,7 @@ impl Harness {
                     cols: 80,
                     rows: 24,
                     input_applied: 0,
-                    guest_inputs: Vec::new(),
+                    guest_inputs: guest_inputs(k + usize::from(sessions)),
                 })
             })
             .collect();
@@ -543,4 +546,30 @@ fn malformed(hello: &Hello) -> bool {
                 || read_only == secret))
         || hello.labels.len() > rendezvous_server::registry::MAX_LABELS
         || hello.sessions.len() > MAX_RESUME_SESSIONS
+}
+
+/// What a resuming host says of its guests' input (by `shape`): nothing, a
+/// few entries, or a list past the bound with empty and too long guest
+/// IDs and seqs at and past the largest taken.
+fn guest_inputs(shape: usize) -> Vec<GuestInputSeq> {
+    let count = match shape % 4 {
+        0 => 0,
+        1 => 3,
+        2 => 40,
+        _ => MAX_GUEST_INPUT_SEQS + 5,
+    };
+    (0..count)
+        .map(|i| GuestInputSeq {
+            guest_id: match i % 9 {
+                0 => "x".repeat(MAX_GUEST_ID_BYTES + 1),
+                1 => String::new(),
+                _ => format!("{i:032x}"),
+            },
+            next_seq: match i % 5 {
+                0 => u64::MAX,
+                1 => MAX_INPUT_SEQ,
+                _ => i as u64,
+            },
+        })
+        .collect()
 }
