@@ -159,3 +159,68 @@ async fn metrics_count_hosts_sessions_guests_bytes_and_refusals() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The server's tokio tasks (`rendezvous_runtime_tasks`) rise with hosts,
+/// sessions and guests and fall back to where they were, within 10 %, once
+/// all have left: nothing a session or a guest spawned is left behind.
+#[tokio::test]
+async fn runtime_tasks_return_to_their_idle_level_once_everyone_has_left() {
+    let (_serve, server, metrics) = serve().await;
+    let tasks = |text: &str| value(text, "rendezvous_runtime_tasks");
+    let idle = tasks(&scrape(&metrics).await);
+    assert!(idle >= 1.0, "the gauge counts the server's own tasks");
+
+    let host = rendezvous_host::Host::builder(server.as_str())
+        .task_id("tasks-1")
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .build()
+        .unwrap();
+    let host = TestHost::from_host(host).await;
+    let client = Client::connect(&server).await.unwrap();
+    let mut guests = Vec::new();
+    for n in 0..10 {
+        let options = AttachOptions::new(
+            TaskId::new("tasks-1").unwrap(),
+            Secret::new(host.secret.as_str()).unwrap(),
+        );
+        let mut guest = client.terminal(options).await.unwrap();
+        guest
+            .send_input(format!("echo T-$((100+{n}))\r"))
+            .await
+            .unwrap();
+        let want = format!("T-{}", 100 + n);
+        let mut output = Vec::new();
+        tokio::time::timeout(DEADLINE, async {
+            while !String::from_utf8_lossy(&output).contains(&want) {
+                if let Some(Event::Output(o)) = guest.next_event().await.unwrap() {
+                    output.extend_from_slice(&o.data);
+                }
+            }
+        })
+        .await
+        .expect("the echo comes back");
+        guests.push(guest);
+    }
+    let busy = tasks(&scrape(&metrics).await);
+    assert!(
+        busy > idle + 10.0,
+        "10 sessions and guests run tasks: {idle} -> {busy}"
+    );
+
+    drop(guests);
+    drop(client);
+    drop(host);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let now = tasks(&scrape(&metrics).await);
+        if now <= (idle * 1.1).max(idle + 1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tasks stay at {now} (idle {idle}, busy {busy})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -47,6 +47,8 @@ pub struct Metrics {
     hosts: Gauge,
     sessions: Gauge,
     guests: Gauge,
+    /// Tokio tasks alive in the server's runtime, at the scrape.
+    runtime_tasks: Gauge,
     /// Connections served now (HTTP/1.1 and HTTP/2, hosts and guests).
     pub connections: Gauge,
     /// Connections refused or answered `RESOURCE_EXHAUSTED` because of the
@@ -89,6 +91,7 @@ impl Metrics {
             hosts: Gauge::default(),
             sessions: Gauge::default(),
             guests: Gauge::default(),
+            runtime_tasks: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             idle_connections_closed: Counter::default(),
@@ -109,6 +112,11 @@ impl Metrics {
             ("hosts", "Hosts registered", &metrics.hosts),
             ("sessions", "Sessions running", &metrics.sessions),
             ("guests", "Guests attached", &metrics.guests),
+            (
+                "runtime_tasks",
+                "Tokio tasks alive in the server: back at its idle level once clients have left, unless something leaks",
+                &metrics.runtime_tasks,
+            ),
             ("connections", "Connections served", &metrics.connections),
         ];
         for (name, help, gauge) in gauges {
@@ -190,7 +198,8 @@ impl Metrics {
     }
 
     /// The metrics in the OpenMetrics text format, with the gauges set from
-    /// `connected`.
+    /// `connected`, and `rendezvous_runtime_tasks` from the tokio runtime
+    /// this is called on (0 outside one).
     pub fn encode(&self, connected: Connected) -> String {
         let set = |gauge: &Gauge, value: usize| {
             gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
@@ -199,6 +208,9 @@ impl Metrics {
         set(&self.hosts, connected.hosts);
         set(&self.sessions, connected.sessions);
         set(&self.guests, connected.guests);
+        let tasks = tokio::runtime::Handle::try_current()
+            .map_or(0, |runtime| runtime.metrics().num_alive_tasks());
+        set(&self.runtime_tasks, tasks);
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
