@@ -144,7 +144,10 @@ async fn attach_on_a_terminal_rides_out_a_server_crash_in_the_same_shell() {
         .expect("start rendezvous attach on the PTY");
     let mut seen = Vec::new();
     until(&mut pty, &mut seen, "$ ").await;
-    pty.write_all(b"X=kept-$((40+2))\r").await.unwrap();
+    // Not idempotent: run twice, it would show.
+    pty.write_all(b"N=$((N+1)); X=kept-$((40+2))\r")
+        .await
+        .unwrap();
     until(&mut pty, &mut seen, "$ ").await;
 
     server.stop(Stop::Crash).await;
@@ -156,8 +159,8 @@ async fn attach_on_a_terminal_rides_out_a_server_crash_in_the_same_shell() {
         .await
         .expect("bind the same port again");
     let mut after = until(&mut pty, &mut seen, "typed-42\r\n").await;
-    pty.write_all(b"echo \"$X\"\r").await.unwrap();
-    after += &until(&mut pty, &mut seen, "kept-42\r\n").await;
+    pty.write_all(b"echo \"$X n=$N\"\r").await.unwrap();
+    after += &until(&mut pty, &mut seen, "kept-42 n=1\r\n").await;
     assert!(
         after.contains("[rendezvous: reconnected]"),
         "resumed as the same guest: {after:?}"

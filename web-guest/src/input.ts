@@ -9,8 +9,8 @@
 // The queue outlives one guest: when the Attach stream breaks, the queue is
 // unbound and keeps what is typed meanwhile (bounded); after the reconnect
 // it is bound again. A resumed guest (same guest ID) goes on at the seq the
-// server gives (Attached.next_input_seq): batches before it were applied and
-// are dropped, the rest are sent again, so each is applied exactly once.
+// server gives (Attached.next_input_seq): batches from it on are sent
+// again, those before it were applied, so each is applied exactly once.
 // The queue keeps its last acknowledged batches too (at most
 // MAX_RESEND_REQUESTS, MAX_RESEND_BYTES), since a server that crashed may
 // have acknowledged a batch it never passed on to the host: the restarted
@@ -167,19 +167,35 @@ export class InputQueue {
   }
 
   /**
-   * The server goes on at `next`: held batches before it were applied and
-   * are dropped; the rest are sent again, numbered from `next` (the same
-   * seqs, unless the server asks for one no longer held: then what is
-   * missing is lost, and said so by nothing but the shell).
+   * The server goes on at `next`: held batches from it on are sent again,
+   * numbered from `next`; those before it stay held, acknowledged, for a
+   * later restart (a server that crashes may have taken input it never
+   * passed on). When the server asks for a batch no longer held, what is
+   * missing is lost and the held batches go again from `next`.
    */
   private goOnAt(seq: Sequence, next: bigint): void {
     const held = [...this.sent, ...this.outbox];
     const first = seq.next - BigInt(this.sent.length);
-    const applied = next > first ? Number(next - first < BigInt(held.length) ? next - first : BigInt(held.length)) : 0;
+    const end = first + BigInt(held.length);
+    let applied = 0;
+    if (next > end) {
+      // Ahead of all sent (the server's bookkeeping, not ours): nothing
+      // held goes again, and numbering goes on from there.
+      this.sent = [];
+      this.sentBytes = 0;
+      this.outbox = [];
+      this.outboxBytes = 0;
+      seq.next = next;
+      return;
+    }
+    if (next >= first) applied = Number(next - first);
+    this.sent = held.slice(0, applied);
+    this.sentBytes = this.sent.reduce((n, b) => n + b.length, 0);
+    while (this.sent.length > MAX_RESEND_REQUESTS || this.sentBytes > MAX_RESEND_BYTES) {
+      this.sentBytes -= this.sent.shift()!.length;
+    }
     this.outbox = held.slice(applied);
     this.outboxBytes = this.outbox.reduce((n, b) => n + b.length, 0);
-    this.sent = [];
-    this.sentBytes = 0;
     seq.next = next;
   }
 

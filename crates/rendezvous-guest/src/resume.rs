@@ -21,9 +21,10 @@ use crate::client::{
 use crate::error::GuestError;
 use crate::events::{Event, EventReader};
 
-/// Most input bytes kept for resending after a reconnect (1 MiB): input
-/// sent since the last reconnect, of which the server may not have applied
-/// the tail. Older input is forgotten first.
+/// Most input bytes kept for resending after a reconnect (1 MiB): the
+/// latest input sent, of which the server may not have applied the tail,
+/// and a server that crashed may have taken but not passed on even more.
+/// Older input is forgotten first.
 pub const MAX_RESEND_BYTES: usize = 1024 * 1024;
 
 /// Most input requests kept for resending after a reconnect (4096): one per
@@ -45,14 +46,13 @@ pub enum Update {
     },
     /// Attached again. Output continues where it stopped.
     Reconnected {
-        /// The same guest carries on. When the server still had its record,
-        /// input went on exactly once; when it recognised the guest by its
-        /// signed token only (it restarted), input goes on from the break:
-        /// what was on its way over the broken call may have been lost,
-        /// never applied twice. False when the break outlasted the
-        /// server's grace (10 minutes) and it cannot check the token: this
-        /// is a new guest, and input sent just before the break may have
-        /// been lost.
+        /// The same guest carries on, its input exactly once: the server
+        /// says where its input goes on (from its record of the guest, or,
+        /// after a restart, from where the host has this guest's input),
+        /// and what is kept here from there on is sent again. False when
+        /// the server cannot check the guest's token (another state key):
+        /// this is a new guest, and input sent just before the break may
+        /// have been lost.
         resumed: bool,
         /// Input requests that were lost: sent before the break, not
         /// applied, and no longer kept for resending (over
@@ -62,9 +62,11 @@ pub enum Update {
     },
 }
 
-/// The input a reconnect may have to resend: requests numbered
-/// `first_seq..next_seq` (the `Terminal` call numbers input requests from
-/// `Attached.next_input_seq`, one each).
+/// The input a reconnect may have to resend: the latest requests sent,
+/// numbered `first_seq..next_seq` (the `Terminal` call numbers input
+/// requests from `Attached.next_input_seq`, one each), whether or not the
+/// server has acknowledged them: a server that crashes may have taken
+/// input it never passed on, and the restarted one asks for it again.
 #[derive(Debug, Default)]
 struct ResendLog {
     /// Sequence number of `requests[0]`.
@@ -89,28 +91,32 @@ impl ResendLog {
         }
     }
 
-    /// The server applied everything before `next_input_seq`: forgets that,
-    /// and returns how many requests it still needs that are no longer kept.
-    fn applied_before(&mut self, next_input_seq: u64) -> u64 {
+    /// The server goes on at `next_input_seq`: returns the requests to send
+    /// again (those from it on), and how many it needs that are no longer
+    /// kept. What is before it stays kept, for a later restart.
+    fn resume_at(&mut self, next_input_seq: u64) -> (VecDeque<Bytes>, u64) {
         if next_input_seq >= self.next_seq {
-            // All applied (more would be the server's bookkeeping, not ours).
-            self.requests.clear();
-            self.bytes = 0;
-            self.first_seq = next_input_seq;
-            self.next_seq = next_input_seq;
-            return 0;
-        }
-        while self.first_seq < next_input_seq {
-            if let Some(old) = self.requests.pop_front() {
-                self.bytes -= old.len();
+            if next_input_seq > self.next_seq {
+                // Ahead of all sent (the server's bookkeeping, not ours):
+                // number on from there, with nothing kept.
+                self.requests.clear();
+                self.bytes = 0;
+                self.first_seq = next_input_seq;
+                self.next_seq = next_input_seq;
             }
-            self.first_seq += 1;
+            return (VecDeque::new(), 0);
         }
-        let lost = self.first_seq - next_input_seq;
-        // The server numbers what is resent from its next one on.
-        self.first_seq = next_input_seq;
-        self.next_seq = next_input_seq + self.requests.len() as u64;
-        lost
+        if next_input_seq < self.first_seq {
+            // Some it needs are no longer kept: what is kept goes again,
+            // numbered by the server from its next one on.
+            let lost = self.first_seq - next_input_seq;
+            self.first_seq = next_input_seq;
+            self.next_seq = next_input_seq + self.requests.len() as u64;
+            return (self.requests.clone(), lost);
+        }
+        // `next_input_seq` is within the log: it fits in usize.
+        let skip = usize::try_from(next_input_seq - self.first_seq).unwrap_or(usize::MAX);
+        (self.requests.iter().skip(skip).cloned().collect(), 0)
     }
 
     /// Starts numbering again at 0 (a new guest), forgetting all.
@@ -173,7 +179,7 @@ impl ResumingTerminal {
         let terminal = client.terminal(options.clone()).await?;
         let attached = terminal.attached().clone();
         let mut resend = ResendLog::default();
-        resend.applied_before(attached.next_input_seq);
+        resend.resume_at(attached.next_input_seq);
         let (writer, events) = terminal.split();
         let events = Box::new(events);
         let mut me = Self {
@@ -336,15 +342,15 @@ impl ResumingTerminal {
         let resumed = self.attached.resumed;
         // A new guest cannot say what the old one applied: what may be lost
         // is told by `resumed`, not counted.
-        let lost_inputs = if resumed {
-            self.resend.applied_before(self.attached.next_input_seq)
-        } else {
-            self.resend.restart();
-            0
-        };
         // Resend what the server has not applied (nothing, for a new guest:
         // it cannot say what the old one applied).
-        self.unsent = self.resend.requests.clone();
+        let (unsent, lost_inputs) = if resumed {
+            self.resend.resume_at(self.attached.next_input_seq)
+        } else {
+            self.resend.restart();
+            (VecDeque::new(), 0)
+        };
+        self.unsent = unsent;
         self.remember_guest();
         let (writer, events) = terminal.split();
         self.state = State::Connected {
@@ -407,18 +413,25 @@ mod tests {
     use proptest::strategy::Strategy as _;
 
     #[test]
-    fn the_resend_log_keeps_what_the_server_has_not_applied() {
+    fn the_resend_log_resends_what_the_server_lacks_and_keeps_the_rest() {
         let mut log = ResendLog::default();
         for text in ["a", "b", "c"] {
             log.push(Bytes::from(text));
         }
-        assert_eq!(log.applied_before(1), 0);
-        assert_eq!(log.requests, ["b", "c"]);
-        assert_eq!((log.first_seq, log.next_seq), (1, 3));
+        assert_eq!(
+            log.resume_at(1),
+            (VecDeque::from([Bytes::from("b"), Bytes::from("c")]), 0)
+        );
+        // "a" is kept: a server that crashes may not have passed it on.
+        assert_eq!(log.requests, ["a", "b", "c"]);
+        assert_eq!((log.first_seq, log.next_seq), (0, 3));
         log.push(Bytes::from("d"));
-        assert_eq!(log.applied_before(4), 0);
-        assert!(log.requests.is_empty());
-        assert_eq!(log.bytes, 0);
+        assert_eq!(log.resume_at(4), (VecDeque::new(), 0));
+        // A restarted server goes on where its host has the input.
+        assert_eq!(log.resume_at(2).0, ["c", "d"]);
+        // One ahead of all sent: numbering goes on from there.
+        assert_eq!(log.resume_at(9), (VecDeque::new(), 0));
+        assert_eq!((log.first_seq, log.next_seq, log.bytes), (9, 9, 0));
         log.push(Bytes::from("e"));
         log.restart();
         assert_eq!((log.next_seq, log.bytes), (0, 0));
@@ -433,7 +446,8 @@ mod tests {
         }
         assert_eq!(log.requests.len(), MAX_RESEND_REQUESTS);
         assert_eq!(log.first_seq, 10);
-        assert_eq!(log.applied_before(4), 6);
+        let (resend, lost) = log.resume_at(4);
+        assert_eq!((resend.len(), lost), (MAX_RESEND_REQUESTS, 6));
         assert_eq!(
             (log.first_seq, log.next_seq),
             (4, 4 + MAX_RESEND_REQUESTS as u64)
@@ -474,27 +488,38 @@ mod tests {
                     None => {
                         // The server applied all but the last few.
                         let next = log.next_seq.saturating_sub(behind[i]);
+                        // What the log keeps: the newest within its bounds.
                         let mut held = 0usize;
-                        let mut want = Vec::new();
+                        let mut kept = Vec::new();
                         for (count, &(seq, len)) in sent.iter().rev().enumerate() {
                             if count == MAX_RESEND_REQUESTS || held + len > MAX_RESEND_BYTES {
                                 break;
                             }
                             held += len;
-                            if seq >= next {
-                                want.push(len);
-                            }
+                            kept.push((seq, len));
                         }
-                        want.reverse();
+                        kept.reverse();
+                        let want: Vec<usize> =
+                            kept.iter().filter(|&&(seq, _)| seq >= next).map(|&(_, len)| len).collect();
                         let missing = log.next_seq - next;
-                        let lost = log.applied_before(next);
-                        proptest::prop_assert_eq!(lost, missing - want.len() as u64);
-                        let got: Vec<usize> = log.requests.iter().map(Bytes::len).collect();
+                        let (resend, lost) = log.resume_at(next);
+                        let got: Vec<usize> = resend.iter().map(Bytes::len).collect();
                         proptest::prop_assert_eq!(&got, &want);
-                        proptest::prop_assert_eq!(log.first_seq, next);
-                        proptest::prop_assert_eq!(log.next_seq, next + want.len() as u64);
-                        // The resent requests are numbered again from `next`.
-                        sent = want.iter().enumerate().map(|(k, &len)| (next + k as u64, len)).collect();
+                        proptest::prop_assert_eq!(lost, missing - want.len() as u64);
+                        // Everything kept stays kept.
+                        let all: Vec<usize> = log.requests.iter().map(Bytes::len).collect();
+                        let kept_lens: Vec<usize> = kept.iter().map(|&(_, len)| len).collect();
+                        proptest::prop_assert_eq!(&all, &kept_lens);
+                        proptest::prop_assert_eq!(log.next_seq - log.first_seq, kept.len() as u64);
+                        // The kept requests are numbered again when some
+                        // the server needs were no longer kept.
+                        let first = if lost > 0 { next } else { kept.first().map_or(next, |&(seq, _)| seq) };
+                        proptest::prop_assert_eq!(log.first_seq, first);
+                        sent = kept
+                            .iter()
+                            .enumerate()
+                            .map(|(k, &(_, len))| (log.first_seq + k as u64, len))
+                            .collect();
                     }
                 }
             }

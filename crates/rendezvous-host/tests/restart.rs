@@ -491,8 +491,11 @@ async fn input_a_crashed_server_took_but_never_passed_on_runs_once_after_the_res
     // The server has sent it down the host's Data stream: it took it.
     host_proxy
         .until("the input on its way to the host", |c| {
-            // The Input message: its bytes and the guest's ID (32).
-            c.downstream.held >= before + (typed.len() + 32) as u64
+            // The whole Input message: an HTTP/2 DATA frame header (9),
+            // the gRPC prefix (5), the bytes (2 + 20) and the origin (2 +
+            // 2 + 32 + 2): more than the small frames (a PING, a window
+            // update, an output ack) that may be held beside it.
+            c.downstream.held >= before + (9 + 5 + 2 + typed.len() + 2 + 2 + 32 + 2) as u64
         })
         .await;
     server.stop(Stop::Crash).await;

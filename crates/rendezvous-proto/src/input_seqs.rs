@@ -48,10 +48,14 @@ impl InputSeqs {
         seqs
     }
 
-    /// The list for `ResumeSession.guest_inputs`.
+    /// The list for `ResumeSession.guest_inputs`: the guest that typed
+    /// longest ago first, so that [`InputSeqs::from_wire`] keeps the order
+    /// in which guests go at the bound.
     pub fn to_wire(&self) -> Vec<GuestInputSeq> {
-        self.seqs
-            .iter()
+        let mut by_age: Vec<_> = self.seqs.iter().collect();
+        by_age.sort_by_key(|(_, (_, at))| *at);
+        by_age
+            .into_iter()
             .map(|(id, &(next_seq, _))| GuestInputSeq {
                 guest_id: id.clone(),
                 next_seq,
@@ -171,7 +175,11 @@ mod tests {
                 let want = model.iter().find(|&&(g, _)| g == guest).map(|&(_, s)| s);
                 proptest::prop_assert_eq!(seqs.get(&format!("{guest:032x}")), want);
             }
-            let back = InputSeqs::from_wire(&seqs.to_wire());
+            let wire = seqs.to_wire();
+            let order: Vec<String> = wire.iter().map(|e| e.guest_id.clone()).collect();
+            let want: Vec<String> = model.iter().map(|(g, _)| format!("{g:032x}")).collect();
+            proptest::prop_assert_eq!(order, want, "oldest first");
+            let back = InputSeqs::from_wire(&wire);
             for &(guest, seq) in &model {
                 proptest::prop_assert_eq!(back.get(&format!("{guest:032x}")), Some(seq));
             }

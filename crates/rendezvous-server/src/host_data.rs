@@ -287,7 +287,8 @@ impl Outbound {
             return message(host_data_response::Message::OutputAck(end));
         }
         loop {
-            // A resize goes before input queued with it: a guest that saw
+            // A pending resize goes before any queued input (also input queued
+            // before it, which is harmless): a guest that saw
             // the new size (its Size event) and typed `stty size` must get
             // the new size, so the PTY is resized before that input is
             // written (the host applies them in the order they come).

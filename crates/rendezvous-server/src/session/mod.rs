@@ -615,15 +615,20 @@ impl Session {
             }
         };
         let next_seq = guest.input.next_seq();
+        st.last_activity = Instant::now();
+        if out.is_empty() {
+            // Nothing to write, nothing stripped: the host need not know.
+            return Ok(());
+        }
         if !st.guests.is_primary(guest_id)
             && let Cow::Owned(kept) = terminal_replies::strip(&out)
         {
             out = Bytes::from(kept);
         }
-        st.last_activity = Instant::now();
-        if out.is_empty() {
-            return Ok(());
-        }
+        // Even when nothing is left (it was only terminal replies,
+        // stripped), the message goes, empty: the host then knows this guest's input
+        // stands past those replies, and a restarted server does not ask
+        // for them again (the guest may be the primary writer by then).
         // The room is given back when the host acknowledges the message.
         permit.forget();
         st.input_seqs.record(guest_id, next_seq);

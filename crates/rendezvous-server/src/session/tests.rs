@@ -358,7 +358,10 @@ async fn only_the_primary_writer_answers_terminal_queries() {
     let inputs = |rx: &mut HostRx<'_>| {
         let mut got = Vec::new();
         while let Ok(msg) = rx.try_recv() {
-            if let Some(host_data_response::Message::Input(b)) = msg.message {
+            // Stripped replies go as empty messages (see the next test).
+            if let Some(host_data_response::Message::Input(b)) = msg.message
+                && !b.is_empty()
+            {
                 got.push(b);
             }
         }
@@ -372,6 +375,27 @@ async fn only_the_primary_writer_answers_terminal_queries() {
         .await
         .unwrap();
     assert_eq!(inputs(&mut rx), vec![reply, Bytes::from_static(b"ls\r")]);
+}
+
+/// A guest whose input was only terminal replies, stripped, still tells
+/// the host where its input stands: a restarted server must not ask for
+/// those replies again (the guest may be the primary writer by then).
+#[tokio::test]
+async fn stripped_replies_still_move_the_guests_input_seq_at_the_host() {
+    let s = Session::new("s".into(), 80, 24, RelayConfig::default());
+    let mut rx = host_rx(&s);
+    s.add_guest("a".into(), Role::ReadWrite, 80, 24, None);
+    s.add_guest("b".into(), Role::ReadWrite, 80, 24, None);
+    s.send_input("b", 0, Bytes::from_static(b"\x1b[?1;2c"))
+        .await
+        .unwrap();
+    let msg = rx.try_recv().unwrap();
+    assert_eq!(
+        msg.message,
+        Some(host_data_response::Message::Input(Bytes::new()))
+    );
+    let origin = msg.input_origin.unwrap();
+    assert_eq!((origin.guest_id.as_str(), origin.next_seq), ("b", 1));
 }
 
 #[tokio::test]

@@ -943,8 +943,10 @@ export type AttachRequest = Message<"rendezvous.v1.AttachRequest"> & {
    * says which, and the guest sends again what it holds from there. So a
    * guest that keeps its acknowledged input for a while (the web guest and
    * `rendezvous attach` keep their last 4096 requests, at most 1 MiB) loses
-   * none of it to a server's crash, and none is applied twice. Ignored when
-   * the server still has the guest's record.
+   * none of it to a server's crash, and none is applied twice, unless the
+   * host no longer lists the guest (past 256 guests): then what it resends
+   * from this seq may run again. Ignored when the server still has the
+   * guest's record.
    *
    * @generated from field: optional uint64 resume_input_seq = 13;
    */
