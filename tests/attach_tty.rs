@@ -107,26 +107,15 @@ async fn attach_on_a_terminal_rides_out_a_server_crash_in_the_same_shell() {
     let server = TestServer::with_config(config()).await;
     let addr = server.addr;
     let secret = "tty-restart-secret-0123456789";
-    let host = rendezvous_host::Host::builder(&server.url)
-        .task_id("tty-restart")
-        .secret(secret)
-        .command("bash", ["--norc", "--noprofile"])
-        .env("PS1", "$ ")
-        .grace_period(std::time::Duration::from_secs(60))
-        .build()
-        .expect("build host");
-    let mut status = host.status();
-    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(host.run(async move {
-        let _ = stopped.await;
-    }));
-    let registered = |s: &rendezvous_host::HostStatus| {
-        matches!(s, rendezvous_host::HostStatus::Registered { .. })
-    };
-    tokio::time::timeout(DEADLINE, status.wait_for(registered))
-        .await
-        .expect("registered in time")
-        .expect("the host runs");
+    let host = rendezvous_testkit::resumable(
+        &server.url,
+        "tty-restart",
+        secret,
+        std::time::Duration::from_secs(60),
+    )
+    .build()
+    .expect("build host");
+    let host = TestHost::from_host(host).await;
 
     let (mut pty, pts) = pty_process::open().unwrap();
     pty.resize(pty_process::Size::new(30, 100)).unwrap();
@@ -174,7 +163,6 @@ async fn attach_on_a_terminal_rides_out_a_server_crash_in_the_same_shell() {
         .expect("attach exits in time")
         .unwrap();
     assert_eq!(exited.code(), Some(0));
-    let _ = stop_host.send(());
-    let _ = tokio::time::timeout(DEADLINE, run).await;
+    host.stop().await;
     drop(server);
 }

@@ -12,11 +12,11 @@ use std::time::Duration;
 use rendezvous_guest::{
     AttachOptions, Client, Event, HostName, ResumingTerminal, Secret, TaskId, Update,
 };
-use rendezvous_host::{Host, HostStatus};
+use rendezvous_host::HostStatus;
 use rendezvous_server::ServerConfig;
 use rendezvous_server::state_key::StateKey;
 use rendezvous_testkit::proxy::FaultProxy;
-use rendezvous_testkit::{Stop, TestServer};
+use rendezvous_testkit::{Stop, TestHost, TestServer, resumable};
 use sha2::{Digest, Sha256};
 use tokio::time::{Instant, timeout};
 
@@ -200,30 +200,14 @@ async fn fault_mid_stream(fault: Fault) {
         Fault::Cut => (host_proxy.url().to_owned(), b_proxy.url().to_owned()),
         Fault::Restart(_) => (server.url.clone(), server.url.clone()),
     };
-    let host = Host::builder(&host_url)
-        .task_id(TASK)
+    let host = resumable(&host_url, TASK, SECRET, Duration::from_secs(60))
         .name(HOST_NAME)
-        .secret(SECRET)
-        .command("bash", ["--norc", "--noprofile"])
-        .env("PS1", "$ ")
-        .grace_period(Duration::from_secs(60))
         .retained_output_bytes(RETAINED)
         .build()
         .expect("build host");
-    let mut status = host.status();
-    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(host.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut host = TestHost::from_host(host).await;
     let registered = |s: &HostStatus| matches!(s, HostStatus::Registered { .. });
-    timeout(DEADLINE, status.wait_for(registered))
-        .await
-        .expect("registered in time")
-        .expect("the host runs");
-    let first_id = match &*status.borrow() {
-        HostStatus::Registered { host_id } => host_id.clone(),
-        other => panic!("{other:?}"),
-    };
+    let first_id = host.registered().await;
 
     let mut a = Guest::attach(&server.url, options()).await;
     let session_id = a.terminal.attached().session_id.clone();
@@ -261,7 +245,7 @@ async fn fault_mid_stream(fault: Fault) {
         Fault::Cut => {
             host_proxy.cut();
             b_proxy.cut();
-            timeout(DEADLINE, status.wait_for(|s| !registered(s)))
+            timeout(DEADLINE, host.status.wait_for(|s| !registered(s)))
                 .await
                 .expect("the host notices the cut")
                 .expect("the host runs");
@@ -274,14 +258,7 @@ async fn fault_mid_stream(fault: Fault) {
             server
         }
     };
-    timeout(DEADLINE, status.wait_for(registered))
-        .await
-        .expect("the host resumes in time")
-        .expect("the host runs");
-    match &*status.borrow() {
-        HostStatus::Registered { host_id } => assert_eq!(*host_id, first_id, "same host"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(host.registered().await, first_id, "same host");
 
     a.until_output("typed-42\r\n").await;
     b.until_output("typed-42\r\n").await;
@@ -336,12 +313,7 @@ async fn fault_mid_stream(fault: Fault) {
         .await
         .unwrap();
     a.until_output("from-b-2\r\n").await;
-    let _ = stop_host.send(());
-    timeout(DEADLINE, run)
-        .await
-        .expect("host stops in time")
-        .expect("no panic")
-        .expect("host run");
+    host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -371,26 +343,12 @@ async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
         ..ServerConfig::default()
     };
     let server = TestServer::with_config(config(&key)).await;
-    let host = Host::builder(&server.url)
-        .task_id(TASK)
+    let host = resumable(&server.url, TASK, SECRET, Duration::from_secs(60))
         .name(HOST_NAME)
-        .secret(SECRET)
-        .command("bash", ["--norc", "--noprofile"])
-        .grace_period(Duration::from_secs(60))
         .build()
         .expect("build host");
-    let mut status = host.status();
-    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(host.run(async move {
-        let _ = stopped.await;
-    }));
-    timeout(
-        DEADLINE,
-        status.wait_for(|s| matches!(s, HostStatus::Registered { .. })),
-    )
-    .await
-    .expect("registered in time")
-    .expect("the host runs");
+    // Stopped on drop; it keeps trying the old address until then.
+    let _host = TestHost::from_host(host).await;
     let client = Client::connect(&server.url).await.unwrap();
     let terminal = timeout(DEADLINE, client.terminal(options()))
         .await
@@ -437,8 +395,6 @@ async fn before_its_host_is_back_a_resuming_guest_is_told_to_wait() {
         "another key: {:?}",
         result.map(|t| t.attached().clone())
     );
-    let _ = stop_host.send(());
-    let _ = timeout(DEADLINE, run).await.expect("host stops in time");
 }
 
 /// Input the server took but never passed on to the host (the host's link
@@ -456,25 +412,11 @@ async fn input_a_crashed_server_took_but_never_passed_on_runs_once_after_the_res
     let server = TestServer::with_config(config()).await;
     let addr = server.addr;
     let host_proxy = FaultProxy::start(&server.url).await;
-    let host = Host::builder(host_proxy.url())
-        .task_id(TASK)
+    let host = resumable(host_proxy.url(), TASK, SECRET, Duration::from_secs(60))
         .name(HOST_NAME)
-        .secret(SECRET)
-        .command("bash", ["--norc", "--noprofile"])
-        .env("PS1", "$ ")
-        .grace_period(Duration::from_secs(60))
         .build()
         .expect("build host");
-    let mut status = host.status();
-    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(host.run(async move {
-        let _ = stopped.await;
-    }));
-    let registered = |s: &HostStatus| matches!(s, HostStatus::Registered { .. });
-    timeout(DEADLINE, status.wait_for(registered))
-        .await
-        .expect("registered in time")
-        .expect("the host runs");
+    let host = TestHost::from_host(host).await;
 
     let mut a = Guest::attach(&server.url, options()).await;
     a.terminal
@@ -523,7 +465,6 @@ async fn input_a_crashed_server_took_but_never_passed_on_runs_once_after_the_res
     a.until_output("after-3\r\n").await;
     assert_eq!(count(&a.output, b"first-1\r\n"), 1, "{}", a.tail());
     assert_eq!(count(&a.output, b"taken-2\r\n"), 1, "{}", a.tail());
-    let _ = stop_host.send(());
-    let _ = timeout(DEADLINE, run).await.expect("host stops in time");
+    host.stop().await;
     drop(server);
 }

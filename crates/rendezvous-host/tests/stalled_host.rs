@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use rendezvous_guest::{AttachOptions, Client, Event, HostName, Secret, TaskId, Terminal};
-use rendezvous_host::{Host, HostStatus};
+use rendezvous_host::HostStatus;
 use rendezvous_proto::endpoint::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
-use rendezvous_testkit::TestServer;
 use rendezvous_testkit::proxy::FaultProxy;
+use rendezvous_testkit::{TestHost, TestServer, resumable};
 use tokio::time::{Instant, timeout};
 
 /// Slack on top of a keepalive bound, for a loaded CI machine.
@@ -64,24 +64,11 @@ impl Guest {
 async fn a_host_stalled_past_the_keepalive_is_noticed_on_both_sides_and_resumes() {
     let server = TestServer::start().await;
     let proxy = FaultProxy::start(&server.url).await;
-    let host = Host::builder(proxy.url())
-        .task_id(TASK)
-        .secret(SECRET)
-        .command("bash", ["--norc", "--noprofile"])
-        .env("PS1", "$ ")
-        .grace_period(Duration::from_secs(300))
+    let host = resumable(proxy.url(), TASK, SECRET, Duration::from_secs(300))
         .build()
         .expect("build host");
-    let mut status = host.status();
-    let (stop_host, stopped) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(host.run(async move {
-        let _ = stopped.await;
-    }));
+    let mut host = TestHost::from_host(host).await;
     let registered = |s: &HostStatus| matches!(s, HostStatus::Registered { .. });
-    timeout(DEADLINE, status.wait_for(registered))
-        .await
-        .expect("registered in time")
-        .expect("the host runs");
 
     // The guest reaches the server directly.
     let client = Client::connect(&server.url).await.unwrap();
@@ -123,7 +110,7 @@ async fn a_host_stalled_past_the_keepalive_is_noticed_on_both_sides_and_resumes(
     // The host: its HTTP/2 keepalive (a PING every interval, an answer
     // within the timeout) gives the connection up.
     let host_bound = HTTP2_KEEPALIVE_INTERVAL + HTTP2_KEEPALIVE_TIMEOUT + SLACK;
-    timeout(host_bound, status.wait_for(|s| !registered(s)))
+    timeout(host_bound, host.status.wait_for(|s| !registered(s)))
         .await
         .unwrap_or_else(|_| panic!("the host did not notice the stall within {host_bound:?}"))
         .expect("the host runs");
@@ -160,10 +147,5 @@ async fn a_host_stalled_past_the_keepalive_is_noticed_on_both_sides_and_resumes(
         1,
         "input once"
     );
-    let _ = stop_host.send(());
-    timeout(DEADLINE, run)
-        .await
-        .expect("host stops in time")
-        .expect("no panic")
-        .expect("host run");
+    host.stop().await;
 }

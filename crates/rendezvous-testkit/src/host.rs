@@ -2,7 +2,7 @@
 //! on drop.
 
 use rendezvous_proto::AttachRequest;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::{DEADLINE, TestServer};
@@ -13,9 +13,28 @@ pub struct TestHost {
     pub secret: String,
     /// The task the host serves.
     pub task_id: String,
+    /// The host's status: tests of resuming wait on it.
+    pub status: watch::Receiver<rendezvous_host::HostStatus>,
     stop: Option<oneshot::Sender<()>>,
     /// The host's run; it ends after the stop signal of `drop`.
-    _task: JoinHandle<Result<(), rendezvous_host::HostError>>,
+    task: Option<JoinHandle<Result<(), rendezvous_host::HostError>>>,
+}
+
+/// A host of `task_id` with `secret` on `url` running [`bash`] with
+/// `PS1="$ "`, that keeps its shells for `grace` when it loses its server
+/// (the host-resume tests). Add to it, then [`TestHost::from_host`].
+pub fn resumable(
+    url: &str,
+    task_id: &str,
+    secret: &str,
+    grace: std::time::Duration,
+) -> rendezvous_host::HostBuilder {
+    rendezvous_host::Host::builder(url)
+        .task_id(task_id)
+        .secret(secret)
+        .command("bash", ["--norc", "--noprofile"])
+        .env("PS1", "$ ")
+        .grace_period(grace)
 }
 
 /// bash without rc files and with a plain prompt, so tests see only what
@@ -68,8 +87,40 @@ impl TestHost {
         Self {
             secret,
             task_id,
+            status,
             stop: Some(stop),
-            _task: task,
+            task: Some(task),
+        }
+    }
+
+    /// Waits until the host is registered again (after a fault); returns
+    /// its host ID.
+    pub async fn registered(&mut self) -> String {
+        let status = tokio::time::timeout(
+            DEADLINE,
+            self.status
+                .wait_for(|s| matches!(s, rendezvous_host::HostStatus::Registered { .. })),
+        )
+        .await
+        .expect("the host registers in time")
+        .expect("the host runs");
+        match &*status {
+            rendezvous_host::HostStatus::Registered { host_id } => host_id.clone(),
+            _ => unreachable!("waited for Registered"),
+        }
+    }
+
+    /// Stops the host and waits until it has stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(DEADLINE, task)
+                .await
+                .expect("the host stops in time")
+                .expect("no panic")
+                .expect("the host's run");
         }
     }
 

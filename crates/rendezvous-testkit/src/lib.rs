@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use rendezvous_server::registry::HostTokenFile;
 
-pub use host::{TestHost, bash};
+pub use host::{TestHost, bash, resumable};
 pub use process::ProcessOutput;
 pub use server::{AnyGuestClient, Stop, TRANSPORTS, TestServer, Transport};
 pub use transcript::{TermGuest, Transcript};

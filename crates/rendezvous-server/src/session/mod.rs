@@ -54,6 +54,8 @@ mod proptests;
 mod reads;
 mod relay_config;
 #[cfg(test)]
+mod restored_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
@@ -511,10 +513,8 @@ impl Session {
             size: clamp_size(new.cols, new.rows),
             cursor,
             resume: new.resume_guest,
-            // The later of where the guest says its input stands and where
-            // this session (or the host, on a restored one) has it: what the
-            // host has is never applied twice, and what the guest still
-            // holds past it is sent again.
+            // The later of the guest's oldest held input and where this
+            // session (or its host) has it: nothing runs twice.
             signed_resume: new.signed_resume.map(|seq| {
                 new.resume_guest
                     .and_then(|(id, _)| st.input_seqs.get(id))
@@ -625,11 +625,10 @@ impl Session {
         {
             out = Bytes::from(kept);
         }
-        // Even when nothing is left (it was only terminal replies,
-        // stripped), the message goes, empty: the host then knows this guest's input
-        // stands past those replies, and a restarted server does not ask
-        // for them again (the guest may be the primary writer by then).
-        // The room is given back when the host acknowledges the message.
+        // Even when only stripped terminal replies were left, the message
+        // goes (empty), so the host knows the guest's input stands past
+        // them and a restarted server does not ask for them again. The
+        // room is given back when the host acknowledges the message.
         permit.forget();
         st.input_seqs.record(guest_id, next_seq);
         st.host_input.push(
