@@ -76,3 +76,63 @@ fn bench_quick_writes_every_json_key() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("targets"), "no table in:\n{table}");
 }
+
+/// The documented keys of `bench scale --json`.
+const SCALE_KEYS: &[&str] = &[
+    "steps[].sessions",
+    "steps[].guests",
+    "steps[].keystrokes",
+    "steps[].rtt_ms.p50",
+    "steps[].rtt_ms.p99",
+    "steps[].rtt_ms.max",
+    "steps[].output_bytes_per_s_per_session",
+    "steps[].cpu_percent.server",
+    "steps[].cpu_percent.hosts",
+    "steps[].cpu_percent.guests",
+    "steps[].server_rss_mib",
+    "printed_bytes",
+    "received_bytes",
+    "keystrokes",
+    "coder_sessions",
+];
+
+/// `bench scale` with its own child server, two short steps: it ends by
+/// itself, every guest got every byte, and the report has every key.
+#[test]
+fn bench_scale_runs_its_own_server_and_writes_every_json_key() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let json_path = dir.path().join("scale.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["bench", "scale", "--steps", "10,20", "--step-secs", "2"])
+        .args(["--settle-secs", "0", "--all-steps", "--json"])
+        .arg(&json_path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rendezvous bench scale");
+    assert!(
+        output.status.success(),
+        "bench scale failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&json_path).expect("read the JSON report");
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+    for key in SCALE_KEYS {
+        let values = lookup(&json, key);
+        assert!(!values.is_empty(), "missing {key} in {text}");
+        assert!(
+            values.iter().all(|v| v.is_number()),
+            "{key} is not a number in {text}"
+        );
+    }
+    let steps: Vec<u64> = lookup(&json, "steps[].sessions")
+        .iter()
+        .filter_map(|v| v.as_u64())
+        .collect();
+    assert_eq!(steps, [10, 20], "{text}");
+    let printed = json["printed_bytes"].as_u64().unwrap();
+    assert!(printed > 0, "{text}");
+    assert_eq!(json["received_bytes"].as_u64(), Some(printed), "{text}");
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("held:"), "no verdict in:\n{table}");
+}

@@ -5,8 +5,9 @@
 use std::process::Stdio;
 
 use rendezvous_guest::{AttachOptions, Client, Event, GuestError, Secret, TaskId};
+use rendezvous_testkit::metrics::{scrape, value};
 use rendezvous_testkit::{DEADLINE, TestHost};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const TASK: &str = "task-behind-the-metrics";
 
@@ -47,32 +48,6 @@ async fn serve() -> (tokio::process::Child, String, String) {
     .await
     .expect("serve starts in time");
     (child, server.unwrap(), metrics.unwrap())
-}
-
-/// The text of `GET /metrics` at `addr`, over plain HTTP/1.1.
-async fn scrape(addr: &str) -> String {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: metrics\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(
-        response.contains("application/openmetrics-text; version=1.0.0"),
-        "{response}"
-    );
-    response
-}
-
-/// The value of the series named exactly `series` (name and labels).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {series} in {text}"))
-        .parse()
-        .unwrap()
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@
 //!   earlier API, mute and cut);
 //! - [`ProcessOutput`]: a `rendezvous` binary as a child process, what it
 //!   prints kept for the test;
+//! - [`metrics`]: scrapes `serve --metrics-listen` and reads a series;
 //! - [`held_output`]: waits until a session's output stops growing;
 //! - [`tls`]: a test CA and its certificates, for servers started with
 //!   [`TestServer::with_tls`];
@@ -24,6 +25,7 @@
 
 mod host;
 pub mod jwt;
+pub mod metrics;
 mod process;
 pub mod proxy;
 mod server;
@@ -41,6 +43,17 @@ pub use process::ProcessOutput;
 pub use server::{AnyGuestClient, Stop, TRANSPORTS, TestServer, Transport};
 pub use transcript::{TermGuest, Transcript};
 pub use webhook::WebhookServer;
+
+/// The resident set (VmRSS) of process `pid`, in KiB, from
+/// `/proc/<pid>/status`.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status")
+}
 
 /// A new temporary directory, removed when the returned guard drops; its
 /// name starts with `rendezvous-{what}-`.

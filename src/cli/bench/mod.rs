@@ -19,12 +19,17 @@
 //!   per idle guest, with the server in a child process.
 //!
 //! It prints a table and, with `--json FILE`, writes the figures as JSON.
+//!
+//! `bench scale` ([`scale`]) is apart: how many concurrent sessions one
+//! server holds at a given load, with the server and the load generators
+//! as processes of their own.
 
 mod baseline;
 mod guest;
 mod memory;
 mod report;
 mod rtt;
+mod scale;
 mod synthetic_host;
 mod throughput;
 mod util;
@@ -44,7 +49,13 @@ use self::util::{CHUNK_BYTES, Payload, random_name, random_secret};
 /// Arguments of `rendezvous bench`. Sizes are in MiB of output, counts in
 /// round trips or connections; every default has a smaller `--quick` twin.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// `bench scale`, or a load generator of it; without one, the relay's
+    /// throughput, fan-out, round trip and memory.
+    #[command(subcommand)]
+    pub command: Option<BenchCommand>,
+
     /// Target a running server (http:// or https:// URL) for throughput,
     /// fan-out and round trip, instead of starting one in-process. It must
     /// allow as many guests per session as the largest --fanout. Memory is
@@ -92,6 +103,21 @@ pub struct BenchArgs {
     /// own connection [default: 1000; quick: 100].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub idle: Option<u64>,
+}
+
+/// The parts of `rendezvous bench` that are subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// How many concurrent sessions one server holds, each printing
+    /// 40 KB/s while its guest types 10 keystrokes/s, at a keystroke round
+    /// trip p99 <= 20 ms, with every byte checked.
+    Scale(scale::ScaleArgs),
+    /// The host load generator of `bench scale` (run by it).
+    #[command(hide = true)]
+    ScaleHosts(scale::HostsArgs),
+    /// The guest load generator of `bench scale` (run by it).
+    #[command(hide = true)]
+    ScaleGuests(scale::GuestsArgs),
 }
 
 /// Untimed round trips before the timed ones, for the relay and for the
@@ -158,7 +184,13 @@ impl Fixture {
 /// the default runtime has), whose threads log only warnings unless
 /// RUST_LOG says otherwise: the in-process server would otherwise log every
 /// host and guest the bench connects.
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    match args.command.take() {
+        Some(BenchCommand::Scale(scale)) => return scale::run(scale).await,
+        Some(BenchCommand::ScaleHosts(hosts)) => return scale::run_hosts(hosts).await,
+        Some(BenchCommand::ScaleGuests(guests)) => return scale::run_guests(guests).await,
+        None => {}
+    }
     tokio::task::spawn_blocking(move || {
         let _quiet = quiet_logs();
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -208,6 +208,15 @@ impl SyntheticHost {
         })
     }
 
+    /// The next session whose Data stream opened, in the order they open;
+    /// `None` once the host's Control stream has ended.
+    pub async fn next_session(&mut self) -> Option<HostSession> {
+        if let Some(id) = self.pending.keys().next().cloned() {
+            return self.pending.remove(&id);
+        }
+        self.sessions.recv().await
+    }
+
     /// Waits until the Data stream of session `id` is open, and hands it
     /// over.
     pub async fn take_session(&mut self, id: &str) -> anyhow::Result<HostSession> {
