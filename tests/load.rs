@@ -173,7 +173,7 @@ fn check_round(report: &Value, secs: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_hundred_hosts_with_three_guests_each_lose_nothing_and_leave_nothing_behind() {
-    let (serve, url, metrics) = serve().await;
+    let (mut serve, url, metrics) = serve().await;
     let pid = serve.child.id().expect("the server runs");
     let started = at_rest(&metrics, pid).await;
 
@@ -186,11 +186,13 @@ async fn five_hundred_hosts_with_three_guests_each_lose_nothing_and_leave_nothin
     let report = load(&url, LOAD_SECS).await;
     check_round(&report, LOAD_SECS);
 
-    // Everyone has left: what the server holds goes back to the base.
+    // Everyone has left: what the server holds goes back to the base,
+    // within 10 % (and 2 tasks, for a base of a task or two).
+    let most_tasks = (base.tasks * 1.1).max(base.tasks + 2.0);
     let deadline = tokio::time::Instant::now() + SETTLE;
     let after = loop {
         let now = at_rest(&metrics, pid).await;
-        let back = now.tasks <= base.tasks * 1.1 && now.rss_kib as f64 <= base.rss_kib as f64 * 1.1;
+        let back = now.tasks <= most_tasks && now.rss_kib as f64 <= base.rss_kib as f64 * 1.1;
         if back || tokio::time::Instant::now() >= deadline {
             break now;
         }
@@ -200,7 +202,7 @@ async fn five_hundred_hosts_with_three_guests_each_lose_nothing_and_leave_nothin
         "server at rest: at start {started:?}, after the warm-up {base:?}, after the load {after:?}"
     );
     assert!(
-        after.tasks <= base.tasks * 1.1,
+        after.tasks <= most_tasks,
         "tokio tasks {} after the load, {} before: spawned tasks leaked",
         after.tasks,
         base.tasks
@@ -212,6 +214,9 @@ async fn five_hundred_hosts_with_three_guests_each_lose_nothing_and_leave_nothin
         base.rss_kib
     );
 
+    // Stopped (SIGTERM, the drain) before its log is read, so that the log
+    // is complete, shutdown included.
+    serve.terminate().await;
     let log = serve.stderr();
     let complaints: Vec<&str> = log
         .lines()
@@ -226,6 +231,6 @@ async fn five_hundred_hosts_with_three_guests_each_lose_nothing_and_leave_nothin
     let left = log.lines().filter(|l| l.contains("host left")).count() as u64;
     assert!(
         left >= 2 * HOSTS,
-        "the log is the server's, read to the end: {left} lines say a host left"
+        "the log is the server's, to the end: {left} lines say a host left"
     );
 }

@@ -14,3 +14,12 @@ pub mod serve;
 pub mod sessions;
 pub mod tls_args;
 pub mod token;
+
+/// Raises the soft limit on open files to the hard limit, as servers do
+/// (Go programs do it at start): a server holds a socket per host and per
+/// guest, and the bench as many of its own; the soft limit is often 1024.
+pub fn raise_fd_limit() {
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(error = %e, "cannot raise the open-files limit");
+    }
+}

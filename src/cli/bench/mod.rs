@@ -220,7 +220,7 @@ fn quiet_logs() -> tracing::subscriber::DefaultGuard {
 async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args);
     let started = Instant::now();
-    raise_fd_limit();
+    super::raise_fd_limit();
 
     // The in-process server, unless --server: limits raised so the largest
     // fan-out fits.
@@ -359,12 +359,4 @@ fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
 
 fn progress(what: std::fmt::Arguments<'_>) {
     eprintln!("  {what} ...");
-}
-
-/// Raises the soft limit on open files to the hard limit: the memory part
-/// holds two connections per idle host and guest in this process.
-fn raise_fd_limit() {
-    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
-        tracing::warn!(error = %e, "cannot raise the open-files limit");
-    }
 }

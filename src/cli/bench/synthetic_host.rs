@@ -139,7 +139,9 @@ impl HostSession {
         self.output.send(data).await
     }
 
-    /// Ends the session with exit code 0.
+    /// Ends the session with exit code 0. Echoes of input that arrives
+    /// later are dropped by the server (it reads nothing after an exit), so
+    /// a caller that counts echoes stops the input first.
     pub async fn finish(self) {
         let _ = self
             .output

@@ -407,6 +407,7 @@ impl ServeArgs {
 /// Runs `rendezvous serve` until Ctrl-C or SIGTERM; SIGHUP reloads the
 /// TLS certificate files and the host token file.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    super::raise_fd_limit();
     // Before binding: a refused address is never exposed, not even briefly.
     let tls_wanted = args.tls_cert.is_some() || args.tls_self_signed;
     check_cleartext(args.listen, tls_wanted, args.insecure)?;

@@ -28,13 +28,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use hdrhistogram::Histogram;
 use rendezvous_guest::{AttachOptions, Client, Event, EventReader, Secret, TaskId, TerminalWriter};
 use serde_json::json;
 use tokio::sync::watch;
 
 use super::control::{Commands, SECRET_ENV, answer, answer_error};
 use super::stream::{self, MAX_GUESTS_PER_SESSION, StreamCheck};
-use crate::cli::bench::util::{Owned, percentile_us, random_u64, run_all};
+use crate::cli::bench::util::{Owned, random_u64, run_all};
 
 /// Arguments of the hidden `bench scale-guests`.
 #[derive(Debug, clap::Args)]
@@ -63,12 +64,20 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Errors kept word for word; beyond these only counted.
 const KEPT_ERRORS: usize = 10;
 
+/// Keystrokes one guest may have waiting for their echo; past this it
+/// stops typing with an error (the echoes have stopped coming).
+const MAX_PENDING_KEYS: usize = 10_000;
+
+/// The longest round trip the histogram tells apart, in µs (60 s); longer
+/// ones count as this.
+const MAX_RTT_US: u64 = 60_000_000;
+
 /// What all guests share.
 struct Load {
     pool: Bytes,
     keys_per_s: u64,
-    /// Round trips since `mark`.
-    rtts: Mutex<Vec<Duration>>,
+    /// Round trips since `mark`, in µs (3 significant digits).
+    rtts: Mutex<Histogram<u64>>,
     /// Set to stop typing.
     quiet: watch::Receiver<bool>,
     /// Typists still typing.
@@ -107,7 +116,7 @@ struct Session {
 
 /// Runs the guest generator until its stdin closes.
 pub async fn run(args: GuestsArgs) -> anyhow::Result<()> {
-    crate::cli::bench::raise_fd_limit();
+    crate::cli::raise_fd_limit();
     let secret = std::env::var(SECRET_ENV).with_context(|| format!("{SECRET_ENV} is not set"))?;
     let secret = Secret::new(secret).context("an empty secret")?;
     let per_session = args.guests_per_session as usize;
@@ -115,7 +124,7 @@ pub async fn run(args: GuestsArgs) -> anyhow::Result<()> {
     let load = Arc::new(Load {
         pool: stream::pool(),
         keys_per_s: args.keys_per_s,
-        rtts: Mutex::new(Vec::new()),
+        rtts: Mutex::new(Histogram::new_with_max(MAX_RTT_US, 3)?),
         quiet,
         typing: watch::Sender::new(0),
         in_flight: watch::Sender::new(0),
@@ -151,19 +160,21 @@ pub async fn run(args: GuestsArgs) -> anyhow::Result<()> {
                 load.rtts
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .clear();
+                    .reset();
                 answer(&json!({}));
             }
             ["report"] => {
-                let mut rtts =
-                    std::mem::take(&mut *load.rtts.lock().unwrap_or_else(PoisonError::into_inner));
-                rtts.sort_unstable();
+                let rtts = load
+                    .rtts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 let (errors, first) = load.errors();
                 answer(&json!({
                     "count": rtts.len(),
-                    "p50_us": percentile_us(&rtts, 50.0),
-                    "p99_us": percentile_us(&rtts, 99.0),
-                    "max_us": rtts.last().map_or(0.0, |d| d.as_secs_f64() * 1e6),
+                    "p50_us": rtts.value_at_quantile(0.5),
+                    "p99_us": rtts.value_at_quantile(0.99),
+                    "max_us": rtts.max(),
                     "errors": errors,
                     "first_errors": first,
                 }));
@@ -188,7 +199,11 @@ pub async fn run(args: GuestsArgs) -> anyhow::Result<()> {
                         answer(&json!({ "keys_sent": sent }));
                     }
                     Err(_) => answer(&json!({
-                        "error": format!("{} keystrokes got no echo within 60 s", *load.in_flight.borrow()),
+                        "error": format!(
+                            "{} keystrokes got no echo within 60 s; errors: {:?}",
+                            *load.in_flight.borrow(),
+                            load.errors(),
+                        ),
                     })),
                 }
             }
@@ -226,6 +241,10 @@ async fn open_session(
         let client = Client::connect(url).await?;
         let mut options = AttachOptions::new(task_id.clone(), secret.clone());
         options.session_id = session_id.clone();
+        // From offset 0, where the check starts: a guest that joins after
+        // the retained output moved on gets a Lagged (an error), not a
+        // stream that starts mid-way.
+        options.resume_offset = Some(0);
         let terminal = client
             .terminal(options)
             .await
@@ -276,7 +295,9 @@ async fn type_until_quiet(
     let period = Duration::from_micros(1_000_000 / load.keys_per_s);
     let phase = Duration::from_micros(random_u64() % period.as_micros() as u64);
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + phase, period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Late ticks are made up at once: the rate holds by elapsed time even
+    // when this process is short of CPU.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut quiet = load.quiet.clone();
     let mut k = 0u64;
     loop {
@@ -286,11 +307,18 @@ async fn type_until_quiet(
             _ = tick.tick() => {}
         }
         // Counted before it is sent, so that its echo always finds it.
+        {
+            let mut pending = pending.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= MAX_PENDING_KEYS {
+                drop(pending);
+                load.error(format!(
+                    "guest {me}: {MAX_PENDING_KEYS} keystrokes got no echo"
+                ));
+                return;
+            }
+            pending.push_back(Instant::now());
+        }
         load.in_flight.send_modify(|n| *n += 1);
-        pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Instant::now());
         session.sent[me].fetch_add(1, Ordering::Relaxed);
         if let Err(e) = writer.send_input(vec![stream::key(me, k)]).await {
             load.error(format!("guest {me} cannot type: {e}"));
@@ -322,11 +350,11 @@ async fn read(
                         .unwrap_or_else(PoisonError::into_inner)
                         .pop_front();
                     if let Some(sent) = sent {
-                        let rtt = sent.elapsed();
+                        let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                         load.rtts
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .push(rtt);
+                            .saturating_record(us.clamp(1, MAX_RTT_US));
                         load.in_flight.send_modify(|n| *n = n.saturating_sub(1));
                     }
                 });

@@ -233,7 +233,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     let step_secs = args.step_secs.unwrap_or(if args.quick { 5 } else { 15 });
     let most = *steps.last().context("no steps")?;
     let per_session = args.guests_per_session;
-    super::raise_fd_limit();
+    crate::cli::raise_fd_limit();
     let exe = std::env::current_exe().context("cannot find this executable")?;
 
     let (server, url) = match &args.server {
@@ -308,13 +308,13 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
 
         guests.ask("mark", ANSWER_WAIT).await?;
-        let printed_before = number(&hosts.ask("report", ANSWER_WAIT).await?, "printed");
+        let printed_before = number(&hosts.ask("report", ANSWER_WAIT).await?, "printed")?;
         let (cpu_before, started) = (cpu_times(pids), Instant::now());
         tokio::time::sleep(Duration::from_secs(step_secs)).await;
         let rtt = guests.ask("report", ANSWER_WAIT).await?;
-        let printed_after = number(&hosts.ask("report", ANSWER_WAIT).await?, "printed");
+        let printed_after = number(&hosts.ask("report", ANSWER_WAIT).await?, "printed")?;
         let (cpu_after, elapsed) = (cpu_times(pids), started.elapsed());
-        if number(&rtt, "errors") > 0 {
+        if number(&rtt, "errors")? > 0 {
             bail!(
                 "guests failed at {target} sessions: {}",
                 rtt["first_errors"]
@@ -331,10 +331,11 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             / elapsed.as_secs_f64()
             / target as f64;
         let p99_ms = ms("p99_us");
+        let keystrokes = number(&rtt, "count")?;
         let step = Step {
             sessions: target,
             guests: target * per_session,
-            keystrokes: number(&rtt, "count"),
+            keystrokes,
             p50_ms: ms("p50_us"),
             p99_ms,
             max_ms: ms("max_us"),
@@ -343,7 +344,8 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
             server_rss_mib: pids[0]
                 .and_then(|p| rss_kib(p).ok())
                 .map(|k| k as f64 / 1024.0),
-            held: p99_ms <= args.p99_ms as f64
+            held: keystrokes > 0
+                && p99_ms <= args.p99_ms as f64
                 && output_rate >= RATE_FLOOR * args.output_rate as f64,
         };
         eprintln!(
@@ -360,13 +362,13 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     }
 
     // Quiet, then the end of the printing, then every byte checked.
-    let keys = number(&guests.ask("quiet", ANSWER_WAIT).await?, "keys_sent");
+    let keys = number(&guests.ask("quiet", ANSWER_WAIT).await?, "keys_sent")?;
     let stopped = hosts.ask("stop", ANSWER_WAIT).await?;
-    let printed = number(&stopped, "printed");
+    let printed = number(&stopped, "printed")?;
     let received = number(
         &guests.ask("finish", ANSWER_WAIT).await?,
         "printed_received",
-    );
+    )?;
     if received != printed * per_session {
         bail!(
             "the hosts printed {printed} bytes to {per_session} guest(s) a session, \
@@ -391,7 +393,6 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
         "printed_bytes": printed,
         "received_bytes": received,
         "keystrokes": keys,
-        "lost_bytes": 0,
         "server_warnings": warnings,
     });
     if let Some(path) = &args.json {
@@ -402,9 +403,11 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A count in a generator's answer (0 when absent).
-fn number(answer: &Value, key: &str) -> u64 {
-    answer[key].as_u64().unwrap_or(0)
+/// A count in a generator's answer.
+fn number(answer: &Value, key: &str) -> anyhow::Result<u64> {
+    answer[key]
+        .as_u64()
+        .with_context(|| format!("a generator's answer {answer} has no count {key:?}"))
 }
 
 /// The figures as a table, with the verdict.
