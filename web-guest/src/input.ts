@@ -26,7 +26,12 @@ import { isCanceled, isTransient } from "./errors";
 /** Most bytes sent in one SendInput request (the server's default limit, 64 KiB). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
-/** Most bytes waiting to be sent, also while disconnected (1 MiB); input beyond this is refused. */
+/**
+ * Most bytes typed and not yet handed to a request, also while disconnected
+ * (1 MiB); input beyond this is refused. Batches already made (at most one
+ * request's worth, plus up to MAX_RESEND_BYTES acknowledged batches a
+ * restarted server asks for again) do not count: a resend never stops typing.
+ */
 export const MAX_PENDING_BYTES = 1024 * 1024;
 
 /** Most acknowledged batches kept to send again after a server restart (4096, as `rendezvous attach`). */
@@ -56,6 +61,13 @@ export interface InputQueueEvents {
 interface Sequence {
   /** Seq of the next request; starts at 0. */
   next: bigint;
+  /**
+   * Bumped each time the server says where input goes on (a resume). An
+   * answer to a request sent before the latest resume says nothing about
+   * what the server has now (it may be a server that has since crashed),
+   * so it is ignored: the server that answered the resume counts.
+   */
+  resumes: number;
 }
 
 /** One attachment of a guest the queue sends for. */
@@ -77,7 +89,7 @@ interface BoundGuest {
 export class InputQueue {
   /** Bytes not yet handed to a request, oldest first. */
   private pending: Uint8Array[] = [];
-  /** Total length of `pending`, bounded (with `outbox`) by MAX_PENDING_BYTES. */
+  /** Total length of `pending`, bounded by MAX_PENDING_BYTES. */
   private pendingBytes = 0;
   /** Batches made and not yet acknowledged, in order; the first has seq `lastSeq.next` and is the one sent (or being sent). */
   private outbox: Uint8Array[] = [];
@@ -113,7 +125,7 @@ export class InputQueue {
     } else {
       // A new guest cannot say what the old one applied: only what was
       // never acknowledged goes.
-      seq = { next: 0n };
+      seq = { next: 0n, resumes: 0 };
       this.sent = [];
       this.sentBytes = 0;
     }
@@ -132,7 +144,7 @@ export class InputQueue {
   push(data: Uint8Array): boolean {
     if (this.closed) return false;
     if (data.length === 0) return true;
-    if (this.queuedBytes + data.length > MAX_PENDING_BYTES) return false;
+    if (this.pendingBytes + data.length > MAX_PENDING_BYTES) return false;
     this.pending.push(data);
     this.pendingBytes += data.length;
     void this.pump();
@@ -174,6 +186,7 @@ export class InputQueue {
    * missing is lost and the held batches go again from `next`.
    */
   private goOnAt(seq: Sequence, next: bigint): void {
+    seq.resumes += 1;
     const held = [...this.sent, ...this.outbox];
     const first = seq.next - BigInt(this.sent.length);
     const end = first + BigInt(held.length);
@@ -225,6 +238,7 @@ export class InputQueue {
         }
         const batch = this.outbox[0]!;
         const at = guest.seq.next;
+        const resumes = guest.seq.resumes;
         try {
           await guest.send(at, batch, guest.requests.signal);
           if (guest.seq !== this.lastSeq) {
@@ -235,8 +249,11 @@ export class InputQueue {
             }
             continue;
           }
-          // Resumed meanwhile: the server said where input goes on.
-          if (guest.seq.next !== at || this.outbox[0] !== batch) continue;
+          // Resumed meanwhile: the server that answered the resume said
+          // where input goes on, and this answer may come from one that
+          // crashed since. The batch goes again if that server asked for
+          // it (a repeat of an applied seq is ignored).
+          if (guest.seq.resumes !== resumes) continue;
           // Applied (by this guest, even if it was unbound meanwhile).
           guest.seq.next += 1n;
           this.outbox.shift();

@@ -9,6 +9,9 @@
 //!   sends, each pushed through the server's own handlers and checks;
 //! - [`session`]: one session driven by random host and guest actions,
 //!   checked against a model of what it documents;
+//! - [`restored`]: the same on a session a host restored on a server that
+//!   lost it, with guests resuming by signed tokens (unknown, forgotten,
+//!   stale, another role);
 //! - [`registry`]: the registry with its services' unary calls and guest
 //!   streams, driven by random hosts and guests, beside a bystander task
 //!   that must never notice;
@@ -38,7 +41,7 @@ pub mod wire;
 pub use decoders::decoders;
 pub use parsers::parsers;
 pub use registry::registry;
-pub use session::session;
+pub use session::{restored, session};
 pub use wire::wire;
 
 /// Up to `max` actions from `u`, as many as its bytes make: every byte
@@ -97,6 +100,7 @@ pub type Harness = fn(&[u8]);
 pub const HARNESSES: &[(&str, Harness)] = &[
     ("decoders", decoders),
     ("session", session),
+    ("restored", restored),
     ("registry", registry),
     ("wire", wire),
     ("parsers", parsers),

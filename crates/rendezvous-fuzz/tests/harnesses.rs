@@ -138,7 +138,7 @@ macro_rules! harness_tests {
     )*};
 }
 
-harness_tests!(decoders, session, registry, wire, parsers);
+harness_tests!(decoders, session, restored, registry, wire, parsers);
 
 /// The inputs of `regressions/<harness>/known-bugs/`: each shows a server
 /// bug not fixed yet (see `rendezvous_fuzz::Mode`), which the harness's
@@ -161,7 +161,9 @@ fn known_bugs_are_fixed() {
 
 #[test]
 fn every_harness_is_tested_here() {
-    let tested = ["decoders", "session", "registry", "wire", "parsers"];
+    let tested = [
+        "decoders", "session", "restored", "registry", "wire", "parsers",
+    ];
     for (name, _) in HARNESSES {
         assert!(tested.contains(name), "harness {name} has no tests here");
     }

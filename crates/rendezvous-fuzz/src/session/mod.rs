@@ -49,12 +49,16 @@ mod actions;
 mod bystander;
 mod host;
 mod model;
+mod restored;
 mod steps;
+
+pub use restored::restored;
 
 use std::collections::VecDeque;
 
 use arbitrary::{Arbitrary, Unstructured};
-use rendezvous_proto::{ExitStatus, exit_status};
+use rendezvous_proto::input_seqs::InputSeqs;
+use rendezvous_proto::{ExitStatus, ResumeSession, exit_status};
 use rendezvous_server::session::{
     HostLink, MAX_DEPARTED_GUESTS, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, MAX_WINDOW_BYTES,
     MIN_WINDOW_BYTES, Read, Session,
@@ -100,24 +104,42 @@ fn code(code: i32) -> ExitStatus {
 
 impl Harness {
     fn new(config: Config) -> Self {
-        let relay = config.relay();
         let session = Session::new(
             "fuzzed".into(),
             u32::from(config.cols),
             u32::from(config.rows),
-            relay,
+            config.relay(),
         );
+        Self::with(config, session, &ResumeSession::default())
+    }
+
+    /// A session its host restored as `restore` says.
+    fn restored(config: Config, restore: restored::Restore) -> Self {
+        let resume = restore.resume(config.cols, config.rows);
+        let session = Session::restored(config.relay(), &resume);
+        Self::with(config, session, &resume)
+    }
+
+    /// The harness of `session`, new or restored as `resume` says; its
+    /// host opens its first Data stream with `resume.input_applied`.
+    fn with(config: Config, session: Session, resume: &ResumeSession) -> Self {
+        let relay = config.relay();
+        let applied = resume.input_applied;
         let link = session
-            .attach_host(0)
+            .attach_host(applied)
             .expect("a new session takes its host");
         let mut host = HostModel::new();
         host.streams = 1;
         host.stream = Some(link.stream);
+        (host.acked, host.next, host.taken) = (applied, applied, applied);
         assert_eq!(link.stream, 1, "the first Data stream's number");
         let model = Model {
             relay,
             max_guests: usize::from(config.max_guests % 8) + 1,
-            end: 0,
+            origin: resume.start_offset,
+            end: resume.start_offset,
+            restored_end: resume.end_offset.max(resume.start_offset),
+            input_seqs: InputSeqs::from_wire(&resume.guest_inputs),
             exit: None,
             size: clamp(u32::from(config.cols), u32::from(config.rows)),
             guests: Vec::new(),
@@ -245,7 +267,7 @@ impl Harness {
 
 impl Harness {
     /// The properties that hold after every step.
-    fn check(&self, step: usize, action: &Action) {
+    fn check(&self, step: usize, action: &dyn std::fmt::Debug) {
         let (s, m) = (&self.session, &self.model);
         let at = || format!("after step {step} ({action:?})");
         assert_eq!(s.end_offset(), m.end, "end offset {}", at());

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use rendezvous_proto::ids::clamp_cells;
+use rendezvous_proto::input_seqs::InputSeqs;
 use rendezvous_proto::{ExitStatus, HostState, Role, WindowSize};
 use rendezvous_server::session::{
     DEFAULT_SIZE, DEPARTED_PACE, MAX_PENDING_INPUT_BYTES, MAX_PENDING_INPUTS, RelayConfig,
@@ -181,7 +182,18 @@ impl HostModel {
 pub(super) struct Model {
     pub(super) relay: RelayConfig,
     pub(super) max_guests: usize,
+    /// Where the stream starts: 0, or on a restored session the host's
+    /// `start_offset`.
+    pub(super) origin: u64,
     pub(super) end: u64,
+    /// On a restored session, the end of the output the host holds
+    /// (`end_offset`): guests may resume up to it before it is refilled.
+    pub(super) restored_end: u64,
+    /// Per guest, the seq after its last input queued for the host (from
+    /// the host's report on a restored session, then as input is
+    /// applied): where a signed resume goes on at the earliest. The
+    /// proto's own bookkeeping (tested on its own), bounds and all.
+    pub(super) input_seqs: InputSeqs,
     pub(super) exit: Option<ExitStatus>,
     pub(super) size: WindowSize,
     pub(super) guests: Vec<GuestModel>,
@@ -215,7 +227,7 @@ pub(super) fn clamp(cols: u32, rows: u32) -> WindowSize {
 
 impl Model {
     pub(super) fn start(&self) -> u64 {
-        self.end - self.end.min(self.relay.retained_output_bytes as u64)
+        self.end - (self.end - self.origin).min(self.relay.retained_output_bytes as u64)
     }
 
     pub(super) fn attached(&self) -> usize {

@@ -25,55 +25,99 @@ impl Harness {
         resume: Option<(u8, bool)>,
         window: Option<u32>,
     ) {
-        let role = if read_write {
-            Role::ReadWrite
-        } else {
-            Role::ReadOnly
-        };
         let resume = resume.map(|(who, right)| {
             let who = self.who(who);
             let token = match (who, right) {
                 (Some(i), true) => self.model.guests[i].token.clone(),
                 _ => "a-token-nobody-was-given".to_owned(),
             };
-            (who, self.id(who), token, right)
+            (self.id(who), token)
         });
-        let fresh = self.model.guests.len();
-        let (fresh_id, fresh_token) = (format!("g{fresh}"), format!("token-{fresh}"));
+        let Some(index) = self.attach_as(read_write, cols, rows, from, resume, None) else {
+            return;
+        };
+        if let Some(bytes) = window {
+            let id = self.model.guests[index].id.clone();
+            self.session.set_window(&id, bytes);
+            if let Some(live) = self.model.guests[index].live.as_mut() {
+                live.window = Some(u64::from(bytes).clamp(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES));
+            }
+        }
+    }
+
+    /// Attaches a guest, resuming the one `resume` names (its ID and the
+    /// token presented) if the session takes it, or (`signed`: the
+    /// guest's token is signed for it, and it holds its input from that
+    /// seq) resuming it under its own ID when the session has no record
+    /// of it. Checks the attachment against the model; returns the
+    /// attached guest's index, or `None` when it was refused.
+    pub(super) fn attach_as(
+        &mut self,
+        read_write: bool,
+        cols: u16,
+        rows: u16,
+        from: Option<Offset>,
+        resume: Option<(String, String)>,
+        signed: Option<u64>,
+    ) -> Option<usize> {
+        let role = if read_write {
+            Role::ReadWrite
+        } else {
+            Role::ReadOnly
+        };
+        // A new guest's ID: never one a guest has had (the server makes
+        // random ones; signed resumes bring IDs of their own).
+        let fresh = (self.model.guests.len()..)
+            .map(|n| format!("g{n}"))
+            .find(|id| self.model.guests.iter().all(|g| &g.id != id))
+            .expect("an unused ID");
+        let fresh_token = format!("token-{fresh}");
         let (cols, rows) = (cells(u32::from(cols)), cells(u32::from(rows)));
         let requested = from.map(|o| self.model.offset(o, 0));
         let result = self.session.attach_guest(
-            fresh_id.clone(),
+            fresh.clone(),
             Digest::of(&fresh_token),
             NewGuest {
                 role,
                 cols,
                 rows,
                 resume_offset: requested,
-                resume_guest: resume
-                    .as_ref()
-                    .map(|(_, id, t, _)| (id.as_str(), t.as_str())),
-                signed_resume: None,
+                resume_guest: resume.as_ref().map(|(id, t)| (id.as_str(), t.as_str())),
+                signed_resume: signed,
                 max_guests: self.model.max_guests,
             },
         );
         // The model's answer: which guest carries on, if any.
         let model = &mut self.model;
-        let resumed = resume.as_ref().and_then(|(who, _, _, right)| {
-            let i = (*who)?;
-            let g = &model.guests[i];
-            if !right || g.role != role {
+        let named = resume
+            .as_ref()
+            .map(|(id, token)| (model.guests.iter().position(|g| &g.id == id), id, token));
+        let resumed = named.and_then(|(i, _, token)| {
+            let g = &model.guests[i?];
+            if &g.token != token || g.role != role {
                 return None;
             }
             if g.live.is_some() {
-                return Some((i, true));
+                return Some((i?, true));
             }
             model
                 .departed
                 .iter()
-                .any(|d| d.guest == i)
-                .then_some((i, false))
+                .any(|d| Some(d.guest) == i)
+                .then_some((i?, false))
         });
+        // A guest the session has no record of, vouched for by its
+        // signed token, resumes under its own ID.
+        let vouched = match (resumed, named, signed) {
+            (None, Some((i, id, token)), Some(held)) => {
+                let known = i.is_some_and(|i| {
+                    model.guests[i].live.is_some() || model.departed.iter().any(|d| d.guest == i)
+                });
+                let next_seq = model.input_seqs.get(id).map_or(held, |q| q.max(held));
+                (!known).then(|| (i, id.clone(), token.clone(), next_seq))
+            }
+            _ => None,
+        };
         let replacing = resumed.is_some_and(|(_, live)| live);
         if !replacing && model.attached() >= model.max_guests {
             // Refused; a departed guest that asked to resume keeps its
@@ -83,21 +127,30 @@ impl Harness {
                 Err(SessionError::TooManyGuests(model.max_guests)),
                 "a guest over the limit was attached"
             );
-            return;
+            return None;
         }
         let attached = result.expect("a guest within the limit attaches");
         if std::env::var_os("RENDEZVOUS_FUZZ_STATS").is_some() {
             eprintln!(
-                "STAT attach resumed={} replacing={}",
+                "STAT attach resumed={} replacing={} vouched={}",
                 resumed.is_some(),
-                replacing
+                replacing,
+                vouched.is_some()
             );
         }
-        let cursor = requested.unwrap_or(model.start()).min(model.end);
+        // Past what the host holds (the end, or on a restored session
+        // the end it reported) is taken as that end.
+        let cursor = requested
+            .unwrap_or(model.start())
+            .min(model.end.max(model.restored_end));
         model.attachments += 1;
         assert_eq!(attached.attachment, model.attachments, "attachment numbers");
         assert_eq!(attached.cursor, cursor, "an attached guest's cursor");
-        assert_eq!(attached.resumed, resumed.is_some(), "resumed or not");
+        assert_eq!(
+            attached.resumed,
+            resumed.is_some() || vouched.is_some(),
+            "resumed or not"
+        );
         let live = Live {
             attachment: attached.attachment,
             size: clamp(cols, rows),
@@ -107,8 +160,8 @@ impl Harness {
             has_acked: false,
             window: None,
         };
-        let index = match resumed {
-            Some((i, was_live)) => {
+        let index = match (resumed, vouched) {
+            (Some((i, was_live)), _) => {
                 let g = &mut model.guests[i];
                 if was_live {
                     let old = g.live.take().map(|l| l.attachment);
@@ -125,10 +178,38 @@ impl Harness {
                 }
                 i
             }
-            None => {
+            (None, Some((known, id, token, next_seq))) => {
+                // At the end of the attach order, with the token it
+                // presented.
+                model.joins += 1;
+                let input = InputModel {
+                    next_seq,
+                    ..InputModel::default()
+                };
+                match known {
+                    Some(i) => {
+                        let g = &mut model.guests[i];
+                        (g.token, g.role, g.joined, g.input) = (token, role, model.joins, input);
+                        i
+                    }
+                    None => {
+                        model.guests.push(GuestModel {
+                            id,
+                            token,
+                            role,
+                            joined: model.joins,
+                            live: None,
+                            old: Vec::new(),
+                            input,
+                        });
+                        model.guests.len() - 1
+                    }
+                }
+            }
+            (None, None) => {
                 model.joins += 1;
                 model.guests.push(GuestModel {
-                    id: fresh_id,
+                    id: fresh,
                     token: fresh_token,
                     role,
                     joined: model.joins,
@@ -136,7 +217,7 @@ impl Harness {
                     old: Vec::new(),
                     input: InputModel::default(),
                 });
-                fresh
+                model.guests.len() - 1
             }
         };
         let g = &mut model.guests[index];
@@ -150,13 +231,7 @@ impl Harness {
             model.primary = Some(index);
         }
         model.update_size();
-        if let Some(bytes) = window {
-            let id = model.guests[index].id.clone();
-            self.session.set_window(&id, bytes);
-            if let Some(live) = self.model.guests[index].live.as_mut() {
-                live.window = Some(u64::from(bytes).clamp(MIN_WINDOW_BYTES, MAX_WINDOW_BYTES));
-            }
-        }
+        Some(index)
     }
 
     pub(super) fn read(&mut self, who: Option<usize>) {
@@ -346,6 +421,8 @@ impl Harness {
                 assert_eq!(result, Ok(()), "input in order");
                 if !bytes.is_empty() {
                     self.model.host.unacked.push_back(bytes);
+                    // Where a signed resume of this guest goes on.
+                    self.model.input_seqs.record(&id, g.input.next_seq);
                 }
             }
             Accept::Nothing => assert_eq!(result, Ok(()), "input repeated or waiting"),

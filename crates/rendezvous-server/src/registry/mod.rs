@@ -82,7 +82,10 @@ pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
 pub const MAX_RESUME_SESSIONS: usize = 64;
 
 /// Largest output offset a resuming host may claim, in bytes (2^62, far
-/// past any real stream), so that offsets never overflow.
+/// past any real stream), so that offsets never overflow; also the most
+/// Input messages it may claim to have taken (`ResumeSession.input_applied`).
+/// A session named past either is not restored: the host is asked to
+/// close it.
 pub const MAX_RESUME_OFFSET: u64 = 1 << 62;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -416,7 +419,8 @@ impl Registry {
                     &resume.ticket,
                 )
                 && resume.start_offset <= resume.end_offset
-                && resume.end_offset <= MAX_RESUME_OFFSET;
+                && resume.end_offset <= MAX_RESUME_OFFSET
+                && resume.input_applied <= MAX_RESUME_OFFSET;
             let within_limits = valid
                 && self.check_session_limits().is_ok()
                 && lock(&host.sessions).len() < self.config.limits.sessions_per_host;

@@ -1,6 +1,6 @@
 //! The registry's rules, without a socket.
 
-use rendezvous_proto::Role;
+use rendezvous_proto::{OpenSession, Role, host_control_response};
 
 use std::time::Instant;
 
@@ -372,4 +372,72 @@ async fn closed_registration_admits_nobody() {
         HostAdmission::default().admit(None).await.unwrap(),
         Owner::open()
     );
+}
+
+/// A host resuming on a server that lost it (a restart: a new registry
+/// with the same state key) names its sessions with their tickets. One
+/// that claims more input taken than any host can have (past
+/// `MAX_RESUME_OFFSET`, where numbering on from it would overflow) is not
+/// restored: the host is asked to close it, and the others are restored.
+#[tokio::test]
+async fn a_restored_session_claiming_input_past_the_bound_is_closed_on_the_host() {
+    let config = ServerConfig::default();
+    let first = Registry::new(config.clone());
+    let mut registration = first
+        .register_host(Owner::open(), None, &hello("t"))
+        .await
+        .unwrap();
+    let mut tickets = Vec::new();
+    for _ in 0..2 {
+        let session = first
+            .open_session(&registration.host, 80, 24)
+            .await
+            .unwrap();
+        let Some(host_control_response::Message::OpenSession(open)) =
+            registration.control.recv().await.unwrap().message
+        else {
+            panic!("the host is asked to open the session");
+        };
+        assert_eq!(open.session_id, session.id());
+        tickets.push(open);
+    }
+    let resume = |open: &OpenSession, input_applied| rendezvous_proto::ResumeSession {
+        session_id: open.session_id.clone(),
+        ticket: open.ticket.clone(),
+        cols: 80,
+        rows: 24,
+        input_applied,
+        ..Default::default()
+    };
+    let restarted = Registry::new(config);
+    let mut back = restarted
+        .register_host(
+            Owner::open(),
+            None,
+            &rendezvous_proto::Hello {
+                resume_ticket: registration.resume_ticket.clone(),
+                resume_host_id: registration.host.id().to_owned(),
+                sessions: vec![
+                    resume(&tickets[0], MAX_RESUME_OFFSET + 1),
+                    resume(&tickets[1], MAX_RESUME_OFFSET),
+                ],
+                ..hello("t")
+            },
+        )
+        .await
+        .unwrap();
+    assert!(back.resumed, "the host is restored");
+    let ids: Vec<String> = back
+        .host
+        .sessions()
+        .iter()
+        .map(|s| s.id().to_owned())
+        .collect();
+    assert_eq!(ids, [tickets[1].session_id.clone()]);
+    let Some(host_control_response::Message::CloseSession(close)) =
+        back.control.try_recv().unwrap().message
+    else {
+        panic!("the host is asked to close the session that was not restored");
+    };
+    assert_eq!(close.session_id, tickets[0].session_id);
 }

@@ -303,7 +303,8 @@ impl Session {
     /// offset get `Lagged` for the bytes before it; a guest that resumes
     /// from an offset up to the host's end before the host has sent that
     /// far waits there (it already has the bytes before it). The caller
-    /// checks the offsets first (the registry bounds them).
+    /// checks the offsets and `resume.input_applied` first (the registry
+    /// bounds them by `MAX_RESUME_OFFSET`).
     pub fn restored(config: RelayConfig, resume: &ResumeSession) -> Self {
         let size = clamp_size(resume.cols, resume.rows);
         let now = Instant::now();

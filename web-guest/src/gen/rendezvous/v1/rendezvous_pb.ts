@@ -221,7 +221,9 @@ export type ResumeSession = Message<"rendezvous.v1.ResumeSession"> & {
 
   /**
    * How many Input messages of the session the host has taken from its
-   * Data streams (see DataOpen.input_applied).
+   * Data streams (see DataOpen.input_applied). The server restores a
+   * session only when start_offset <= end_offset, and end_offset and
+   * input_applied are at most 2^62; it asks the host to close any other.
    *
    * @generated from field: uint64 input_applied = 7;
    */
