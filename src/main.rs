@@ -18,12 +18,28 @@ mod cli;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Live shells inside running CI jobs, from the browser or the terminal.
+///
+/// Every flag is also an environment variable RENDEZVOUS_<FLAG> (e.g.
+/// RENDEZVOUS_TLS_CERT for --tls-cert) and a key of the TOML file of
+/// --config (tls-cert = "..."); a flag wins over the environment, which
+/// wins over the file.
 #[derive(Debug, Parser)]
 #[command(name = "rendezvous", version, about)]
 struct Cli {
+    /// Read flags from this TOML file too: one key per flag, named as its
+    /// long name (listen = "127.0.0.1:8080"). Flag > environment > file >
+    /// default.
+    #[arg(long, global = true, value_name = "FILE", env = cli::config::CONFIG_ENV)]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (a TOML file --config takes, each
+    /// value with its source; secrets redacted) and exit.
+    #[arg(long, global = true)]
+    print_config: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,7 +72,14 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let (matches, command, file) =
+        cli::config::parse(Cli::command(), std::env::args_os().collect())
+            .unwrap_or_else(|e| e.exit());
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if cli.print_config {
+        print!("{}", cli::config::render(&command, &matches, &file));
+        return;
+    }
     // `attach` owns the terminal: its logs would corrupt the screen, so it
     // logs only warnings, to stderr, and only when RUST_LOG asks for more.
     let default_filter = match cli.command {

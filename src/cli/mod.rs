@@ -3,6 +3,7 @@
 pub mod attach;
 pub mod bench;
 pub mod ci;
+pub mod config;
 pub mod control;
 pub mod demo;
 pub mod detach;
