@@ -40,6 +40,10 @@ struct Cli {
     /// value with its source; secrets redacted) and exit.
     #[arg(long, global = true)]
     print_config: bool,
+    /// How log lines are written: text (for people) or json (one object
+    /// per line, for log stacks).
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -94,13 +98,24 @@ fn main() {
         | Command::Run(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.init(),
+        // The event's fields beside timestamp, level, target and message,
+        // not nested: what log stacks index.
+        cli::LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+
     let code = match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -265,3 +265,35 @@ fn secrets_are_redacted_from_the_printed_configuration_and_from_errors() {
     // Required flags may come from the file: the host's --server and --task-id did.
     assert_eq!(line(&printed, "task-id"), "task-id = \"t\"  # file");
 }
+
+#[test]
+fn a_global_flag_such_as_log_format_is_a_key_of_the_file_too() {
+    let config = file("global", "serve.toml", "log-format = \"json\"\n");
+    let printed = stdout(&run(
+        &[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[],
+    ));
+    assert_eq!(
+        line(&printed, "log-format"),
+        "log-format = \"json\"  # file"
+    );
+
+    let bad = file("global", "bad.toml", "log-format = \"xml\"\n");
+    let text = refusal(&run(
+        &["serve", "--config", bad.to_str().unwrap(), "--print-config"],
+        &[],
+    ));
+    assert!(
+        text.contains("possible values: text, json") || text.contains("xml"),
+        "{text}"
+    );
+    assert!(
+        text.contains("key `log-format` in the configuration file"),
+        "{text}"
+    );
+}

@@ -94,9 +94,24 @@ pub fn parse(
         && !leaf.is_empty()
     {
         let root = cmd.get_name().to_owned();
+        // Global flags (`--log-format`) live on the root command until it
+        // is built: their keys go there.
+        let globals: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| a.is_global_set())
+            .filter_map(|a| a.get_long())
+            .filter(|l| !NOT_CONFIGURATION.contains(l))
+            .map(str::to_owned)
+            .collect();
         let sub = leaf_mut(&mut cmd, &leaf).expect("the subcommand just matched");
         sub.set_bin_name(format!("{root} {}", leaf.join(" ")));
-        layer = apply_file(sub, &path)?;
+        let table = read_file(sub, &path)?;
+        let (global, own): (toml::Table, toml::Table) = table
+            .into_iter()
+            .partition(|(key, _)| globals.contains(key));
+        layer = apply_table(sub, &path, own, &globals)?;
+        let global = apply_table(&mut cmd, &path, global, &[])?;
+        layer.keys.extend(global.keys);
     }
     let matches = cmd
         .clone()
@@ -156,9 +171,8 @@ pub fn leaf_matches(matches: &ArgMatches) -> (Vec<String>, &ArgMatches) {
     (names, m)
 }
 
-/// Reads the TOML file at `path` and makes its keys the defaults of
-/// `cmd`'s flags of the same long names.
-fn apply_file(cmd: &mut Command, path: &Path) -> Result<FileLayer, clap::Error> {
+/// Reads the TOML file at `path` as a table.
+fn read_file(cmd: &mut Command, path: &Path) -> Result<toml::Table, clap::Error> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         cmd.error(
@@ -166,7 +180,7 @@ fn apply_file(cmd: &mut Command, path: &Path) -> Result<FileLayer, clap::Error> 
             format!("cannot read the configuration file {shown}: {e}"),
         )
     })?;
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+    text.parse().map_err(|e: toml::de::Error| {
         cmd.error(
             ErrorKind::Io,
             format!(
@@ -174,19 +188,32 @@ fn apply_file(cmd: &mut Command, path: &Path) -> Result<FileLayer, clap::Error> 
                 e.message()
             ),
         )
-    })?;
+    })
+}
+
+/// Makes the keys of `table` (read from `path`) the defaults of `cmd`'s
+/// flags of the same long names. `also` are keys taken elsewhere (the
+/// global flags), named in the error for an unknown key.
+fn apply_table(
+    cmd: &mut Command,
+    path: &Path,
+    table: toml::Table,
+    also: &[String],
+) -> Result<FileLayer, clap::Error> {
+    let shown = path.display().to_string();
     let known: Vec<String> = cmd
         .get_arguments()
         .filter_map(|a| a.get_long())
         .filter(|l| !NOT_CONFIGURATION.contains(l))
         .map(str::to_owned)
+        .chain(also.iter().cloned())
         .collect();
     let mut layer = FileLayer {
         path: Some(path.to_owned()),
         keys: BTreeSet::new(),
     };
     for (key, value) in &table {
-        if !known.iter().any(|k| k == key) {
+        if !known.iter().any(|k| k == key) || also.contains(key) {
             let name = cmd.get_name().to_owned();
             return Err(cmd.error(
                 ErrorKind::UnknownArgument,
@@ -277,7 +304,10 @@ fn name_source(
     ) else {
         return e;
     };
-    let Some(sub) = leaf(cmd, leaf_path) else {
+    // Built, so that the leaf has the global flags too.
+    let mut built = cmd.clone();
+    built.build();
+    let Some(sub) = leaf(&built, leaf_path) else {
         return e;
     };
     // InvalidArg reads "--listen <ADDR>".
@@ -341,7 +371,10 @@ fn name_source(
 /// with each value's source in a comment; secrets redacted.
 pub fn render(cmd: &Command, matches: &ArgMatches, layer: &FileLayer) -> String {
     let (names, m) = leaf_matches(matches);
-    let sub = leaf(cmd, &names).unwrap_or(cmd);
+    // Built, so that the leaf has the global flags too.
+    let mut built = cmd.clone();
+    built.build();
+    let sub = leaf(&built, &names).unwrap_or(&built);
     let mut out = String::new();
     let _ = writeln!(
         out,

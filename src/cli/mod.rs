@@ -16,6 +16,20 @@ pub mod sessions;
 pub mod tls_args;
 pub mod token;
 
+/// How log lines are written: the server's log (`--log-format`, default
+/// text) and the audit file (`serve --audit-log-format`, default json).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people: time, level, target, message, then the fields
+    /// as key=value (the audit file: logfmt).
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, message, and
+    /// the fields where they apply (task, host, session, guest,
+    /// client_ip, ...), for log stacks (Loki, Elasticsearch, CloudWatch).
+    Json,
+}
+
 /// Raises the soft limit on open files to the hard limit, as servers do
 /// (Go programs do it at start): a server holds a socket per host and per
 /// guest, and the bench as many of its own; the soft limit is often 1024.

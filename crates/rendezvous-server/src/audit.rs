@@ -213,6 +213,55 @@ impl AuditEvent {
         // fail.
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The event as one logfmt line (`key=value`, as Heroku's and
+    /// Grafana Loki's logfmt), without the newline: the fields of
+    /// [`AuditEvent::to_json`] in the same order, those that do not apply
+    /// left out; a value with a space, a quote, `=` or a control character
+    /// is quoted, with `"` and `\` escaped.
+    pub fn to_text(&self) -> String {
+        let event = serde_json::to_value(self.event)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let fields: [(&str, Option<String>); 13] = [
+            ("time", Some(self.time.clone())),
+            ("event", Some(event)),
+            ("task", self.task.clone()),
+            ("owner", self.owner.clone()),
+            ("host", self.host.clone()),
+            ("session", self.session.clone()),
+            ("guest", self.guest.clone()),
+            ("role", self.role.map(str::to_owned)),
+            ("client_ip", self.client_ip.map(|ip| ip.to_string())),
+            ("sub", self.sub.clone()),
+            ("credential_kind", self.credential_kind.map(str::to_owned)),
+            ("credential", self.credential.clone()),
+            ("reason", self.reason.clone()),
+        ];
+        let mut line = String::new();
+        for (key, value) in fields {
+            let Some(value) = value else { continue };
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            let plain = !value.is_empty()
+                && !value
+                    .chars()
+                    .any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control());
+            if plain {
+                let _ = write!(line, "{key}={value}");
+            } else {
+                let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+                let escaped: String = escaped
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                let _ = write!(line, "{key}=\"{escaped}\"");
+            }
+        }
+        line
+    }
 }
 
 /// Errors opening the audit log or reading its key.
@@ -297,12 +346,23 @@ impl AuditKey {
     }
 }
 
+/// How audit events are written to a file (`--log-format`, as the
+/// server's log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuditFormat {
+    /// One JSON object per line ([`AuditEvent::to_json`]).
+    #[default]
+    Json,
+    /// One logfmt line per event ([`AuditEvent::to_text`]).
+    Text,
+}
+
 /// Where audit events go.
 enum Sink {
     /// Into the server's log, target [`AUDIT_TARGET`].
     Log,
-    /// To the writer thread of a file.
-    File(SyncSender<Write>),
+    /// To the writer thread of a file, in a format.
+    File(SyncSender<Write>, AuditFormat),
 }
 
 /// What the writer thread is asked to do.
@@ -333,7 +393,7 @@ impl std::fmt::Debug for AuditLog {
                 sink: Sink::Log, ..
             }) => "log",
             Some(Inner {
-                sink: Sink::File(_),
+                sink: Sink::File(..),
                 ..
             }) => "file",
         };
@@ -360,6 +420,15 @@ impl AuditLog {
     /// # Errors
     /// [`AuditError::Open`] when the file cannot be opened.
     pub fn to_file(path: &Path, key: AuditKey) -> Result<Self, AuditError> {
+        Self::to_file_as(path, key, AuditFormat::Json)
+    }
+
+    /// Events are appended to `path` in `format`, as [`AuditLog::to_file`]
+    /// does.
+    ///
+    /// # Errors
+    /// [`AuditError::Open`] when the file cannot be opened.
+    pub fn to_file_as(path: &Path, key: AuditKey, format: AuditFormat) -> Result<Self, AuditError> {
         let file = open_append(path)?;
         let (tx, rx) = sync_channel(AUDIT_QUEUE_EVENTS);
         let writer_path = path.to_owned();
@@ -373,7 +442,7 @@ impl AuditLog {
         Ok(Self {
             inner: Some(Arc::new(Inner {
                 key,
-                sink: Sink::File(tx),
+                sink: Sink::File(tx, format),
             })),
             dropped: Counter::default(),
         })
@@ -422,7 +491,10 @@ impl AuditLog {
                 );
                 true
             }
-            Sink::File(tx) => match tx.try_send(Write::Line(event.to_json())) {
+            Sink::File(tx, format) => match tx.try_send(Write::Line(match format {
+                AuditFormat::Json => event.to_json(),
+                AuditFormat::Text => event.to_text(),
+            })) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     self.dropped.inc();
@@ -436,7 +508,7 @@ impl AuditLog {
     /// before are written. Does nothing when events go to the log.
     pub fn reopen(&self) {
         if let Some(Inner {
-            sink: Sink::File(tx),
+            sink: Sink::File(tx, _),
             ..
         }) = self.inner.as_deref()
         {
@@ -501,6 +573,25 @@ mod tests {
         assert_ne!(fa, a.fingerprint("correct-horse-battery-staple-1235"));
         assert!(!fa.contains("horse"));
         assert_eq!(format!("{a:?}"), "AuditKey(..)");
+    }
+
+    #[test]
+    fn the_text_form_is_logfmt_in_the_json_forms_order() {
+        let line = AuditEvent::new(AuditKind::AuthFailed)
+            .task("t1")
+            .client_ip(Some(IpAddr::from([127, 0, 0, 1])))
+            .reason("wrong \"secret\" = no\nnext")
+            .to_text();
+        let rest = line.split_once(' ').map(|(time, rest)| {
+            assert!(time.starts_with("time=") && time.ends_with('Z'), "{time}");
+            rest
+        });
+        assert_eq!(
+            rest,
+            Some(
+                r#"event=auth_failed task=t1 client_ip=127.0.0.1 reason="wrong \"secret\" = no next""#
+            )
+        );
     }
 
     #[test]

@@ -139,7 +139,8 @@ impl GuestApi {
         guest.tell_host(&host, role, sub.as_deref(), attachment.resumed);
         tracing::info!(
             task = %host.task_id(), host = %host.name(), session = session.id(),
-            guest = guest.id(), ?role, resumed = attachment.resumed, "guest attached"
+            guest = guest.id(), ?role, client_ip = ip.map(tracing::field::display),
+            resumed = attachment.resumed, "guest attached"
         );
         let audit = self.registry.audit();
         if audit.is_on() {

@@ -107,6 +107,7 @@ impl HostService for HostApi {
         let host = registration.host;
         tracing::info!(
             task = %host.task_id(), host = %host.name(), owner = %host.owner(),
+            client_ip = ip.map(tracing::field::display),
             resumed = registration.resumed, "host registered"
         );
         audit.record(

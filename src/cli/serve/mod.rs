@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use rendezvous_server::audit::{AuditKey, AuditLog};
+use rendezvous_server::audit::{AuditFormat, AuditKey, AuditLog};
 use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
@@ -202,6 +202,11 @@ pub struct ServeArgs {
         env = "RENDEZVOUS_AUDIT_KEY_FILE"
     )]
     pub audit_key_file: Option<PathBuf>,
+    /// How the audit file is written: json (one object per line, the
+    /// default: what audit tooling reads) or text (logfmt lines). Events
+    /// that go into the log (`--audit-log -`) follow --log-format.
+    #[arg(long, value_enum, default_value_t = super::LogFormat::Json)]
+    pub audit_log_format: super::LogFormat,
     /// The key (at least 32 bytes, raw; e.g. `head -c 32 /dev/urandom >
     /// FILE`) that signs resume tickets, so that hosts resume their
     /// sessions after this server restarts, or on another replica with
@@ -328,8 +333,65 @@ impl ServeArgs {
         if path.as_os_str() == "-" {
             return Ok(AuditLog::to_log(key));
         }
-        Ok(AuditLog::to_file(path, key)?)
+        let format = match self.audit_log_format {
+            super::LogFormat::Text => AuditFormat::Text,
+            super::LogFormat::Json => AuditFormat::Json,
+        };
+        Ok(AuditLog::to_file_as(path, key, format)?)
     }
+}
+
+/// What the start line of the log says.
+struct StartLine<'a> {
+    listen: String,
+    tls: &'static str,
+    config: &'a ServerConfig,
+    metrics: Option<SocketAddr>,
+    audit: Option<&'a std::path::Path>,
+}
+
+/// Logs one line at start with what an operator checks first: where the
+/// server listens and with what TLS, who may register hosts and present
+/// guest tokens, the main caps, and where metrics and audit events go.
+fn log_start(start: &StartLine<'_>) {
+    let c = start.config;
+    let admission = &c.host_admission;
+    let mut hosts = Vec::new();
+    if admission.tokens.is_some() {
+        hosts.push("host tokens".to_owned());
+    }
+    for issuer in &admission.oidc {
+        hosts.push(format!("OIDC {}", issuer.issuer()));
+    }
+    if admission.is_open() {
+        hosts.push("open".to_owned());
+    }
+    let mut guests = vec!["task secrets"];
+    if c.token_key.is_some() {
+        guests.push("guest tokens (HS256)");
+    }
+    if c.token_public_keys.is_some() {
+        guests.push("guest tokens (public keys)");
+    }
+    let limits = &c.limits;
+    tracing::info!(
+        listen = %start.listen,
+        tls = %start.tls,
+        host_admission = %hosts.join(", "),
+        guest_admission = %guests.join(", "),
+        metrics = %start.metrics.map_or_else(|| "off".to_owned(), |a| format!("http://{a}/metrics")),
+        audit = %start.audit.map_or_else(
+            || "off".to_owned(),
+            |p| if p.as_os_str() == "-" { "this log".to_owned() } else { p.display().to_string() },
+        ),
+        max_hosts = limits.hosts,
+        max_sessions = limits.sessions,
+        max_guests = limits.guests,
+        max_connections = limits.connections,
+        max_connections_per_ip = limits.connections_per_ip,
+        retained_output_bytes = c.relay.retained_output_bytes,
+        "server started"
+    );
 }
 
 /// Parses a duration as people write it: `90s`, `30m`, `1h 30m`, `500ms`
@@ -418,6 +480,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // than kills.
     let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
+    // Likewise SIGTERM and SIGINT: one sent as soon as the address is
+    // printed drains the server rather than killing it.
+    let stop = stop_signal()?;
     let host_tokens = config.host_admission.tokens.clone();
     let key_files = key_files(&config);
     let mut server = Server::bind(args.listen, config)
@@ -427,15 +492,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server = server.with_tls(tls.clone());
     }
     let addr = server.local_addr()?;
+    let mut metrics_at = None;
     let metrics_listener = match args.metrics_listen {
         Some(metrics_addr) => {
             let listener = tokio::net::TcpListener::bind(metrics_addr)
                 .await
                 .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
-            println!(
-                "rendezvous: metrics on http://{}/metrics",
-                listener.local_addr()?
-            );
+            let at = listener.local_addr()?;
+            println!("rendezvous: metrics on http://{at}/metrics");
+            metrics_at = Some(at);
             Some(listener)
         }
         None => None,
@@ -476,6 +541,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => "http",
     };
+    // Before the address is printed: whoever waits for it finds the
+    // start line written.
+    log_start(&StartLine {
+        listen: format!("{scheme}://{addr}"),
+        tls: match &tls {
+            None => "off",
+            Some(tls) if tls.files().is_some() => "certificate files",
+            Some(_) => "self-signed",
+        },
+        config: server.registry().config(),
+        metrics: metrics_at,
+        audit: args.audit_log.as_deref(),
+    });
     println!("rendezvous: listening on {scheme}://{addr}");
     let audit = server.registry().audit().clone();
     match &args.audit_log {
@@ -495,7 +573,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         hangups,
     );
     tokio::select! {
-        result = server.run(shutdown_signal()) => result?,
+        result = server.run(stop) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
         () = reloads => {}
     }
@@ -594,6 +672,23 @@ async fn reload_on_hangup(reloadable: Reloadable, mut hangups: tokio::signal::un
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd
 /// and container runtimes send.
+/// SIGTERM or SIGINT, handled from now on (not only once awaited).
+///
+/// # Errors
+/// When the handlers cannot be installed.
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM, handled once awaited.
 pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
