@@ -79,7 +79,7 @@ fn assert_exact(who: &str, got: &[u8]) {
 async fn serve() -> (ProcessOutput, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rendezvous"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
         .args(["--retained-output-bytes", RETAINED_BYTES])
         .env("RUST_LOG", "warn");
     let mut serve = ProcessOutput::spawn(command);

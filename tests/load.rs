@@ -55,7 +55,7 @@ async fn serve() -> (ProcessOutput, String, String) {
     let connections = (HOSTS + guests + 64).to_string();
     let mut command = Command::new(BIN);
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
         .args(["--metrics-listen", "127.0.0.1:0"])
         .args(["--max-hosts-per-ip", &(HOSTS + 16).to_string()])
         .args(["--max-connections", &connections])

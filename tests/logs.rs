@@ -12,7 +12,7 @@ use tokio::process::Command;
 async fn serve(args: &[&str]) -> (ProcessOutput, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rendezvous"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
         .args(args)
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1");

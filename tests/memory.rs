@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 async fn serve(args: &[&str]) -> (ProcessOutput, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rendezvous"));
     command
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
         .args(args)
         .env("RUST_LOG", "warn");
     let mut serve = ProcessOutput::spawn(command);

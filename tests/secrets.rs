@@ -78,6 +78,8 @@ async fn canary_credentials_appear_in_no_log_metric_audit_error_or_page() {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--drain-delay",
+            "0s",
             "--metrics-listen",
             "127.0.0.1:0",
         ])

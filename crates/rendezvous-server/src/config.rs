@@ -232,6 +232,47 @@ pub struct ServerConfig {
     /// sessions for it to resume ([`MAX_GRACE_PERIOD`] by default); a host
     /// asks for its own (`Hello.grace_period_ms`) and gets at most this.
     pub max_grace_period: Option<Duration>,
+    /// What a graceful stop ([`crate::Server::run`]) waits for.
+    pub shutdown: ShutdownTimes,
+}
+
+/// The times of a graceful stop, in the order load balancers expect (as
+/// Kubernetes' pod termination, or Envoy's drain): `/readyz` turns false at
+/// once, the server goes on serving for `drain_delay` so that load
+/// balancers stop sending it new connections, then it stops accepting,
+/// tells hosts and guests to reconnect and waits for them to leave, all
+/// within `timeout` of the signal. A second signal ends at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownTimes {
+    /// How long, in ms, the server goes on serving with `/readyz` false
+    /// before it stops accepting. 0 by default in the library (an embedder
+    /// behind a load balancer sets it); `rendezvous serve --drain-delay`
+    /// defaults to [`DRAIN_DELAY`].
+    pub drain_delay: Duration,
+    /// Longest time, in ms, from the signal to the end of the stop,
+    /// drain delay included ([`SHUTDOWN_TIMEOUT`] by default). Connections
+    /// still open then are dropped; their hosts and guests resume as after
+    /// a network cut.
+    pub timeout: Duration,
+}
+
+/// Default of `rendezvous serve --drain-delay`, in ms (5 s: a few
+/// readiness probes at Kubernetes' default period of 10 s would be too
+/// slow; load balancers that watch endpoints, such as kube-proxy and
+/// ingress controllers, take a few seconds).
+pub const DRAIN_DELAY: Duration = Duration::from_millis(5_000);
+
+/// Default of [`ShutdownTimes::timeout`], in ms (20 s: within Kubernetes'
+/// default termination grace period of 30 s, and systemd's of 90 s).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(20_000);
+
+impl Default for ShutdownTimes {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            timeout: SHUTDOWN_TIMEOUT,
+        }
+    }
 }
 
 /// Default of [`ServerConfig::max_grace_period`], in ms (30 min).

@@ -51,7 +51,15 @@ impl Framing {
 /// The HTTP routes: `/`, `/t/{task_id}`, `/assets/{*file}`, `/healthz`,
 /// `/readyz`. `frame_ancestors` may frame the task page (none when
 /// empty).
-pub fn router(frame_ancestors: &[HeaderValue]) -> Router {
+///
+/// `/healthz` is the liveness probe: 200 `ok` while the process serves
+/// HTTP at all. `/readyz` is the readiness probe: 200 `ok`, or 503
+/// `stopping` once `ready` says false (from the start of a graceful stop,
+/// see [`crate::config::ShutdownTimes`]). Neither says anything else.
+pub fn router(
+    frame_ancestors: &[HeaderValue],
+    ready: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
+) -> Router {
     let framing = std::sync::Arc::new(Framing::new(frame_ancestors));
     Router::new()
         .route("/", get(index))
@@ -61,7 +69,19 @@ pub fn router(frame_ancestors: &[HeaderValue]) -> Router {
         )
         .route("/assets/{*file}", get(asset))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "stopping\n")
+                    }
+                }
+            }),
+        )
 }
 
 async fn index() -> &'static str {

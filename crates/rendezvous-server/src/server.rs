@@ -17,6 +17,7 @@ use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::either::Either;
 use tonic::transport::server::TcpConnectInfo;
 
@@ -72,9 +73,6 @@ pub const HTTP2_MAX_PENDING_RESET_STREAMS: usize = 20;
 /// How long a drain waits for input queued by guests to reach the hosts,
 /// in ms (2 s), before it ends the hosts' streams.
 pub const DRAIN_INPUT_TIMEOUT: Duration = Duration::from_millis(2_000);
-
-/// How long shutdown waits for connections to close, in ms (5 s).
-pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(5_000);
 
 /// Connections over [`crate::Limits::connections`] that are still served,
 /// only to be told `RESOURCE_EXHAUSTED`; more are closed at once.
@@ -192,21 +190,29 @@ impl Server {
             allowed: config.allowed_origins.clone(),
             public: config.public_url.clone(),
         };
-        crate::http::router(&config.frame_ancestors)
-            .merge(grpc)
-            .layer(crate::origin::cors(&policy.allowed))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::new(policy),
-                crate::origin::check,
-            ))
+        let readiness = registry.clone();
+        crate::http::router(
+            &config.frame_ancestors,
+            Arc::new(move || readiness.is_ready()),
+        )
+        .merge(grpc)
+        .layer(crate::origin::cors(&policy.allowed))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(policy),
+            crate::origin::check,
+        ))
     }
 
-    /// Serves until `shutdown` resolves, then drains (see
-    /// [`Registry::drain`]): it stops accepting, every host's and guest's
-    /// stream ends with UNAVAILABLE ("the server is restarting") so that
-    /// they resume, HTTP/2 connections get GOAWAY, and it waits up to
-    /// [`SHUTDOWN_GRACE`] for them to close (first waiting up to
-    /// [`DRAIN_INPUT_TIMEOUT`] for the guests' input to reach the hosts).
+    /// Serves until `shutdown` resolves, then stops gracefully in the
+    /// order load balancers expect ([`ServerConfig::shutdown`]): `/readyz`
+    /// answers 503 at once while everything is served as before for the
+    /// drain delay; then it stops accepting (the listener is closed) and
+    /// drains (see [`Registry::drain`]): every host's and guest's stream
+    /// ends with UNAVAILABLE ("the server is restarting") so that they
+    /// resume, HTTP/2 connections get GOAWAY, and it waits for them to
+    /// close (first waiting up to [`DRAIN_INPUT_TIMEOUT`] for the guests'
+    /// input to reach the hosts), until the shutdown timeout, counted from
+    /// `shutdown`; connections still open then are dropped.
     /// Sessions of hosts with a grace
     /// period are not ended: those hosts resume them on the next server
     /// with the same state key; the others end "the server is shutting
@@ -224,14 +230,30 @@ impl Server {
     /// # Errors
     /// Only a failure to accept that is not about one connection.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
-        self.run_until(shutdown, Arc::default()).await
+        self.run_until(shutdown, std::future::pending(), Arc::default())
+            .await
     }
 
-    /// [`Server::run`], ending no session when it is dropped once
+    /// [`Server::run`], with a second future `force` that ends the stop at
+    /// once when it resolves (the second SIGTERM): hosts and guests are
+    /// still told to reconnect, but nothing is waited for.
+    ///
+    /// # Errors
+    /// As [`Server::run`].
+    pub async fn run_or_force(
+        self,
+        shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        self.run_until(shutdown, force, Arc::default()).await
+    }
+
+    /// [`Server::run_or_force`], ending no session when it is dropped once
     /// `crashed` is set.
     async fn run_until(
         self,
         shutdown: impl Future<Output = ()>,
+        force: impl Future<Output = ()>,
         crashed: Arc<AtomicBool>,
     ) -> std::io::Result<()> {
         let mut app = Self::app(self.registry.clone());
@@ -276,10 +298,34 @@ impl Server {
             registry: self.registry.clone(),
             crashed,
         };
+        let times = self.registry.config().shutdown;
         tokio::pin!(shutdown);
+        tokio::pin!(force);
+        // Set by the shutdown signal: when to stop accepting, and when the
+        // whole stop must be over.
+        let mut stop: Option<(Instant, Instant)> = None;
+        let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         loop {
             let (stream, peer) = tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+                () = &mut shutdown, if stop.is_none() => {
+                    let now = Instant::now();
+                    stop = Some((now + times.drain_delay, now + times.timeout));
+                    self.registry.stop_ready();
+                    tracing::info!(
+                        drain_delay_ms = times.drain_delay.as_millis(),
+                        shutdown_timeout_ms = times.timeout.as_millis(),
+                        "stopping: /readyz says so; serving on for the drain delay"
+                    );
+                    continue;
+                }
+                () = tokio::time::sleep_until(stop.map_or(far, |(at, _)| at)), if stop.is_some() => break,
+                () = &mut force => {
+                    tracing::warn!("stopping at once (second signal)");
+                    self.registry.drain();
+                    self.registry.drain_hosts();
+                    return Ok(());
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -290,7 +336,6 @@ impl Server {
                         continue;
                     }
                 },
-                () = &mut shutdown => break,
             };
             let _ = stream.set_nodelay(true);
             let tls = self.tls.as_ref().map(TlsConfig::acceptor);
@@ -348,8 +393,12 @@ impl Server {
                         }
                     }
                     conn.as_mut().graceful_shutdown();
-                    let grace = if idle.is_some() { IDLE_CLOSE_GRACE } else { SHUTDOWN_GRACE };
-                    let _ = tokio::time::timeout(grace, conn).await;
+                    if idle.is_some() {
+                        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, conn).await;
+                    } else {
+                        // The stop's own deadline ends this wait.
+                        let _ = conn.await;
+                    }
                     drop((permit, served, ip_share));
                 });
             } else if let Ok(permit) = refusals.clone().try_acquire_owned() {
@@ -380,28 +429,45 @@ impl Server {
                 self.registry.metrics().connections_refused.inc();
             }
         }
+        // No more connections: new ones are refused by the kernel.
+        let Self {
+            listener, registry, ..
+        } = self;
+        drop(listener);
+        let deadline = stop.map_or(far, |(_, end)| end);
         tracing::info!("draining: hosts and guests are told to reconnect and resume");
         closing.cancel();
-        self.registry.drain();
-        // Input the guests were told is taken reaches the hosts first.
-        let delivered = async {
-            while !self.registry.input_delivered() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        if tokio::time::timeout(DRAIN_INPUT_TIMEOUT, delivered)
-            .await
-            .is_err()
-        {
-            tracing::warn!("input still queued for a host at the end of the drain");
-        }
-        self.registry.drain_hosts();
+        registry.drain();
         let drained = async {
+            // Input the guests were told is taken reaches the hosts first.
+            let delivered = async {
+                while !registry.input_delivered() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            if tokio::time::timeout(DRAIN_INPUT_TIMEOUT, delivered)
+                .await
+                .is_err()
+            {
+                tracing::warn!("input still queued for a host at the end of the drain");
+            }
+            registry.drain_hosts();
             graceful.shutdown().await;
             while tasks.join_next().await.is_some() {}
         };
-        if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
-            tracing::warn!("connections still open after the shutdown grace period");
+        tokio::select! {
+            () = drained => tracing::info!("drained: every connection closed"),
+            () = tokio::time::sleep_until(deadline) => {
+                registry.drain_hosts();
+                tracing::warn!(
+                    shutdown_timeout_ms = times.timeout.as_millis(),
+                    "connections still open at the shutdown timeout; closing them"
+                );
+            }
+            () = &mut force => {
+                registry.drain_hosts();
+                tracing::warn!("stopping at once (second signal)");
+            }
         }
         tasks.shutdown().await;
         Ok(())
@@ -468,6 +534,7 @@ impl Server {
             async move {
                 let _ = stopped.await;
             },
+            std::future::pending(),
             crashed.clone(),
         ));
         Ok(RunningServer {
@@ -506,8 +573,8 @@ impl RunningServer {
     }
 
     /// Stops gracefully, as on SIGTERM (see [`Server::run`]), and waits
-    /// until the server has stopped: at most [`SHUTDOWN_GRACE`] for
-    /// connections to close.
+    /// until the server has stopped: at most the shutdown timeout
+    /// ([`crate::config::ShutdownTimes`]) for connections to close.
     ///
     /// # Errors
     /// What [`Server::run`] returned.

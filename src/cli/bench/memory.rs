@@ -85,7 +85,7 @@ impl ChildServer {
     async fn spawn(exe: &Path, n: usize) -> anyhow::Result<Self> {
         let sessions = n.div_ceil(GUESTS_PER_SESSION) + 1;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
             .args(["--max-hosts-per-task", &HOSTS_PER_TASK.to_string()])
             .args(["--max-sessions-per-host", "64"])
             // Each session also holds its opener guest.

@@ -220,6 +220,17 @@ pub struct ServeArgs {
     /// host is reconnecting.
     #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration, env = "RENDEZVOUS_MAX_GRACE_PERIOD")]
     pub max_grace_period: Duration,
+    /// On SIGTERM, how long the server goes on serving with /readyz
+    /// answering 503 before it stops accepting, so that load balancers
+    /// stop sending it new connections first (0s: stop accepting at once).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration_or_zero)]
+    pub drain_delay: Duration,
+    /// Longest time from SIGTERM to exit, the drain delay included.
+    /// Connections still open then are dropped; their hosts and guests
+    /// resume as after a network cut. A second SIGTERM or Ctrl-C exits at
+    /// once.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// TCP connections served at once; requests on more get
     /// RESOURCE_EXHAUSTED.
     #[arg(long, default_value_t = Limits::default().connections)]
@@ -318,6 +329,10 @@ impl ServeArgs {
                 None => rendezvous_server::state_key::StateKey::random(),
             },
             max_grace_period: Some(self.max_grace_period),
+            shutdown: rendezvous_server::config::ShutdownTimes {
+                drain_delay: self.drain_delay,
+                timeout: self.shutdown_timeout,
+            },
         })
     }
 
@@ -482,7 +497,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot handle SIGHUP")?;
     // Likewise SIGTERM and SIGINT: one sent as soon as the address is
     // printed drains the server rather than killing it.
-    let stop = stop_signal()?;
+    let (stop, force) = stop_signals()?;
     let host_tokens = config.host_admission.tokens.clone();
     let key_files = key_files(&config);
     let mut server = Server::bind(args.listen, config)
@@ -573,7 +588,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         hangups,
     );
     tokio::select! {
-        result = server.run(stop) => result?,
+        result = server.run_or_force(stop, force) => result?,
         result = metrics => result.context("the metrics endpoint failed")?,
         () = reloads => {}
     }
@@ -670,22 +685,42 @@ async fn reload_on_hangup(reloadable: Reloadable, mut hangups: tokio::signal::un
     }
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM, the signals a terminal, systemd
-/// and container runtimes send.
-/// SIGTERM or SIGINT, handled from now on (not only once awaited).
+/// The stop signals, SIGTERM or Ctrl-C (SIGINT), as a terminal, systemd
+/// and container runtimes send them, handled from now on (not only once
+/// awaited): the first future resolves on the first signal (stop
+/// gracefully), the second on the second one (stop at once).
 ///
 /// # Errors
 /// When the handlers cannot be installed.
-fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+fn stop_signals() -> anyhow::Result<(
+    impl std::future::Future<Output = ()>,
+    impl std::future::Future<Output = ()>,
+)> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+    let (count, counted) = tokio::sync::watch::channel(0_u32);
+    tokio::spawn(async move {
+        loop {
+            let got = tokio::select! {
+                got = term.recv() => got,
+                got = int.recv() => got,
+            };
+            if got.is_none() {
+                return;
+            }
+            count.send_modify(|n| *n += 1);
         }
-    })
+    });
+    let nth = move |n: u32| {
+        let mut counted = counted.clone();
+        async move {
+            if counted.wait_for(|c| *c >= n).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    Ok((nth(1), nth(2)))
 }
 
 /// Ctrl-C or SIGTERM, handled once awaited.

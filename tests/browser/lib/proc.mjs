@@ -101,7 +101,8 @@ export async function startDemo({ allowedOrigins = [], command = [], env = {} } 
  * `extraArgs` (e.g. ["--session-idle-timeout", "2s"]). Returns { server, stop }.
  */
 export async function startServe({ allowedOrigins = [], extraArgs = [], listen = "127.0.0.1:0" } = {}) {
-  const args = ["serve", "--listen", listen, ...allowedOrigins.flatMap((o) => ["--allowed-origin", o]), ...extraArgs];
+  // No drain delay: the tests stop their servers with SIGTERM.
+  const args = ["serve", "--listen", listen, "--drain-delay", "0s", ...allowedOrigins.flatMap((o) => ["--allowed-origin", o]), ...extraArgs];
   const proc = await spawnUntil(args, /listening on (http:\/\/\S+)/);
   return { ...proc, server: proc.match[1].replace(/\/+$/, "") };
 }

@@ -74,6 +74,18 @@ impl Registry {
         self.hosts_draining.is_cancelled()
     }
 
+    /// Marks the server as stopping: from now on [`is_ready`](Self::is_ready)
+    /// is false, while everything goes on as before (the drain delay).
+    pub fn stop_ready(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether `/readyz` says ready: false once a stop has begun
+    /// ([`stop_ready`](Self::stop_ready), [`drain`](Self::drain)).
+    pub fn is_ready(&self) -> bool {
+        !self.stopping.load(Ordering::Acquire) && !self.is_draining()
+    }
+
     /// Whether [`drain`](Self::drain) has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.is_cancelled()

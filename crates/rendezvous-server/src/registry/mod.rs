@@ -135,6 +135,9 @@ pub struct Registry {
     /// Cancelled by [`Registry::drain_hosts`]: ends every host's control
     /// and Data streams with UNAVAILABLE, so that it resumes.
     hosts_draining: tokio_util::sync::CancellationToken,
+    /// Set by [`Registry::stop_ready`]: `/readyz` says the server is
+    /// stopping.
+    stopping: std::sync::atomic::AtomicBool,
     /// Guest input calls between their drain check and their input being
     /// queued (see [`Registry::input_call`]).
     input_calls: Arc<std::sync::atomic::AtomicUsize>,
@@ -167,6 +170,7 @@ impl Registry {
             started: std::time::Instant::now(),
             draining: tokio_util::sync::CancellationToken::new(),
             hosts_draining: tokio_util::sync::CancellationToken::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             input_calls: Arc::default(),
         }
     }

@@ -164,7 +164,7 @@ impl ChildServer {
         let connections = sessions + guests + 256;
         let streams = 2 * sessions + guests + 256;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
             .args(["--max-hosts", &(sessions + 64).to_string()])
             .args(["--max-hosts-per-ip", &(sessions + 64).to_string()])
             .args(["--max-sessions", &(sessions + 64).to_string()])
