@@ -73,15 +73,49 @@ enum Command {
     Bench(cli::bench::BenchArgs),
     /// Mint a guest token for a task (for CI systems that embed terminals).
     Token(cli::token::TokenArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(cli::docs::CompletionsArgs),
+    /// Write man pages (rendezvous.1, rendezvous-serve.1, ...) into DIR.
+    Man(cli::docs::ManArgs),
+}
+
+/// `--version`: the crate's version and the git commit it was built from
+/// (`-modified` when the work tree had changes; `unknown` outside git).
+fn version() -> String {
+    let commit = git_version::git_version!(
+        args = [
+            "--always",
+            "--dirty=-modified",
+            "--abbrev=12",
+            "--exclude",
+            "*"
+        ],
+        fallback = "unknown"
+    );
+    format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
 }
 
 fn main() {
-    let (matches, command, file) =
-        cli::config::parse(Cli::command(), std::env::args_os().collect())
-            .unwrap_or_else(|e| e.exit());
+    let (matches, command, file) = cli::config::parse(
+        Cli::command().version(version()),
+        std::env::args_os().collect(),
+    )
+    .unwrap_or_else(|e| e.exit());
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if cli.print_config {
         print!("{}", cli::config::render(&command, &matches, &file));
+        return;
+    }
+    let written = match &cli.command {
+        Command::Completions(args) => Some(cli::docs::completions(args, command)),
+        Command::Man(args) => Some(cli::docs::man(args, command)),
+        _ => None,
+    };
+    if let Some(written) = written {
+        if let Err(e) = written {
+            eprintln!("rendezvous: {e:#}");
+            std::process::exit(1);
+        }
         return;
     }
     // `attach` owns the terminal: its logs would corrupt the screen, so it
@@ -144,6 +178,8 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
             Command::Demo(args) => cli::demo::run(args).await.map(|()| 0),
             Command::Bench(args) => cli::bench::run(args).await.map(|()| 0),
             Command::Token(args) => cli::token::run(args).await.map(|()| 0),
+            // Handled before the runtime starts.
+            Command::Completions(_) | Command::Man(_) => Ok(0),
         }
     });
     // Leave the runtime before exiting, so its tasks are dropped first (a

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod detach;
+pub mod docs;
 pub mod guest_args;
 pub mod host;
 pub mod publish;
