@@ -156,6 +156,18 @@ async fn one_ip_holds_at_most_its_share_of_connections() {
         .await
         .expect("the fourth connection is closed");
     assert!(started.elapsed() < Duration::from_secs(5));
+    let refusals = |limit| {
+        let text = server
+            .registry()
+            .metrics()
+            .encode(server.registry().connected());
+        rendezvous_testkit::metrics::value(
+            &text,
+            &format!("rendezvous_limit_refusals_total{{limit=\"{limit}\"}}"),
+        )
+    };
+    assert_eq!(refusals("connections per client IP"), 1.0);
+    assert_eq!(refusals("connections"), 0.0);
     drop(held);
     // Once they are gone, the IP connects again.
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -202,5 +214,16 @@ async fn one_ip_holds_at_most_its_share_of_streams() {
     assert!(
         refused.message().contains("streams per client IP is 3"),
         "{refused:?}"
+    );
+    let text = server
+        .registry()
+        .metrics()
+        .encode(server.registry().connected());
+    assert_eq!(
+        rendezvous_testkit::metrics::value(
+            &text,
+            "rendezvous_limit_refusals_total{limit=\"streams per client IP\"}"
+        ),
+        1.0
     );
 }

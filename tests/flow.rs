@@ -168,6 +168,15 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
         held < (BULK + WRITES) as u64,
         "the session was not paused: {held} bytes went out"
     );
+    // The metrics say so.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while server.registry().connected().paused_sessions != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rendezvous_paused_sessions never showed the paused session"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     // The host is still connected and its session alive.
     output_offset(&server, &host).await;
     // The guest acknowledges again as it reads: everything arrives.
@@ -191,6 +200,7 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
         .await
         .expect("END-42 in time");
     assert_eq!(events.lagged, 0);
+    assert_eq!(server.registry().connected().paused_sessions, 0);
     let text = events.text();
     let after_ready = &text[text.find("READY\r\n").unwrap()..];
     assert_eq!(after_ready.bytes().filter(|b| *b == b'y').count(), BULK);

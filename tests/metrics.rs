@@ -94,7 +94,84 @@ async fn metrics_count_hosts_sessions_guests_bytes_and_refusals() {
     let full = client.terminal(second).await.unwrap_err();
     assert!(matches!(full, GuestError::LimitReached(_)), "{full:?}");
 
+    // A listing, and one with a wrong secret: RPCs by method and code.
+    let listed = client
+        .list_sessions(
+            &TaskId::new(TASK).unwrap(),
+            &Secret::new(host.secret.as_str()).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let wrong_secret = Secret::new("another-wrong-secret-of-enough-length").unwrap();
+    assert!(
+        client
+            .list_sessions(&TaskId::new(TASK).unwrap(), &wrong_secret)
+            .await
+            .is_err()
+    );
+
     let text = scrape(&metrics).await;
+    let rpcs = |method: &str, code: &str| {
+        value(
+            &text,
+            &format!(
+                "rendezvous_rpc_duration_seconds_count{{method=\"{method}\",code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(rpcs("GuestService/ListSessions", "OK"), 1.0, "{text}");
+    assert_eq!(
+        rpcs("GuestService/ListSessions", "PERMISSION_DENIED"),
+        1.0,
+        "{text}"
+    );
+    // Streams that are still open are not counted yet; the refused
+    // attaches are, whichever RPC the client used for them.
+    let refused: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("rendezvous_rpc_duration_seconds_count{method=\"GuestService/"))
+        .filter(|l| {
+            l.contains("code=\"PERMISSION_DENIED\"") || l.contains("code=\"RESOURCE_EXHAUSTED\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(refused, 3.0, "two refused attaches and one listing: {text}");
+    // The keystrokes went through the server's input queue to the host.
+    assert!(
+        value(&text, "rendezvous_input_relay_seconds_count") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        value(&text, "rendezvous_input_relay_seconds_sum") > 0.0,
+        "{text}"
+    );
+    assert_eq!(value(&text, "rendezvous_paused_sessions"), 0.0);
+    assert_eq!(value(&text, "rendezvous_guest_lags_total"), 0.0);
+    assert_eq!(value(&text, "rendezvous_rate_limit_trips_total"), 0.0);
+    assert_eq!(
+        value(
+            &text,
+            "rendezvous_limit_refusals_total{limit=\"connections\"}"
+        ),
+        0.0
+    );
+    let build = text
+        .lines()
+        .find(|l| l.starts_with("rendezvous_build_info{"))
+        .unwrap_or_else(|| panic!("no build info: {text}"));
+    assert!(
+        build.contains(concat!("version=\"", env!("CARGO_PKG_VERSION"), "\"")),
+        "{build}"
+    );
+    assert!(
+        !build.contains("commit=\"unknown\""),
+        "serve names its commit: {build}"
+    );
+    assert!(build.ends_with(" 1"), "{build}");
+    // No TLS, no expiry.
+    assert!(!text.contains("tls_certificate_expiry"), "{text}");
+
     assert_eq!(value(&text, "rendezvous_tasks"), 1.0);
     assert_eq!(value(&text, "rendezvous_hosts"), 1.0);
     assert_eq!(value(&text, "rendezvous_sessions"), 1.0);
@@ -105,7 +182,7 @@ async fn metrics_count_hosts_sessions_guests_bytes_and_refusals() {
     assert!(from_host >= output.len() as f64, "{text}");
     assert!(value(&text, "rendezvous_guest_output_bytes_total") >= output.len() as f64);
     assert!(value(&text, "rendezvous_guest_input_bytes_total") >= input.len() as f64);
-    assert_eq!(value(&text, "rendezvous_auth_failures_total"), 1.0);
+    assert_eq!(value(&text, "rendezvous_auth_failures_total"), 2.0);
     assert_eq!(
         value(
             &text,

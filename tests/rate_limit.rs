@@ -72,6 +72,8 @@ async fn a_guessing_ip_is_locked_out_then_recovers() {
         "{status:?}"
     );
     assert!(!status.message().contains(&host.secret));
+    // One lock, one trip in the metrics (however many attempts it refuses).
+    assert_eq!(server.registry().metrics().rate_limit_trips.get(), 1);
     // Recovers once a failure is forgiven.
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {

@@ -178,6 +178,7 @@ async fn twenty_guests_get_every_byte_while_three_are_paused() {
 
     // The paused guests resume: what they already had is exact, then one
     // Lagged, then exact bytes again from the new offset to the end.
+    let mut lags = 0;
     for mut guest in paused {
         let mut got: HashMap<u64, Vec<u8>> = HashMap::new();
         let mut lagged = 0;
@@ -194,6 +195,7 @@ async fn twenty_guests_get_every_byte_while_three_are_paused() {
             }
         }
         assert_eq!(lagged, 1, "one Lagged event for one gap");
+        lags += 1;
         for (at, data) in got {
             let at = at as usize;
             let end = (at + data.len()).min(reference.len());
@@ -204,6 +206,8 @@ async fn twenty_guests_get_every_byte_while_three_are_paused() {
             );
         }
     }
+    // Each lag is counted once in the metrics.
+    assert_eq!(server.registry().metrics().guest_lags.get(), lags);
 }
 
 /// A child process of the `rendezvous` binary, killed on drop.

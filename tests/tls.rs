@@ -400,11 +400,24 @@ impl CertFiles {
 #[tokio::test]
 async fn a_reload_gives_new_connections_the_new_certificate_and_keeps_open_ones() {
     let ca = TestCa::new("Rendezvous test CA");
-    let (old, new) = (ca.issue_loopback(), ca.issue_loopback());
+    let (old, new) = (ca.issue_loopback_until(2100), ca.issue_loopback_until(2101));
     let files = CertFiles::new(&old);
     let tls = TlsConfig::from_files(files.cert(), files.key()).unwrap();
     assert_eq!(tls.fingerprint(), old.fingerprint);
     let server = TestServer::with_tls(ServerConfig::default(), tls.clone(), ca.trust()).await;
+    // The metrics show when the certificate in use expires.
+    let expiry = || {
+        let text = server
+            .registry()
+            .metrics()
+            .encode(server.registry().connected());
+        rendezvous_testkit::metrics::value(
+            &text,
+            "rendezvous_tls_certificate_expiry_timestamp_seconds",
+        )
+    };
+    // 2100-01-01T00:00:00Z
+    assert_eq!(expiry(), 4_102_444_800.0);
 
     // Pinned to the old certificate: it could not connect again after the
     // reload, so if it still works, its connection is the one it had.
@@ -414,6 +427,8 @@ async fn a_reload_gives_new_connections_the_new_certificate_and_keeps_open_ones(
     new.write_to(&files.cert(), &files.key());
     assert_eq!(tls.reload().unwrap(), new.fingerprint);
     assert_eq!(tls.fingerprint(), new.fingerprint);
+    // 2101-01-01T00:00:00Z
+    assert_eq!(expiry(), 4_133_980_800.0);
     assert_eq!(
         served_fingerprint(server.addr, &ca.trust()).await,
         new.fingerprint

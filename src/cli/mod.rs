@@ -17,6 +17,20 @@ pub mod sessions;
 pub mod tls_args;
 pub mod token;
 
+/// The git commit this binary was built from, 12 hex digits
+/// (`-modified` when the work tree had changes; `unknown` outside git):
+/// in `--version` and the server's `rendezvous_build_info`.
+pub const GIT_COMMIT: &str = git_version::git_version!(
+    args = [
+        "--always",
+        "--dirty=-modified",
+        "--abbrev=12",
+        "--exclude",
+        "*"
+    ],
+    fallback = "unknown"
+);
+
 /// How log lines are written: the server's log (`--log-format`, default
 /// text) and the audit file (`serve --audit-log-format`, default json).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -130,7 +130,7 @@ impl Fixture {
     pub fn a_inputs(&mut self) -> Vec<u8> {
         let mut got = Vec::new();
         while let Some(message) = self.a_input.try_next(&self.a) {
-            if let Some(host_data_response::Message::Input(data)) = message.message {
+            if let Some(host_data_response::Message::Input(data)) = message.0.message {
                 got.extend_from_slice(&data);
             }
         }

@@ -91,8 +91,17 @@ pub mod limit_name {
     pub const RETAINED_OUTPUT_BYTES: &str = "retained output bytes";
     /// [`Limits::guests`](super::Limits::guests).
     pub const GUESTS: &str = "guests";
+    /// [`Limits::connections`](super::Limits::connections).
+    pub const CONNECTIONS: &str = "connections";
+    /// [`Limits::connections_per_ip`](super::Limits::connections_per_ip).
+    pub const CONNECTIONS_PER_IP: &str = "connections per client IP";
+    /// [`Limits::streams_per_ip`](super::Limits::streams_per_ip).
+    pub const STREAMS_PER_IP: &str = "streams per client IP";
     /// Every name above.
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 14] = [
+        CONNECTIONS,
+        CONNECTIONS_PER_IP,
+        STREAMS_PER_IP,
         HOSTS,
         HOSTS_PER_IP,
         SESSIONS,

@@ -308,6 +308,8 @@ pub struct ConnectionService {
     streams: Streams,
     per_ip: Arc<PerIp>,
     max_streams_per_ip: usize,
+    /// Counts refusals at `max_streams_per_ip`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ConnectionService {
@@ -318,6 +320,7 @@ impl ConnectionService {
         streams: Streams,
         per_ip: Arc<PerIp>,
         max_streams_per_ip: usize,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
             app,
@@ -325,6 +328,7 @@ impl ConnectionService {
             streams,
             per_ip,
             max_streams_per_ip,
+            metrics,
         }
     }
 }
@@ -351,6 +355,8 @@ where
             Some(peer) => match self.per_ip.stream(peer.ip(), self.max_streams_per_ip) {
                 Some(guard) => Some(guard),
                 None => {
+                    self.metrics
+                        .refused_at(crate::config::limit_name::STREAMS_PER_IP);
                     let message = format!(
                         "limit reached: streams per client IP is {}; close some, or ask the \
                          server's operator to raise it",

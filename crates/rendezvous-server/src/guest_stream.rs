@@ -170,6 +170,7 @@ impl GuestStream {
                     self.cursor += missed;
                     self.sent += 1;
                     self.metrics.lagged_bytes.inc_by(missed);
+                    self.metrics.guest_lags.inc();
                     return event(Event::Lagged(Lagged {
                         missed_bytes: missed,
                     }));

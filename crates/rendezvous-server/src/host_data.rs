@@ -105,10 +105,11 @@ pub(crate) fn serve(
         pending: VecDeque::with_capacity(HOST_OUTPUT_CREDIT_MESSAGES),
         exit: None,
         output_acked,
-        metrics,
+        metrics: metrics.clone(),
     };
     let task = tokio::spawn(reader.run());
     let outbound = Outbound {
+        metrics,
         session,
         input,
         size,
@@ -265,6 +266,8 @@ impl Reader {
 /// What goes down to the host: output acknowledgements, resizes, and input
 /// within the host's input credit.
 struct Outbound {
+    /// For the input relay latency.
+    metrics: Arc<Metrics>,
     session: Arc<Session>,
     input: HostInputReader,
     size: watch::Receiver<WindowSize>,
@@ -302,7 +305,12 @@ impl Outbound {
             }
             let credit = self.input.next_number()
                 < self.session.host_input_acked() + HOST_INPUT_CREDIT_MESSAGES;
-            if credit && let Some(input) = self.input.try_next(&self.session) {
+            if credit && let Some((input, received)) = self.input.try_next(&self.session) {
+                if let Some(received) = received {
+                    self.metrics
+                        .input_relay_seconds
+                        .observe(received.elapsed().as_secs_f64());
+                }
                 return Some(input);
             }
             tokio::select! {
@@ -364,6 +372,7 @@ mod tests {
         session.add_guest("g".into(), Role::ReadWrite, 80, 24, None);
         let link = session.attach_host(0).expect("the host attaches");
         let mut outbound = Outbound {
+            metrics: Arc::default(),
             session: session.clone(),
             input: link.input,
             size: link.size,

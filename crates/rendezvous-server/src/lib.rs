@@ -17,6 +17,7 @@
 //!   event stream [`guest_stream`];
 //! - [`http`]: the task page, web assets and health checks;
 //! - `message_limit`: the size of one gRPC message, refused by name;
+//! - `rpc_metrics`: every RPC timed and counted by method and status code;
 //! - [`metrics`], [`metrics_http`]: what is counted, and `GET /metrics`
 //!   on an address of its own;
 //! - [`origin`]: which web origins may use the server (CORS);
@@ -58,6 +59,7 @@ pub mod metrics_http;
 pub mod oidc;
 pub mod origin;
 pub mod registry;
+mod rpc_metrics;
 pub mod server;
 pub mod session;
 pub mod state_key;

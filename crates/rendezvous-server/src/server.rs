@@ -143,6 +143,7 @@ impl Server {
     /// Keep a clone of `tls` to [`reload`](TlsConfig::reload) it.
     #[must_use]
     pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.registry.metrics().watch_tls(tls.clone());
         self.tls = Some(tls);
         self
     }
@@ -183,6 +184,10 @@ impl Server {
             .layer(axum::middleware::map_request_with_state(
                 registry.metrics().clone(),
                 crate::message_limit::limit_messages,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                registry.metrics().clone(),
+                crate::rpc_metrics::meter,
             ))
             .layer(tonic_web::GrpcWebLayer::new());
         let config = registry.config();
@@ -343,6 +348,9 @@ impl Server {
                 // One client IP holds its share of connections: close.
                 tracing::warn!(%peer, "connection limit per client IP reached");
                 self.registry.metrics().connections_refused.inc();
+                self.registry
+                    .metrics()
+                    .refused_at(crate::config::limit_name::CONNECTIONS_PER_IP);
                 continue;
             };
             if let Ok(permit) = connections.clone().try_acquire_owned() {
@@ -361,6 +369,7 @@ impl Server {
                     streams.clone(),
                     per_ip.clone(),
                     limits.streams_per_ip,
+                    self.registry.metrics().clone(),
                 ));
                 let (builder, closing) = (builder.clone(), closing.clone());
                 let metrics = self.registry.metrics().clone();
@@ -406,6 +415,9 @@ impl Server {
                 // RESOURCE_EXHAUSTED for a short while, then close it.
                 tracing::warn!(%peer, "connection limit reached");
                 self.registry.metrics().connections_refused.inc();
+                self.registry
+                    .metrics()
+                    .refused_at(crate::config::limit_name::CONNECTIONS);
                 let service = TowerToHyperService::new(refuse.clone());
                 let (builder, watcher) = (builder.clone(), graceful.watcher());
                 tasks.spawn(async move {
@@ -427,6 +439,9 @@ impl Server {
             } else {
                 // Beyond both bounds the connection is closed at once.
                 self.registry.metrics().connections_refused.inc();
+                self.registry
+                    .metrics()
+                    .refused_at(crate::config::limit_name::CONNECTIONS);
             }
         }
         // No more connections: new ones are refused by the kernel.

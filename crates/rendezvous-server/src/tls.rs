@@ -230,6 +230,17 @@ impl TlsConfig {
         self.cert.get().1
     }
 
+    /// When the current leaf certificate expires (its `notAfter`); `None`
+    /// if it cannot be parsed (rustls took it, so that does not happen for
+    /// a well-formed X.509 certificate).
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        let (certified, _) = self.cert.get();
+        let leaf = certified.cert.first()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf).ok()?;
+        let seconds = u64::try_from(parsed.validity().not_after.timestamp()).ok()?;
+        std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))
+    }
+
     /// The certificate and key files, when the certificate came from files.
     pub fn files(&self) -> Option<(&Path, &Path)> {
         match &*self.source {

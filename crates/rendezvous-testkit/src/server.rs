@@ -106,6 +106,14 @@ impl TestServer {
         }
     }
 
+    /// The running server's registry (its metrics, its counts).
+    pub fn registry(&self) -> &std::sync::Arc<rendezvous_server::registry::Registry> {
+        self.running
+            .as_ref()
+            .expect("the server runs until stopped")
+            .registry()
+    }
+
     /// Stops the server and waits until it has stopped.
     pub async fn stop(mut self, how: Stop) {
         let Some(running) = self.running.take() else {

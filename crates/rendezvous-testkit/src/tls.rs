@@ -65,8 +65,21 @@ impl TestCa {
     /// A leaf certificate for `names` (DNS names or IP addresses), with a
     /// new key.
     pub fn issue(&self, names: &[&str]) -> TestCert {
+        self.issue_until(names, None)
+    }
+
+    /// A leaf certificate for [`LOOPBACK_NAMES`] that expires on 1 January
+    /// of `year`, at 00:00 UTC.
+    pub fn issue_loopback_until(&self, year: i32) -> TestCert {
+        self.issue_until(&LOOPBACK_NAMES, Some(year))
+    }
+
+    fn issue_until(&self, names: &[&str], year: Option<i32>) -> TestCert {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let params = rcgen::CertificateParams::new(names).expect("leaf params");
+        let mut params = rcgen::CertificateParams::new(names).expect("leaf params");
+        if let Some(year) = year {
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
         let key = rcgen::KeyPair::generate().expect("leaf key");
         let cert = params
             .signed_by(&key, &self.issuer)

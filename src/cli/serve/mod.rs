@@ -507,6 +507,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         server = server.with_tls(tls.clone());
     }
     let addr = server.local_addr()?;
+    server.registry().metrics().set_commit(super::GIT_COMMIT);
     let mut metrics_at = None;
     let metrics_listener = match args.metrics_listen {
         Some(metrics_addr) => {

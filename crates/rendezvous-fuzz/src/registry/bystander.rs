@@ -116,7 +116,7 @@ impl Bystander {
         let got = self
             .input
             .try_next(&self.session)
-            .and_then(|m| match m.message {
+            .and_then(|m| match m.0.message {
                 Some(host_data_response::Message::Input(data)) => Some(data),
                 _ => None,
             });

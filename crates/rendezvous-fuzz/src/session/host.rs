@@ -55,7 +55,7 @@ impl Harness {
                 .link
                 .input
                 .try_next(&self.session)
-                .map(|m| match m.message {
+                .map(|m| match m.0.message {
                     Some(host_data_response::Message::Input(data)) => data,
                     other => panic!("the host's input queue held {other:?}"),
                 });

@@ -93,6 +93,7 @@ impl Registry {
                     client_ip = ?ip, task = %task_id, retry_after_ms = locked.retry_after.as_millis(),
                     "too many failed authentications: locked"
                 );
+                self.metrics.rate_limit_trips.inc();
                 self.audit().record(
                     &AuditEvent::new(AuditKind::RateLimited)
                         .task(task_id)
@@ -134,6 +135,7 @@ impl Registry {
                     client_ip = ?ip, retry_after_ms = locked.retry_after.as_millis(),
                     "too many refused host registrations: locked"
                 );
+                self.metrics.rate_limit_trips.inc();
                 self.audit().record(
                     &AuditEvent::new(AuditKind::RateLimited)
                         .client_ip(ip)

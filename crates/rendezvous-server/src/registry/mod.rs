@@ -194,6 +194,10 @@ impl Registry {
             hosts: hosts.len(),
             sessions: hosts.iter().map(|h| lock(&h.sessions).len()).sum(),
             guests: lock(&self.guests).attached.len(),
+            paused_sessions: hosts
+                .iter()
+                .map(|h| lock(&h.sessions).values().filter(|s| s.is_paused()).count())
+                .sum(),
         }
     }
 

@@ -29,10 +29,13 @@ pub(super) struct HostInputQueue {
     /// the guest it came from (`HostDataResponse.input_origin`); the front
     /// one has number `acked`. At most
     /// [`HOST_INPUT_QUEUE_MESSAGES`](super::HOST_INPUT_QUEUE_MESSAGES).
-    unacked: VecDeque<(Bytes, GuestInputSeq)>,
+    unacked: VecDeque<(Bytes, GuestInputSeq, std::time::Instant)>,
     /// Messages the host has written to its PTY: the number of the front
     /// of `unacked`.
     acked: u64,
+    /// One past the last message a Data stream has taken: later takes of
+    /// earlier messages are resends.
+    sent: u64,
 }
 
 impl HostInputQueue {
@@ -42,6 +45,7 @@ impl HostInputQueue {
         Self {
             unacked: VecDeque::new(),
             acked: first,
+            sent: first,
         }
     }
 
@@ -50,8 +54,15 @@ impl HostInputQueue {
         self.acked + self.unacked.len() as u64
     }
 
-    pub(super) fn push(&mut self, data: Bytes, origin: GuestInputSeq) {
-        self.unacked.push_back((data, origin));
+    /// Queues `data` from `origin`, which reached the server at
+    /// `received`.
+    pub(super) fn push(
+        &mut self,
+        data: Bytes,
+        origin: GuestInputSeq,
+        received: std::time::Instant,
+    ) {
+        self.unacked.push_back((data, origin, received));
     }
 
     /// Drops what the host has written, up to `count` (clamped to what
@@ -67,10 +78,16 @@ impl HostInputQueue {
         freed
     }
 
-    /// Message `number` and its origin, if it is queued.
-    fn get(&self, number: u64) -> Option<(Bytes, GuestInputSeq)> {
+    /// Message `number` and its origin, if it is queued, and, the first
+    /// time it is taken, when it reached the server.
+    fn take(&mut self, number: u64) -> Option<(Bytes, GuestInputSeq, Option<std::time::Instant>)> {
         let index = usize::try_from(number.checked_sub(self.acked)?).ok()?;
-        self.unacked.get(index).cloned()
+        let (data, origin, received) = self.unacked.get(index)?.clone();
+        let first = number >= self.sent;
+        if first {
+            self.sent = number + 1;
+        }
+        Some((data, origin, first.then_some(received)))
     }
 }
 
@@ -105,14 +122,19 @@ impl HostInputReader {
     }
 
     /// The next input message of `session`, if one is queued, without
-    /// waiting; the reader moves past it.
-    pub fn try_next(&mut self, session: &Session) -> Option<HostDataResponse> {
-        let (data, origin) = lock(&session.state).host_input.get(self.next)?;
+    /// waiting; the reader moves past it. With it, on its first send (not
+    /// a resend to a resumed host), when it reached the server.
+    pub fn try_next(
+        &mut self,
+        session: &Session,
+    ) -> Option<(HostDataResponse, Option<std::time::Instant>)> {
+        let (data, origin, received) = lock(&session.state).host_input.take(self.next)?;
         self.next += 1;
-        Some(HostDataResponse {
+        let message = HostDataResponse {
             message: Some(host_data_response::Message::Input(data)),
             input_origin: Some(origin),
-        })
+        };
+        Some((message, received))
     }
 
     /// Waits until input was queued or acknowledged since the last call
@@ -125,7 +147,7 @@ impl HostInputReader {
     /// does, with the mpsc receiver's signature.
     #[cfg(test)]
     pub(crate) fn try_recv(&mut self, session: &Session) -> Result<HostDataResponse, ()> {
-        self.try_next(session).ok_or(())
+        self.try_next(session).map(|(message, _)| message).ok_or(())
     }
 }
 
@@ -252,15 +274,21 @@ mod tests {
             guest_id: "g".into(),
             next_seq,
         };
-        q.push(Bytes::from_static(b"a"), origin(1));
-        q.push(Bytes::from_static(b"b"), origin(2));
-        assert_eq!(q.get(4), None);
-        assert_eq!(q.get(5), Some((Bytes::from_static(b"a"), origin(1))));
-        assert_eq!(q.get(6), Some((Bytes::from_static(b"b"), origin(2))));
-        assert_eq!(q.get(7), None);
+        let t = std::time::Instant::now();
+        q.push(Bytes::from_static(b"a"), origin(1), t);
+        q.push(Bytes::from_static(b"b"), origin(2), t);
+        assert_eq!(q.take(4), None);
+        let a = (Bytes::from_static(b"a"), origin(1));
+        let b = (Bytes::from_static(b"b"), origin(2));
+        // The first take of a message says when it came; a resend not.
+        assert_eq!(q.take(5), Some((a.0.clone(), a.1.clone(), Some(t))));
+        assert_eq!(q.take(6), Some((b.0.clone(), b.1.clone(), Some(t))));
+        assert_eq!(q.take(5), Some((a.0, a.1, None)));
+        assert_eq!(q.take(7), None);
         assert_eq!(q.ack(3), 0, "an old count changes nothing");
         assert_eq!(q.ack(6), 1);
-        assert_eq!(q.get(5), None);
+        assert_eq!(q.take(5), None);
+        assert_eq!(q.take(6), Some((b.0, b.1, None)));
         assert_eq!(q.ack(u64::MAX), 1, "a count past the end is the end");
         assert_eq!(q.acked, 7);
     }

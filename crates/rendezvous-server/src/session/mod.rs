@@ -259,6 +259,8 @@ pub struct Session {
     changed: watch::Sender<u64>,
     /// Woken when a guest's cursor moves, for a paused host.
     room: Notify,
+    /// Set while the host's output waits in [`Session::wait_for_room`].
+    paused: std::sync::atomic::AtomicBool,
     /// Room in the host input queue, in messages
     /// ([`HOST_INPUT_QUEUE_MESSAGES`] when empty); closed when the session
     /// ends.
@@ -333,6 +335,7 @@ impl Session {
             }),
             changed: watch::Sender::new(0),
             room: Notify::new(),
+            paused: std::sync::atomic::AtomicBool::new(false),
             input_room: Semaphore::new(HOST_INPUT_QUEUE_MESSAGES),
             input_changed: watch::Sender::new(0),
             size: watch::Sender::new(size),
@@ -417,6 +420,14 @@ impl Session {
     /// fastest guest that does trails the end by at most the backpressure
     /// window, or the session has ended. See the module docs. Cancel-safe.
     pub async fn wait_for_room(&self) {
+        /// Clears `paused` however the wait ends (also when cancelled).
+        struct Unpause<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Unpause<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _unpause = Unpause(&self.paused);
         loop {
             let stalls_at = {
                 let st = lock(&self.state);
@@ -437,6 +448,8 @@ impl Session {
                     Pace::Guests { stalls_at, .. } => stalls_at,
                 }
             };
+            self.paused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             // Only the host's ingest waits here, so a wake-up that came
             // between the check and this line is kept as a permit. Without
             // one, the guests that hold the host back have stalled by
@@ -446,6 +459,12 @@ impl Session {
                 () = tokio::time::sleep_until(stalls_at.into()) => {}
             }
         }
+    }
+
+    /// Whether the host's output is paused now, waiting for a guest that
+    /// holds it back to catch up (see [`Session::wait_for_room`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends the session with `status`, once; later calls are ignored. Guests
@@ -597,6 +616,7 @@ impl Session {
         seq: u64,
         data: Bytes,
     ) -> Result<(), SessionError> {
+        let received = Instant::now();
         lock(&self.state).writer(guest_id)?;
         let permit = self
             .input_room
@@ -638,6 +658,7 @@ impl Session {
                 guest_id: guest_id.to_owned(),
                 next_seq,
             },
+            received,
         );
         drop(st);
         self.input_changed.send_modify(|v| *v += 1);
