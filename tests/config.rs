@@ -297,3 +297,34 @@ fn a_global_flag_such_as_log_format_is_a_key_of_the_file_too() {
         "{text}"
     );
 }
+
+#[test]
+fn an_on_off_variable_set_to_off_is_as_if_unset_and_conflicts_with_nothing() {
+    // As an image's or a chart's default may set it: with TLS flags too.
+    let cert = file("off-switch", "cert.pem", "");
+    let printed = stdout(&run(
+        &[
+            "serve",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            cert.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[("RENDEZVOUS_INSECURE", "false")],
+    ));
+    assert_eq!(line(&printed, "insecure"), "insecure = false  # default");
+    // On is on, and conflicts as the flag does.
+    let text = refusal(&run(
+        &[
+            "serve",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            cert.to_str().unwrap(),
+            "--print-config",
+        ],
+        &[("RENDEZVOUS_INSECURE", "true")],
+    ));
+    assert!(text.contains("--insecure"), "{text}");
+}

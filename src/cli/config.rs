@@ -45,14 +45,41 @@ pub fn env_name(long: &str) -> String {
 
 /// Gives every long flag of `cmd` and its subcommands an environment
 /// variable (`RENDEZVOUS_<FLAG>`), keeping those that name their own.
+///
+/// An on/off flag whose variable is set to off (`false`, `0`, `no`,
+/// `off`, or empty) is left as if the variable were unset: clap counts a
+/// flag from the environment as given, whatever its value, so
+/// `RENDEZVOUS_INSECURE=false` would otherwise conflict with `--tls-cert`
+/// (as an image's or a chart's default might set it).
 pub fn with_env(cmd: Command) -> Command {
-    let cmd = cmd.mut_args(|arg| match arg.get_long().map(str::to_owned) {
-        Some(long) if arg.get_env().is_none() && !NOT_CONFIGURATION.contains(&long.as_str()) => {
-            arg.env(env_name(&long))
+    let cmd = cmd.mut_args(|arg| {
+        let Some(long) = arg.get_long().map(str::to_owned) else {
+            return arg;
+        };
+        if NOT_CONFIGURATION.contains(&long.as_str()) {
+            return arg;
         }
-        _ => arg,
+        let arg = match arg.get_env() {
+            Some(_) => arg,
+            None => arg.env(env_name(&long)),
+        };
+        let switch = matches!(arg.get_action(), ArgAction::SetTrue);
+        let off = arg
+            .get_env()
+            .and_then(std::env::var_os)
+            .is_some_and(|v| is_off(&v.to_string_lossy()));
+        if switch && off { arg.env(None) } else { arg }
     });
     cmd.mut_subcommands(with_env)
+}
+
+/// Whether an on/off flag's variable says off, as clap's own reading of
+/// such values does.
+fn is_off(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "" | "false" | "0" | "no" | "n" | "off" | "f"
+    )
 }
 
 /// A configuration file that was read: its path and the flags it set.
