@@ -105,7 +105,8 @@ pub async fn wait(args: WaitArgs) -> anyhow::Result<i32> {
     Ok(end.exit_code().unwrap_or(0))
 }
 
-fn describe(status: &HoldStatus) -> String {
+/// What a hold's `status` means, in a line: how long it goes on.
+pub fn describe(status: &HoldStatus) -> String {
     match (status.holding, status.remaining) {
         (false, _) => "no hold is running yet; nothing to extend".to_owned(),
         (true, Some(left)) => format!(

@@ -6,9 +6,12 @@
 //! later `rendezvous wait` (see [`crate::cli::detach`]).
 
 use std::io::Write as _;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use rendezvous_host::HostStatus;
+
+use crate::cli::progress::Spinner;
 
 use crate::cli::ci::TellArgs;
 use crate::cli::publish::PublishArgs;
@@ -50,21 +53,30 @@ pub async fn run(args: HostArgs) -> anyhow::Result<i32> {
     let guest_url = host.guest_url();
     let mut status = host.status();
 
+    let server = args.publish.server.clone();
     let run = host.run(crate::cli::serve::shutdown_signal());
     tokio::pin!(run);
     // Print the URL once, when the server first accepts the host, so that
     // it works when opened. Later registrations (after a reconnect) are
-    // logged by the library.
+    // logged by the library. On a terminal, a spinner says what the host
+    // waits for while it is not registered.
     let mut printed = false;
+    let mut gone = false;
+    let mut waiting: Option<Spinner> = None;
     loop {
         tokio::select! {
             result = &mut run => {
+                drop(waiting);
                 return result.context("the rendezvous server refused this host").map(|()| 0);
             }
-            changed = status.changed(), if !printed => {
+            changed = status.changed(), if !gone => {
                 if changed.is_err() {
-                    printed = true; // The host is gone; `run` ends next.
-                } else if matches!(*status.borrow_and_update(), HostStatus::Registered { .. }) {
+                    gone = true; // The host is gone; `run` ends next.
+                    continue;
+                }
+                let now = status.borrow_and_update().clone();
+                waiting = waiting_for(&server, &now, waiting);
+                if !printed && matches!(now, HostStatus::Registered { .. }) {
                     let mut stdout = std::io::stdout().lock();
                     writeln!(stdout, "Open {guest_url}")?;
                     stdout.flush()?;
@@ -72,6 +84,28 @@ pub async fn run(args: HostArgs) -> anyhow::Result<i32> {
                 }
             }
         }
+    }
+}
+
+/// The spinner for the host's `status`: shown (reusing `spinner`) while it
+/// connects or waits to reconnect to `server`, gone once registered.
+pub fn waiting_for(server: &str, status: &HostStatus, spinner: Option<Spinner>) -> Option<Spinner> {
+    let message = match status {
+        HostStatus::Connecting => format!("connecting to the server at {server}"),
+        HostStatus::Reconnecting { after, reason } => format!(
+            "waiting for the server at {server} ({reason}); next try in {}",
+            humantime::format_duration(Duration::from_millis(
+                u64::try_from(after.as_millis()).unwrap_or(u64::MAX)
+            ))
+        ),
+        _ => return None,
+    };
+    match spinner {
+        Some(spinner) => {
+            spinner.set_message(message);
+            Some(spinner)
+        }
+        None => Some(Spinner::new(message)),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod detach;
 pub mod docs;
 pub mod guest_args;
 pub mod host;
+pub mod progress;
 pub mod publish;
 pub mod run;
 pub mod serve;

@@ -186,7 +186,11 @@ impl Fixture {
 /// host and guest the bench connects.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     match args.command.take() {
-        Some(BenchCommand::Scale(scale)) => return scale::run(scale).await,
+        Some(BenchCommand::Scale(scale)) => {
+            let result = scale::run(scale).await;
+            progress_done();
+            return result;
+        }
         Some(BenchCommand::ScaleHosts(hosts)) => return scale::run_hosts(hosts).await,
         Some(BenchCommand::ScaleGuests(guests)) => return scale::run_guests(guests).await,
         None => {}
@@ -252,6 +256,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
 
     let result = measure(&plan, &url).await;
+    progress_done();
 
     if let Some(server) = in_process {
         let _ = server.stop().await;
@@ -357,6 +362,25 @@ fn median_by<T>(mut runs: Vec<T>, key: impl Fn(&T) -> f64) -> T {
     runs.swap_remove(mid)
 }
 
-fn progress(what: std::fmt::Arguments<'_>) {
+/// The spinner of the bench's current step, on a terminal.
+static STEP: std::sync::Mutex<Option<crate::cli::progress::Spinner>> = std::sync::Mutex::new(None);
+
+/// Says which step runs now: a line on stderr and, on a terminal, a
+/// spinner with its time until the next step (or the report).
+pub(crate) fn progress(what: std::fmt::Arguments<'_>) {
+    let mut step = STEP
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *step = None;
     eprintln!("  {what} ...");
+    if crate::cli::progress::Spinner::visible() {
+        *step = Some(crate::cli::progress::Spinner::new(what.to_string()));
+    }
+}
+
+/// Clears the step's spinner, before the report is printed.
+pub(crate) fn progress_done() {
+    STEP.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
 }

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use rendezvous_host::hold::{CONTROL_SOCKET_ENV, ControlSocket, Hold, HoldEnd, HoldOptions};
 use rendezvous_host::{HostBuilder, HostStatus};
 
+use crate::cli::progress::Spinner;
 use crate::cli::serve::parse_duration;
 pub use notify::Notifier;
 pub use tell::Announcement;
@@ -119,7 +120,32 @@ pub async fn publish_and_hold(
     };
     let handle = hold.handle();
     let mut status = host.status();
+    let status_for_progress = host.status();
     let mut end = None;
+    // On a terminal: a spinner with the hold's state, the events above it.
+    let spinner = Spinner::visible().then(|| Spinner::new("connecting to the server"));
+    let say = |line: &str| match &spinner {
+        Some(spinner) => spinner.println(&format!("rendezvous: {line}")),
+        None => log_line(line),
+    };
+    let progress = async {
+        let Some(spinner) = &spinner else {
+            return std::future::pending::<()>().await;
+        };
+        let mut ticks = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            ticks.tick().await;
+            let registered = matches!(*status_for_progress.borrow(), HostStatus::Registered { .. });
+            if !registered {
+                spinner.set_message("waiting for the server");
+            } else if let Ok(now) = handle.status().await {
+                spinner.set_message(format!(
+                    "{}; `rendezvous continue` in a shell of the task ends it",
+                    crate::cli::control::describe(&now)
+                ));
+            }
+        }
+    };
     let body = async {
         let announce = async {
             let registered = status
@@ -136,18 +162,19 @@ pub async fn publish_and_hold(
             std::future::pending::<()>().await;
         };
         let held = hold.run(|event| {
-            log_line(&event.to_string());
+            say(&event.to_string());
             notifier.event(event);
         });
         let ended = async {
             tokio::select! {
                 e = held => Some(e),
                 () = announce => None,
+                () = progress => None,
                 () = crate::cli::serve::shutdown_signal() => Some(HoldEnd::HostStopped),
             }
         };
         // `wait` clients get the end before the socket goes.
-        end = socket.serve_until(handle, ended).await;
+        end = socket.serve_until(handle.clone(), ended).await;
     };
     let result = host.run(body).await;
     notifier.finish().await;

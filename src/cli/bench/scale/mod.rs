@@ -301,12 +301,13 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
     for &target in &steps {
         let add = target - now_sessions;
         let wait = ADD_WAIT_PER_100 * (add.div_ceil(100) as u32).max(1);
-        eprintln!("  {target} sessions: adding {add} ...");
+        super::progress(format_args!("{target} sessions: adding {add}"));
         hosts.ask(&format!("add {add}"), wait).await?;
         guests.ask(&format!("add {add}"), wait).await?;
         now_sessions = target;
         tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
 
+        super::progress(format_args!("{target} sessions: timing for {step_secs} s"));
         guests.ask("mark", ANSWER_WAIT).await?;
         let printed_before = number(&hosts.ask("report", ANSWER_WAIT).await?, "printed")?;
         let (cpu_before, started) = (cpu_times(pids), Instant::now());
@@ -348,6 +349,7 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<()> {
                 && p99_ms <= args.p99_ms as f64
                 && output_rate >= RATE_FLOOR * args.output_rate as f64,
         };
+        super::progress_done();
         eprintln!(
             "  {target} sessions: p99 {:.1} ms, printing {:.0} B/s a session: {}",
             step.p99_ms,
