@@ -1,6 +1,10 @@
 //! The relay under many guests, slow guests and hostile guests: fan-out with
 //! byte-exact delivery and lag, backpressure, roles, one reply to terminal
 //! queries, the resize policy, and limits. Real server, real bash, real gRPC.
+//!
+//! Over 650 lines, on purpose: each test here drives the same fan-out
+//! helpers (attach, send, the paused and reading guests), which splitting
+//! would repeat in a second file.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -45,6 +45,7 @@
 //! - this file: the [`Session`] that holds them behind one lock, its
 //!   signals (output changed, room for the host, ended) and lifecycle.
 
+mod backpressure;
 mod guests;
 mod host_link;
 mod input;
@@ -412,59 +413,6 @@ impl Session {
         }
         self.changed.send_modify(|v| *v += 1);
         true
-    }
-
-    /// Waits until the host may send more output: no guest holds it back
-    /// (see [`Guests::pace`]: read-only guests never do, nor read-write
-    /// guests stalled for [`RelayConfig::stalled_guest_timeout`]), or the
-    /// fastest guest that does trails the end by at most the backpressure
-    /// window, or the session has ended. See the module docs. Cancel-safe.
-    pub async fn wait_for_room(&self) {
-        /// Clears `paused` however the wait ends (also when cancelled).
-        struct Unpause<'a>(&'a std::sync::atomic::AtomicBool);
-        impl Drop for Unpause<'_> {
-            fn drop(&mut self) {
-                self.0.store(false, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        let _unpause = Unpause(&self.paused);
-        loop {
-            let stalls_at = {
-                let st = lock(&self.state);
-                if st.exit.is_some() {
-                    return;
-                }
-                match st
-                    .guests
-                    .pace(Instant::now(), self.config.stalled_guest_timeout)
-                {
-                    Pace::Free => return,
-                    Pace::Guests { fastest_cursor, .. }
-                        if st.output.end().saturating_sub(fastest_cursor)
-                            <= self.config.backpressure_window() =>
-                    {
-                        return;
-                    }
-                    Pace::Guests { stalls_at, .. } => stalls_at,
-                }
-            };
-            self.paused
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            // Only the host's ingest waits here, so a wake-up that came
-            // between the check and this line is kept as a permit. Without
-            // one, the guests that hold the host back have stalled by
-            // `stalls_at`, and it goes on.
-            tokio::select! {
-                () = self.room.notified() => {}
-                () = tokio::time::sleep_until(stalls_at.into()) => {}
-            }
-        }
-    }
-
-    /// Whether the host's output is paused now, waiting for a guest that
-    /// holds it back to catch up (see [`Session::wait_for_room`]).
-    pub fn is_paused(&self) -> bool {
-        self.paused.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ends the session with `status`, once; later calls are ignored. Guests
