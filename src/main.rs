@@ -82,17 +82,7 @@ enum Command {
 /// `--version`: the crate's version and the git commit it was built from
 /// (`-modified` when the work tree had changes; `unknown` outside git).
 fn version() -> String {
-    let commit = git_version::git_version!(
-        args = [
-            "--always",
-            "--dirty=-modified",
-            "--abbrev=12",
-            "--exclude",
-            "*"
-        ],
-        fallback = "unknown"
-    );
-    format!("{} (commit {commit})", env!("CARGO_PKG_VERSION"))
+    format!("{} (commit {})", env!("CARGO_PKG_VERSION"), cli::GIT_COMMIT)
 }
 
 fn main() {

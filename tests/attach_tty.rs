@@ -2,8 +2,9 @@
 //! the real binary. Raw mode while attached and restored after, SIGWINCH
 //! sends the new size, and `~.` after a newline detaches.
 
+use rendezvous_testkit::pty::until;
 use rendezvous_testkit::{DEADLINE, TestHost, TestServer};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 
 /// Whether the PTY's line discipline is in canonical (cooked) mode with
 /// local echo, as a shell leaves it; raw mode turns both off.
@@ -12,32 +13,6 @@ fn cooked(pty: &pty_process::Pty) -> bool {
     let local = termios.local_modes;
     local.contains(rustix::termios::LocalModes::ICANON)
         && local.contains(rustix::termios::LocalModes::ECHO)
-}
-
-/// Reads the PTY until its output, since the last call, contains `needle`;
-/// returns that output, up to the end of `needle`.
-async fn until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, needle: &str) -> String {
-    let found = tokio::time::timeout(DEADLINE, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(seen).into_owned();
-            if let Some(at) = text.find(needle) {
-                seen.drain(..at + needle.len());
-                return text[..at + needle.len()].to_owned();
-            }
-            match pty.read(&mut buf).await {
-                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                _ => panic!("the PTY closed before {needle:?}"),
-            }
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
-        panic!(
-            "no {needle:?} in time; the PTY showed {:?}",
-            String::from_utf8_lossy(seen)
-        )
-    })
 }
 
 #[tokio::test]

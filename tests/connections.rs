@@ -157,10 +157,7 @@ async fn one_ip_holds_at_most_its_share_of_connections() {
         .expect("the fourth connection is closed");
     assert!(started.elapsed() < Duration::from_secs(5));
     let refusals = |limit| {
-        let text = server
-            .registry()
-            .metrics()
-            .encode(server.registry().connected());
+        let text = server.metrics_text();
         rendezvous_testkit::metrics::value(
             &text,
             &format!("rendezvous_limit_refusals_total{{limit=\"{limit}\"}}"),
@@ -215,10 +212,7 @@ async fn one_ip_holds_at_most_its_share_of_streams() {
         refused.message().contains("streams per client IP is 3"),
         "{refused:?}"
     );
-    let text = server
-        .registry()
-        .metrics()
-        .encode(server.registry().connected());
+    let text = server.metrics_text();
     assert_eq!(
         rendezvous_testkit::metrics::value(
             &text,

@@ -6,37 +6,13 @@
 use std::net::SocketAddr;
 
 use rendezvous_server::ServerConfig;
+use rendezvous_testkit::pty::until;
 use rendezvous_testkit::{DEADLINE, ProcessOutput, TestServer};
-use tokio::io::AsyncReadExt as _;
 
 /// A loopback address nothing listens on (yet).
 fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
     listener.local_addr().expect("its address")
-}
-
-/// Reads the PTY until its output contains `needle`; returns all of it.
-async fn until(pty: &mut pty_process::Pty, seen: &mut Vec<u8>, needle: &str) -> String {
-    let found = tokio::time::timeout(DEADLINE, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            let text = String::from_utf8_lossy(seen).into_owned();
-            if text.contains(needle) {
-                return text;
-            }
-            match pty.read(&mut buf).await {
-                Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
-                _ => panic!("the PTY closed before {needle:?}"),
-            }
-        }
-    })
-    .await;
-    found.unwrap_or_else(|_| {
-        panic!(
-            "no {needle:?} in time; the PTY showed {:?}",
-            String::from_utf8_lossy(seen)
-        )
-    })
 }
 
 const SECRET: &str = "progress-secret-0123456789abcdef";

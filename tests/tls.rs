@@ -407,10 +407,7 @@ async fn a_reload_gives_new_connections_the_new_certificate_and_keeps_open_ones(
     let server = TestServer::with_tls(ServerConfig::default(), tls.clone(), ca.trust()).await;
     // The metrics show when the certificate in use expires.
     let expiry = || {
-        let text = server
-            .registry()
-            .metrics()
-            .encode(server.registry().connected());
+        let text = server.metrics_text();
         rendezvous_testkit::metrics::value(
             &text,
             "rendezvous_tls_certificate_expiry_timestamp_seconds",

@@ -28,6 +28,7 @@ pub mod jwt;
 pub mod metrics;
 mod process;
 pub mod proxy;
+pub mod pty;
 mod server;
 pub mod tls;
 mod transcript;

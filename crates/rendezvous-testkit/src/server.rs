@@ -114,6 +114,13 @@ impl TestServer {
             .registry()
     }
 
+    /// The server's metrics as a scrape shows them (OpenMetrics text),
+    /// for [`crate::metrics::value`].
+    pub fn metrics_text(&self) -> String {
+        let registry = self.registry();
+        registry.metrics().encode(registry.connected())
+    }
+
     /// Stops the server and waits until it has stopped.
     pub async fn stop(mut self, how: Stop) {
         let Some(running) = self.running.take() else {
