@@ -46,6 +46,27 @@ impl Digest {
     pub fn same_as(&self, other: &Digest) -> bool {
         other.0.ct_eq(&self.0).into()
     }
+
+    /// The digest as 64 lower-case hex digits, as a shared store keeps it
+    /// (the digest, never the secret).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// A digest from [`to_hex`](Self::to_hex)'s 64 hex digits; `None` for
+    /// anything else (a store's data is checked, not trusted).
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        // from_str_radix alone would take a sign ("+f").
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).ok()?;
+            *byte = u8::from_str_radix(pair, 16).ok()?;
+        }
+        Some(Self(bytes))
+    }
 }
 
 /// A new random token: 128 bits from the OS, base64url without padding (22
@@ -70,6 +91,18 @@ mod tests {
         assert!(d.matches("correct horse battery staple"));
         assert!(!d.matches("correct horse battery stapl"));
         assert_eq!(format!("{d:?}"), "Digest(..)");
+    }
+
+    #[test]
+    fn a_digest_comes_back_from_its_hex_and_nothing_else_passes() {
+        let d = Digest::of("correct horse battery staple");
+        let hex = d.to_hex();
+        assert_eq!(hex.len(), 64);
+        assert!(Digest::from_hex(&hex).unwrap().same_as(&d));
+        assert!(Digest::from_hex(&hex[..62]).is_none());
+        assert!(Digest::from_hex(&format!("{}zz", &hex[..62])).is_none());
+        assert!(Digest::from_hex(&format!("{}+1", &hex[..62])).is_none());
+        assert!(Digest::from_hex(&"é".repeat(32)).is_none());
     }
 
     #[test]

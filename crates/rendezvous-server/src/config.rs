@@ -243,6 +243,11 @@ pub struct ServerConfig {
     pub max_grace_period: Option<Duration>,
     /// What a graceful stop ([`crate::Server::run`]) waits for.
     pub shutdown: ShutdownTimes,
+    /// Where tasks are looked up and claimed: `None`, the default, keeps
+    /// them in this process ([`MemoryTaskStore`](crate::registry::MemoryTaskStore));
+    /// replicas share a [`RedisTaskStore`](crate::registry::RedisTaskStore)
+    /// (`rendezvous serve --redis-url`).
+    pub task_store: Option<std::sync::Arc<dyn crate::registry::TaskStore>>,
 }
 
 /// The times of a graceful stop, in the order load balancers expect (as

@@ -72,9 +72,10 @@ impl From<RegistryError> for Status {
             RegistryError::BadGuest
             | RegistryError::BadHost
             | RegistryError::HostNotAdmitted(_) => Code::Unauthenticated,
-            RegistryError::HostGone | RegistryError::HostReconnecting | RegistryError::Draining => {
-                Code::Unavailable
-            }
+            RegistryError::HostGone
+            | RegistryError::HostReconnecting
+            | RegistryError::Draining
+            | RegistryError::DirectoryUnavailable => Code::Unavailable,
             RegistryError::SessionEnded => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())
@@ -115,5 +116,15 @@ mod tests {
         });
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert!(s.message().contains("guests per session is 64"));
+    }
+
+    #[test]
+    fn an_unreachable_directory_is_unavailable_and_says_to_try_again() {
+        let s = Status::from(RegistryError::DirectoryUnavailable);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(
+            s.message(),
+            "the shared directory (Redis) is unreachable; try again"
+        );
     }
 }

@@ -19,7 +19,9 @@
 //!   POSTed to it (`--notify-url`);
 //! - [`jwt`]: signing keys (RSA, P-256, Ed25519), their JWKS, and a
 //!   loopback HTTP server for JWKS, discovery documents and token
-//!   endpoints.
+//!   endpoints;
+//! - [`redis::RedisServer`]: Debian's `redis-server` on a free loopback
+//!   port, without persistence, stopped and restarted on the same port.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -29,6 +31,8 @@ pub mod metrics;
 mod process;
 pub mod proxy;
 pub mod pty;
+pub mod redis;
+pub mod reverse_proxy;
 mod server;
 pub mod tls;
 mod transcript;

@@ -13,6 +13,7 @@ pub use credentials::read_token_key;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +23,8 @@ use rendezvous_server::auth_limit::FailureQuotas;
 use rendezvous_server::config::{MAX_INPUT_BYTES, SessionTimeouts};
 use rendezvous_server::connection::ConnectionTimeouts;
 use rendezvous_server::origin::PublicUrl;
+use rendezvous_server::registry::redis_store::MIN_LEASE;
+use rendezvous_server::registry::{RedisStoreConfig, RedisTaskStore, RedisUrl};
 use rendezvous_server::session::RelayConfig;
 use rendezvous_server::tls::TlsConfig;
 use rendezvous_server::{Limits, Server, ServerConfig};
@@ -265,6 +268,37 @@ pub struct ServeArgs {
     /// server behind a TLS proxy (e.g. Caddy) that terminates TLS for it.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_self_signed"])]
     pub insecure: bool,
+    /// Replica mode: keep the directory of tasks (which replica holds each
+    /// host, the secrets' digests, the owners; never output or secrets) in
+    /// this Redis, shared with the other replicas:
+    /// redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss://… for TLS. Needs
+    /// --advertise-url. Without it, tasks are kept in this process.
+    #[arg(
+        long,
+        value_name = "URL",
+        value_parser = RedisUrl::parse,
+        env = "RENDEZVOUS_REDIS_URL",
+        hide_env_values = true,
+        requires = "advertise_url"
+    )]
+    pub redis_url: Option<RedisUrl>,
+    /// This replica's own address for the other replicas
+    /// (scheme://host:port), kept in Redis beside its hosts. Needs
+    /// --redis-url.
+    #[arg(
+        long,
+        value_name = "URL",
+        value_parser = parse_advertise_url,
+        env = "RENDEZVOUS_ADVERTISE_URL",
+        requires = "redis_url"
+    )]
+    pub advertise_url: Option<String>,
+    /// With --redis-url: how long a host's name stays this replica's in
+    /// Redis after its last renewal (renewed every third of it), and so how
+    /// soon a replica that dies frees its hosts' names for the others. At
+    /// least 3s.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lease)]
+    pub redis_lease: Duration,
 }
 
 impl ServeArgs {
@@ -335,7 +369,34 @@ impl ServeArgs {
                 drain_delay: self.drain_delay,
                 timeout: self.shutdown_timeout,
             },
+            // Connected in `run`, which can wait for Redis.
+            task_store: None,
         })
+    }
+
+    /// The shared directory in Redis that --redis-url names, connected;
+    /// `None` without it.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached (the message names the server, never
+    /// the URL's password).
+    pub async fn task_store(&self) -> anyhow::Result<Option<Arc<RedisTaskStore>>> {
+        let (Some(url), Some(advertise_url)) = (&self.redis_url, &self.advertise_url) else {
+            return Ok(None);
+        };
+        let mut config = RedisStoreConfig::new(url.clone(), advertise_url);
+        config.lease = self.redis_lease;
+        let store = RedisTaskStore::connect(config)
+            .await
+            .context("--redis-url: the shared directory")?;
+        tracing::info!(
+            redis = %url,
+            replica = %store.replica().id,
+            advertise_url = %advertise_url,
+            lease_ms = self.redis_lease.as_millis() as u64,
+            "replica mode: tasks are kept in the shared directory (Redis)"
+        );
+        Ok(Some(Arc::new(store)))
     }
 
     /// The audit log the flags name; off without --audit-log.
@@ -435,6 +496,35 @@ pub fn parse_duration_or_zero(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration ({e}): write e.g. 0, 90s, 30m or 1h30m"))
 }
 
+/// A lease for `--redis-lease`: a duration as [`parse_duration`] takes
+/// it, at least [`MIN_LEASE`].
+///
+/// # Errors
+/// A text that is not a duration, or a shorter one.
+pub fn parse_lease(s: &str) -> Result<Duration, String> {
+    let lease = parse_duration(s)?;
+    if lease < MIN_LEASE {
+        return Err(format!(
+            "{s:?} is shorter than {}, the shortest lease",
+            humantime::format_duration(MIN_LEASE)
+        ));
+    }
+    Ok(lease)
+}
+
+/// Checks `--advertise-url`: `http` or `https`, a host, an optional port,
+/// nothing after (as [`parse_origin`]); returned as given.
+///
+/// # Errors
+/// The sentence that says what to write.
+pub fn parse_advertise_url(s: &str) -> Result<String, String> {
+    parse_origin(s).map(|_| s.to_owned()).map_err(|_| {
+        format!(
+            "{s:?} is not this replica's address: use scheme://host[:port], e.g. http://10.0.0.7:8080"
+        )
+    })
+}
+
 /// Checks an origin as browsers send it: `http` or `https`, a host, an
 /// optional port, nothing after.
 pub fn parse_origin(s: &str) -> Result<http::HeaderValue, String> {
@@ -490,7 +580,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Before binding: a refused address is never exposed, not even briefly.
     let tls_wanted = args.tls_cert.is_some() || args.tls_self_signed;
     check_cleartext(args.listen, tls_wanted, args.insecure)?;
-    let config = args.config()?;
+    let mut config = args.config()?;
+    if let Some(store) = args.task_store().await? {
+        println!(
+            "rendezvous: replica {} of the shared directory in Redis at {} (lease {})",
+            store.replica().id,
+            args.redis_url
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            humantime::format_duration(args.redis_lease)
+        );
+        config.task_store = Some(store);
+    }
     let tls = args.tls()?;
     // Installed before anything is printed, so that a SIGHUP sent once the
     // address is known reloads (the TLS files, the host token file) rather

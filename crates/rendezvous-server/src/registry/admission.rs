@@ -67,7 +67,8 @@ impl Registry {
     /// `Denied` for an unknown task, a wrong secret, or a token for another
     /// task alike; `Token` for an invalid or expired token;
     /// `TooManyFailures` while `ip` or the task is locked, whatever the
-    /// credential.
+    /// credential; `DirectoryUnavailable` when a shared task store cannot
+    /// be reached (not counted as a failure).
     pub async fn authenticate_guest(
         &self,
         ip: Option<IpAddr>,
@@ -163,7 +164,7 @@ impl Registry {
         .await
         .map_err(RegistryError::Token)?;
         if task_id.as_str() != grant.task_id
-            || self.store.task(&grant.owner, task_id).await.is_none()
+            || self.store.task(&grant.owner, task_id).await?.is_none()
         {
             return Err(RegistryError::Denied);
         }
@@ -181,14 +182,15 @@ impl Registry {
     /// that ID, and returns its role, the task's owner and its hosts.
     ///
     /// # Errors
-    /// `Denied` for an unknown task or a wrong secret alike.
+    /// `Denied` for an unknown task or a wrong secret alike;
+    /// `DirectoryUnavailable` when a shared task store cannot be reached.
     pub async fn authenticate(
         &self,
         task_id: &TaskId,
         secret: &str,
     ) -> Result<Authenticated, RegistryError> {
         let presented = Digest::of(secret);
-        let tasks = self.store.tasks_with_id(task_id).await;
+        let tasks = self.store.tasks_with_id(task_id).await?;
         if tasks.is_empty() {
             // Spend the same work as a wrong secret would.
             let _ = self.decoy.same_as(&presented);

@@ -81,9 +81,13 @@ impl Registry {
     }
 
     /// Whether `/readyz` says ready: false once a stop has begun
-    /// ([`stop_ready`](Self::stop_ready), [`drain`](Self::drain)).
+    /// ([`stop_ready`](Self::stop_ready), [`drain`](Self::drain)), and
+    /// while the task store is not healthy (a shared store that cannot
+    /// reach Redis: see [`RedisTaskStore`](super::RedisTaskStore), which
+    /// checks every [`HEALTH_INTERVAL`](super::redis_store::HEALTH_INTERVAL) and so
+    /// turns ready again by itself when Redis is back).
     pub fn is_ready(&self) -> bool {
-        !self.stopping.load(Ordering::Acquire) && !self.is_draining()
+        !self.stopping.load(Ordering::Acquire) && !self.is_draining() && self.store.is_healthy()
     }
 
     /// Whether [`drain`](Self::drain) has begun.

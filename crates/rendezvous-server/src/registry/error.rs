@@ -69,4 +69,8 @@ pub enum RegistryError {
     /// or to another replica, and resume.
     #[error("the server is restarting; reconnect in a moment to resume")]
     Draining,
+    /// The task store shared by replicas (Redis, `serve --redis-url`) did
+    /// not answer in time; the call may succeed when tried again.
+    #[error("the shared directory (Redis) is unreachable; try again")]
+    DirectoryUnavailable,
 }

@@ -13,6 +13,8 @@
 //! - this file: the hosts connected here, by task and by ID;
 //! - `store`: task lookup and ownership ([`TaskStore`]), and forgetting
 //!   hostless tasks;
+//! - `redis_store`: the same in Redis, shared by replicas, with leases
+//!   ([`RedisTaskStore`]);
 //! - `host`: the host record and the sessions it runs;
 //! - `guests`: the guest index for the unary calls, and its drop guard;
 //! - `ended_guests`: guests whose session ended, remembered a while so
@@ -56,6 +58,7 @@ mod error;
 mod guests;
 mod host;
 mod host_admission;
+pub mod redis_store;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -74,8 +77,9 @@ pub use host_admission::{
     HOST_TOKEN_METADATA, HostAdmission, HostTokenFile, HostTokenFileError, MAX_HOST_TOKEN_NAME_LEN,
     MAX_HOST_TOKENS, Owner,
 };
+pub use redis_store::{RedisStoreConfig, RedisStoreError, RedisTaskStore, RedisUrl};
 pub use rendezvous_proto::ids::{MAX_LABEL_BYTES, MAX_LABELS};
-pub use store::{MemoryTaskStore, TaskRecord, TaskStore};
+pub use store::{MemoryTaskStore, Replica, TaskRecord, TaskStore};
 
 /// Most sessions a resuming host may name in its Hello (64, as many as
 /// `rendezvous-host` runs).
@@ -147,9 +151,15 @@ impl Registry {
     /// An empty registry. Bounds over what one message can carry are taken
     /// at their largest: [`Limits::input_bytes`](crate::Limits::input_bytes)
     /// at [`MAX_INPUT_BYTES`], and the relay's output messages at
-    /// [`MAX_DATA_BYTES`]. Tasks are kept in a [`MemoryTaskStore`].
+    /// [`MAX_DATA_BYTES`]. Tasks are kept in the configuration's
+    /// [`task_store`](ServerConfig::task_store), else in a new
+    /// [`MemoryTaskStore`].
     pub fn new(config: ServerConfig) -> Self {
-        Self::with_store(config, Arc::new(MemoryTaskStore::new()))
+        let store = config
+            .task_store
+            .clone()
+            .unwrap_or_else(|| Arc::new(MemoryTaskStore::new()));
+        Self::with_store(config, store)
     }
 
     /// An empty registry whose tasks are looked up and claimed in `store`.
@@ -214,7 +224,8 @@ impl Registry {
     /// # Errors
     /// `Invalid` (names, weak secrets, labels), `Denied` (other secrets),
     /// `HostNameTaken`, `Limit` (hosts, hosts per client IP `ip`, hosts per
-    /// task, owners per task ID).
+    /// task, owners per task ID), `DirectoryUnavailable` (a shared task
+    /// store cannot be reached).
     pub async fn register_host(
         &self,
         owner: Owner,
@@ -266,15 +277,19 @@ impl Registry {
             if let Some(existing) = existing
                 && existing.id == hello.resume_host_id
             {
-                // The same secrets as the task's, or no resume.
-                let same = self
-                    .store
-                    .task(&owner, &task_id)
-                    .await
-                    .is_some_and(|stored| stored.same_as(&record));
-                if !same {
-                    return Err(RegistryError::Denied);
-                }
+                // The same secrets as the task's, or no resume; and the
+                // name is this server's again in a shared store (the host
+                // may have been on another replica meanwhile).
+                self.store
+                    .take_over_host(
+                        &owner,
+                        &task_id,
+                        &name,
+                        &existing.id,
+                        &record,
+                        self.config.limits.hosts_per_task,
+                    )
+                    .await?;
                 return Ok(self.resume_host(&existing, hello));
             }
         }
@@ -316,15 +331,18 @@ impl Registry {
             draining: self.hosts_draining.clone(),
         });
         self.check_host_limits(ip)?;
-        self.store
-            .add_host(
-                &owner,
-                &task_id,
-                &name,
-                &record,
-                self.config.limits.hosts_per_task,
-            )
-            .await?;
+        let max_hosts = self.config.limits.hosts_per_task;
+        if restoring {
+            // Its ticket proves it is the host that held the name, here
+            // before a restart or on another replica: it takes it over.
+            self.store
+                .take_over_host(&owner, &task_id, &name, &host.id, &record, max_hosts)
+                .await?;
+        } else {
+            self.store
+                .add_host(&owner, &task_id, &name, &host.id, &record, max_hosts)
+                .await?;
+        }
         {
             let mut inner = lock(&self.inner);
             inner
@@ -540,7 +558,7 @@ impl Registry {
             // Kept a while in the store, so guests can wait for a host to
             // return.
             self.store
-                .remove_host(&host.owner, &host.task_id, &host.name);
+                .remove_host(&host.owner, &host.task_id, &host.name, &host.id);
             tracing::info!(task = %host.task_id, host = %host.name, "host left");
             self.audit().record(
                 &AuditEvent::new(AuditKind::HostLeft)

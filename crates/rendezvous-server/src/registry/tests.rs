@@ -9,7 +9,7 @@ use crate::auth::Digest;
 use crate::config::{HOSTLESS_TASK_GRACE, MAX_HOSTLESS_TASKS, MAX_OWNERS_PER_TASK_ID, limit_name};
 use crate::session::NewGuest;
 
-fn task(id: &str) -> TaskId {
+pub(super) fn task(id: &str) -> TaskId {
     TaskId::new(id).unwrap()
 }
 
@@ -159,15 +159,17 @@ async fn labels_over_a_bound_are_refused_naming_it() {
     assert!(message.contains("257 bytes"), "{message}");
 }
 
-fn record(secret: &str) -> TaskRecord {
+/// A record whose read-write secret is `secret`, without a read-only one.
+pub(super) fn record(secret: &str) -> TaskRecord {
     TaskRecord {
         secret: Digest::of(secret),
         read_only_secret: None,
     }
 }
 
-/// What every [`TaskStore`] must do; a shared store runs the same checks.
-async fn task_store_contract(store: &dyn TaskStore) {
+/// What every [`TaskStore`] must do; a shared store runs the same checks
+/// (`redis_store::tests`). Names are taken with host IDs `h1`, `h2`, ….
+pub(super) async fn task_store_contract(store: &dyn TaskStore) {
     let (id, linux, mac) = (
         task("contract"),
         HostName::or_default("linux").unwrap(),
@@ -175,89 +177,89 @@ async fn task_store_contract(store: &dyn TaskStore) {
     );
     let (acme, mallory) = (Owner::token("acme"), Owner::token("mallory"));
     let (first, other) = (record("first-secret"), record("other-secret"));
-    assert!(store.task(&acme, &id).await.is_none());
-    store.add_host(&acme, &id, &linux, &first, 2).await.unwrap();
-    assert!(
-        store
-            .task(&acme, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("first-secret")
-    );
+    let secret_of = async |owner: &Owner| {
+        let record = store.task(owner, &id).await.unwrap().expect("the task");
+        if record.secret.matches("first-secret") {
+            "first"
+        } else if record.secret.matches("other-secret") {
+            "other"
+        } else {
+            "unknown"
+        }
+    };
+    assert!(store.task(&acme, &id).await.unwrap().is_none());
+    store
+        .add_host(&acme, &id, &linux, "h1", &first, 2)
+        .await
+        .unwrap();
+    assert_eq!(secret_of(&acme).await, "first");
     // A task with a host keeps its record and its names.
     assert_eq!(
-        store.add_host(&acme, &id, &mac, &other, 2).await,
+        store.add_host(&acme, &id, &mac, "h2", &other, 2).await,
         Err(RegistryError::Denied)
     );
     assert_eq!(
-        store.add_host(&acme, &id, &linux, &first, 2).await,
+        store.add_host(&acme, &id, &linux, "h3", &first, 2).await,
         Err(RegistryError::HostNameTaken("linux".into()))
     );
-    store.add_host(&acme, &id, &mac, &first, 2).await.unwrap();
+    // A resuming host takes over only its own name, with the task's record.
+    assert_eq!(
+        store
+            .take_over_host(&acme, &id, &linux, "h3", &first, 2)
+            .await,
+        Err(RegistryError::HostNameTaken("linux".into()))
+    );
+    assert_eq!(
+        store
+            .take_over_host(&acme, &id, &linux, "h1", &other, 2)
+            .await,
+        Err(RegistryError::Denied)
+    );
+    store
+        .take_over_host(&acme, &id, &linux, "h1", &first, 2)
+        .await
+        .unwrap();
+    store
+        .add_host(&acme, &id, &mac, "h2", &first, 2)
+        .await
+        .unwrap();
     let third = HostName::or_default("windows").unwrap();
     assert!(matches!(
-        store.add_host(&acme, &id, &third, &first, 2).await,
+        store.add_host(&acme, &id, &third, "h4", &first, 2).await,
         Err(RegistryError::Limit { value: 2, .. })
     ));
     // Another owner gets a task of its own under the same ID, and the
     // first one's record is untouched.
     store
-        .add_host(&mallory, &id, &linux, &other, 2)
+        .add_host(&mallory, &id, &linux, "h5", &other, 2)
         .await
         .unwrap();
-    assert!(
-        store
-            .task(&mallory, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("other-secret")
+    assert_eq!(secret_of(&mallory).await, "other");
+    assert_eq!(secret_of(&acme).await, "first");
+    assert_eq!(store.tasks_with_id(&id).await.unwrap().len(), 2);
+    // A name is removed only by the host that holds it.
+    store.remove_host(&acme, &id, &linux, "h3");
+    assert_eq!(
+        store.add_host(&acme, &id, &linux, "h6", &first, 2).await,
+        Err(RegistryError::HostNameTaken("linux".into()))
     );
-    assert!(
-        store
-            .task(&acme, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("first-secret")
-    );
-    assert_eq!(store.tasks_with_id(&id).await.len(), 2);
     // Hostless, it is still there for its guests; only the same owner's
     // new secrets take it, another owner's never do.
-    store.remove_host(&acme, &id, &linux);
-    store.remove_host(&acme, &id, &mac);
-    store.remove_host(&acme, &id, &mac);
-    assert!(
-        store
-            .task(&acme, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("first-secret")
-    );
+    store.remove_host(&acme, &id, &linux, "h1");
+    store.remove_host(&acme, &id, &mac, "h2");
+    store.remove_host(&acme, &id, &mac, "h2");
+    assert_eq!(secret_of(&acme).await, "first");
     store
-        .add_host(&mallory, &id, &mac, &other, 2)
+        .add_host(&mallory, &id, &mac, "h7", &other, 2)
         .await
         .unwrap();
-    assert!(
-        store
-            .task(&acme, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("first-secret")
-    );
+    assert_eq!(secret_of(&acme).await, "first");
     assert_eq!(store.len(), 2);
-    store.add_host(&acme, &id, &linux, &other, 2).await.unwrap();
-    assert!(
-        store
-            .task(&acme, &id)
-            .await
-            .unwrap()
-            .secret
-            .matches("other-secret")
-    );
+    store
+        .add_host(&acme, &id, &linux, "h8", &other, 2)
+        .await
+        .unwrap();
+    assert_eq!(secret_of(&acme).await, "other");
 }
 
 #[tokio::test]
@@ -272,13 +274,13 @@ async fn owners_of_one_task_id_are_bounded() {
     for i in 0..MAX_OWNERS_PER_TASK_ID {
         let owner = Owner::token(&format!("o{i}"));
         store
-            .add_host(&owner, &id, &name, &record("s"), 1)
+            .add_host(&owner, &id, &name, "h", &record("s"), 1)
             .await
             .unwrap();
     }
     assert!(matches!(
         store
-            .add_host(&Owner::token("late"), &id, &name, &record("s"), 1)
+            .add_host(&Owner::token("late"), &id, &name, "h", &record("s"), 1)
             .await,
         Err(RegistryError::Limit {
             name: limit_name::OWNERS_PER_TASK_ID,
