@@ -1,6 +1,7 @@
-// Over 650 lines, one job: one harness whose eight message kinds share
-// one fixture and one set of status checks. To be split next stop into
-// decoders/{host,guest}.rs along the host and guest messages.
+//! Over 650 lines, one job: one harness whose eight message kinds share
+//! one fixture and one set of status checks. To be split next stop into
+//! decoders/{host,guest}.rs along the host and guest messages.
+//!
 //! The decoders harness: the fuzzer's bytes decoded with prost as every
 //! message a host or a guest sends, and each message that decodes pushed
 //! through the server's own handling of it, without a socket: the
