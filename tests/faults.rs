@@ -16,12 +16,13 @@
 
 use std::time::Duration;
 
-use rendezvous_guest::{
-    AttachOptions, Client, Event, ResumingTerminal, Secret, TaskId, Terminal, Update,
-};
+use rendezvous_guest::{AttachOptions, Client, ResumingTerminal, Secret, TaskId};
 use rendezvous_host::Guests;
 use rendezvous_server::server::{HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT};
 use rendezvous_testkit::proxy::FaultProxy;
+use rendezvous_testkit::seq_stream::{
+    END, STREAM_COMMAND, Seen, StreamGuest, assert_exact, expected_stream, stream_in,
+};
 use rendezvous_testkit::{DEADLINE, ProcessOutput, TestHost, bash};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -29,50 +30,6 @@ use tokio::time::Instant;
 
 /// Bytes each session retains here (4 MiB): more than the stream.
 const RETAINED_BYTES: &str = "4194304";
-
-/// What a guest types: the stream between two markers whose text is not
-/// in the echoed command line.
-const STREAM_COMMAND: &str = "echo BEGIN-$((1+1)); seq 1 200000; echo END-$((2+2))\r";
-const BEGIN: &str = "BEGIN-2\r\n";
-const END: &str = "END-4\r\n";
-
-/// What `seq 1 200000` writes through a PTY.
-fn expected_stream() -> Vec<u8> {
-    (1..=200_000)
-        .flat_map(|n| format!("{n}\r\n").into_bytes())
-        .collect()
-}
-
-/// The bytes between [`BEGIN`] and [`END`] in `output`.
-fn stream_in(output: &[u8]) -> &[u8] {
-    let find = |needle: &str, from: usize| {
-        output[from..]
-            .windows(needle.len())
-            .position(|w| w == needle.as_bytes())
-            .map(|at| from + at)
-    };
-    let begin = find(BEGIN, 0).expect("the begin marker") + BEGIN.len();
-    let end = find(END, begin).expect("the end marker");
-    &output[begin..end]
-}
-
-/// Fails unless `got` is the whole `seq` stream, saying where it differs.
-fn assert_exact(who: &str, got: &[u8]) {
-    let expected = expected_stream();
-    if got != expected.as_slice() {
-        let at = got
-            .iter()
-            .zip(&expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(expected.len()));
-        panic!(
-            "{who}: {} bytes, expected {}; first difference at byte {at}: {:?}",
-            got.len(),
-            expected.len(),
-            String::from_utf8_lossy(&got[at.saturating_sub(20)..got.len().min(at + 20)])
-        );
-    }
-}
 
 /// `rendezvous serve` on a free loopback port, retaining
 /// [`RETAINED_BYTES`] per session; its URL.
@@ -112,94 +69,10 @@ fn options(host: &TestHost, session: Option<&str>) -> AttachOptions {
     options
 }
 
-/// A native guest on the bidi Terminal call, and what it received.
-struct Guest {
-    terminal: Terminal,
-    output: Vec<u8>,
-    /// Where the next search for a needle starts.
-    searched: usize,
-    /// Bytes the server said this guest missed.
-    lagged: u64,
-}
-
-impl Guest {
-    /// Attaches through `url` (the server's or a proxy's) to `session`, or
-    /// a new shell.
-    async fn attach(url: &str, host: &TestHost, session: Option<&str>) -> Self {
-        let attach = async {
-            let client = Client::connect(url).await?;
-            client.terminal(options(host, session)).await
-        };
-        let terminal = tokio::time::timeout(DEADLINE, attach)
-            .await
-            .expect("attach in time")
-            .expect("attach");
-        Self {
-            terminal,
-            output: Vec::new(),
-            searched: 0,
-            lagged: 0,
-        }
-    }
-
-    fn session_id(&self) -> String {
-        self.terminal.attached().session_id.clone()
-    }
-
-    fn guest_id(&self) -> String {
-        self.terminal.attached().guest_id.clone()
-    }
-
-    async fn type_text(&self, text: &str) {
-        self.terminal.send_input(text.to_owned()).await.unwrap();
-    }
-
-    /// Reads until the output after the last needle found contains
-    /// `needle`, within the deadline.
-    async fn until(&mut self, needle: &str) {
-        self.until_within(needle, DEADLINE).await;
-    }
-
-    /// [`Guest::until`] within `limit`.
-    async fn until_within(&mut self, needle: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let needle = needle.as_bytes();
-        loop {
-            if let Some(at) = self.output[self.searched..]
-                .windows(needle.len())
-                .position(|w| w == needle)
-            {
-                self.searched += at + needle.len();
-                return;
-            }
-            let event = tokio::time::timeout_at(deadline, self.terminal.next_event())
-                .await
-                .unwrap_or_else(|_| {
-                    panic!(
-                        "no {:?} in time; output ends {:?}",
-                        String::from_utf8_lossy(needle),
-                        String::from_utf8_lossy(
-                            &self.output[self.output.len().saturating_sub(300)..]
-                        )
-                    )
-                })
-                .expect("the stream goes on")
-                .expect("the session goes on");
-            match event {
-                Event::Output(output) => self.output.extend_from_slice(&output.data),
-                Event::Lagged(lagged) => self.lagged += lagged.missed_bytes,
-                Event::Size(_) | Event::HostState(_) => {}
-                Event::Exit(exit) => panic!("unexpected {exit:?}"),
-            }
-        }
-    }
-
-    /// Types `echo` of a marker and waits for bash's answer: the session
-    /// answers this guest.
-    async fn answers(&mut self, marker: &str) {
-        self.type_text(&format!("echo {marker}-$((40+2))\r")).await;
-        self.until(&format!("{marker}-42\r\n")).await;
-    }
+/// A native guest of `host` on the Terminal call through `url`, attached
+/// to `session` or a new shell.
+async fn guest(url: &str, host: &TestHost, session: Option<&str>) -> StreamGuest {
+    StreamGuest::attach(url, options(host, session)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,10 +83,10 @@ async fn a_guest_on_a_slow_link_gets_the_stream_exact_without_slowing_a_direct_g
     let (_serve, url) = serve().await;
     let (host, _) = host(&url, "faults-slow").await;
     let proxy = FaultProxy::start(&url).await;
-    let mut direct = Guest::attach(&url, &host, None).await;
+    let mut direct = guest(&url, &host, None).await;
     direct.until("$ ").await;
     let session = direct.session_id();
-    let mut slow = Guest::attach(proxy.url(), &host, Some(&session)).await;
+    let mut slow = guest(proxy.url(), &host, Some(&session)).await;
     slow.until("$ ").await;
     proxy.downstream().throttle(RATE);
 
@@ -254,10 +127,10 @@ async fn a_stalled_guest_is_detached_by_the_servers_keepalive_and_the_others_go_
     let (_serve, url) = serve().await;
     let (host, mut guests) = host(&url, "faults-stall").await;
     let proxy = FaultProxy::start(&url).await;
-    let mut direct = Guest::attach(&url, &host, None).await;
+    let mut direct = guest(&url, &host, None).await;
     direct.until("$ ").await;
     let session = direct.session_id();
-    let mut stalled = Guest::attach(proxy.url(), &host, Some(&session)).await;
+    let mut stalled = guest(proxy.url(), &host, Some(&session)).await;
     stalled.until("$ ").await;
     let stalled_id = stalled.guest_id();
     tokio::time::timeout(DEADLINE, guests.wait_for(|g| g.count() == 2))
@@ -312,51 +185,6 @@ async fn a_stalled_guest_is_detached_by_the_servers_keepalive_and_the_others_go_
     assert_eq!(direct.lagged, 0);
 }
 
-/// What a [`ResumingTerminal`] received, and its breaks.
-#[derive(Default)]
-struct Seen {
-    output: Vec<u8>,
-    searched: usize,
-    disconnects: usize,
-    /// `(resumed, lost_inputs)` of each reconnect.
-    reconnects: Vec<(bool, u64)>,
-    lagged: u64,
-}
-
-impl Seen {
-    /// Takes updates until the output (after the last needle found)
-    /// contains `needle`.
-    async fn until(&mut self, terminal: &mut ResumingTerminal, needle: &str) {
-        let deadline = Instant::now() + DEADLINE;
-        let needle = needle.as_bytes();
-        loop {
-            if let Some(at) = self.output[self.searched..]
-                .windows(needle.len())
-                .position(|w| w == needle)
-            {
-                self.searched += at + needle.len();
-                return;
-            }
-            let update = tokio::time::timeout_at(deadline, terminal.next_update())
-                .await
-                .unwrap_or_else(|_| panic!("no {:?} in time", String::from_utf8_lossy(needle)))
-                .expect("no error ends the terminal")
-                .expect("the session does not end");
-            match update {
-                Update::Event(Event::Output(output)) => self.output.extend_from_slice(&output.data),
-                Update::Event(Event::Lagged(lagged)) => self.lagged += lagged.missed_bytes,
-                Update::Event(Event::Size(_) | Event::HostState(_)) => {}
-                Update::Event(Event::Exit(exit)) => panic!("unexpected {exit:?}"),
-                Update::Disconnected { .. } => self.disconnects += 1,
-                Update::Reconnected {
-                    resumed,
-                    lost_inputs,
-                } => self.reconnects.push((resumed, lost_inputs)),
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_whose_link_is_cut_mid_stream_resumes_without_a_gap_or_a_repeat() {
     let (_serve, url) = serve().await;
@@ -402,7 +230,7 @@ async fn a_guest_on_a_delayed_link_gets_the_stream_exact_and_its_input_works() {
     let (host, _) = host(&url, "faults-delay").await;
     let proxy = FaultProxy::start(&url).await;
     proxy.both().delay(LATENCY);
-    let mut guest = Guest::attach(proxy.url(), &host, None).await;
+    let mut guest = guest(proxy.url(), &host, None).await;
     guest.until("$ ").await;
 
     // Input goes up one latency, its echo comes down another.

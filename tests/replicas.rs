@@ -9,9 +9,9 @@ use rendezvous_host::{Host, HostError, HostStatus};
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::{AttachRequest, ListSessionsRequest, TerminalRequest, terminal_request};
 use rendezvous_testkit::redis::RedisServer;
-use rendezvous_testkit::{DEADLINE, ProcessOutput, Transcript, bash, host_token_file};
+use rendezvous_testkit::replicas::{ClusterFiles, Replica};
+use rendezvous_testkit::{DEADLINE, Transcript, bash, host_token_file};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::process::Command;
 use tokio::sync::{mpsc, oneshot};
 use tonic::Code;
 
@@ -23,19 +23,6 @@ const TASK: &str = "build-42";
 /// The replicas' `--redis-lease` in the kill test: renewed every 2 s, so
 /// a name is still held at least 4 s after a kill.
 const LEASE: Duration = Duration::from_secs(6);
-
-/// `rendezvous serve` with `args` on a free loopback port; its URL.
-async fn serve(args: &[&str]) -> (ProcessOutput, String) {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rendezvous"));
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--drain-delay", "0s"])
-        .args(args)
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1");
-    let mut serve = ProcessOutput::spawn(command);
-    let url = serve.stdout_line("rendezvous: listening on ").await;
-    (serve, url)
-}
 
 /// The status code of a plain HTTP/1.1 GET of `path` at `url`.
 async fn status(url: &str, path: &str) -> u16 {
@@ -174,25 +161,15 @@ async fn type_text(input: &mpsc::Sender<TerminalRequest>, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_is_its_owners_on_every_replica_and_a_killed_replica_frees_its_names() {
     let redis = RedisServer::start().await;
+    let files = ClusterFiles::new();
     let (_dir, tokens) = host_token_file(&format!("acme {ACME_TOKEN}\nmallory {MALLORY_TOKEN}\n"));
-    let (redis_url, token_file) = (redis.url(), tokens.path().display().to_string());
+    let token_file = tokens.path().display().to_string();
     let lease = format!("{}s", LEASE.as_secs());
-    let replica = |advertise: &'static str| {
-        let args = [
-            "--redis-url",
-            &redis_url,
-            "--advertise-url",
-            advertise,
-            "--redis-lease",
-            &lease,
-            "--host-token-file",
-            &token_file,
-        ]
-        .map(str::to_owned);
-        async move { serve(&args.iter().map(String::as_str).collect::<Vec<_>>()).await }
-    };
-    let (mut a, a_url) = replica("http://replica-a.test:8080").await;
-    let (_b, b_url) = replica("http://replica-b.test:8080").await;
+    let args = ["--redis-lease", &lease, "--host-token-file", &token_file];
+    let bin = env!("CARGO_BIN_EXE_rendezvous");
+    let mut a = Replica::start(bin, &redis, &files, &args).await;
+    let b = Replica::start(bin, &redis, &files, &args).await;
+    let (a_url, b_url) = (a.url.clone(), b.url.clone());
 
     let _acme = register(host(&a_url, Some(ACME_TOKEN), "default", ACME_SECRET))
         .await
@@ -210,8 +187,9 @@ async fn a_task_is_its_owners_on_every_replica_and_a_killed_replica_frees_its_na
         "{:?}",
         other_secrets.err()
     );
-    // B knows acme's task (its guests are not refused), with no host on B.
-    assert_eq!(hosts_seen(&b_url, ACME_SECRET).await.unwrap(), 0);
+    // B knows acme's task (its guests are not refused), and lists A's
+    // host (asking A).
+    assert_eq!(hosts_seen(&b_url, ACME_SECRET).await.unwrap(), 1);
     assert_eq!(hosts_seen(&a_url, ACME_SECRET).await.unwrap(), 1);
     // Another owner with the same task ID gets a task of its own on B,
     // known on A, and never reaches acme's.
@@ -219,14 +197,14 @@ async fn a_task_is_its_owners_on_every_replica_and_a_killed_replica_frees_its_na
         .await
         .expect("mallory's own task");
     assert_eq!(hosts_seen(&b_url, MALLORY_SECRET).await.unwrap(), 1);
-    assert_eq!(hosts_seen(&b_url, ACME_SECRET).await.unwrap(), 0);
-    assert_eq!(hosts_seen(&a_url, MALLORY_SECRET).await.unwrap(), 0);
+    assert_eq!(hosts_seen(&b_url, ACME_SECRET).await.unwrap(), 1);
+    assert_eq!(hosts_seen(&a_url, MALLORY_SECRET).await.unwrap(), 1);
     assert_eq!(hosts_seen(&a_url, ACME_SECRET).await.unwrap(), 1);
 
     // A dies (kill -9): its host's name is held until the lease runs out,
     // then free on B.
-    a.child.start_kill().unwrap();
-    a.child.wait().await.unwrap();
+    a.process.child.start_kill().unwrap();
+    a.process.child.wait().await.unwrap();
     let killed = Instant::now();
     let early = register(host(&b_url, Some(ACME_TOKEN), "default", ACME_SECRET)).await;
     assert!(
@@ -260,14 +238,9 @@ async fn a_task_is_its_owners_on_every_replica_and_a_killed_replica_frees_its_na
 async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
     let password = "redis-password-canary-5Rt8";
     let mut redis = RedisServer::with_password(password).await;
-    let redis_url = redis.url();
-    let args = [
-        "--redis-url",
-        redis_url.as_str(),
-        "--advertise-url",
-        "http://replica-a.test:8080",
-    ];
-    let (a, a_url) = serve(&args).await;
+    let files = ClusterFiles::new();
+    let a = Replica::start(env!("CARGO_BIN_EXE_rendezvous"), &redis, &files, &[]).await;
+    let a_url = a.url.clone();
     let _host = register(host(&a_url, None, "default", ACME_SECRET))
         .await
         .expect("the host registers");
@@ -308,7 +281,7 @@ async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
     type_text(&input, "echo three-$((40+2))\n").await;
     guest.until("three-42").await;
 
-    let printed = format!("{}{}", a.stdout(), a.stderr());
+    let printed = format!("{}{}", a.process.stdout(), a.process.stderr());
     assert!(
         printed.contains("shared directory (Redis) is unreachable"),
         "{printed}"

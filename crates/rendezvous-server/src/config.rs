@@ -248,6 +248,13 @@ pub struct ServerConfig {
     /// replicas share a [`RedisTaskStore`](crate::registry::RedisTaskStore)
     /// (`rendezvous serve --redis-url`).
     pub task_store: Option<std::sync::Arc<dyn crate::registry::TaskStore>>,
+    /// The key replicas prove themselves to each other with on the link
+    /// that relays guests to the replica holding their host
+    /// ([`crate::cluster`], `serve --cluster-key-file`). With a shared
+    /// [`task_store`](Self::task_store), guests that reach a replica
+    /// without their host are relayed; `None` keeps every guest on the
+    /// replica it reached.
+    pub cluster_key: Option<crate::cluster::ClusterKey>,
 }
 
 /// The times of a graceful stop, in the order load balancers expect (as

@@ -310,6 +310,8 @@ pub struct ConnectionService {
     max_streams_per_ip: usize,
     /// Counts refusals at `max_streams_per_ip`.
     metrics: Arc<crate::metrics::Metrics>,
+    /// Checks the credential of requests relayed by other replicas.
+    cluster_key: Option<crate::cluster::ClusterKey>,
 }
 
 impl ConnectionService {
@@ -329,7 +331,16 @@ impl ConnectionService {
             per_ip,
             max_streams_per_ip,
             metrics,
+            cluster_key: None,
         }
+    }
+
+    /// Trusts requests relayed by replicas that share `key`: their guest's
+    /// IP stands for the connection's peer ([`crate::cluster`]).
+    #[must_use]
+    pub fn with_cluster_key(mut self, key: Option<crate::cluster::ClusterKey>) -> Self {
+        self.cluster_key = key;
+        self
     }
 }
 
@@ -349,9 +360,32 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        use crate::cluster::LinkHeaders;
         use axum::response::IntoResponse;
         use tower::ServiceExt;
-        let per_ip = match self.info.remote_addr {
+        // A request another replica relayed counts as its guest's, from
+        // the guest's IP; a forged credential is refused before anything.
+        let mut info = self.info.clone();
+        match crate::cluster::link_headers(request.headers(), self.cluster_key.as_ref()) {
+            LinkHeaders::Absent => {}
+            LinkHeaders::Relayed(ip) => {
+                if let Some(ip) = ip {
+                    info.remote_addr = Some(std::net::SocketAddr::new(ip, 0));
+                }
+                request.extensions_mut().insert(crate::cluster::Relayed);
+            }
+            LinkHeaders::BadKey => {
+                tracing::warn!(peer = ?self.info.remote_addr, "a relayed request with a wrong cluster key");
+                self.metrics.auth_failures.inc();
+                let response = crate::status::refusal_with(
+                    request.headers(),
+                    tonic::Code::Unauthenticated,
+                    "wrong cluster key: every replica needs the same --cluster-key-file".into(),
+                );
+                return Box::pin(async move { Ok(response.into_response()) });
+            }
+        }
+        let per_ip = match info.remote_addr {
             Some(peer) => match self.per_ip.stream(peer.ip(), self.max_streams_per_ip) {
                 Some(guard) => Some(guard),
                 None => {
@@ -369,7 +403,7 @@ where
             None => None,
         };
         let guard = self.streams.start(per_ip);
-        request.extensions_mut().insert(self.info.clone());
+        request.extensions_mut().insert(info);
         let app = self.app.clone();
         Box::pin(async move {
             let response = app.oneshot(request.map(Body::new)).await?;

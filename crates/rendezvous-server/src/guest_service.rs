@@ -17,11 +17,14 @@ use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::audit::{AuditEvent, AuditKind};
+use crate::cluster::{ClusterLink, Relayed};
 use crate::config::{INPUT_TIMEOUT, limit_name};
 use crate::first_message::first_message;
 use crate::guest_stream::{EventStream, GuestStream};
 use crate::metrics::Metrics;
-use crate::registry::{Authenticated, JoinedGuest, Registry, RegistryError, guest_credential};
+use crate::registry::{
+    Authenticated, JoinedGuest, Registry, RegistryError, Replica, guest_credential,
+};
 use crate::session::{NewGuest, Session};
 use crate::status::{client_ip, refused};
 
@@ -41,13 +44,71 @@ impl GuestApi {
         Self { registry }
     }
 
+    /// The cluster link, which a route to another replica implies.
+    fn link(&self) -> Result<Arc<ClusterLink>, Status> {
+        self.registry
+            .cluster()
+            .cloned()
+            .ok_or_else(|| Status::internal("a route to another replica without a cluster link"))
+    }
+
+    /// Adds to `listing` the task's hosts on other replicas, each asked
+    /// with the guest's own credential. A replica that does not answer is
+    /// left out (and logged): its hosts are resuming elsewhere.
+    ///
+    /// # Errors
+    /// UNAVAILABLE when the shared directory cannot be reached.
+    async fn add_remote_hosts(
+        &self,
+        listing: &mut ListSessionsResponse,
+        owner: &crate::registry::Owner,
+        task_id: &TaskId,
+        req: &ListSessionsRequest,
+        ip: Option<IpAddr>,
+    ) -> Result<(), Status> {
+        let Some(link) = self.registry.cluster() else {
+            return Ok(());
+        };
+        let replicas = self
+            .registry
+            .replicas_of(owner, task_id)
+            .await
+            .map_err(|e| refused(self.registry.metrics(), e))?;
+        let answers = futures::future::join_all(
+            replicas
+                .iter()
+                .map(|replica| link.list_sessions(replica, req.clone(), ip)),
+        )
+        .await;
+        for (replica, answer) in replicas.iter().zip(answers) {
+            match answer {
+                Ok(remote) => {
+                    for host in remote.hosts {
+                        if !listing.hosts.iter().any(|h| h.host_name == host.host_name) {
+                            listing.hosts.push(host);
+                        }
+                    }
+                }
+                Err(status) => tracing::info!(
+                    replica = %replica.advertise_url, code = ?status.code(),
+                    "a replica did not list its hosts"
+                ),
+            }
+        }
+        listing.hosts.sort_by(|a, b| a.host_name.cmp(&b.host_name));
+        Ok(())
+    }
+
     /// Validates the request's names, authenticates, finds or opens the
-    /// session, and attaches the guest.
+    /// session, and attaches the guest; or, on a replica without the host,
+    /// names the replica that holds it. A request `relayed` by another
+    /// replica is served here or not at all.
     async fn attach_guest(
         &self,
         ip: Option<IpAddr>,
-        req: AttachRequest,
-    ) -> Result<GuestStream, Status> {
+        req: &AttachRequest,
+        relayed: bool,
+    ) -> Result<Route, Status> {
         // A malformed name cannot name a task, host or session that exists,
         // so refusing it before authentication tells nothing about them.
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
@@ -63,43 +124,74 @@ impl GuestApi {
         // A guest resuming on a server that restarted (or on a replica
         // that never saw it) before its host is back: told to wait, before
         // its secret is checked against a task that is not here yet.
-        if let Some(id) = &session_id
-            && self.registry.resuming_guest(
+        let resuming = session_id.as_ref().is_some_and(|id| {
+            self.registry.resuming_guest(
                 &task_id,
                 &name,
                 id,
                 &req.resume_guest_id,
                 &req.resume_guest_token,
             )
+        });
+        // A replica without the host asks the shared directory who has it,
+        // once the guest has shown a credential.
+        let mut authenticated = None;
+        if !relayed
+            && self.registry.cluster().is_some()
+            && !self.registry.holds_host(&task_id, &name)
         {
+            let auth = match self
+                .registry
+                .authenticate_guest(ip, &task_id, &req.secret, &req.token)
+                .await
+            {
+                Ok(auth) => auth,
+                Err(_) if resuming => return Err(RegistryError::HostReconnecting.into()),
+                Err(e) => return Err(refused(e)),
+            };
+            check_bound(&auth, &name, session_id.as_ref())?;
+            if let Some(replica) = self
+                .registry
+                .owner_elsewhere(&auth.owner, &task_id, &name)
+                .await
+                .map_err(refused)?
+            {
+                return Ok(Route::Owner(replica));
+            }
+            authenticated = Some(auth);
+        }
+        if resuming {
             return Err(RegistryError::HostReconnecting.into());
         }
+        let auth = match authenticated {
+            Some(auth) => auth,
+            None => self
+                .registry
+                .authenticate_guest(ip, &task_id, &req.secret, &req.token)
+                .await
+                .map_err(refused)?,
+        };
+        check_bound(&auth, &name, session_id.as_ref())?;
         let Authenticated {
             role,
             hosts,
             owner,
             sub,
-            only_host,
-            only_session,
-        } = self
-            .registry
-            .authenticate_guest(ip, &task_id, &req.secret, &req.token)
-            .await
-            .map_err(refused)?;
-        // A guest token bound to one host or session reaches nothing else
-        // (and, bound to a session, opens no new shell).
-        if only_host.is_some_and(|h| h != name.as_str())
-            || only_session.is_some_and(|s| session_id.as_ref().is_none_or(|id| id.as_str() != s))
-        {
-            return Err(RegistryError::Denied.into());
-        }
-        if hosts.is_empty() {
-            return Err(RegistryError::NoHost.into());
-        }
-        let host = hosts
-            .into_iter()
-            .find(|h| *h.name() == name)
-            .ok_or_else(|| RegistryError::NoSuchHost(name.to_string()))?;
+            ..
+        } = auth;
+        let no_host = hosts.is_empty();
+        let Some(host) = hosts.into_iter().find(|h| *h.name() == name) else {
+            // A replica relayed this guest to a host that has just left:
+            // it is on its way to another replica.
+            return Err(if relayed {
+                RegistryError::HostReconnecting
+            } else if no_host {
+                RegistryError::NoHost
+            } else {
+                RegistryError::NoSuchHost(name.to_string())
+            }
+            .into());
+        };
         let session = match &session_id {
             None => {
                 if role != Role::ReadWrite {
@@ -175,11 +267,55 @@ impl GuestApi {
             resumed: attachment.resumed,
             next_input_seq: attachment.next_input_seq,
         };
-        Ok(
+        Ok(Route::Local(Box::new(
             GuestStream::new(guest, attached, cursor, self.registry.metrics().clone())
                 .with_window_messages(req.window_messages),
-        )
+        )))
     }
+
+    /// The link and the replica to relay a unary call for `guest_id` to:
+    /// when the guest is not here, this replica relays its stream, and the
+    /// call did not come relayed.
+    fn unary_route<T>(
+        &self,
+        request: &Request<T>,
+        guest_id: &str,
+    ) -> Option<(Arc<ClusterLink>, String)> {
+        if request.extensions().get::<Relayed>().is_some() {
+            return None;
+        }
+        let link = self.registry.cluster()?;
+        link.guest_route(guest_id).map(|url| (link.clone(), url))
+    }
+}
+
+/// Where a guest's Attach is served.
+enum Route {
+    /// Here: its stream.
+    Local(Box<GuestStream>),
+    /// At this other replica, which holds its host.
+    Owner(Replica),
+}
+
+/// A guest token bound to one host or session reaches nothing else (and,
+/// bound to a session, opens no new shell).
+fn check_bound(
+    auth: &Authenticated,
+    name: &HostName,
+    session_id: Option<&SessionId>,
+) -> Result<(), Status> {
+    if auth
+        .only_host
+        .as_deref()
+        .is_some_and(|h| h != name.as_str())
+        || auth
+            .only_session
+            .as_deref()
+            .is_some_and(|s| session_id.is_none_or(|id| id.as_str() != s))
+    {
+        return Err(RegistryError::Denied.into());
+    }
+    Ok(())
 }
 
 /// `INVALID_ARGUMENT` for a malformed name; the text says what is allowed
@@ -233,22 +369,47 @@ impl GuestService for GuestApi {
         request: Request<AttachRequest>,
     ) -> Result<Response<EventStream>, Status> {
         let ip = client_ip(&request);
-        let stream = self.attach_guest(ip, request.into_inner()).await?;
-        Ok(Response::new(stream.into_stream()))
+        let relayed = request.extensions().get::<Relayed>().is_some();
+        let req = request.into_inner();
+        match self.attach_guest(ip, &req, relayed).await? {
+            Route::Local(stream) => Ok(Response::new((*stream).into_stream())),
+            Route::Owner(owner) => {
+                let link = self.link()?;
+                Ok(Response::new(link.attach(&owner, req, ip).await?))
+            }
+        }
     }
 
     async fn send_input(
         &self,
         request: Request<SendInputRequest>,
     ) -> Result<Response<SendInputResponse>, Status> {
-        let req = request.into_inner();
         // Refused, not lost: the guest sends it again after it resumes. A
         // call that got past this is waited for by the drain.
         let Some(_call) = self.registry.input_call() else {
             return Err(RegistryError::Draining.into());
         };
         // Who asks comes first: an unknown caller learns nothing of limits.
-        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
+        let guest = match self
+            .registry
+            .guest(&request.get_ref().guest_id, &request.get_ref().guest_token)
+        {
+            Ok(guest) => guest,
+            Err(e) => {
+                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
+                else {
+                    return Err(e.into());
+                };
+                let ip = client_ip(&request);
+                return link
+                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                        c.send_input(r).await
+                    })
+                    .await
+                    .map(Response::new);
+            }
+        };
+        let req = request.into_inner();
         check_input_len(
             self.registry.metrics(),
             self.registry.config().limits.input_bytes,
@@ -262,8 +423,26 @@ impl GuestService for GuestApi {
         &self,
         request: Request<ResizeRequest>,
     ) -> Result<Response<ResizeResponse>, Status> {
+        let guest = match self
+            .registry
+            .guest(&request.get_ref().guest_id, &request.get_ref().guest_token)
+        {
+            Ok(guest) => guest,
+            Err(e) => {
+                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
+                else {
+                    return Err(e.into());
+                };
+                let ip = client_ip(&request);
+                return link
+                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                        c.resize(r).await
+                    })
+                    .await
+                    .map(Response::new);
+            }
+        };
         let req = request.into_inner();
-        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         guest
             .session
             .resize_guest(&req.guest_id, req.cols, req.rows)?;
@@ -271,8 +450,26 @@ impl GuestService for GuestApi {
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<AckResponse>, Status> {
+        let guest = match self
+            .registry
+            .guest(&request.get_ref().guest_id, &request.get_ref().guest_token)
+        {
+            Ok(guest) => guest,
+            Err(e) => {
+                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
+                else {
+                    return Err(e.into());
+                };
+                let ip = client_ip(&request);
+                return link
+                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                        c.ack(r).await
+                    })
+                    .await
+                    .map(Response::new);
+            }
+        };
         let req = request.into_inner();
-        let guest = self.registry.guest(&req.guest_id, &req.guest_token)?;
         guest.session.ack(&req.guest_id, req.offset, req.messages)?;
         Ok(Response::new(AckResponse {}))
     }
@@ -282,6 +479,7 @@ impl GuestService for GuestApi {
         request: Request<Streaming<TerminalRequest>>,
     ) -> Result<Response<EventStream>, Status> {
         let ip = client_ip(&request);
+        let relayed = request.extensions().get::<Relayed>().is_some();
         let mut inbound = request.into_inner();
         let Some(TerminalRequest {
             message: Some(terminal_request::Message::Attach(attach)),
@@ -291,7 +489,15 @@ impl GuestService for GuestApi {
                 "the first Terminal request must be attach",
             ));
         };
-        let stream = self.attach_guest(ip, attach).await?;
+        let stream = match self.attach_guest(ip, &attach, relayed).await? {
+            Route::Local(stream) => *stream,
+            Route::Owner(owner) => {
+                let link = self.link()?;
+                return Ok(Response::new(
+                    link.terminal(&owner, attach, inbound, ip).await?,
+                ));
+            }
+        };
         // A resumed guest's input goes on from where its session is.
         let mut seq = stream.next_input_seq();
         let guest_id = stream.guest_id().to_owned();
@@ -367,12 +573,14 @@ impl GuestService for GuestApi {
         request: Request<ListSessionsRequest>,
     ) -> Result<Response<ListSessionsResponse>, Status> {
         let ip = client_ip(&request);
+        let relayed = request.extensions().get::<Relayed>().is_some();
         let req = request.into_inner();
         let task_id = TaskId::new(req.task_id.as_str()).map_err(invalid)?;
         let Authenticated {
             hosts,
             only_host,
             only_session,
+            owner,
             ..
         } = self
             .registry
@@ -410,6 +618,11 @@ impl GuestService for GuestApi {
                     .collect(),
             })
             .collect();
-        Ok(Response::new(ListSessionsResponse { hosts }))
+        let mut listing = ListSessionsResponse { hosts };
+        if !relayed {
+            self.add_remote_hosts(&mut listing, &owner, &task_id, &req, ip)
+                .await?;
+        }
+        Ok(Response::new(listing))
     }
 }

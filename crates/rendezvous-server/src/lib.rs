@@ -43,6 +43,7 @@
 pub mod audit;
 pub mod auth;
 pub mod auth_limit;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 

@@ -363,14 +363,17 @@ impl Server {
                     remote_addr: Some(peer),
                 };
                 let streams = Streams::default();
-                let service = TowerToHyperService::new(ConnectionService::new(
-                    app.clone(),
-                    info,
-                    streams.clone(),
-                    per_ip.clone(),
-                    limits.streams_per_ip,
-                    self.registry.metrics().clone(),
-                ));
+                let service = TowerToHyperService::new(
+                    ConnectionService::new(
+                        app.clone(),
+                        info,
+                        streams.clone(),
+                        per_ip.clone(),
+                        limits.streams_per_ip,
+                        self.registry.metrics().clone(),
+                    )
+                    .with_cluster_key(self.registry.config().cluster_key.clone()),
+                );
                 let (builder, closing) = (builder.clone(), closing.clone());
                 let metrics = self.registry.metrics().clone();
                 tasks.spawn(async move {

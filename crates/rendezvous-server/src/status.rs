@@ -9,13 +9,23 @@ use crate::session::SessionError;
 /// A `RESOURCE_EXHAUSTED` answer with `message` for a request with
 /// `headers`: a gRPC status for gRPC and gRPC-Web, else 503 with the text.
 pub(crate) fn refusal(headers: &http::HeaderMap, message: String) -> axum::response::Response {
+    refusal_with(headers, Code::ResourceExhausted, message)
+}
+
+/// As [`refusal`], with gRPC status `code` (503 for other requests all the
+/// same).
+pub(crate) fn refusal_with(
+    headers: &http::HeaderMap,
+    code: Code,
+    message: String,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let grpc = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"));
     if grpc {
-        Status::resource_exhausted(message)
+        Status::new(code, message)
             .into_http::<axum::body::Body>()
             .into_response()
     } else {

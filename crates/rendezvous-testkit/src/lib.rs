@@ -21,7 +21,11 @@
 //!   loopback HTTP server for JWKS, discovery documents and token
 //!   endpoints;
 //! - [`redis::RedisServer`]: Debian's `redis-server` on a free loopback
-//!   port, without persistence, stopped and restarted on the same port.
+//!   port, without persistence, stopped and restarted on the same port;
+//! - [`replicas`]: `rendezvous serve` replicas on one Redis with shared
+//!   keys, and a round-robin TCP load balancer in front of them;
+//! - [`seq_stream`]: a known `seq` stream and the native guests that check
+//!   it arrives byte-exact.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -32,7 +36,9 @@ mod process;
 pub mod proxy;
 pub mod pty;
 pub mod redis;
+pub mod replicas;
 pub mod reverse_proxy;
+pub mod seq_stream;
 mod server;
 pub mod tls;
 mod transcript;

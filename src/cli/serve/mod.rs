@@ -277,14 +277,15 @@ pub struct ServeArgs {
     /// host, the secrets' digests, the owners; never output or secrets) in
     /// this Redis, shared with the other replicas:
     /// redis://[:PASSWORD@]HOST[:PORT][/DB], or rediss://… for TLS. Needs
-    /// --advertise-url. Without it, tasks are kept in this process.
+    /// --advertise-url and --cluster-key-file. Without it, tasks are kept
+    /// in this process.
     #[arg(
         long,
         value_name = "URL",
         value_parser = RedisUrl::parse,
         env = "RENDEZVOUS_REDIS_URL",
         hide_env_values = true,
-        requires = "advertise_url"
+        requires_all = ["advertise_url", "cluster_key_file"]
     )]
     pub redis_url: Option<RedisUrl>,
     /// This replica's own address for the other replicas
@@ -298,6 +299,17 @@ pub struct ServeArgs {
         requires = "redis_url"
     )]
     pub advertise_url: Option<String>,
+    /// With --redis-url: the file (at least 32 random bytes, the same on
+    /// every replica) whose key replicas prove themselves with when one
+    /// relays a guest to the replica that holds its host. Make one with
+    /// `head -c 32 /dev/urandom > FILE`.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "RENDEZVOUS_CLUSTER_KEY_FILE",
+        requires = "redis_url"
+    )]
+    pub cluster_key_file: Option<PathBuf>,
     /// With --redis-url: how long a host's name stays this replica's in
     /// Redis after its last renewal (renewed every third of it), and so how
     /// soon a replica that dies frees its hosts' names for the others. At
@@ -376,6 +388,11 @@ impl ServeArgs {
             },
             // Connected in `run`, which can wait for Redis.
             task_store: None,
+            cluster_key: self
+                .cluster_key_file
+                .as_deref()
+                .map(rendezvous_server::cluster::ClusterKey::from_file)
+                .transpose()?,
         })
     }
 

@@ -52,6 +52,7 @@ use crate::metrics::{Connected, Metrics};
 use crate::session::Session;
 
 mod admission;
+mod cluster;
 mod drain;
 mod ended_guests;
 mod error;
@@ -92,7 +93,7 @@ pub const MAX_RESUME_SESSIONS: usize = 64;
 /// close it.
 pub const MAX_RESUME_OFFSET: u64 = 1 << 62;
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -145,6 +146,9 @@ pub struct Registry {
     /// Guest input calls between their drain check and their input being
     /// queued (see [`Registry::input_call`]).
     input_calls: Arc<std::sync::atomic::AtomicUsize>,
+    /// The link to the other replicas, with a shared store and a cluster
+    /// key ([`crate::cluster`]).
+    cluster: Option<Arc<crate::cluster::ClusterLink>>,
 }
 
 impl Registry {
@@ -169,7 +173,13 @@ impl Registry {
             config.relay.max_output_message_bytes.min(MAX_DATA_BYTES);
         let failures = FailureLimits::new(config.failure_quotas);
         let metrics = Arc::new(Metrics::new().with_audit(&config.audit));
+        let cluster = config
+            .cluster_key
+            .clone()
+            .zip(store.this_replica())
+            .map(|(key, this)| Arc::new(crate::cluster::ClusterLink::new(key, this)));
         Self {
+            cluster,
             config,
             store,
             inner: Mutex::default(),
@@ -183,6 +193,12 @@ impl Registry {
             stopping: std::sync::atomic::AtomicBool::new(false),
             input_calls: Arc::default(),
         }
+    }
+
+    /// The link to the other replicas, when this server is one of several
+    /// sharing a store and a cluster key.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::ClusterLink>> {
+        self.cluster.as_ref()
     }
 
     /// The server's metrics.

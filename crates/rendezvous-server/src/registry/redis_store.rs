@@ -381,6 +381,31 @@ impl TaskStore for RedisTaskStore {
         }
     }
 
+    async fn hosts_of(
+        &self,
+        owner: &Owner,
+        id: &TaskId,
+    ) -> Result<Vec<(String, Replica)>, RegistryError> {
+        let mut invocation = SCRIPTS.hosts_of.key(self.core.task_key(id));
+        invocation.arg(owner.as_str());
+        let answer: Vec<String> = self.core.call(&invocation).await?;
+        if !answer.len().is_multiple_of(3) {
+            return Err(malformed("hosts_of", "not three fields a host"));
+        }
+        let mut fields = answer.into_iter();
+        let mut hosts = Vec::new();
+        while let (Some(name), Some(id), Some(advertise_url)) =
+            (fields.next(), fields.next(), fields.next())
+        {
+            hosts.push((name, Replica { id, advertise_url }));
+        }
+        Ok(hosts)
+    }
+
+    fn this_replica(&self) -> Option<Replica> {
+        Some(self.core.replica.clone())
+    }
+
     fn is_healthy(&self) -> bool {
         self.core.healthy.load(Ordering::Acquire)
     }

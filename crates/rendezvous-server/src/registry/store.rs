@@ -139,6 +139,27 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(None)
     }
 
+    /// The task's host names that a server holds now, and which server:
+    /// for a guest's `ListSessions` on a replica that holds only some of
+    /// them. Empty for the memory store (its hosts are all in the
+    /// registry).
+    ///
+    /// # Errors
+    /// [`RegistryError::DirectoryUnavailable`] from a shared store.
+    async fn hosts_of(
+        &self,
+        _owner: &Owner,
+        _id: &TaskId,
+    ) -> Result<Vec<(String, Replica)>, RegistryError> {
+        Ok(Vec::new())
+    }
+
+    /// This server, as a shared store names it in its leases; `None` for
+    /// the memory store.
+    fn this_replica(&self) -> Option<Replica> {
+        None
+    }
+
     /// Whether the store answers: false while a shared store cannot reach
     /// its server, so that `/readyz` says 503 ([`Registry::is_ready`](super::Registry::is_ready)).
     /// Always true for the memory store.

@@ -26,6 +26,7 @@ pub(super) struct Scripts {
     pub(super) evict: Script,
     pub(super) read: Script,
     pub(super) owner_of: Script,
+    pub(super) hosts_of: Script,
     pub(super) count: Script,
 }
 
@@ -38,6 +39,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         evict: with_prelude(include_str!("evict.lua")),
         read: with_prelude(include_str!("read.lua")),
         owner_of: with_prelude(include_str!("owner_of.lua")),
+        hosts_of: with_prelude(include_str!("hosts_of.lua")),
         count: with_prelude(include_str!("count.lua")),
     }
 });

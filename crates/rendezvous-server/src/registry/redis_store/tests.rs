@@ -127,6 +127,20 @@ async fn a_name_whose_replica_stops_renewing_is_free_after_the_lease() {
         b.owner_of(&owner, &id, &name).await.unwrap(),
         Some(a.replica().clone())
     );
+    b.add_host(&owner, &id, &host_name("second"), "h3", &record("s"), 4)
+        .await
+        .unwrap();
+    let mut hosts = b.hosts_of(&owner, &id).await.unwrap();
+    hosts.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(
+        hosts,
+        [
+            ("default".to_owned(), a.replica().clone()),
+            ("second".to_owned(), b.replica().clone()),
+        ]
+    );
+    assert_eq!(b.this_replica(), Some(b.replica().clone()));
+    assert!(b.hosts_of(&Owner::open(), &id).await.unwrap().is_empty());
 
     // a stops (a crash: no removal, no renewal).
     drop(a);

@@ -1,0 +1,306 @@
+//! Replicas relay guests to the replica that holds their host (issue 13,
+//! step 2), as processes: three `rendezvous serve --redis-url` replicas on
+//! one real Redis with shared key files, a host on A, and native guests on
+//! B and C, over the Terminal call and over Attach with unary calls (the
+//! browser's path). The `seq` stream arrives byte-exact at every guest;
+//! roles, input exactly once and listings hold across the hop; SIGTERM and
+//! kill -9 of A move the host (through a round-robin load balancer) and
+//! every guest goes on byte-exact.
+
+use rendezvous_guest::{
+    AttachOptions, AttachStream, Client, Event, GuestError, ResumingTerminal, Secret, TaskId,
+};
+use rendezvous_proto::guest_service_client::GuestServiceClient;
+use rendezvous_proto::{AttachRequest, ListSessionsRequest};
+use rendezvous_testkit::redis::RedisServer;
+use rendezvous_testkit::replicas::{Balancer, ClusterFiles, Replica};
+use rendezvous_testkit::seq_stream::{
+    END, STREAM_COMMAND, Seen, StreamGuest, assert_exact, stream_in,
+};
+use rendezvous_testkit::{DEADLINE, TestHost, bash};
+use tonic::Code;
+
+const SECRET: &str = "relay-task-secret-Hw4Jk8Lm2";
+const READ_ONLY_SECRET: &str = "relay-read-only-Qz7Xc3Vb9";
+/// Bytes each session retains here (4 MiB): more than the stream, so that
+/// a guest that resumes catches up from retained output.
+const RETAINED: [&str; 2] = ["--retained-output-bytes", "4194304"];
+
+async fn replica(redis: &RedisServer, files: &ClusterFiles) -> Replica {
+    Replica::start(env!("CARGO_BIN_EXE_rendezvous"), redis, files, &RETAINED).await
+}
+
+/// A host of `task` on `url` running bash with a plain prompt, registered.
+async fn host(url: &str, task: &str) -> TestHost {
+    let command = bash();
+    let host = rendezvous_host::Host::builder(url)
+        .task_id(task)
+        .secret(SECRET)
+        .read_only_secret(READ_ONLY_SECRET)
+        .command(&command[0], &command[1..])
+        .env("PS1", "$ ")
+        .env("HISTFILE", "/dev/null")
+        .build()
+        .unwrap();
+    TestHost::from_host(host).await
+}
+
+fn options(task: &str, secret: &str, session: Option<&str>) -> AttachOptions {
+    let mut options = AttachOptions::new(TaskId::new(task).unwrap(), Secret::new(secret).unwrap());
+    options.session_id = session.map(str::to_owned);
+    (options.cols, options.rows) = (100, 30);
+    options
+}
+
+/// Reads `guest`'s events until its output contains `needle` (within
+/// [`DEADLINE`]); all its output so far.
+async fn attach_until(guest: &mut AttachStream, output: &mut Vec<u8>, needle: &str) {
+    tokio::time::timeout(DEADLINE, async {
+        while !String::from_utf8_lossy(output).contains(needle) {
+            match guest.next_event().await.expect("events").expect("open") {
+                Event::Output(o) => output.extend_from_slice(&o.data),
+                Event::Exit(exit) => panic!("unexpected {exit:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in time"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_on_any_replica_reach_a_host_on_another_byte_exact() {
+    const TASK: &str = "relay-every-replica";
+    let redis = RedisServer::start().await;
+    let files = ClusterFiles::new();
+    let a = replica(&redis, &files).await;
+    let b = replica(&redis, &files).await;
+    let c = replica(&redis, &files).await;
+    let _host = host(&a.url, TASK).await;
+
+    // A new shell through B, shared through C.
+    let mut through_b = StreamGuest::attach(&b.url, options(TASK, SECRET, None)).await;
+    through_b.until("$ ").await;
+    let session = through_b.session_id();
+    let mut through_c = StreamGuest::attach(&c.url, options(TASK, SECRET, Some(&session))).await;
+    assert_eq!(through_c.session_id(), session);
+    // The browser's path through C: Attach, and unary SendInput and Ack.
+    let c_client = Client::connect(&c.url).await.unwrap();
+    let mut unary = c_client
+        .attach(options(TASK, SECRET, Some(&session)))
+        .await
+        .expect("attach over Attach through C");
+    let mut unary_output = Vec::new();
+    // A read-only guest through C is refused input at the owner.
+    let mut watcher = c_client
+        .attach(options(TASK, READ_ONLY_SECRET, Some(&session)))
+        .await
+        .expect("a read-only guest attaches");
+    let refused = watcher.send_input("echo no\r").await.unwrap_err();
+    assert!(matches!(refused, GuestError::ReadOnly), "{refused:?}");
+
+    // Input through C's unary path is applied once, and seen everywhere.
+    unary.send_input("echo v$((6*7))v\r").await.unwrap();
+    through_b.until("v42v\r\n").await;
+    through_c.until("v42v\r\n").await;
+    attach_until(&mut unary, &mut unary_output, "v42v\r\n").await;
+
+    through_b.type_text(STREAM_COMMAND).await;
+    through_b.until(END).await;
+    through_c.until(END).await;
+    attach_until(&mut unary, &mut unary_output, END).await;
+    assert_exact("guest through B", stream_in(&through_b.output));
+    assert_exact("guest through C", stream_in(&through_c.output));
+    assert_exact("Attach guest through C", stream_in(&unary_output));
+    assert_eq!((through_b.lagged, through_c.lagged), (0, 0));
+    for (who, output) in [("B", &through_b.output), ("C", &through_c.output)] {
+        let text = String::from_utf8_lossy(output);
+        assert_eq!(
+            text.matches("v42v\r\n").count(),
+            1,
+            "input applied once ({who})"
+        );
+    }
+
+    // Listings on every replica name A's host and its session.
+    for url in [&a.url, &b.url, &c.url] {
+        let hosts = Client::connect(url)
+            .await
+            .unwrap()
+            .list_sessions(
+                &TaskId::new(TASK).unwrap(),
+                &Secret::new(READ_ONLY_SECRET).unwrap(),
+            )
+            .await
+            .expect("listed");
+        assert_eq!(hosts.len(), 1, "{url}: {hosts:?}");
+        assert_eq!(hosts[0].sessions.len(), 1, "{url}: {hosts:?}");
+        assert_eq!(hosts[0].sessions[0].session_id, session);
+        assert_eq!(hosts[0].sessions[0].guest_count, 4, "{url}: {hosts:?}");
+    }
+
+    // A wrong secret is refused on every replica, and nothing is relayed
+    // for it.
+    for url in [&a.url, &b.url, &c.url] {
+        let wrong = Client::connect(url)
+            .await
+            .unwrap()
+            .terminal(options(TASK, "not-the-secret-Pp0Oo9Ii8", None))
+            .await
+            .unwrap_err();
+        assert!(matches!(wrong, GuestError::Denied), "{url}: {wrong:?}");
+    }
+    // A request that claims to be relayed with a credential that is not
+    // the cluster's is refused before anything.
+    let mut forged = tonic::Request::new(AttachRequest {
+        task_id: TASK.into(),
+        secret: SECRET.into(),
+        session_id: session.clone(),
+        ..Default::default()
+    });
+    forged.metadata_mut().insert(
+        rendezvous_server::cluster::CLUSTER_KEY_HEADER,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .parse()
+            .unwrap(),
+    );
+    let refused = GuestServiceClient::connect(a.url.clone())
+        .await
+        .unwrap()
+        .attach(forged)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("cluster key"), "{refused:?}");
+    let mut listing = tonic::Request::new(ListSessionsRequest {
+        task_id: TASK.into(),
+        secret: SECRET.into(),
+        ..Default::default()
+    });
+    listing.metadata_mut().insert(
+        rendezvous_server::cluster::CLUSTER_KEY_HEADER,
+        "forged".parse().unwrap(),
+    );
+    let refused = GuestServiceClient::connect(b.url.clone())
+        .await
+        .unwrap()
+        .list_sessions(listing)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    // The session still answers every guest.
+    through_b.answers("AFTER").await;
+    through_c.until("AFTER-42\r\n").await;
+    let printed = format!("{}{}", b.process.stdout(), b.process.stderr());
+    assert!(!printed.contains(SECRET), "a secret was printed: {printed}");
+}
+
+/// A resuming guest through `url`, and what it saw up to its prompt.
+async fn resuming(url: &str, task: &str, session: Option<&str>) -> (ResumingTerminal, Seen) {
+    let client = Client::connect(url).await.unwrap();
+    let mut terminal = tokio::time::timeout(
+        DEADLINE,
+        ResumingTerminal::attach(client, options(task, SECRET, session)),
+    )
+    .await
+    .expect("attach in time")
+    .expect("attach");
+    let mut seen = Seen::default();
+    if session.is_none() {
+        seen.until(&mut terminal, "$ ").await;
+    }
+    (terminal, seen)
+}
+
+/// [`STREAM_COMMAND`]'s bytes in two halves, the second once `gate`
+/// exists.
+fn gated_stream_command(gate: &std::path::Path) -> String {
+    let gate = gate.display();
+    format!(
+        "echo BEGIN-$((1+1)); seq 1 100000; until [ -e '{gate}' ]; do sleep 0.05; done; \
+         seq 100001 200000; echo END-$((2+2))\r"
+    )
+}
+
+/// How A leaves in [`a_replica_that_leaves_hands_on_its_host_and_guests`].
+#[derive(Debug, Clone, Copy)]
+enum Leaves {
+    /// SIGTERM: it drains.
+    Drains,
+    /// kill -9.
+    Dies,
+}
+
+/// A host on A (through the balancer), guests through B and C mid-stream
+/// when A leaves: the host resumes on B or C, the guests resume through
+/// the replicas they reached, and the stream is byte-exact at both, with
+/// input after it applied once.
+async fn a_replica_that_leaves_hands_on_its_host_and_guests(leaves: Leaves) {
+    let task = format!("relay-{leaves:?}").to_lowercase();
+    let redis = RedisServer::start().await;
+    let files = ClusterFiles::new();
+    let mut a = replica(&redis, &files).await;
+    let b = replica(&redis, &files).await;
+    let c = replica(&redis, &files).await;
+    let balancer = Balancer::start(vec![a.addr, b.addr, c.addr]).await;
+    // The balancer's first connection goes to A.
+    let _host = host(&balancer.url(), &task).await;
+    assert_eq!(balancer.accepted(), 1);
+
+    let (mut via_b, mut seen_b) = resuming(&b.url, &task, None).await;
+    let session = via_b.attached().session_id.clone();
+    let (mut via_c, mut seen_c) = resuming(&c.url, &task, Some(&session)).await;
+    // The stream's first half is printed while A holds the host; the
+    // second half waits for a gate file that the test makes once A has
+    // left, so that the break is mid-stream on any machine.
+    let gate = std::env::temp_dir().join(format!("rendezvous-{task}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&gate);
+    via_b.send_input(gated_stream_command(&gate)).await.unwrap();
+    seen_b.until(&mut via_b, "\r\n100000\r\n").await;
+
+    // A leaves mid-stream; the balancer stops sending it connections.
+    balancer.remove(a.addr);
+    match leaves {
+        Leaves::Drains => a.process.terminate().await,
+        Leaves::Dies => {
+            a.process.child.start_kill().unwrap();
+            a.process.child.wait().await.unwrap();
+        }
+    }
+    std::fs::write(&gate, b"").unwrap();
+    seen_b.until(&mut via_b, END).await;
+    seen_c.until(&mut via_c, END).await;
+    assert_exact("guest through B", stream_in(&seen_b.output));
+    assert_exact("guest through C", stream_in(&seen_c.output));
+    assert_eq!((seen_b.lagged, seen_c.lagged), (0, 0));
+    assert!(seen_b.disconnects >= 1, "B's guest lost its relayed stream");
+    assert!(seen_c.disconnects >= 1, "C's guest lost its relayed stream");
+    for (resumed, lost) in seen_b.reconnects.iter().chain(&seen_c.reconnects) {
+        assert!(resumed, "resumed as the same guest");
+        assert_eq!(*lost, 0, "no input lost");
+    }
+    assert_eq!(via_b.attached().session_id, session);
+    let _ = std::fs::remove_file(&gate);
+
+    // The shell is the same one, and takes input once.
+    via_c.send_input("echo w$((6*7))w\r").await.unwrap();
+    seen_b.until(&mut via_b, "w42w\r\n").await;
+    seen_c.until(&mut via_c, "w42w\r\n").await;
+    let text = String::from_utf8_lossy(&seen_b.output);
+    assert_eq!(text.matches("w42w\r\n").count(), 1, "input applied once");
+    assert!(
+        balancer.accepted() >= 2,
+        "the host came back through the balancer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_hosts_replica_moves_it_and_every_guest_goes_on_byte_exact() {
+    a_replica_that_leaves_hands_on_its_host_and_guests(Leaves::Drains).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_hosts_replica_moves_it_and_every_guest_goes_on_byte_exact() {
+    a_replica_that_leaves_hands_on_its_host_and_guests(Leaves::Dies).await;
+}
