@@ -283,12 +283,31 @@ async fn tasks_filling_their_sessions_stay_under_the_retained_output_cap() {
         RETAINED_CAP_MIB,
         "sessions up to the cap opened"
     );
-    let after = settled_rss_kib(&serve).await;
-    let growth = after.saturating_sub(before);
-    eprintln!("RSS {before} KiB -> {after} KiB with {opened} full sessions");
-    answers(&mut client, &mut own, &guest, 1).await;
     // The retained output, plus 256 KiB per session for its records and
     // the allocator. (Without the cap, the 128 sessions would hold 128 MiB.)
     let bound = (RETAINED_CAP_MIB << 10) + 256 * opened;
-    assert!(growth <= bound, "{growth} KiB over the {bound} KiB bound");
+    let settled = settled_rss_kib(&serve).await;
+    // Each session's older output was freed as newer output replaced it;
+    // jemalloc's background thread returns such pages to the system over
+    // its decay (about 5 MiB here), so the bound holds for what stays.
+    let deadline = tokio::time::Instant::now() + DECAY_DEADLINE;
+    let mut after = settled;
+    while after.saturating_sub(before) > bound && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = rss_kib(&serve);
+    }
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "RSS {before} KiB -> {settled} KiB settled, {after} KiB after decay, with {opened} full sessions"
+    );
+    answers(&mut client, &mut own, &guest, 1).await;
+    assert!(
+        growth <= bound,
+        "{growth} KiB over the {bound} KiB bound {DECAY_DEADLINE:?} after the output settled"
+    );
 }
+
+/// How long freed pages may stay resident: jemalloc's dirty and muzzy
+/// decay (10 s each by default: freed pages stay resident up to about
+/// 20 s, measured 27 s on a loaded machine), with room to spare.
+const DECAY_DEADLINE: Duration = Duration::from_secs(60);
