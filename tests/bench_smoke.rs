@@ -136,3 +136,36 @@ fn bench_scale_runs_its_own_server_and_writes_every_json_key() {
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(table.contains("held:"), "no verdict in:\n{table}");
 }
+
+/// `bench replicas` starts its own redis-server and two replicas, and
+/// reports both round trips: the guest through B was relayed to the host
+/// on A (its round trips could not complete otherwise).
+#[test]
+fn bench_replicas_reports_the_round_trip_through_another_replica() {
+    let json_path = std::env::temp_dir().join(format!(
+        "rendezvous-bench-replicas-{}.json",
+        std::process::id()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_rendezvous"))
+        .args(["bench", "replicas", "--round-trips", "100", "--json"])
+        .arg(&json_path)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run rendezvous bench replicas");
+    assert!(
+        output.status.success(),
+        "bench replicas failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&json_path).expect("read the JSON report");
+    let _ = std::fs::remove_file(&json_path);
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+    assert_eq!(json["round_trips"], 100, "{text}");
+    for key in ["owner_p50_us", "owner_p99_us", "hop_p50_us", "hop_p99_us"] {
+        let value = json[key].as_f64().unwrap_or(f64::NAN);
+        assert!(value > 0.0 && value.is_finite(), "{key} in {text}");
+    }
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(table.contains("the hop adds"), "no table in:\n{table}");
+}

@@ -1,7 +1,9 @@
 //! Replicas on one Redis (issue 13, step 1: the shared directory), as
 //! processes: two `rendezvous serve --redis-url` replicas share task
 //! ownership and host names; a killed replica's names are free after its
-//! lease; `/readyz` follows Redis while the sessions on a replica go on.
+//! lease; `/readyz` follows Redis (stopped, then restarted empty) while
+//! the sessions on a replica and the guests another replica relays to
+//! them go on, and new guests find the host again once Redis is back.
 
 use std::time::{Duration, Instant};
 
@@ -235,7 +237,7 @@ async fn a_task_is_its_owners_on_every_replica_and_a_killed_replica_frees_its_na
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
+async fn readyz_follows_redis_while_shells_and_relayed_guests_go_on() {
     let password = "redis-password-canary-5Rt8";
     let mut redis = RedisServer::with_password(password).await;
     let files = ClusterFiles::new();
@@ -248,6 +250,12 @@ async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
     type_text(&input, "echo one-$((40+2))\n").await;
     guest.until("one-42").await;
     assert_eq!(status(&a_url, "/readyz").await, 200);
+    // A guest on replica B, relayed to the host on A.
+    let b = Replica::start(env!("CARGO_BIN_EXE_rendezvous"), &redis, &files, &[]).await;
+    let b_url = b.url.clone();
+    let (relayed_input, mut relayed) = shell(&b_url, ACME_SECRET).await;
+    type_text(&relayed_input, "echo b-one-$((40+2))\n").await;
+    relayed.until("b-one-42").await;
 
     redis.stop();
     until("/readyz says 503", || async {
@@ -266,6 +274,12 @@ async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
     );
     type_text(&input, "echo two-$((40+2))\n").await;
     guest.until("two-42").await;
+    // The relayed stream needs no directory either; a new guest on B,
+    // which must look the host up, is refused UNAVAILABLE.
+    type_text(&relayed_input, "echo b-two-$((40+2))\n").await;
+    relayed.until("b-two-42").await;
+    let refused = hosts_seen(&b_url, ACME_SECRET).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
 
     // Back on the same port, empty: ready again, and the replica writes
     // its host back into the directory.
@@ -280,6 +294,17 @@ async fn readyz_follows_redis_while_the_shells_on_a_replica_go_on() {
     .await;
     type_text(&input, "echo three-$((40+2))\n").await;
     guest.until("three-42").await;
+    // With the directory back, B finds the host on A again, for the guest
+    // it relays and for a new one.
+    until("B lists A's host again", || async {
+        matches!(hosts_seen(&b_url, ACME_SECRET).await, Ok(1))
+    })
+    .await;
+    type_text(&relayed_input, "echo b-three-$((40+2))\n").await;
+    relayed.until("b-three-42").await;
+    let (new_input, mut new_guest) = shell(&b_url, ACME_SECRET).await;
+    type_text(&new_input, "echo b-new-$((40+2))\n").await;
+    new_guest.until("b-new-42").await;
 
     let printed = format!("{}{}", a.process.stdout(), a.process.stderr());
     assert!(

@@ -22,11 +22,13 @@
 //!
 //! `bench scale` ([`scale`]) is apart: how many concurrent sessions one
 //! server holds at a given load, with the server and the load generators
-//! as processes of their own.
+//! as processes of their own. So is `bench replicas` ([`replicas`]): what
+//! a guest on another replica than its host's pays in round trip.
 
 mod baseline;
 mod guest;
 mod memory;
+mod replicas;
 mod report;
 mod rtt;
 mod scale;
@@ -112,6 +114,10 @@ pub enum BenchCommand {
     /// 40 KB/s while its guest types 10 keystrokes/s, at a keystroke round
     /// trip p99 <= 20 ms, with every byte checked.
     Scale(scale::ScaleArgs),
+    /// The keystroke round trip of a guest on another replica than its
+    /// host's (relayed over the cluster link), beside a guest on the host's
+    /// replica: two child replicas on one Redis.
+    Replicas(replicas::ReplicasArgs),
     /// The host load generator of `bench scale` (run by it).
     #[command(hide = true)]
     ScaleHosts(scale::HostsArgs),
@@ -188,6 +194,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     match args.command.take() {
         Some(BenchCommand::Scale(scale)) => {
             let result = scale::run(scale).await;
+            progress_done();
+            return result;
+        }
+        Some(BenchCommand::Replicas(replicas)) => {
+            let result = replicas::run(replicas).await;
             progress_done();
             return result;
         }

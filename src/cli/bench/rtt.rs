@@ -34,7 +34,14 @@ pub struct Echo {
 impl Echo {
     /// Opens a new shell on the fixture's host over `Terminal`.
     pub async fn start(fixture: &mut Fixture) -> anyhow::Result<Self> {
-        let mut client = guest::connect(&fixture.url).await?;
+        let url = fixture.url.clone();
+        Self::start_via(fixture, &url).await
+    }
+
+    /// [`start`](Self::start) with the guest on the server at `url`: another
+    /// replica than the host's, for `bench replicas`.
+    pub async fn start_via(fixture: &mut Fixture, url: &str) -> anyhow::Result<Self> {
+        let mut client = guest::connect(url).await?;
         let term = TerminalGuest::open(&mut client, &fixture.new_shell()).await?;
         let session = fixture.host.take_session(&term.attached.session_id).await?;
         Ok(Self {
