@@ -781,6 +781,7 @@ async fn input_resize_and_ack_after_the_session_ended_are_failed_precondition() 
                 guest_token: guest.guest_token.clone(),
                 seq: 0,
                 data: b"exit 3\n".to_vec().into(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -794,6 +795,7 @@ async fn input_resize_and_ack_after_the_session_ended_are_failed_precondition() 
             guest_token: token.to_owned(),
             seq: 1,
             data: b"x".to_vec().into(),
+            ..Default::default()
         };
         let status = client.send_input(input(&guest.guest_token)).await;
         assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
@@ -803,6 +805,7 @@ async fn input_resize_and_ack_after_the_session_ended_are_failed_precondition() 
                 guest_token: guest.guest_token.clone(),
                 cols: 90,
                 rows: 30,
+                ..Default::default()
             })
             .await;
         assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
@@ -812,6 +815,7 @@ async fn input_resize_and_ack_after_the_session_ended_are_failed_precondition() 
                 guest_token: guest.guest_token.clone(),
                 offset: 1,
                 messages: 1,
+                ..Default::default()
             })
             .await;
         assert_status(&status.unwrap_err(), Code::FailedPrecondition, ended);
@@ -832,6 +836,7 @@ async fn send_input_authenticates_before_it_measures_the_input() {
                 guest_token: "not-a-token".into(),
                 seq: 0,
                 data: vec![b'a'; 65 * 1024].into(),
+                ..Default::default()
             })
             .await
             .unwrap_err();

@@ -150,6 +150,7 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
         guest_token: attached.guest_token.clone(),
         seq,
         data: text.into(),
+        ..Default::default()
     };
     client
         .send_input(input(0, "stty -echo; echo READ\"Y\"\n".to_owned()))
@@ -191,6 +192,7 @@ async fn a_paused_session_keeps_its_hosts_connection_through_one_byte_writes() {
                     guest_token: attached.guest_token.clone(),
                     offset: events.next_offset.unwrap_or(0),
                     messages: 0,
+                    ..Default::default()
                 })
                 .await
                 .unwrap();

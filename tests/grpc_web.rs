@@ -25,6 +25,7 @@ async fn shell_round_trip(server: &TestServer, host: &TestHost, transport: Trans
             guest_token: attached.guest_token.clone(),
             seq: 0,
             data: b"echo web-$((7*6))\n".to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -96,6 +96,7 @@ async fn answers(
             data: format!("echo still-{}-here\n", 6 * seq + 1)
                 .into_bytes()
                 .into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -210,6 +211,7 @@ async fn hundreds_of_stalled_attach_streams_hold_bounded_memory() {
                 data: b"head -c 786432 /dev/urandom | base64 -w 1024\n"
                     .to_vec()
                     .into(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -275,6 +275,7 @@ async fn send(
             guest_token: guest.1.to_owned(),
             seq,
             data: text.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_or_else(|status| panic!("send input: {status:?}"));

@@ -70,6 +70,7 @@ async fn send(
             guest_token: attached.guest_token.clone(),
             seq,
             data: text.to_vec().into(),
+            ..Default::default()
         })
         .await
         .map(|_| ())
@@ -384,6 +385,7 @@ async fn read_only_guests_are_refused_by_every_path() {
             guest_token: ro.guest_token.clone(),
             cols: 20,
             rows: 5,
+            ..Default::default()
         })
         .await;
     assert_eq!(resize.unwrap_err().code(), Code::PermissionDenied);
@@ -489,6 +491,7 @@ async fn the_smallest_read_write_guest_sets_the_pty_size() {
             guest_token: a.guest_token.clone(),
             cols: 5000,
             rows: 5000,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -711,6 +714,7 @@ async fn an_acknowledged_window_holds_a_flood_when_the_transport_reads_ahead() {
                 guest_token: guest.guest_token.clone(),
                 offset: acked,
                 messages: 0,
+                ..Default::default()
             })
             .await
             .unwrap();

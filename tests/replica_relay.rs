@@ -11,7 +11,7 @@ use rendezvous_guest::{
     AttachOptions, AttachStream, Client, Event, GuestError, ResumingTerminal, Secret, TaskId,
 };
 use rendezvous_proto::guest_service_client::GuestServiceClient;
-use rendezvous_proto::{AttachRequest, ListSessionsRequest};
+use rendezvous_proto::{AttachRequest, ListSessionsRequest, SendInputRequest};
 use rendezvous_testkit::redis::RedisServer;
 use rendezvous_testkit::replicas::{Balancer, ClusterFiles, Replica};
 use rendezvous_testkit::seq_stream::{
@@ -104,6 +104,39 @@ async fn guests_on_any_replica_reach_a_host_on_another_byte_exact() {
     through_b.until("v42v\r\n").await;
     through_c.until("v42v\r\n").await;
     attach_until(&mut unary, &mut unary_output, "v42v\r\n").await;
+    // A balancer that sends that guest's next call to B, which neither
+    // holds the host nor relays the guest: B finds the host by the task and
+    // host the call names, and A applies it once. Without them B cannot
+    // know the guest.
+    let attached = unary.attached().clone();
+    let input = |seq: u64, text: &str, routed: bool| SendInputRequest {
+        guest_id: attached.guest_id.clone(),
+        guest_token: attached.guest_token.clone(),
+        seq,
+        data: text.as_bytes().to_vec().into(),
+        task_id: if routed { TASK.into() } else { String::new() },
+        host_name: if routed {
+            attached.host_name.clone()
+        } else {
+            String::new()
+        },
+    };
+    let mut via_b = GuestServiceClient::connect(b.url.clone()).await.unwrap();
+    let unknown = via_b
+        .send_input(input(1, "echo x$((6*7))x\r", false))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::Unauthenticated, "{unknown:?}");
+    via_b
+        .send_input(input(1, "echo w$((6*7))w\r", true))
+        .await
+        .expect("routed through B by task and host");
+    // The same seq again, through B: a duplicate, applied once.
+    via_b
+        .send_input(input(1, "echo w$((6*7))w\r", true))
+        .await
+        .expect("a repeated seq is ignored, not refused");
+    attach_until(&mut unary, &mut unary_output, "w42w\r\n").await;
 
     through_b.type_text(STREAM_COMMAND).await;
     through_b.until(END).await;
@@ -120,6 +153,12 @@ async fn guests_on_any_replica_reach_a_host_on_another_byte_exact() {
             1,
             "input applied once ({who})"
         );
+        assert_eq!(
+            text.matches("w42w\r\n").count(),
+            1,
+            "routed input once ({who})"
+        );
+        assert!(!text.contains("x42x"), "unrouted input applied ({who})");
     }
 
     // Listings on every replica name A's host and its session.

@@ -127,6 +127,7 @@ async fn canary_credentials_appear_in_no_log_metric_audit_error_or_page() {
             guest_token: attached.guest_token.clone(),
             seq: attached.next_input_seq,
             data: b"echo canary-$((6*7))\n".to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -199,6 +200,7 @@ async fn canary_credentials_appear_in_no_log_metric_audit_error_or_page() {
             guest_token: format!("{}x", attached.guest_token),
             seq: attached.next_input_seq + 1,
             data: b"x".to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

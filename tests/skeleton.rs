@@ -54,6 +54,7 @@ async fn two_guests_share_one_session() {
                 guest_token: attached.guest_token.clone(),
                 seq: seq as u64,
                 data: chunk.as_bytes().to_vec().into(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -93,6 +93,7 @@ async fn a_read_only_guest_that_never_acks_leaves_the_shell_running() {
             guest_token: attached.guest_token.clone(),
             seq: 0,
             data: flood().into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -106,6 +107,7 @@ async fn a_read_only_guest_that_never_acks_leaves_the_shell_running() {
             guest_token: viewer_attached.guest_token.clone(),
             offset: u64::MAX,
             messages: 0,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -149,6 +151,7 @@ async fn a_stalled_page_stops_holding_the_shell_back() {
             guest_token: attached.guest_token.clone(),
             seq: 0,
             data: flood().into(),
+            ..Default::default()
         })
         .await
         .unwrap();

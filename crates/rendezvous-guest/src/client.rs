@@ -15,8 +15,8 @@ use rendezvous_proto::message_size::MAX_MESSAGE_BYTES;
 use rendezvous_proto::tls::TlsOptions;
 use rendezvous_proto::v1::guest_service_client::GuestServiceClient;
 use rendezvous_proto::v1::{
-    AckRequest, AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest,
-    SendInputRequest, TerminalAck, TerminalRequest, WindowSize, terminal_request,
+    AttachRequest, Attached, HostInfo, ListSessionsRequest, ResizeRequest, SendInputRequest,
+    TerminalAck, TerminalRequest, WindowSize, terminal_request,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
@@ -26,6 +26,11 @@ use tonic::transport::Channel;
 use crate::error::{Call, ErrorContext, GuestError};
 use crate::events::{Event, EventReader, Progress};
 use crate::secret::Secret;
+
+mod unary;
+
+pub use self::unary::{AttachStream, UnaryWriter};
+use self::unary::{Route, send_acks};
 
 /// Requests (input chunks and resizes) a [`TerminalWriter`] may queue
 /// before `send_input` waits for the connection to take them, in messages.
@@ -302,16 +307,22 @@ impl Client {
         let attached = events.attached();
         // Acknowledges what the reader took, as Ack calls; it ends with the
         // reader, whose drop closes `acks`.
+        let route = Route {
+            task_id: options.task_id.to_string(),
+            host_name: attached.host_name.clone(),
+        };
         tokio::spawn(send_acks(
             self.inner.clone(),
             attached.guest_id.clone(),
             attached.guest_token.clone(),
+            route.clone(),
             acks,
         ));
         let writer = UnaryWriter {
             client: self.clone(),
             guest_id: attached.guest_id.clone(),
             guest_token: attached.guest_token.clone(),
+            route,
             next_seq: 0,
         };
         Ok(AttachStream { writer, events })
@@ -336,7 +347,12 @@ impl Client {
             guest_token: guest_token.to_owned(),
             seq,
             data: data.into(),
+            ..Default::default()
         };
+        self.send_input_request(request).await
+    }
+
+    async fn send_input_request(&self, request: SendInputRequest) -> Result<(), GuestError> {
         self.inner
             .clone()
             .send_input(request)
@@ -361,38 +377,18 @@ impl Client {
             guest_token: guest_token.to_owned(),
             cols,
             rows,
+            ..Default::default()
         };
+        self.resize_request(request).await
+    }
+
+    async fn resize_request(&self, request: ResizeRequest) -> Result<(), GuestError> {
         self.inner
             .clone()
             .resize(request)
             .await
             .map_err(|status| self.context(None).map(&status, Call::Input))?;
         Ok(())
-    }
-}
-
-/// Sends each new [`Progress`] of an `Attach` stream as an `Ack` call,
-/// until the stream's reader is dropped. A failed call is not retried:
-/// the next one carries everything it did.
-async fn send_acks(
-    mut client: GuestServiceClient<Channel>,
-    guest_id: String,
-    guest_token: String,
-    mut acks: watch::Receiver<Progress>,
-) {
-    while acks.changed().await.is_ok() {
-        let progress = *acks.borrow_and_update();
-        let request = AckRequest {
-            guest_id: guest_id.clone(),
-            guest_token: guest_token.clone(),
-            offset: progress.offset,
-            messages: progress.messages,
-        };
-        if client.ack(request).await.is_err() {
-            // The stream is over or the connection broken: the reader
-            // sees that itself.
-            return;
-        }
     }
 }
 
@@ -526,108 +522,5 @@ impl TerminalWriter {
             })
             .await
             .map_err(|_| GuestError::Closed)
-    }
-}
-
-/// A guest attached over the server-streaming `Attach` call, with unary
-/// calls for input and resizes (the browser's path).
-#[derive(Debug)]
-pub struct AttachStream {
-    writer: UnaryWriter,
-    events: EventReader,
-}
-
-impl AttachStream {
-    /// The `Attached` event: session ID, guest ID and token, role, host.
-    pub fn attached(&self) -> &Attached {
-        self.events.attached()
-    }
-
-    /// Sends input bytes; see [`UnaryWriter::send_input`].
-    ///
-    /// # Errors
-    /// As for [`UnaryWriter::send_input`].
-    pub async fn send_input(&mut self, data: impl Into<Bytes>) -> Result<(), GuestError> {
-        self.writer.send_input(data).await
-    }
-
-    /// Reports a new terminal size; see [`UnaryWriter::resize`].
-    ///
-    /// # Errors
-    /// As for [`UnaryWriter::resize`].
-    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
-        self.writer.resize(cols, rows).await
-    }
-
-    /// The next event; see [`EventReader::next_event`].
-    ///
-    /// # Errors
-    /// As for [`EventReader::next_event`].
-    pub async fn next_event(&mut self) -> Result<Option<Event>, GuestError> {
-        self.events.next_event().await
-    }
-
-    /// The writing half and the reading half.
-    pub fn split(self) -> (UnaryWriter, EventReader) {
-        (self.writer, self.events)
-    }
-}
-
-/// Sends one guest's input and resizes as unary calls, numbering input
-/// requests 0, 1, 2, ... so the server applies them in order, exactly once.
-pub struct UnaryWriter {
-    /// The connection the calls go over.
-    client: Client,
-    /// From `Attached`.
-    guest_id: String,
-    /// From `Attached`; a capability, never printed.
-    guest_token: String,
-    /// Sequence number of the next `SendInput`; advanced after each success.
-    next_seq: u64,
-}
-
-impl UnaryWriter {
-    /// Sends input bytes in requests of at most [`MAX_INPUT_CHUNK_BYTES`],
-    /// one sequence number each. On an error, the chunks before the failed
-    /// one have been applied, and [`next_seq`](Self::next_seq) is the failed
-    /// one's number, so a retry with [`Client::send_input`] stays exactly
-    /// once.
-    ///
-    /// # Errors
-    /// As for [`Client::send_input`].
-    pub async fn send_input(&mut self, data: impl Into<Bytes>) -> Result<(), GuestError> {
-        let mut data = data.into();
-        while !data.is_empty() {
-            let chunk = data.split_to(data.len().min(MAX_INPUT_CHUNK_BYTES));
-            self.client
-                .send_input(&self.guest_id, &self.guest_token, self.next_seq, chunk)
-                .await?;
-            self.next_seq += 1;
-        }
-        Ok(())
-    }
-
-    /// Reports a new terminal size in character cells.
-    ///
-    /// # Errors
-    /// As for [`Client::resize`].
-    pub async fn resize(&self, cols: u32, rows: u32) -> Result<(), GuestError> {
-        self.client
-            .resize(&self.guest_id, &self.guest_token, cols, rows)
-            .await
-    }
-
-    /// The sequence number the next input request will carry.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-}
-
-impl fmt::Debug for UnaryWriter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UnaryWriter")
-            .field("guest_id", &self.guest_id)
-            .field("next_seq", &self.next_seq)
-            .finish_non_exhaustive()
     }
 }

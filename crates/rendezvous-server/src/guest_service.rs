@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
+use self::unary_relay::UnaryTarget;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cluster::{ClusterLink, Relayed};
+
+mod unary_relay;
 use crate::config::{INPUT_TIMEOUT, limit_name};
 use crate::first_message::first_message;
 use crate::guest_stream::{EventStream, GuestStream};
@@ -272,21 +275,6 @@ impl GuestApi {
                 .with_window_messages(req.window_messages),
         )))
     }
-
-    /// The link and the replica to relay a unary call for `guest_id` to:
-    /// when the guest is not here, this replica relays its stream, and the
-    /// call did not come relayed.
-    fn unary_route<T>(
-        &self,
-        request: &Request<T>,
-        guest_id: &str,
-    ) -> Option<(Arc<ClusterLink>, String)> {
-        if request.extensions().get::<Relayed>().is_some() {
-            return None;
-        }
-        let link = self.registry.cluster()?;
-        link.guest_route(guest_id).map(|url| (link.clone(), url))
-    }
 }
 
 /// Where a guest's Attach is served.
@@ -396,17 +384,17 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
-                else {
-                    return Err(e.into());
+                let req = request.get_ref().clone();
+                let target = UnaryTarget {
+                    guest_id: &req.guest_id,
+                    task_id: &req.task_id,
+                    host_name: &req.host_name,
                 };
-                let ip = client_ip(&request);
-                return link
-                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                return self
+                    .relay_unary(request, target, e.into(), |mut c, r| async move {
                         c.send_input(r).await
                     })
-                    .await
-                    .map(Response::new);
+                    .await;
             }
         };
         let req = request.into_inner();
@@ -429,17 +417,17 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
-                else {
-                    return Err(e.into());
+                let req = request.get_ref().clone();
+                let target = UnaryTarget {
+                    guest_id: &req.guest_id,
+                    task_id: &req.task_id,
+                    host_name: &req.host_name,
                 };
-                let ip = client_ip(&request);
-                return link
-                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                return self
+                    .relay_unary(request, target, e.into(), |mut c, r| async move {
                         c.resize(r).await
                     })
-                    .await
-                    .map(Response::new);
+                    .await;
             }
         };
         let req = request.into_inner();
@@ -456,17 +444,17 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let Some((link, url)) = self.unary_route(&request, &request.get_ref().guest_id)
-                else {
-                    return Err(e.into());
+                let req = request.get_ref().clone();
+                let target = UnaryTarget {
+                    guest_id: &req.guest_id,
+                    task_id: &req.task_id,
+                    host_name: &req.host_name,
                 };
-                let ip = client_ip(&request);
-                return link
-                    .unary(&url, request.into_inner(), ip, |mut c, r| async move {
+                return self
+                    .relay_unary(request, target, e.into(), |mut c, r| async move {
                         c.ack(r).await
                     })
-                    .await
-                    .map(Response::new);
+                    .await;
             }
         };
         let req = request.into_inner();

@@ -77,6 +77,7 @@ impl Transcript {
                     guest_token: guest_token.clone(),
                     offset: 0,
                     messages,
+                    ..Default::default()
                 };
                 if client.ack(ack).await.is_err() {
                     return;

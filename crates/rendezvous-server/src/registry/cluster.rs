@@ -34,6 +34,24 @@ impl Registry {
         Ok(holder.filter(|r| r.id != link.this().id))
     }
 
+    /// The other replicas that hold a host named `name` of a task
+    /// `task_id` under any owner, when this server has a cluster link.
+    ///
+    /// # Errors
+    /// `DirectoryUnavailable` when the shared store cannot be reached.
+    pub async fn holders_elsewhere(
+        &self,
+        task_id: &TaskId,
+        name: &HostName,
+    ) -> Result<Vec<Replica>, RegistryError> {
+        let Some(link) = &self.cluster else {
+            return Ok(Vec::new());
+        };
+        let mut holders = self.store.holders_of(task_id, name).await?;
+        holders.retain(|r| r.id != link.this().id);
+        Ok(holders)
+    }
+
     /// The other replicas that hold some of `owner`'s task `task_id`'s
     /// hosts, each once, when this server has a cluster link.
     ///

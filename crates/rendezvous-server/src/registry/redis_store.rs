@@ -402,6 +402,28 @@ impl TaskStore for RedisTaskStore {
         Ok(hosts)
     }
 
+    async fn holders_of(
+        &self,
+        id: &TaskId,
+        name: &HostName,
+    ) -> Result<Vec<Replica>, RegistryError> {
+        let mut invocation = SCRIPTS.holders_of.key(self.core.task_key(id));
+        invocation.arg(name.as_str());
+        let answer: Vec<String> = self.core.call(&invocation).await?;
+        if !answer.len().is_multiple_of(2) {
+            return Err(malformed("holders_of", "not two fields a replica"));
+        }
+        let mut fields = answer.into_iter();
+        let mut replicas: Vec<Replica> = Vec::new();
+        while let (Some(id), Some(advertise_url)) = (fields.next(), fields.next()) {
+            let replica = Replica { id, advertise_url };
+            if !replicas.contains(&replica) {
+                replicas.push(replica);
+            }
+        }
+        Ok(replicas)
+    }
+
     fn this_replica(&self) -> Option<Replica> {
         Some(self.core.replica.clone())
     }

@@ -154,6 +154,22 @@ pub trait TaskStore: Send + Sync + fmt::Debug {
         Ok(Vec::new())
     }
 
+    /// The servers that hold a host named `name` of a task `id`, under any
+    /// owner, each once: for a guest's unary call on a replica that does
+    /// not relay its stream (the call names only the task and host; the
+    /// replica it is relayed to checks the guest itself). Empty for the
+    /// memory store.
+    ///
+    /// # Errors
+    /// [`RegistryError::DirectoryUnavailable`] from a shared store.
+    async fn holders_of(
+        &self,
+        _id: &TaskId,
+        _name: &HostName,
+    ) -> Result<Vec<Replica>, RegistryError> {
+        Ok(Vec::new())
+    }
+
     /// This server, as a shared store names it in its leases; `None` for
     /// the memory store.
     fn this_replica(&self) -> Option<Replica> {

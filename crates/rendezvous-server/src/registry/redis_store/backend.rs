@@ -27,6 +27,7 @@ pub(super) struct Scripts {
     pub(super) read: Script,
     pub(super) owner_of: Script,
     pub(super) hosts_of: Script,
+    pub(super) holders_of: Script,
     pub(super) count: Script,
 }
 
@@ -40,6 +41,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| {
         read: with_prelude(include_str!("read.lua")),
         owner_of: with_prelude(include_str!("owner_of.lua")),
         hosts_of: with_prelude(include_str!("hosts_of.lua")),
+        holders_of: with_prelude(include_str!("holders_of.lua")),
         count: with_prelude(include_str!("count.lua")),
     }
 });

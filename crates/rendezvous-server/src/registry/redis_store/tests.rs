@@ -141,6 +141,28 @@ async fn a_name_whose_replica_stops_renewing_is_free_after_the_lease() {
     );
     assert_eq!(b.this_replica(), Some(b.replica().clone()));
     assert!(b.hosts_of(&Owner::open(), &id).await.unwrap().is_empty());
+    // By task and host name, under any owner: another owner's task with
+    // the same ID and a host of the same name on b.
+    let other = Owner::token("other-ci");
+    b.add_host(&other, &id, &name, "h4", &record("t"), 4)
+        .await
+        .unwrap();
+    let mut holders = b.holders_of(&id, &name).await.unwrap();
+    holders.sort_by(|x, y| x.id.cmp(&y.id));
+    let mut both = vec![a.replica().clone(), b.replica().clone()];
+    both.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(holders, both);
+    assert_eq!(
+        b.holders_of(&id, &host_name("second")).await.unwrap(),
+        [b.replica().clone()]
+    );
+    assert!(
+        b.holders_of(&id, &host_name("none"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    b.remove_host(&other, &id, &name, "h4");
 
     // a stops (a crash: no removal, no renewal).
     drop(a);
