@@ -16,7 +16,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::AbortOnDropHandle;
 use tonic::{Request, Response, Status, Streaming};
 
-use self::unary_relay::UnaryTarget;
 use crate::audit::{AuditEvent, AuditKind};
 use crate::cluster::{ClusterLink, Relayed};
 
@@ -384,14 +383,8 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let req = request.get_ref().clone();
-                let target = UnaryTarget {
-                    guest_id: &req.guest_id,
-                    task_id: &req.task_id,
-                    host_name: &req.host_name,
-                };
                 return self
-                    .relay_unary(request, target, e.into(), |mut c, r| async move {
+                    .relay_unary(request, e.into(), |mut c, r| async move {
                         c.send_input(r).await
                     })
                     .await;
@@ -417,16 +410,12 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let req = request.get_ref().clone();
-                let target = UnaryTarget {
-                    guest_id: &req.guest_id,
-                    task_id: &req.task_id,
-                    host_name: &req.host_name,
-                };
                 return self
-                    .relay_unary(request, target, e.into(), |mut c, r| async move {
-                        c.resize(r).await
-                    })
+                    .relay_unary(
+                        request,
+                        e.into(),
+                        |mut c, r| async move { c.resize(r).await },
+                    )
                     .await;
             }
         };
@@ -444,16 +433,8 @@ impl GuestService for GuestApi {
         {
             Ok(guest) => guest,
             Err(e) => {
-                let req = request.get_ref().clone();
-                let target = UnaryTarget {
-                    guest_id: &req.guest_id,
-                    task_id: &req.task_id,
-                    host_name: &req.host_name,
-                };
                 return self
-                    .relay_unary(request, target, e.into(), |mut c, r| async move {
-                        c.ack(r).await
-                    })
+                    .relay_unary(request, e.into(), |mut c, r| async move { c.ack(r).await })
                     .await;
             }
         };

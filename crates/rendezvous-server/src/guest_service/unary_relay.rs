@@ -16,6 +16,7 @@ use std::future::Future;
 
 use rendezvous_proto::guest_service_client::GuestServiceClient;
 use rendezvous_proto::ids::{HostName, TaskId};
+use rendezvous_proto::{AckRequest, ResizeRequest, SendInputRequest};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
@@ -23,12 +24,22 @@ use super::GuestApi;
 use crate::cluster::Relayed;
 use crate::status::client_ip;
 
-/// Which guest a unary call is for, and where it says its session is.
-pub(super) struct UnaryTarget<'a> {
-    pub(super) guest_id: &'a str,
-    pub(super) task_id: &'a str,
-    pub(super) host_name: &'a str,
+/// A unary call that names its guest, and where it says its session is.
+pub(super) trait UnaryCall: Clone {
+    /// The guest ID, task ID and host name it carries.
+    fn target(&self) -> (&str, &str, &str);
 }
+
+macro_rules! unary_call {
+    ($($request:ty),*) => {$(
+        impl UnaryCall for $request {
+            fn target(&self) -> (&str, &str, &str) {
+                (&self.guest_id, &self.task_id, &self.host_name)
+            }
+        }
+    )*};
+}
+unary_call!(SendInputRequest, ResizeRequest, AckRequest);
 
 impl GuestApi {
     /// Relays `request` for a guest that is not here (`not_here` is this
@@ -43,12 +54,11 @@ impl GuestApi {
     pub(super) async fn relay_unary<T, R, F, Fut>(
         &self,
         request: Request<T>,
-        target: UnaryTarget<'_>,
         not_here: Status,
         call: F,
     ) -> Result<Response<R>, Status>
     where
-        T: Clone,
+        T: UnaryCall,
         F: Fn(GuestServiceClient<Channel>, Request<T>) -> Fut,
         Fut: Future<Output = Result<Response<R>, Status>>,
     {
@@ -60,12 +70,11 @@ impl GuestApi {
         };
         let ip = client_ip(&request);
         let message = request.into_inner();
-        if let Some(url) = link.guest_route(target.guest_id) {
+        let (guest_id, task_id, host_name) = message.target();
+        if let Some(url) = link.guest_route(guest_id) {
             return link.unary(&url, message, ip, call).await.map(Response::new);
         }
-        let (Ok(task_id), Ok(host_name)) =
-            (TaskId::new(target.task_id), HostName::new(target.host_name))
-        else {
+        let (Ok(task_id), Ok(host_name)) = (TaskId::new(task_id), HostName::new(host_name)) else {
             return Err(not_here);
         };
         let holders = self
