@@ -3,25 +3,33 @@
 //! one real Redis with shared key files, a host on A, and native guests on
 //! B and C, over the Terminal call and over Attach with unary calls (the
 //! browser's path). The `seq` stream arrives byte-exact at every guest;
-//! roles, input exactly once and listings hold across the hop; SIGTERM and
-//! kill -9 of A move the host (through a round-robin load balancer) and
-//! every guest goes on byte-exact.
+//! roles, input exactly once (also for a unary call that reaches a third
+//! replica), listings and guest tokens hold across the hop; a slow guest
+//! on B does not slow a guest on A; SIGTERM and kill -9 of A move the host
+//! (through a round-robin load balancer) and every guest goes on
+//! byte-exact.
+
+use std::time::Duration;
 
 use rendezvous_guest::{
     AttachOptions, AttachStream, Client, Event, GuestError, ResumingTerminal, Secret, TaskId,
 };
 use rendezvous_proto::guest_service_client::GuestServiceClient;
-use rendezvous_proto::{AttachRequest, ListSessionsRequest, SendInputRequest};
+use rendezvous_proto::{AttachRequest, ListSessionsRequest, SendInputRequest, guest_event};
+use rendezvous_testkit::proxy::FaultProxy;
 use rendezvous_testkit::redis::RedisServer;
 use rendezvous_testkit::replicas::{Balancer, ClusterFiles, Replica};
 use rendezvous_testkit::seq_stream::{
-    END, STREAM_COMMAND, Seen, StreamGuest, assert_exact, stream_in,
+    END, STREAM_COMMAND, Seen, StreamGuest, assert_exact, expected_stream, stream_in,
 };
 use rendezvous_testkit::{DEADLINE, TestHost, bash};
+use tokio::time::Instant;
 use tonic::Code;
 
 const SECRET: &str = "relay-task-secret-Hw4Jk8Lm2";
 const READ_ONLY_SECRET: &str = "relay-read-only-Qz7Xc3Vb9";
+/// The guest token key every replica of the first test reads (HS256).
+const TOKEN_KEY: &[u8] = b"relay-token-key-0123456789abcdef0123456789";
 /// Bytes each session retains here (4 MiB): more than the stream, so that
 /// a guest that resumes catches up from retained output.
 const RETAINED: [&str; 2] = ["--retained-output-bytes", "4194304"];
@@ -73,9 +81,15 @@ async fn guests_on_any_replica_reach_a_host_on_another_byte_exact() {
     const TASK: &str = "relay-every-replica";
     let redis = RedisServer::start().await;
     let files = ClusterFiles::new();
-    let a = replica(&redis, &files).await;
-    let b = replica(&redis, &files).await;
-    let c = replica(&redis, &files).await;
+    // One guest token key on every replica, as their configuration.
+    let token_key = files.cluster_key.with_file_name("token.key");
+    std::fs::write(&token_key, TOKEN_KEY).unwrap();
+    let token_key = token_key.display().to_string();
+    let args = [RETAINED[0], RETAINED[1], "--token-key-file", &token_key];
+    let bin = env!("CARGO_BIN_EXE_rendezvous");
+    let a = Replica::start(bin, &redis, &files, &args).await;
+    let b = Replica::start(bin, &redis, &files, &args).await;
+    let c = Replica::start(bin, &redis, &files, &args).await;
     let _host = host(&a.url, TASK).await;
 
     // A new shell through B, shared through C.
@@ -228,6 +242,43 @@ async fn guests_on_any_replica_reach_a_host_on_another_byte_exact() {
         .unwrap_err();
     assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
 
+    // A guest token minted for the task (`rendezvous token`, as a CI
+    // system would) joins the session on every replica.
+    let minted = std::process::Command::new(bin)
+        .args([
+            "token",
+            "--task-id",
+            TASK,
+            "--ttl-secs",
+            "600",
+            "--key-file",
+        ])
+        .arg(&token_key)
+        .output()
+        .expect("run rendezvous token");
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+    for url in [&a.url, &b.url, &c.url] {
+        let mut events = GuestServiceClient::connect(url.clone())
+            .await
+            .unwrap()
+            .attach(AttachRequest {
+                task_id: TASK.into(),
+                token: token.clone(),
+                session_id: session.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|s| panic!("{url}: {s:?}"))
+            .into_inner();
+        match events.message().await.unwrap().and_then(|e| e.event) {
+            Some(guest_event::Event::Attached(attached)) => {
+                assert_eq!(attached.session_id, session, "{url}");
+            }
+            other => panic!("{url}: expected Attached, got {other:?}"),
+        }
+    }
+
     // The session still answers every guest.
     through_b.answers("AFTER").await;
     through_c.until("AFTER-42\r\n").await;
@@ -342,4 +393,56 @@ async fn sigterm_of_the_hosts_replica_moves_it_and_every_guest_goes_on_byte_exac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_hosts_replica_moves_it_and_every_guest_goes_on_byte_exact() {
     a_replica_that_leaves_hands_on_its_host_and_guests(Leaves::Dies).await;
+}
+
+/// Backpressure across the hop: a guest on B behind a 128 KiB/s link (a
+/// throttled proxy in front of B) gets the whole stream at its pace, and
+/// does not slow a guest on A, the host's replica. B reads A's stream only
+/// as fast as its guest takes it, so the slow guest is slow at A, where
+/// the session's flow control sees it as it sees a slow direct guest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_guest_on_another_replica_does_not_slow_the_hosts_replica() {
+    const TASK: &str = "relay-slow";
+    const RATE: u64 = 128 * 1024;
+    let redis = RedisServer::start().await;
+    let files = ClusterFiles::new();
+    let a = replica(&redis, &files).await;
+    let b = replica(&redis, &files).await;
+    let _host = host(&a.url, TASK).await;
+    let proxy = FaultProxy::start(&b.url).await;
+
+    let mut direct = StreamGuest::attach(&a.url, options(TASK, SECRET, None)).await;
+    direct.until("$ ").await;
+    let session = direct.session_id();
+    let mut slow = StreamGuest::attach(proxy.url(), options(TASK, SECRET, Some(&session))).await;
+    slow.until("$ ").await;
+    proxy.downstream().throttle(RATE);
+
+    direct.type_text(STREAM_COMMAND).await;
+    let started = Instant::now();
+    let direct = tokio::spawn(async move {
+        direct.until(END).await;
+        (direct, started.elapsed())
+    });
+    let slow = tokio::spawn(async move {
+        slow.until_within(END, 2 * DEADLINE).await;
+        (slow, started.elapsed())
+    });
+    let (direct, direct_took) = direct.await.unwrap();
+    let slow_had = proxy.counts().downstream.delivered;
+    let (slow, slow_took) = slow.await.unwrap();
+    eprintln!("guest on A: {direct_took:?}; guest on B at 128 KiB/s: {slow_took:?}");
+
+    assert_eq!((direct.lagged, slow.lagged), (0, 0));
+    assert_exact("guest on A", stream_in(&direct.output));
+    assert_exact("slow guest on B", stream_in(&slow.output));
+    let least = Duration::from_secs_f64(expected_stream().len() as f64 / RATE as f64);
+    assert!(slow_took >= least.mul_f64(0.9), "{slow_took:?}");
+    // Paced by the slow guest, the direct one would end within one
+    // backpressure window (256 KiB) of it.
+    assert!(
+        slow_had < expected_stream().len() as u64 * 2 / 3,
+        "the slow guest had {slow_had} bytes when the guest on A was done \
+         ({direct_took:?} against {slow_took:?})"
+    );
 }
