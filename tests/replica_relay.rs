@@ -5,7 +5,8 @@
 //! browser's path). The `seq` stream arrives byte-exact at every guest;
 //! roles, input exactly once (also for a unary call that reaches a third
 //! replica), listings and guest tokens hold across the hop; a slow guest
-//! on B does not slow a guest on A; SIGTERM and kill -9 of A move the host
+//! on B does not slow a guest on A; the owner sees a relayed guest's own
+//! IP, and no client can claim one; SIGTERM and kill -9 of A move the host
 //! (through a round-robin load balancer) and every guest goes on
 //! byte-exact.
 
@@ -445,4 +446,68 @@ async fn a_slow_guest_on_another_replica_does_not_slow_the_hosts_replica() {
         "the slow guest had {slow_had} bytes when the guest on A was done \
          ({direct_took:?} against {slow_took:?})"
     );
+}
+
+/// The owner counts a relayed guest by the guest's own IP (its limits and
+/// audit log per client IP), which only a replica may tell it: a client
+/// that sends the link's IP header itself, without the cluster
+/// credential, is still its own address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_sees_a_relayed_guests_ip_and_no_client_can_claim_one() {
+    const TASK: &str = "relay-client-ip";
+    let redis = RedisServer::start().await;
+    let files = ClusterFiles::new();
+    let audit = files.cluster_key.with_file_name("audit-a.jsonl");
+    let audit_arg = audit.display().to_string();
+    let bin = env!("CARGO_BIN_EXE_rendezvous");
+    let a = Replica::start(bin, &redis, &files, &["--audit-log", &audit_arg]).await;
+    let b = replica(&redis, &files).await;
+    let _host = host(&a.url, TASK).await;
+
+    // From 127.0.0.2 through B, and from 127.0.0.3 straight to A with a
+    // forged IP header.
+    let from = |url: &str, ip: &str| {
+        tonic::transport::Endpoint::from_shared(url.to_owned())
+            .unwrap()
+            .local_address(Some(ip.parse().unwrap()))
+    };
+    let attach = AttachRequest {
+        task_id: TASK.into(),
+        secret: SECRET.into(),
+        ..Default::default()
+    };
+    let mut relayed = GuestServiceClient::new(from(&b.url, "127.0.0.2").connect().await.unwrap());
+    let _relayed = relayed
+        .attach(attach.clone())
+        .await
+        .expect("attach through B");
+    let mut spoofed = tonic::Request::new(attach);
+    spoofed.metadata_mut().insert(
+        rendezvous_server::cluster::CLIENT_IP_HEADER,
+        "203.0.113.9".parse().unwrap(),
+    );
+    let mut direct = GuestServiceClient::new(from(&a.url, "127.0.0.3").connect().await.unwrap());
+    let _direct = direct.attach(spoofed).await.expect("attach to A");
+
+    let deadline = Instant::now() + DEADLINE;
+    let attached_from = |log: &str, ip: &str| {
+        log.lines().any(|l| {
+            l.contains("\"guest_attached\"") && l.contains(&format!("\"client_ip\":\"{ip}\""))
+        })
+    };
+    loop {
+        let log = std::fs::read_to_string(&audit).unwrap_or_default();
+        if attached_from(&log, "127.0.0.2") && attached_from(&log, "127.0.0.3") {
+            assert!(
+                !log.contains("203.0.113.9"),
+                "a client claimed an IP: {log}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A's audit log lacks a guest from 127.0.0.2 and from 127.0.0.3: {log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
