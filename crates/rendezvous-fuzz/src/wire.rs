@@ -165,6 +165,7 @@ fn valid(fx: &Fixture, path: usize, which: u8) -> Vec<u8> {
             guest_token: fx.writer.token.clone(),
             seq: u64::from(which),
             data: Bytes::from_static(b"ls\r"),
+            ..Default::default()
         }
         .encode_to_vec(),
         (6, 0) => TerminalRequest {

@@ -106,6 +106,7 @@ impl Bystander {
             guest_token: self.guest.token.clone(),
             seq: self.seq,
             data: data.clone().into(),
+            ..Default::default()
         })))
         .now_or_never();
         assert!(

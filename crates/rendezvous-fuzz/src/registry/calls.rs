@@ -235,6 +235,7 @@ impl Harness {
                 guest_token: token.clone(),
                 seq: u64::from(seq),
                 data: data.into(),
+                ..Default::default()
             }))
             .await;
         let got = status_of(&result);

@@ -380,6 +380,7 @@ impl Harness {
                         guest_token: token.clone(),
                         cols,
                         rows,
+                        ..Default::default()
                     }))
                     .await;
                 self.check_guest_call(&id, &token, role, status_of(&result), "Resize");
@@ -400,6 +401,7 @@ impl Harness {
                         guest_token: token.clone(),
                         offset,
                         messages,
+                        ..Default::default()
                     }))
                     .await;
                 // Read-only guests may ack.
